@@ -1,0 +1,86 @@
+# flash.c build. `make` builds ./train; `make test` builds and runs every test, then the
+# same suite under AddressSanitizer + UndefinedBehaviorSanitizer.
+#
+# The library is compiled three ways into build/: f32 (the trainer), f64 (the model in
+# double precision, for finite-difference gradient checks) and asan (f32 with sanitizers).
+
+CC      ?= gcc
+OPT     ?= -O3 -march=native
+BLAS_INC = /usr/include/x86_64-linux-gnu/openblas-openmp
+BLAS_LIB = /usr/lib/x86_64-linux-gnu/openblas-openmp
+WARN     = -Wall -Wextra
+CFLAGS  ?= $(OPT)
+ALL_CFLAGS = -std=c11 -D_POSIX_C_SOURCE=200809L -D_DEFAULT_SOURCE $(WARN) -g -fopenmp \
+             -Imodel -Idata -Iplot -Ioptim -Iautograd -Itests -I$(BLAS_INC) $(CFLAGS)
+LDLIBS   = -L$(BLAS_LIB) -Wl,-rpath,$(BLAS_LIB) -lopenblas -lpng -lz -lm -fopenmp
+SAN      = -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
+
+LIB_SRC  = $(wildcard model/*.c data/*.c plot/*.c optim/*.c autograd/*.c)
+TEST_SRC = $(wildcard tests/test_*.c)
+# tests/test_grad*.c check gradients by finite differences: they use the f64 library
+F64_TESTS = $(filter tests/test_grad%,$(TEST_SRC))
+F32_TESTS = $(filter-out $(F64_TESTS),$(TEST_SRC))
+
+F32_OBJ  = $(LIB_SRC:%.c=build/f32/%.o)
+F64_OBJ  = $(LIB_SRC:%.c=build/f64/%.o)
+ASAN_OBJ = $(LIB_SRC:%.c=build/asan/%.o)
+
+TEST_BINS = $(F32_TESTS:tests/%.c=build/f32/%) $(F64_TESTS:tests/%.c=build/f64/%) build/f32/parity
+ASAN_BINS = $(F32_TESTS:tests/%.c=build/asan/%) $(F64_TESTS:tests/%.c=build/asan/%) build/asan/parity
+
+FIXTURES ?= ../shared/fixtures
+DATA     ?= ../shared/data/enwik8-head.gz
+OUT      ?= build/parity-out
+
+.PHONY: all test test-fast test-asan parity clean
+all: train $(TEST_BINS)
+
+train: build/f32/train.o $(F32_OBJ)
+	$(CC) $(ALL_CFLAGS) -o $@ $^ $(LDLIBS)
+
+build/f32/%.o: %.c $(wildcard */*.h)
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) -c $< -o $@
+build/f64/%.o: %.c $(wildcard */*.h)
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) -DFLASH_DOUBLE -c $< -o $@
+build/asan/%.o: %.c $(wildcard */*.h)
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) -O1 $(SAN) -c $< -o $@
+
+build/f32/test_%: tests/test_%.c $(F32_OBJ) $(wildcard */*.h)
+	$(CC) $(ALL_CFLAGS) -o $@ $< $(F32_OBJ) $(LDLIBS)
+build/f64/test_%: tests/test_%.c $(F64_OBJ) $(wildcard */*.h)
+	$(CC) $(ALL_CFLAGS) -DFLASH_DOUBLE -o $@ $< $(F64_OBJ) $(LDLIBS)
+build/f32/parity: tests/parity.c $(F32_OBJ) $(wildcard */*.h)
+	$(CC) $(ALL_CFLAGS) -o $@ $< $(F32_OBJ) $(LDLIBS)
+build/asan/test_grad%: tests/test_grad%.c $(LIB_SRC) $(wildcard */*.h)
+	@mkdir -p build/asan/f64
+	$(CC) $(ALL_CFLAGS) -O1 $(SAN) -DFLASH_DOUBLE -o $@ $< $(LIB_SRC) $(LDLIBS) $(SAN)
+build/asan/test_%: tests/test_%.c $(ASAN_OBJ) $(wildcard */*.h)
+	$(CC) $(ALL_CFLAGS) -O1 $(SAN) -o $@ $< $(ASAN_OBJ) $(LDLIBS) $(SAN)
+build/asan/parity: tests/parity.c $(ASAN_OBJ) $(wildcard */*.h)
+	$(CC) $(ALL_CFLAGS) -O1 $(SAN) -o $@ $< $(ASAN_OBJ) $(LDLIBS) $(SAN)
+
+# Every fixture pair in FIXTURES, results written to OUT.
+parity: build/f32/parity
+	@mkdir -p $(OUT)
+	./build/f32/parity $(FIXTURES) $(OUT)
+
+test-fast: all
+	@bash tests/run.sh build/f32 build/f64 -- $(FIXTURES) $(DATA)
+
+test-asan: $(ASAN_BINS) train
+	@FLASH_TEST_SMALL=1 bash tests/run.sh build/asan build/asan -- $(FIXTURES) $(DATA)
+
+# Both suites; the runner's last line counts them together.
+test: all $(ASAN_BINS)
+	@bash tests/run.sh build/f32 build/f64 -- $(FIXTURES) $(DATA) > build/test-f32.log; r1=$$?; cat build/test-f32.log; \
+	FLASH_TEST_SMALL=1 bash tests/run.sh build/asan build/asan -- $(FIXTURES) $(DATA) > build/test-asan.log; r2=$$?; \
+	sed 's/^/[asan] /' build/test-asan.log | grep -v '^\[asan\] [0-9]* passed'; \
+	p=$$(( $$(tail -1 build/test-f32.log | awk '{print $$1}') + $$(tail -1 build/test-asan.log | awk '{print $$1}') )); \
+	f=$$(( $$(tail -1 build/test-f32.log | awk '{print $$3}') + $$(tail -1 build/test-asan.log | awk '{print $$3}') )); \
+	echo "$$p passed, $$f failed"; [ $$r1 -eq 0 ] && [ $$r2 -eq 0 ]
+
+clean:
+	rm -rf build train

@@ -1,0 +1,105 @@
+/* model/config.c: validation and JSON form of FlashConfig. */
+#include "config.h"
+#include "json.h"
+#include <stdio.h>
+#include <string.h>
+
+/* Beyond these sizes the activation buffers' int indexing would need 64-bit counts
+   everywhere; nothing in the spec comes close. */
+#define CONFIG_MAX_WIDTH 65536
+
+FlashConfig config_default(void) {
+    FlashConfig c = {
+        .num_tokens = 256, .dim = 512, .depth = 8, .group_size = 256,
+        .query_key_dim = 128, .expansion_factor = 2.0, .norm_type = NORM_SCALENORM,
+        .shift_tokens = 1, .laplace_attn_fn = 1,
+    };
+    return c;
+}
+
+int config_hidden(const FlashConfig *c) { return (int)(c->expansion_factor * c->dim); }
+int config_rotary(const FlashConfig *c) { return c->query_key_dim < 32 ? c->query_key_dim : 32; }
+
+int config_validate(const FlashConfig *c, char *err, size_t errlen) {
+#define BAD(...) do { snprintf(err, errlen, __VA_ARGS__); return -1; } while (0)
+    if (c->num_tokens < 2 || c->num_tokens > CONFIG_MAX_WIDTH)
+        BAD("num_tokens must be in [2, %d], got %d", CONFIG_MAX_WIDTH, c->num_tokens);
+    if (c->dim < 2 || c->dim > CONFIG_MAX_WIDTH || c->dim % 2)
+        BAD("dim must be even and in [2, %d] (the sinusoidal position embedding takes "
+            "dim/2 frequencies), got %d", CONFIG_MAX_WIDTH, c->dim);
+    if (c->depth < 1 || c->depth > 1024) BAD("depth must be in [1, 1024], got %d", c->depth);
+    if (c->group_size < 1 || c->group_size > CONFIG_MAX_WIDTH)
+        BAD("group_size must be in [1, %d], got %d", CONFIG_MAX_WIDTH, c->group_size);
+    if (c->query_key_dim < 2 || c->query_key_dim > CONFIG_MAX_WIDTH || c->query_key_dim % 2)
+        BAD("query_key_dim must be even and in [2, %d] (rotary rotates feature pairs), "
+            "got %d", CONFIG_MAX_WIDTH, c->query_key_dim);
+    if (!(c->expansion_factor > 0) || c->expansion_factor * c->dim > CONFIG_MAX_WIDTH)
+        BAD("expansion_factor must be positive with expansion_factor * dim <= %d, got %g",
+            CONFIG_MAX_WIDTH, c->expansion_factor);
+    if (config_hidden(c) < 1)
+        BAD("expansion_factor %g gives a hidden width int(%g * %d) = 0",
+            c->expansion_factor, c->expansion_factor, c->dim);
+    if (c->norm_type != NORM_SCALENORM && c->norm_type != NORM_LAYERNORM)
+        BAD("norm_type must be scalenorm or layernorm");
+    return 0;
+#undef BAD
+}
+
+int config_to_json(const FlashConfig *c, char *buf, size_t buflen) {
+    return snprintf(buf, buflen,
+                    "{\"num_tokens\": %d, \"dim\": %d, \"depth\": %d, \"group_size\": %d, "
+                    "\"query_key_dim\": %d, \"expansion_factor\": %.17g, \"causal\": true, "
+                    "\"norm_type\": \"%s\", \"shift_tokens\": %s, \"laplace_attn_fn\": %s}",
+                    c->num_tokens, c->dim, c->depth, c->group_size, c->query_key_dim,
+                    c->expansion_factor,
+                    c->norm_type == NORM_LAYERNORM ? "layernorm" : "scalenorm",
+                    c->shift_tokens ? "true" : "false", c->laplace_attn_fn ? "true" : "false");
+}
+
+static int get_int(const char *json, const char *key, int *out, char *err, size_t errlen) {
+    double v;
+    int r = json_get_number(json, key, &v);
+    if (r == 1) return 0;
+    if (r < 0 || v != (double)(int)v) {
+        snprintf(err, errlen, "config: \"%s\" must be an integer", key);
+        return -1;
+    }
+    *out = (int)v;
+    return 0;
+}
+
+static int get_bool(const char *json, const char *key, int *out, char *err, size_t errlen) {
+    int r = json_get_bool(json, key, out);
+    if (r < 0) { snprintf(err, errlen, "config: \"%s\" must be true or false", key); return -1; }
+    return 0;
+}
+
+int config_from_json(FlashConfig *c, const char *json, char *err, size_t errlen) {
+    if (get_int(json, "num_tokens", &c->num_tokens, err, errlen) ||
+        get_int(json, "dim", &c->dim, err, errlen) ||
+        get_int(json, "depth", &c->depth, err, errlen) ||
+        get_int(json, "group_size", &c->group_size, err, errlen) ||
+        get_int(json, "query_key_dim", &c->query_key_dim, err, errlen) ||
+        get_bool(json, "shift_tokens", &c->shift_tokens, err, errlen) ||
+        get_bool(json, "laplace_attn_fn", &c->laplace_attn_fn, err, errlen))
+        return -1;
+    double ef;
+    int r = json_get_number(json, "expansion_factor", &ef);
+    if (r < 0) { snprintf(err, errlen, "config: \"expansion_factor\" must be a number"); return -1; }
+    if (r == 0) c->expansion_factor = ef;
+    int causal = 1;
+    if (get_bool(json, "causal", &causal, err, errlen)) return -1;
+    if (!causal) {
+        snprintf(err, errlen, "config: causal=false is not supported (the trainer is autoregressive)");
+        return -1;
+    }
+    char norm[32];
+    r = json_get_string(json, "norm_type", norm, sizeof norm);
+    if (r < 0) { snprintf(err, errlen, "config: \"norm_type\" must be a string"); return -1; }
+    if (r == 0) {
+        if (!strcmp(norm, "scalenorm")) c->norm_type = NORM_SCALENORM;
+        else if (!strcmp(norm, "layernorm")) c->norm_type = NORM_LAYERNORM;
+        else { snprintf(err, errlen, "config: unknown norm_type \"%s\"", norm); return -1; }
+    }
+    return config_validate(c, err, errlen);
+}

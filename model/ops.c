@@ -1,0 +1,496 @@
+/* model/ops.c: forward/backward pairs of every FLASHTransformer layer (see ops.h).
+ * Each backward's key line of derivation sits beside the code that implements it. */
+#include "ops.h"
+#include <omp.h>
+#include <string.h>
+
+#define NORM_EPS 1e-5       /* ScaleNorm and LayerNorm eps (flash-spec.md) */
+#define COL_BLOCK 16        /* columns per task when reducing over rows: one cache line */
+
+/* dst[j] += sum_n src[n*ld + j] for j < M. Parallel over column blocks so that no two
+   threads write the same dst entry and every cache line of src is read once. */
+static void colsum_add(real *dst, const real *src, int N, int M, int ld) {
+    int nblk = (M + COL_BLOCK - 1) / COL_BLOCK;
+#pragma omp parallel for schedule(static)
+    for (int blk = 0; blk < nblk; blk++) {
+        int j0 = blk * COL_BLOCK, j1 = j0 + COL_BLOCK < M ? j0 + COL_BLOCK : M;
+        real acc[COL_BLOCK] = {0};
+        for (int n = 0; n < N; n++)
+            for (int j = j0; j < j1; j++) acc[j - j0] += src[(size_t)n * ld + j];
+        for (int j = j0; j < j1; j++) dst[j] += acc[j - j0];
+    }
+}
+
+/* ================================ embedding ======================================== */
+
+void pos_table_fill(real *pos_table, const real *inv_freq, int T, int d) {
+    int half = d / 2;
+    for (int t = 0; t < T; t++)
+        for (int i = 0; i < half; i++) {
+            /* angle in double: the reference computes t * w in its own precision; a double
+               angle keeps float32 results within rounding of it for any t we train on. */
+            double a = (double)t * (double)inv_freq[i];
+            pos_table[(size_t)t * d + i] = (real)sin(a);
+            pos_table[(size_t)t * d + half + i] = (real)cos(a);
+        }
+}
+
+void embed_forward(real *h, const int *tokens, int tok_stride, const real *tok_emb,
+                   const real *pos_scale, const real *pos_table, int B, int T, int d) {
+    const real scale = pos_scale[0];
+#pragma omp parallel for collapse(2) schedule(static)
+    for (int b = 0; b < B; b++)
+        for (int t = 0; t < T; t++) {
+            const real *e = tok_emb + (size_t)tokens[b * tok_stride + t] * d;
+            const real *p = pos_table + (size_t)t * d;
+            real *o = h + ((size_t)b * T + t) * d;
+            for (int i = 0; i < d; i++) o[i] = e[i] + scale * p[i];
+        }
+}
+
+/* d tok_emb[x_n] += dh_n;  d scale = sum_n dh_n . sinusoid_t */
+void embed_backward(real *d_tok_emb, real *d_pos_scale, const real *dh, const int *tokens,
+                    int tok_stride, const real *pos_table, int B, int T, int d) {
+    int nblk = (d + COL_BLOCK - 1) / COL_BLOCK;
+    double dscale = 0;
+#pragma omp parallel for schedule(static) reduction(+ : dscale)
+    for (int blk = 0; blk < nblk; blk++) {
+        int j0 = blk * COL_BLOCK, j1 = j0 + COL_BLOCK < d ? j0 + COL_BLOCK : d;
+        for (int b = 0; b < B; b++)
+            for (int t = 0; t < T; t++) {
+                const real *g = dh + ((size_t)b * T + t) * d;
+                real *e = d_tok_emb + (size_t)tokens[b * tok_stride + t] * d;
+                const real *p = pos_table + (size_t)t * d;
+                for (int j = j0; j < j1; j++) { e[j] += g[j]; dscale += (double)g[j] * p[j]; }
+            }
+    }
+    d_pos_scale[0] += (real)dscale;
+}
+
+/* ================================== norms ========================================== */
+
+void scalenorm_forward(real *y, real *stat, const real *x, const real *g, int N, int d) {
+    const real gain = g[0];
+#pragma omp parallel for schedule(static)
+    for (int n = 0; n < N; n++) {
+        const real *xr = x + (size_t)n * d;
+        double ss = 0;
+        for (int i = 0; i < d; i++) ss += (double)xr[i] * xr[i];
+        double norm = sqrt(ss / d);               /* ||x|| * d^-1/2 */
+        real r = (real)(1.0 / (norm > NORM_EPS ? norm : NORM_EPS));
+        stat[n] = r;
+        for (int i = 0; i < d; i++) y[(size_t)n * d + i] = xr[i] * r * gain;
+    }
+}
+
+/* y = g x r, r = 1/n, n = ||x||/sqrt(d):  dx = g r (dy - x (x.dy) r^2 / d)  (n > eps);
+   dx = g r dy when the clamp is active;  dg = sum dy . x r */
+void scalenorm_backward(real *dx, real *dg, const real *dy, const real *x, const real *stat,
+                        const real *g, int N, int d) {
+    const real gain = g[0];
+    double dgain = 0;
+#pragma omp parallel for schedule(static) reduction(+ : dgain)
+    for (int n = 0; n < N; n++) {
+        const real *xr = x + (size_t)n * d, *dyr = dy + (size_t)n * d;
+        real *dxr = dx + (size_t)n * d;
+        const real r = stat[n];
+        double ss = 0, xdy = 0;
+        for (int i = 0; i < d; i++) { ss += (double)xr[i] * xr[i]; xdy += (double)xr[i] * dyr[i]; }
+        dgain += xdy * r;
+        int clamped = sqrt(ss / d) < NORM_EPS;
+        real c = clamped ? 0 : (real)(xdy * r * r / d);
+        for (int i = 0; i < d; i++) dxr[i] += gain * r * (dyr[i] - xr[i] * c);
+    }
+    dg[0] += (real)dgain;
+}
+
+void layernorm_forward(real *y, real *stat, const real *x, const real *w, const real *b,
+                       int N, int d) {
+#pragma omp parallel for schedule(static)
+    for (int n = 0; n < N; n++) {
+        const real *xr = x + (size_t)n * d;
+        double mean = 0, var = 0;
+        for (int i = 0; i < d; i++) mean += xr[i];
+        mean /= d;
+        for (int i = 0; i < d; i++) { double c = xr[i] - mean; var += c * c; }
+        var /= d;                                   /* biased, as nn.LayerNorm */
+        real rstd = (real)(1.0 / sqrt(var + NORM_EPS));
+        stat[2 * n] = (real)mean;
+        stat[2 * n + 1] = rstd;
+        for (int i = 0; i < d; i++)
+            y[(size_t)n * d + i] = (xr[i] - (real)mean) * rstd * w[i] + b[i];
+    }
+}
+
+/* xhat = (x - mean) rstd, y = xhat w + b, g = dy w:
+   dx = rstd (g - mean(g) - xhat mean(g xhat));  dw = sum dy xhat;  db = sum dy */
+void layernorm_backward(real *dx, real *dw, real *db, const real *dy, const real *x,
+                        const real *stat, const real *w, int N, int d) {
+#pragma omp parallel for schedule(static)
+    for (int n = 0; n < N; n++) {
+        const real *xr = x + (size_t)n * d, *dyr = dy + (size_t)n * d;
+        real *dxr = dx + (size_t)n * d;
+        const real mean = stat[2 * n], rstd = stat[2 * n + 1];
+        double gsum = 0, gxsum = 0;
+        for (int i = 0; i < d; i++) {
+            double gi = (double)dyr[i] * w[i], xh = (double)(xr[i] - mean) * rstd;
+            gsum += gi;
+            gxsum += gi * xh;
+        }
+        real gm = (real)(gsum / d), gxm = (real)(gxsum / d);
+        for (int i = 0; i < d; i++) {
+            real xh = (xr[i] - mean) * rstd;
+            dxr[i] += rstd * (dyr[i] * w[i] - gm - xh * gxm);
+        }
+    }
+    int nblk = (d + COL_BLOCK - 1) / COL_BLOCK;
+#pragma omp parallel for schedule(static)
+    for (int blk = 0; blk < nblk; blk++) {
+        int j0 = blk * COL_BLOCK, j1 = j0 + COL_BLOCK < d ? j0 + COL_BLOCK : d;
+        for (int n = 0; n < N; n++) {
+            const real mean = stat[2 * n], rstd = stat[2 * n + 1];
+            for (int j = j0; j < j1; j++) {
+                real g = dy[(size_t)n * d + j];
+                dw[j] += g * (x[(size_t)n * d + j] - mean) * rstd;
+                db[j] += g;
+            }
+        }
+    }
+}
+
+/* ================================ token shift ====================================== */
+
+void token_shift_forward(real *x, int B, int T, int d) {
+    const int half = (d + 1) / 2;                   /* chunk(2) puts ceil(d/2) first */
+#pragma omp parallel for schedule(static)
+    for (int b = 0; b < B; b++) {
+        real *xb = x + (size_t)b * T * d;
+        for (int t = T - 1; t >= 1; t--)
+            memcpy(xb + (size_t)t * d, xb + (size_t)(t - 1) * d, sizeof(real) * half);
+        memset(xb, 0, sizeof(real) * half);
+    }
+}
+
+/* y[t, :h] = x[t-1, :h]  =>  dx[t, :h] = dy[t+1, :h], dx[T-1, :h] = 0 */
+void token_shift_backward(real *dx, int B, int T, int d) {
+    const int half = (d + 1) / 2;
+#pragma omp parallel for schedule(static)
+    for (int b = 0; b < B; b++) {
+        real *db = dx + (size_t)b * T * d;
+        for (int t = 0; t + 1 < T; t++)
+            memcpy(db + (size_t)t * d, db + (size_t)(t + 1) * d, sizeof(real) * half);
+        memset(db + (size_t)(T - 1) * d, 0, sizeof(real) * half);
+    }
+}
+
+/* ================================== linear ========================================= */
+
+void linear_forward(real *y, const real *x, const real *W, const real *b, int N, int in, int out) {
+#pragma omp parallel for schedule(static)
+    for (int n = 0; n < N; n++) memcpy(y + (size_t)n * out, b, sizeof(real) * out);
+    gemm(0, 1, N, out, in, 1, x, in, W, in, 1, y, out);
+}
+
+/* y = x W^T + b:  dx = dy W;  dW += dy^T x;  db += colsum(dy) */
+void linear_backward(real *dx, real dx_beta, real *dW, real *db, const real *dy, const real *x,
+                     const real *W, int N, int in, int out) {
+    if (dx) gemm(0, 0, N, in, out, 1, dy, out, W, in, dx_beta, dx, in);
+    gemm(1, 0, out, in, N, 1, dy, out, x, in, 1, dW, in);
+    colsum_add(db, dy, N, out, out);
+}
+
+/* =================================== silu ========================================== */
+
+void silu_forward(real *y, const real *u, size_t n) {
+#pragma omp parallel for schedule(static)
+    for (size_t i = 0; i < n; i++) y[i] = u[i] / (1 + R_EXP(-u[i]));
+}
+
+/* silu'(u) = sig(u) (1 + u (1 - sig(u))) */
+void silu_backward(real *du, const real *dy, const real *u, size_t n) {
+#pragma omp parallel for schedule(static)
+    for (size_t i = 0; i < n; i++) {
+        real sg = 1 / (1 + R_EXP(-u[i]));
+        du[i] = dy[i] * sg * (1 + u[i] * (1 - sg));
+    }
+}
+
+/* ============================ offset-scale + rotary ================================ */
+
+void rotary_table_fill(real *rot_cos, real *rot_sin, const real *freqs, int T, int r) {
+    int half = r / 2;
+    for (int t = 0; t < T; t++)
+        for (int j = 0; j < half; j++) {
+            double a = (double)t * (double)freqs[j];
+            rot_cos[(size_t)t * half + j] = (real)cos(a);
+            rot_sin[(size_t)t * half + j] = (real)sin(a);
+        }
+}
+
+void offset_scale_rotary_forward(real *qk4, const real *z, const real *gamma, const real *beta,
+                                 const real *rot_cos, const real *rot_sin, int B, int T, int s, int r) {
+    const size_t N = (size_t)B * T;
+#pragma omp parallel for schedule(static)
+    for (size_t n = 0; n < N; n++) {
+        const int t = (int)(n % (size_t)T);
+        const real *zr = z + n * s, *c = rot_cos + (size_t)t * (r / 2), *sn = rot_sin + (size_t)t * (r / 2);
+        for (int k = 0; k < 4; k++) {
+            real *o = qk4 + (size_t)k * N * s + n * s;
+            for (int f = 0; f < s; f++) o[f] = zr[f] * gamma[k * s + f] + beta[k * s + f];
+            /* interleaved pairs (2j, 2j+1): (u, w) -> (u cos - w sin, w cos + u sin) */
+            for (int j = 0; j < r / 2; j++) {
+                real u = o[2 * j], w = o[2 * j + 1];
+                o[2 * j] = u * c[j] - w * sn[j];
+                o[2 * j + 1] = w * c[j] + u * sn[j];
+            }
+        }
+    }
+}
+
+/* rotation back (transpose): du = dy1 cos + dy2 sin, dw = dy2 cos - dy1 sin;
+   o_k = z gamma_k + beta_k:  dz = sum_k do_k gamma_k;  dgamma_k += sum_n do_k z;  dbeta_k += sum_n do_k */
+void offset_scale_rotary_backward(real *dz, real *dgamma, real *dbeta, real *d_qk4,
+                                  const real *z, const real *gamma, const real *rot_cos,
+                                  const real *rot_sin, int B, int T, int s, int r) {
+    const size_t N = (size_t)B * T;
+#pragma omp parallel for schedule(static)
+    for (size_t n = 0; n < N; n++) {
+        const int t = (int)(n % (size_t)T);
+        const real *c = rot_cos + (size_t)t * (r / 2), *sn = rot_sin + (size_t)t * (r / 2);
+        real *dzr = dz + n * s;
+        for (int f = 0; f < s; f++) dzr[f] = 0;
+        for (int k = 0; k < 4; k++) {
+            real *g = d_qk4 + (size_t)k * N * s + n * s;
+            for (int j = 0; j < r / 2; j++) {
+                real g1 = g[2 * j], g2 = g[2 * j + 1];
+                g[2 * j] = g1 * c[j] + g2 * sn[j];
+                g[2 * j + 1] = g2 * c[j] - g1 * sn[j];
+            }
+            for (int f = 0; f < s; f++) dzr[f] += g[f] * gamma[k * s + f];
+        }
+    }
+    int nblk = (s + COL_BLOCK - 1) / COL_BLOCK;
+#pragma omp parallel for collapse(2) schedule(static)
+    for (int k = 0; k < 4; k++)
+        for (int blk = 0; blk < nblk; blk++) {
+            int j0 = blk * COL_BLOCK, j1 = j0 + COL_BLOCK < s ? j0 + COL_BLOCK : s;
+            real ag[COL_BLOCK] = {0}, ab[COL_BLOCK] = {0};
+            const real *g = d_qk4 + (size_t)k * N * s;
+            for (size_t n = 0; n < N; n++)
+                for (int j = j0; j < j1; j++) {
+                    ag[j - j0] += g[n * s + j] * z[n * s + j];
+                    ab[j - j0] += g[n * s + j];
+                }
+            for (int j = j0; j < j1; j++) { dgamma[k * s + j] += ag[j - j0]; dbeta[k * s + j] += ab[j - j0]; }
+        }
+}
+
+/* ================================ attention ======================================== */
+
+/* T5RelativePositionBias, causal, 32 buckets, max distance 128: exact below 16, then
+   logarithmic, computed in float32 as the reference does (flash-spec.md step h). */
+int rel_pos_bucket(int n) {
+    if (n < 0) n = 0;
+    if (n < 16) return n;
+    int b = 16 + (int)(logf((float)n / 16.0f) / 2.0794415f * 16.0f);
+    return b < 31 ? b : 31;
+}
+
+/* Laplace attention function: mu = sqrt(1/2), sigma = sqrt(1/(4 pi)). */
+#define LAPLACE_MU 0.70710678118654752440
+#define LAPLACE_SIGMA 0.28209479177387814347
+static inline real phi(real x, int laplace) {
+    if (laplace) return (real)0.5 * (1 + R_ERF((x - (real)LAPLACE_MU) / (real)(LAPLACE_SIGMA * 1.41421356237309504880)));
+    return x > 0 ? x * x : 0;
+}
+/* laplace: phi' = exp(-(x-mu)^2 / (2 sigma^2)) / (sigma sqrt(2 pi));  relu^2: phi' = 2 relu(x) */
+static inline real phi_grad(real x, int laplace) {
+    if (laplace) {
+        real u = x - (real)LAPLACE_MU;
+        return R_EXP(-u * u / (real)(2 * LAPLACE_SIGMA * LAPLACE_SIGMA)) /
+               (real)(LAPLACE_SIGMA * 2.50662827463100050242);
+    }
+    return x > 0 ? 2 * x : 0;
+}
+
+/* Rows of group g of sequence b: n0 = b*T + g*C, Cg of them (the last group is short;
+   its padding rows would be zero queries/keys/values, masked, so they are never formed). */
+#define GROUP_ROWS(a, task, n0, Cg)                                         \
+    const int b_ = (task) / (a)->G, g_ = (task) % (a)->G;                   \
+    const size_t n0 = (size_t)b_ * (a)->T + (size_t)g_ * (a)->C;            \
+    const int Cg = (a)->T - g_ * (a)->C < (a)->C ? (a)->T - g_ * (a)->C : (a)->C
+
+void attention_forward(real *att, real *sim, real *attn, real *kv, const real *qk4,
+                       const real *v, int v_stride, const AttnShape *a) {
+    const int C = a->C, s = a->s, e = a->e, ntask = a->B * a->G;
+    const size_t N = (size_t)a->B * a->T;
+    const real inv_C = (real)1 / C, bias_scale = R_SQRT((real)s);
+    const real *Qq = qk4, *Ql = qk4 + N * s, *Kq = qk4 + 2 * N * s, *Kl = qk4 + 3 * N * s;
+
+    /* quadratic part and each group's KV = lin_k^T v / C, all groups in parallel */
+#pragma omp parallel for schedule(dynamic, 1)
+    for (int task = 0; task < ntask; task++) {
+        GROUP_ROWS(a, task, n0, Cg);
+        real *S = sim + (size_t)task * C * C, *A = attn + (size_t)task * C * C;
+        const real *V = v + n0 * v_stride;
+        /* sim = quad_q quad_k^T / C + sqrt(s) bias[bucket(i-j)] */
+        gemm(0, 1, Cg, Cg, s, inv_C, Qq + n0 * s, s, Kq + n0 * s, s, 0, S, C);
+        for (int i = 0; i < Cg; i++)
+            for (int j = 0; j < Cg; j++) {
+                if (j <= i) {
+                    S[i * C + j] += bias_scale * a->rel_bias[rel_pos_bucket(i - j)];
+                    A[i * C + j] = phi(S[i * C + j], a->laplace);
+                } else {
+                    S[i * C + j] = 0;
+                    A[i * C + j] = 0;        /* causal mask */
+                }
+            }
+        gemm(0, 0, Cg, e, Cg, 1, A, C, V, v_stride, 0, att + n0 * e, e);
+        gemm(1, 0, s, e, Cg, inv_C, Kl + n0 * s, s, V, v_stride, 0, kv + (size_t)task * s * e, e);
+    }
+    /* exclusive prefix sum over groups: S_0 = 0, S_g = KV_0 + ... + KV_{g-1} */
+    const size_t se = (size_t)s * e;
+#pragma omp parallel for schedule(static)
+    for (size_t idx = 0; idx < (size_t)a->B * se; idx++) {
+        size_t b = idx / se, k = idx % se;
+        real run = 0;
+        for (int g = 0; g < a->G; g++) {
+            real *p = kv + ((size_t)b * a->G + g) * se + k;
+            real here = *p;
+            *p = run;
+            run += here;
+        }
+    }
+    /* lin_out = lin_q S_g, added to quad_out */
+#pragma omp parallel for schedule(dynamic, 1)
+    for (int task = 0; task < ntask; task++) {
+        GROUP_ROWS(a, task, n0, Cg);
+        gemm(0, 0, Cg, e, s, 1, Ql + n0 * s, s, kv + (size_t)task * se, e, 1, att + n0 * e, e);
+    }
+}
+
+void attention_backward(real *dv, int v_stride, real *d_qk4, real *d_rel_bias, const real *d_att,
+                        const real *sim, const real *attn, const real *kv, const real *qk4,
+                        const real *v, real *d_kv, real *d_rel_partial, real *dsim_scratch,
+                        const AttnShape *a) {
+    const int C = a->C, s = a->s, e = a->e, ntask = a->B * a->G;
+    const size_t N = (size_t)a->B * a->T, se = (size_t)s * e;
+    const real inv_C = (real)1 / C, bias_scale = R_SQRT((real)s);
+    const real *Qq = qk4, *Ql = qk4 + N * s, *Kq = qk4 + 2 * N * s, *Kl = qk4 + 3 * N * s;
+    real *dQq = d_qk4, *dQl = d_qk4 + N * s, *dKq = d_qk4 + 2 * N * s, *dKl = d_qk4 + 3 * N * s;
+
+    /* lin_out_g = lin_q_g S_g:  dS_g = lin_q_g^T d_att_g */
+#pragma omp parallel for schedule(dynamic, 1)
+    for (int task = 0; task < ntask; task++) {
+        GROUP_ROWS(a, task, n0, Cg);
+        gemm(1, 0, s, e, Cg, 1, Ql + n0 * s, s, d_att + n0 * e, e, 0, d_kv + (size_t)task * se, e);
+    }
+    /* S_g = sum_{g' < g} KV_g'  =>  dKV_g = sum_{g' > g} dS_g' (exclusive suffix sum) */
+#pragma omp parallel for schedule(static)
+    for (size_t idx = 0; idx < (size_t)a->B * se; idx++) {
+        size_t b = idx / se, k = idx % se;
+        real run = 0;
+        for (int g = a->G - 1; g >= 0; g--) {
+            real *p = d_kv + ((size_t)b * a->G + g) * se + k;
+            real here = *p;
+            *p = run;
+            run += here;
+        }
+    }
+#pragma omp parallel for schedule(dynamic, 1)
+    for (int task = 0; task < ntask; task++) {
+        GROUP_ROWS(a, task, n0, Cg);
+        const real *S = sim + (size_t)task * C * C, *A = attn + (size_t)task * C * C;
+        const real *V = v + n0 * v_stride, *dO = d_att + n0 * e;
+        const real *Sg = kv + (size_t)task * se, *dKV = d_kv + (size_t)task * se;
+        real *dV = dv + n0 * v_stride;
+        real *dS = dsim_scratch + (size_t)omp_get_thread_num() * C * C;
+        real *rel = d_rel_partial + (size_t)task * 32;
+        for (int k = 0; k < 32; k++) rel[k] = 0;
+
+        /* quad_out = A V:  dV = A^T dO;  dA = dO V^T */
+        gemm(1, 0, Cg, e, Cg, 1, A, C, dO, e, 0, dV, v_stride);
+        gemm(0, 1, Cg, Cg, e, 1, dO, e, V, v_stride, 0, dS, C);
+        /* A = phi(sim) on j <= i:  dsim = dA phi'(sim);  d bias[bucket] += sqrt(s) dsim */
+        for (int i = 0; i < Cg; i++)
+            for (int j = 0; j < Cg; j++) {
+                if (j <= i) {
+                    real g = dS[i * C + j] * phi_grad(S[i * C + j], a->laplace);
+                    dS[i * C + j] = g;
+                    rel[rel_pos_bucket(i - j)] += bias_scale * g;
+                } else {
+                    dS[i * C + j] = 0;
+                }
+            }
+        /* sim = Q K^T / C:  dQ = dsim K / C;  dK = dsim^T Q / C */
+        gemm(0, 0, Cg, s, Cg, inv_C, dS, C, Kq + n0 * s, s, 0, dQq + n0 * s, s);
+        gemm(1, 0, Cg, s, Cg, inv_C, dS, C, Qq + n0 * s, s, 0, dKq + n0 * s, s);
+        /* lin_out = lin_q S_g:  d lin_q = dO S_g^T */
+        gemm(0, 1, Cg, s, e, 1, dO, e, Sg, e, 0, dQl + n0 * s, s);
+        /* KV_g = lin_k^T V / C:  d lin_k = V dKV^T / C;  dV += lin_k dKV / C */
+        gemm(0, 1, Cg, s, e, inv_C, V, v_stride, dKV, e, 0, dKl + n0 * s, s);
+        gemm(0, 0, Cg, e, s, inv_C, Kl + n0 * s, s, dKV, e, 1, dV, v_stride);
+    }
+    for (int task = 0; task < ntask; task++)
+        for (int k = 0; k < 32; k++) d_rel_bias[k] += d_rel_partial[(size_t)task * 32 + k];
+}
+
+/* ================================== gating ========================================= */
+
+void gate_forward(real *out, const real *gate, int gate_stride, const real *att, int N, int e) {
+#pragma omp parallel for schedule(static)
+    for (int n = 0; n < N; n++)
+        for (int i = 0; i < e; i++)
+            out[(size_t)n * e + i] = gate[(size_t)n * gate_stride + i] * att[(size_t)n * e + i];
+}
+
+/* out = gate * att:  d gate = d_out att;  d att = d_out gate */
+void gate_backward(real *d_gate, int gate_stride, real *d_att, const real *d_out,
+                   const real *gate, const real *att, int N, int e) {
+#pragma omp parallel for schedule(static)
+    for (int n = 0; n < N; n++)
+        for (int i = 0; i < e; i++) {
+            size_t k = (size_t)n * e + i, kg = (size_t)n * gate_stride + i;
+            real g = gate[kg];
+            d_gate[kg] = d_out[k] * att[k];
+            d_att[k] = d_out[k] * g;
+        }
+}
+
+/* =============================== cross-entropy ===================================== */
+
+double crossentropy_forward(real *losses, const real *logits, const int *targets,
+                            int tok_stride, int B, int T, int V) {
+    double total = 0;
+#pragma omp parallel for collapse(2) schedule(static) reduction(+ : total)
+    for (int b = 0; b < B; b++)
+        for (int t = 0; t < T; t++) {
+            const real *l = logits + ((size_t)b * T + t) * V;
+            real mx = l[0];
+            for (int i = 1; i < V; i++) mx = l[i] > mx ? l[i] : mx;
+            double sum = 0;
+            for (int i = 0; i < V; i++) sum += exp((double)(l[i] - mx));
+            double loss = log(sum) + mx - l[targets[b * tok_stride + t]];
+            if (losses) losses[(size_t)b * T + t] = (real)loss;
+            total += loss;
+        }
+    return total / ((double)B * T);
+}
+
+/* loss = logsumexp(l) - l[y]:  dl = (softmax(l) - onehot(y)) * dloss / N */
+void crossentropy_backward(real *dlogits, const real *logits, const int *targets,
+                           int tok_stride, int B, int T, int V, real dloss) {
+    const real scale = dloss / ((real)B * T);
+#pragma omp parallel for collapse(2) schedule(static)
+    for (int b = 0; b < B; b++)
+        for (int t = 0; t < T; t++) {
+            const real *l = logits + ((size_t)b * T + t) * V;
+            real *dl = dlogits + ((size_t)b * T + t) * V;
+            real mx = l[0];
+            for (int i = 1; i < V; i++) mx = l[i] > mx ? l[i] : mx;
+            real sum = 0;
+            for (int i = 0; i < V; i++) { dl[i] = R_EXP(l[i] - mx); sum += dl[i]; }
+            for (int i = 0; i < V; i++) dl[i] = dl[i] / sum * scale;
+            dl[targets[b * tok_stride + t]] -= scale;
+        }
+}

@@ -1,0 +1,88 @@
+/* model/ops.h: the layers of FLASHTransformer as forward/backward pairs.
+ *
+ * Shapes: B batch, T sequence length, N = B*T rows, d model width, e hidden width,
+ * s query/key width, C group size, G = ceil(T/C) groups, V vocabulary. Activations are
+ * row-major (N, features) so that every Linear is one GEMM over all positions.
+ * Every backward ADDS into weight gradients (so micro-batches accumulate) and, unless
+ * its comment says otherwise, WRITES the input gradient. */
+#ifndef FLASH_OPS_H
+#define FLASH_OPS_H
+#include "real.h"
+
+/* ---- embedding: h = tok_emb[x] + scale * [sin(t w) | cos(t w)] ------------------- */
+/* pos_table: T x d unscaled sinusoids, filled by pos_table_fill. */
+void pos_table_fill(real *pos_table, const real *inv_freq, int T, int d);
+void embed_forward(real *h, const int *tokens, int tok_stride, const real *tok_emb,
+                   const real *pos_scale, const real *pos_table, int B, int T, int d);
+void embed_backward(real *d_tok_emb, real *d_pos_scale, const real *dh, const int *tokens,
+                    int tok_stride, const real *pos_table, int B, int T, int d);
+
+/* ---- norms (per row over d) ---------------------------------------------------------- */
+/* scalenorm: y = g * x / max(||x|| d^-1/2, eps); stat[n] = 1/max(...) */
+void scalenorm_forward(real *y, real *stat, const real *x, const real *g, int N, int d);
+/* dx += ...: the residual stream's gradient accumulates the norm's input gradient. */
+void scalenorm_backward(real *dx, real *dg, const real *dy, const real *x, const real *stat,
+                        const real *g, int N, int d);
+/* layernorm: y = (x - mean) * rstd * w + b; stat[2n] = mean, stat[2n+1] = rstd */
+void layernorm_forward(real *y, real *stat, const real *x, const real *w, const real *b,
+                       int N, int d);
+void layernorm_backward(real *dx, real *dw, real *db, const real *dy, const real *x,
+                        const real *stat, const real *w, int N, int d);  /* dx += */
+
+/* ---- token shift: first ceil(d/2) features come from position t-1 (0 at t=0) ------- */
+void token_shift_forward(real *x, int B, int T, int d);   /* in place */
+void token_shift_backward(real *dx, int B, int T, int d); /* in place */
+
+/* ---- linear: y = x W^T + b, W (out x in) ---------------------------------------------- */
+void linear_forward(real *y, const real *x, const real *W, const real *b, int N, int in, int out);
+/* dx = dy W (beta: 0 writes, 1 adds); dW += dy^T x; db += colsum(dy). dx may be NULL. */
+void linear_backward(real *dx, real dx_beta, real *dW, real *db, const real *dy, const real *x,
+                     const real *W, int N, int in, int out);
+
+/* ---- silu ------------------------------------------------------------------------------ */
+void silu_forward(real *y, const real *u, size_t n);
+void silu_backward(real *du, const real *dy, const real *u, size_t n); /* du may alias dy */
+
+/* ---- offset-scale + rotary: o_k = rot(z * gamma[k] + beta[k]), k = 0..3 --------------
+   qk4 holds 4 blocks of N x s: quad_q, lin_q, quad_k, lin_k. rot_cos/rot_sin: T x r/2. */
+void rotary_table_fill(real *rot_cos, real *rot_sin, const real *freqs, int T, int r);
+void offset_scale_rotary_forward(real *qk4, const real *z, const real *gamma, const real *beta,
+                                 const real *rot_cos, const real *rot_sin, int B, int T, int s, int r);
+/* d_qk4 is rotated back in place, then dz written, dgamma/dbeta accumulated. */
+void offset_scale_rotary_backward(real *dz, real *dgamma, real *dbeta, real *d_qk4,
+                                  const real *z, const real *gamma, const real *rot_cos,
+                                  const real *rot_sin, int B, int T, int s, int r);
+
+/* ---- mixed-chunk attention (causal) ----------------------------------------------------
+   Inputs per row: qk4 (above), v = hid[:, 0:e] (row stride 2e). Output att (N x e) =
+   quad_out + lin_out. Saves sim/attn (B*G x C x C) and kv (B*G x s x e, the exclusive
+   prefix sums S_g) for the backward. */
+typedef struct {
+    int B, T, C, G, s, e;
+    int laplace;       /* phi: laplace function or relu^2 */
+    const real *rel_bias;
+} AttnShape;
+int rel_pos_bucket(int n);  /* T5 causal bucket of distance n = i - j >= 0 */
+void attention_forward(real *att, real *sim, real *attn, real *kv, const real *qk4,
+                       const real *v, int v_stride, const AttnShape *a);
+/* Writes dv (row stride v_stride) and d_qk4; d_kv is B*G x s x e scratch; d_rel_partial
+   is B*G x 32 scratch; d_rel_bias += its reduction. dsim_scratch: nthreads x C x C. */
+void attention_backward(real *dv, int v_stride, real *d_qk4, real *d_rel_bias, const real *d_att,
+                        const real *sim, const real *attn, const real *kv, const real *qk4,
+                        const real *v, real *d_kv, real *d_rel_partial, real *dsim_scratch,
+                        const AttnShape *a);
+
+/* ---- gating: out = gate * att --------------------------------------------------------- */
+void gate_forward(real *out, const real *gate, int gate_stride, const real *att, int N, int e);
+void gate_backward(real *d_gate, int gate_stride, real *d_att, const real *d_out,
+                   const real *gate, const real *att, int N, int e);
+
+/* ---- cross-entropy: loss_n = logsumexp(logits_n) - logits_n[target] ------------------ */
+/* Returns the mean loss; losses[n] per row (may be NULL). */
+double crossentropy_forward(real *losses, const real *logits, const int *targets,
+                            int tok_stride, int B, int T, int V);
+/* dlogits = (softmax - onehot) * dloss / N */
+void crossentropy_backward(real *dlogits, const real *logits, const int *targets,
+                           int tok_stride, int B, int T, int V, real dloss);
+
+#endif

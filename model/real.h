@@ -1,0 +1,50 @@
+/* model/real.h: the floating-point type of the model code.
+ *
+ * The model is written once against `real` and compiled twice: float for training
+ * (the default) and double (-DFLASH_DOUBLE) for the finite-difference gradient checks,
+ * where float32 rounding would drown the differences we want to see. The GEMM wrapper
+ * and the math functions follow the type. */
+#ifndef FLASH_REAL_H
+#define FLASH_REAL_H
+#include <math.h>
+#include <cblas.h>
+
+#ifdef FLASH_DOUBLE
+typedef double real;
+#define R_EXP exp
+#define R_LOG log
+#define R_SQRT sqrt
+#define R_ERF erf
+#define R_SIN sin
+#define R_COS cos
+#define R_FABS fabs
+#define R_NAME "f64"
+#else
+typedef float real;
+#define R_EXP expf
+#define R_LOG logf
+#define R_SQRT sqrtf
+#define R_ERF erff
+#define R_SIN sinf
+#define R_COS cosf
+#define R_FABS fabsf
+#define R_NAME "f32"
+#endif
+
+/* Row-major C = alpha * op(A) op(B) + beta * C; op(A) is M x K, op(B) is K x N. */
+static inline void gemm(int trans_a, int trans_b, int M, int N, int K, real alpha,
+                        const real *A, int lda, const real *B, int ldb, real beta,
+                        real *C, int ldc) {
+    if (M <= 0 || N <= 0) return;
+#ifdef FLASH_DOUBLE
+    cblas_dgemm(CblasRowMajor, trans_a ? CblasTrans : CblasNoTrans,
+                trans_b ? CblasTrans : CblasNoTrans, M, N, K, alpha, A, lda, B, ldb,
+                beta, C, ldc);
+#else
+    cblas_sgemm(CblasRowMajor, trans_a ? CblasTrans : CblasNoTrans,
+                trans_b ? CblasTrans : CblasNoTrans, M, N, K, alpha, A, lda, B, ldb,
+                beta, C, ldc);
+#endif
+}
+
+#endif

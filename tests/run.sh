@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# tests/run.sh F32_DIR F64_DIR -- FIXTURES DATA
+# Runs every test program (each prints "ok"/"FAIL" lines and "RESULT passed=N failed=M"),
+# then prints the suite's total as its last line: "N passed, N failed".
+# A program that crashes or prints no RESULT line counts as one failure.
+set -u
+f32=$1; f64=$2; shift 3
+fixtures=$1; data=$2
+passed=0; failed=0
+run_one() {  # name, command...
+    local name=$1; shift
+    local out rc
+    out=$("$@" 2>&1); rc=$?
+    printf '%s\n' "$out" | grep -v '^RESULT ' | sed "s|^|[$name] |"
+    local line
+    line=$(printf '%s\n' "$out" | grep '^RESULT ' | tail -1)
+    if [ -z "$line" ]; then
+        echo "[$name] FAIL: exited $rc without a RESULT line"
+        failed=$((failed + 1)); return
+    fi
+    local p f
+    p=$(echo "$line" | sed 's/.*passed=\([0-9]*\).*/\1/')
+    f=$(echo "$line" | sed 's/.*failed=\([0-9]*\).*/\1/')
+    passed=$((passed + p)); failed=$((failed + f))
+    if [ "$rc" -ne 0 ] && [ "$f" -eq 0 ]; then
+        echo "[$name] FAIL: exited $rc"; failed=$((failed + 1))
+    fi
+}
+for bin in "$f32"/test_* "$f64"/test_grad*; do
+    [ -x "$bin" ] || continue
+    case "$bin" in "$f32"/test_grad*) [ "$f32" != "$f64" ] && continue ;; esac
+    run_one "$(basename "$bin")" "$bin" "$fixtures" "$data"
+done
+if [ -x "$f32/parity" ]; then
+    mkdir -p "$f32/parity-out"
+    run_one parity "$f32/parity" "$fixtures" "$f32/parity-out"
+fi
+echo "$passed passed, $failed failed"
+[ "$failed" -eq 0 ]
