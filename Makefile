@@ -11,11 +11,11 @@ BLAS_LIB = /usr/lib/x86_64-linux-gnu/openblas-openmp
 WARN     = -Wall -Wextra
 CFLAGS  ?= $(OPT)
 ALL_CFLAGS = -std=c11 -D_POSIX_C_SOURCE=200809L -D_DEFAULT_SOURCE $(WARN) -g -fopenmp \
-             -Imodel -Idata -Iplot -Ioptim -Iautograd -Itests -I$(BLAS_INC) $(CFLAGS)
+             -Imodel -Idata -Iplot -Ioptim -Iautograd -Itrainer -Itests -I$(BLAS_INC) $(CFLAGS)
 LDLIBS   = -L$(BLAS_LIB) -Wl,-rpath,$(BLAS_LIB) -lopenblas -lpng -lz -lm -fopenmp
 SAN      = -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
 
-LIB_SRC  = $(wildcard model/*.c data/*.c plot/*.c optim/*.c autograd/*.c)
+LIB_SRC  = $(wildcard model/*.c data/*.c plot/*.c optim/*.c autograd/*.c trainer/*.c)
 TEST_SRC = $(wildcard tests/test_*.c)
 # tests/test_grad*.c check gradients by finite differences: they use the f64 library
 F64_TESTS = $(filter tests/test_grad%,$(TEST_SRC))

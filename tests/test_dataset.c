@@ -488,7 +488,8 @@ static void test_sample_batch(void) {
 }
 
 int main(int argc, char **argv) {
-    if (argc > 1) g_head_path = argv[1];
+    /* tests/run.sh passes FIXTURES_DIR DATA_FILE */
+    if (argc > 2) g_head_path = argv[2];
     RUN(test_enwik8_head);
     RUN(test_raw_file_accepted);
     RUN(test_gzip_detected_by_content);
