@@ -124,6 +124,11 @@ double model_forward(Model *m, const int *tokens, int B, int T) {
     const int d = c->dim, e = config_hidden(c), s = c->query_key_dim, V = c->num_tokens;
     const int C = c->group_size, r = config_rotary(c), L = c->depth;
     const int G = (T + C - 1) / C, N = B * T, ts = T + 1;
+    if (!m->acts_ready || T > a->T || N > a->B * a->T || B * G > a->B * a->G) {
+        fprintf(stderr, "internal error: forward of %d x %d exceeds the activations' %d x %d\n",
+                B, T, a->B, a->T);
+        abort();
+    }
     refresh_tables(m, T);
     m->cur_B = B; m->cur_T = T; m->cur_tokens = tokens;
 

@@ -6,6 +6,11 @@
 
 #define NORM_EPS 1e-5       /* ScaleNorm and LayerNorm eps (flash-spec.md) */
 #define COL_BLOCK 16        /* columns per task when reducing over rows: one cache line */
+/* Sums over rows are cut into this many fixed chunks, each summed in order and the chunks
+   then added in order: the result does not depend on thread count or timing, which
+   bit-exact resume needs (OpenMP's reduction clause combines in no fixed order). */
+#define RED_CHUNKS 64
+#define CHUNK_LO(c, n) ((size_t)(n) * (size_t)(c) / RED_CHUNKS)
 
 /* dst[j] += sum_n src[n*ld + j] for j < M. Parallel over column blocks so that no two
    threads write the same dst entry and every cache line of src is read once. */
@@ -52,18 +57,26 @@ void embed_forward(real *h, const int *tokens, int tok_stride, const real *tok_e
 void embed_backward(real *d_tok_emb, real *d_pos_scale, const real *dh, const int *tokens,
                     int tok_stride, const real *pos_table, int B, int T, int d) {
     int nblk = (d + COL_BLOCK - 1) / COL_BLOCK;
-    double dscale = 0;
-#pragma omp parallel for schedule(static) reduction(+ : dscale)
+#pragma omp parallel for schedule(static)
     for (int blk = 0; blk < nblk; blk++) {
         int j0 = blk * COL_BLOCK, j1 = j0 + COL_BLOCK < d ? j0 + COL_BLOCK : d;
         for (int b = 0; b < B; b++)
             for (int t = 0; t < T; t++) {
                 const real *g = dh + ((size_t)b * T + t) * d;
                 real *e = d_tok_emb + (size_t)tokens[b * tok_stride + t] * d;
-                const real *p = pos_table + (size_t)t * d;
-                for (int j = j0; j < j1; j++) { e[j] += g[j]; dscale += (double)g[j] * p[j]; }
+                for (int j = j0; j < j1; j++) e[j] += g[j];
             }
     }
+    const size_t N = (size_t)B * T;
+    double part[RED_CHUNKS] = {0};
+#pragma omp parallel for schedule(static)
+    for (int c = 0; c < RED_CHUNKS; c++)
+        for (size_t n = CHUNK_LO(c, N); n < CHUNK_LO(c + 1, N); n++) {
+            const real *g = dh + n * d, *p = pos_table + (n % (size_t)T) * d;
+            for (int j = 0; j < d; j++) part[c] += (double)g[j] * p[j];
+        }
+    double dscale = 0;
+    for (int c = 0; c < RED_CHUNKS; c++) dscale += part[c];
     d_pos_scale[0] += (real)dscale;
 }
 
@@ -88,19 +101,22 @@ void scalenorm_forward(real *y, real *stat, const real *x, const real *g, int N,
 void scalenorm_backward(real *dx, real *dg, const real *dy, const real *x, const real *stat,
                         const real *g, int N, int d) {
     const real gain = g[0];
-    double dgain = 0;
-#pragma omp parallel for schedule(static) reduction(+ : dgain)
-    for (int n = 0; n < N; n++) {
+    double part[RED_CHUNKS] = {0};
+#pragma omp parallel for schedule(static)
+    for (int c = 0; c < RED_CHUNKS; c++)
+    for (size_t n = CHUNK_LO(c, N); n < CHUNK_LO(c + 1, N); n++) {
         const real *xr = x + (size_t)n * d, *dyr = dy + (size_t)n * d;
         real *dxr = dx + (size_t)n * d;
         const real r = stat[n];
         double ss = 0, xdy = 0;
         for (int i = 0; i < d; i++) { ss += (double)xr[i] * xr[i]; xdy += (double)xr[i] * dyr[i]; }
-        dgain += xdy * r;
+        part[c] += xdy * r;
         int clamped = sqrt(ss / d) < NORM_EPS;
-        real c = clamped ? 0 : (real)(xdy * r * r / d);
-        for (int i = 0; i < d; i++) dxr[i] += gain * r * (dyr[i] - xr[i] * c);
+        real cr = clamped ? 0 : (real)(xdy * r * r / d);
+        for (int i = 0; i < d; i++) dxr[i] += gain * r * (dyr[i] - xr[i] * cr);
     }
+    double dgain = 0;
+    for (int c = 0; c < RED_CHUNKS; c++) dgain += part[c];
     dg[0] += (real)dgain;
 }
 
@@ -461,8 +477,7 @@ void gate_backward(real *d_gate, int gate_stride, real *d_att, const real *d_out
 
 double crossentropy_forward(real *losses, const real *logits, const int *targets,
                             int tok_stride, int B, int T, int V) {
-    double total = 0;
-#pragma omp parallel for collapse(2) schedule(static) reduction(+ : total)
+#pragma omp parallel for collapse(2) schedule(static)
     for (int b = 0; b < B; b++)
         for (int t = 0; t < T; t++) {
             const real *l = logits + ((size_t)b * T + t) * V;
@@ -471,9 +486,10 @@ double crossentropy_forward(real *losses, const real *logits, const int *targets
             double sum = 0;
             for (int i = 0; i < V; i++) sum += exp((double)(l[i] - mx));
             double loss = log(sum) + mx - l[targets[b * tok_stride + t]];
-            if (losses) losses[(size_t)b * T + t] = (real)loss;
-            total += loss;
+            losses[(size_t)b * T + t] = (real)loss;
         }
+    double total = 0;   /* in order, for run-to-run identical losses */
+    for (size_t n = 0; n < (size_t)B * T; n++) total += losses[n];
     return total / ((double)B * T);
 }
 

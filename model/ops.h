@@ -78,7 +78,7 @@ void gate_backward(real *d_gate, int gate_stride, real *d_att, const real *d_out
                    const real *gate, const real *att, int N, int e);
 
 /* ---- cross-entropy: loss_n = logsumexp(logits_n) - logits_n[target] ------------------ */
-/* Returns the mean loss; losses[n] per row (may be NULL). */
+/* Returns the mean loss; writes losses[n] per row. */
 double crossentropy_forward(real *losses, const real *logits, const int *targets,
                             int tok_stride, int B, int T, int V);
 /* dlogits = (softmax - onehot) * dloss / N */

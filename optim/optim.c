@@ -11,10 +11,17 @@ double lr_at(const OptConfig *o, long s) {
     return o->peak_lr - (o->peak_lr - o->min_lr) * (double)(s - o->warmup) / (double)span;
 }
 
+/* Fixed chunks summed in order, so the norm (and so clipping) is the same bit for bit
+   in every run, whatever the thread count: resume must reproduce a run exactly. */
+#define RED_CHUNKS 64
 static double tensor_sumsq(const real *g, size_t n) {
+    double part[RED_CHUNKS] = {0};
+#pragma omp parallel for schedule(static)
+    for (int c = 0; c < RED_CHUNKS; c++)
+        for (size_t k = n * c / RED_CHUNKS; k < n * (c + 1) / RED_CHUNKS; k++)
+            part[c] += (double)g[k] * g[k];
     double ss = 0;
-#pragma omp parallel for reduction(+ : ss) schedule(static)
-    for (size_t k = 0; k < n; k++) ss += (double)g[k] * g[k];
+    for (int c = 0; c < RED_CHUNKS; c++) ss += part[c];
     return ss;
 }
 

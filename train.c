@@ -1,0 +1,564 @@
+/* train.c: flash.c's command line. Trains FLASH-pytorch's FLASHTransformer on enwik8,
+ * byte level, and evaluates, samples from and exports its checkpoints.
+ *
+ *   ./train [options] enwik8.gz      the recipe: data -> model -> (step, eval, sample,
+ *                                    checkpoint)* ; see ./train --help
+ *   ./train eval | sample | export | bench ...
+ */
+#include <cblas.h>
+#include <errno.h>
+#include <math.h>
+#include <omp.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "checkpoint.h"
+#include "dataset.h"
+#include "evaluate.h"
+#include "flash.h"
+#include "metrics.h"
+#include "options.h"
+#include "optim.h"
+#include "sample.h"
+#include "state_io.h"
+
+/* OpenBLAS's own hooks (declared by its cblas.h in most builds; repeated for others) */
+char *openblas_get_corename(void);
+void openblas_set_num_threads(int);
+
+#define ERR_MAX 4096   /* messages quote paths of up to OPT_PATH_MAX bytes */
+#define SAMPLE_SEED_SALT 0x5a3c9e1f7b2d4608ULL   /* separates the sample stream from the data's */
+
+static volatile sig_atomic_t g_signal = 0;
+static void on_signal(int sig) {
+    if (g_signal) _exit(128 + sig);   /* a second signal: leave at once */
+    g_signal = sig;
+}
+
+static double now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+static void die(const char *fmt, const char *msg) {
+    fprintf(stderr, fmt, msg);
+    fputc('\n', stderr);
+    exit(1);
+}
+
+/* ---------------------------------------------------------------------------------- */
+/* BLAS kernels. Debian's OpenBLAS 0.3.21 does not know recent AMD CPUs and falls back to
+   its AVX2 (Haswell/Zen) kernels on CPUs that run its AVX-512 (SkylakeX) kernels nearly
+   twice as fast (docs/performance.md); some machine images also pin
+   OPENBLAS_CORETYPE=Haswell. The choice is read when the library loads, so the program
+   re-executes itself once with OPENBLAS_CORETYPE=SkylakeX when the CPU has AVX-512 and the
+   kernels in use are the AVX2 ones. FLASH_BLAS_CORE=env keeps whatever the environment and
+   OpenBLAS chose. */
+static char g_core_note[160] = "detected by OpenBLAS";
+
+static void choose_blas_core(char **argv) {
+    const char *chosen = getenv("FLASH_CORE_CHOSEN"), *mode = getenv("FLASH_BLAS_CORE");
+    if (chosen) {
+        snprintf(g_core_note, sizeof g_core_note, "chosen by flash.c: the CPU has AVX-512%s%s",
+                 *chosen ? "; the environment had " : "", chosen);
+        return;
+    }
+    const char *env = getenv("OPENBLAS_CORETYPE");
+    if (env) snprintf(g_core_note, sizeof g_core_note, "OPENBLAS_CORETYPE=%s in the environment", env);
+    if (mode && !strcmp(mode, "env")) return;
+    const char *core = openblas_get_corename();
+    int avx512 = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+                 __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq");
+    if (avx512 && core && (!strcasecmp(core, "haswell") || !strncasecmp(core, "zen", 3))) {
+        char was[64];
+        snprintf(was, sizeof was, "%s%s", env ? "OPENBLAS_CORETYPE=" : "", env ? env : "");
+        setenv("FLASH_CORE_CHOSEN", was, 1);
+        setenv("OPENBLAS_CORETYPE", "SkylakeX", 1);
+        execv("/proc/self/exe", argv);
+        /* exec failed: carry on with the kernels already loaded */
+        unsetenv("FLASH_CORE_CHOSEN");
+    }
+}
+
+void set_threads(int n) {
+    if (n <= 0) n = omp_get_num_procs();
+    omp_set_num_threads(n);
+    openblas_set_num_threads(n);
+}
+
+static void fmt_duration(char *buf, size_t n, double s) {
+    if (!(s >= 0) || s > 1e8) { snprintf(buf, n, "?"); return; }
+    long t = (long)s;
+    if (t >= 3600) snprintf(buf, n, "%ldh%02ldm", t / 3600, t / 60 % 60);
+    else if (t >= 60) snprintf(buf, n, "%ldm%02lds", t / 60, t % 60);
+    else snprintf(buf, n, "%lds", t);
+}
+
+static int write_text_atomic(const char *path, const char *text, char *err, size_t errlen) {
+    char tmp[OPT_PATH_MAX + 64];
+    snprintf(tmp, sizeof tmp, "%s.tmp", path);
+    FILE *f = fopen(tmp, "w");
+    if (!f || fputs(text, f) < 0 || fclose(f) || rename(tmp, path)) {
+        snprintf(err, errlen, "cannot write %s: %s", path, strerror(errno));
+        return -1;
+    }
+    return 0;
+}
+
+static int mkdir_p(const char *dir, char *err, size_t errlen) {
+    char buf[OPT_PATH_MAX + 1];
+    snprintf(buf, sizeof buf, "%s", dir);
+    for (char *p = buf + 1; *p; p++) {
+        if (*p != '/') continue;
+        *p = 0;
+        if (mkdir(buf, 0777) && errno != EEXIST) goto fail;
+        *p = '/';
+    }
+    if (mkdir(buf, 0777) && errno != EEXIST) goto fail;
+    struct stat st;
+    if (stat(buf, &st) || !S_ISDIR(st.st_mode)) { errno = ENOTDIR; goto fail; }
+    return 0;
+fail:
+    snprintf(err, errlen, "cannot create directory %s: %s", buf, strerror(errno));
+    return -1;
+}
+
+/* Loads FILE and splits it; every split must hold one window of T+1 bytes. */
+static void load_data(const char *path, int T, uint8_t **bytes, DataSplit *sp) {
+    char err[ERR_MAX];
+    size_t n;
+    if (data_load(path, bytes, &n, err, sizeof err)) die("error: %s", err);
+    if (data_split(*bytes, n, (size_t)T + 1, sp, err, sizeof err))
+        die("error: %s (use a shorter --seq-len or a longer file)", err);
+    if (sp->proportional)
+        fprintf(stderr, "notice: %s has %zu bytes, fewer than enwik8's 10^8: split 90/5/5 in "
+                "proportion (%zu / %zu / %zu bytes)\n", path, n, sp->n_train, sp->n_val, sp->n_test);
+}
+
+/* A checkpoint argument may be a file or a run directory (its newest valid checkpoint). */
+static int load_checkpoint_arg(const char *arg, Options *o, TrainState *st, Model *m,
+                               real **am, real **av, char *path_out, char *err, size_t errlen) {
+    struct stat sb;
+    if (stat(arg, &sb)) { snprintf(err, errlen, "cannot open %s: %s", arg, strerror(errno)); return -1; }
+    if (!S_ISDIR(sb.st_mode)) {
+        snprintf(path_out, OPT_PATH_MAX, "%s", arg);
+        return checkpoint_load(arg, o, st, m, am, av, err, errlen);
+    }
+    uint64_t steps[4096];
+    int n = checkpoint_list(arg, steps, 4096);
+    if (!n) { snprintf(err, errlen, "no checkpoint (ckpt-*.bin) in %s", arg); return -1; }
+    for (int i = 0; i < n; i++) {
+        checkpoint_path(path_out, OPT_PATH_MAX, arg, steps[i]);
+        char e[ERR_MAX / 2];
+        if (!checkpoint_load(path_out, o, st, m, am, av, e, sizeof e)) return 0;
+        fprintf(stderr, "warning: skipping %s\n", e);
+        snprintf(err, errlen, "no valid checkpoint in %s (newest problem: %s)", arg, e);
+    }
+    return -1;
+}
+
+/* ================================== training ======================================= */
+
+typedef struct {
+    Options o;
+    Model m;
+    real *adam_m, *adam_v;
+    TrainState st;
+    uint8_t *bytes;
+    DataSplit sp;
+    int *tokens;          /* accum x B x (T+1): one step's micro-batches */
+    Metrics mt;
+    int tty;
+} Run;
+
+static void save_checkpoint(Run *r) {
+    char path[OPT_PATH_MAX + 32], err[1024];
+    checkpoint_path(path, sizeof path, r->o.out_dir, r->st.step);
+    if (checkpoint_save(path, &r->o, &r->st, &r->m, r->adam_m, r->adam_v, err, sizeof err)) {
+        fprintf(stderr, "\nerror: %s\n", err);
+        return;
+    }
+    uint64_t steps[4096];
+    int n = checkpoint_list(r->o.out_dir, steps, 4096);
+    for (int i = r->o.keep_ckpts; i < n; i++) {
+        checkpoint_path(path, sizeof path, r->o.out_dir, steps[i]);
+        unlink(path);
+    }
+}
+
+static void do_sample(Run *r, FILE *samples) {
+    const Options *o = &r->o;
+    int prime = o->sample_prime < (int)r->sp.n_val ? o->sample_prime : (int)r->sp.n_val;
+    if (prime > o->seq_len) prime = o->seq_len;
+    size_t start = rng_below(&r->st.sample_rng, r->sp.n_val - (size_t)prime + 1);
+    const uint8_t *p = r->sp.val + start;
+    uint8_t *out = malloc((size_t)o->sample_len);
+    double t0 = now_s();
+    generate_full_forward(&r->m, p, prime, o->sample_len, o->seq_len, 1.0, &r->st.sample_rng, out);
+    double dt = now_s() - t0;
+    if (r->tty) printf("\r\033[K");
+    printf("--- sample at step %llu (%d bytes in %.1f s; primed with %d bytes of validation text) ---\n",
+           (unsigned long long)r->st.step, o->sample_len, dt, prime);
+    print_bytes(stdout, p, prime);
+    printf("\n--- generated ---\n");
+    print_bytes(stdout, out, o->sample_len);
+    printf("\n---\n");
+    fflush(stdout);
+    fprintf(samples, "=== step %llu ===\n--- prime ---\n", (unsigned long long)r->st.step);
+    print_bytes(samples, p, prime);
+    fprintf(samples, "\n--- generated ---\n");
+    print_bytes(samples, out, o->sample_len);
+    fprintf(samples, "\n\n");
+    fflush(samples);
+    free(out);
+}
+
+static double do_eval(Run *r) {
+    const Options *o = &r->o;
+    int *tok = r->tokens;   /* the step's token buffer is free between steps */
+    return eval_windows(&r->m, r->sp.val, r->sp.n_val, o->eval_windows, o->batch, o->seq_len, tok);
+}
+
+static void plot(Run *r) {
+    char title[256], err[512];
+    snprintf(title, sizeof title, "FLASH d%d L%d on %.200s", r->o.model.dim, r->o.model.depth,
+             strrchr(r->o.data_path, '/') ? strrchr(r->o.data_path, '/') + 1 : r->o.data_path);
+    if (metrics_plot(&r->mt, title, err, sizeof err)) fprintf(stderr, "\nwarning: %s\n", err);
+}
+
+static int run_train(Options *cli, char **argv_unused) {
+    (void)argv_unused;
+    Run r;
+    memset(&r, 0, sizeof r);
+    char err[ERR_MAX], ckpt_path[OPT_PATH_MAX];
+    int resuming = cli->resume_dir[0] != 0;
+    r.tty = isatty(STDOUT_FILENO);
+
+    if (resuming) {
+        if (cli->model_flags_given || cli->recipe_flags_given || cli->init_from[0])
+            die("error: %s", "--resume continues a run with its saved settings; only --threads "
+                "and the data FILE may be given with it");
+        set_threads(cli->threads);
+        if (load_checkpoint_arg(cli->resume_dir, &r.o, &r.st, &r.m, &r.adam_m, &r.adam_v,
+                                ckpt_path, err, sizeof err))
+            die("error: cannot resume: %s", err);
+        snprintf(r.o.out_dir, sizeof r.o.out_dir, "%s", cli->resume_dir);
+        r.o.threads = cli->threads;
+        if (cli->data_path[0]) snprintf(r.o.data_path, sizeof r.o.data_path, "%s", cli->data_path);
+        printf("resuming %s at step %llu\n", ckpt_path, (unsigned long long)r.st.step);
+        load_data(r.o.data_path, r.o.seq_len, &r.bytes, &r.sp);
+    } else {
+        r.o = *cli;
+        if (options_validate(&r.o, err, sizeof err)) die("error: %s", err);
+        set_threads(r.o.threads);
+        load_data(r.o.data_path, r.o.seq_len, &r.bytes, &r.sp);   /* bad data fails first */
+        if (r.o.init_from[0]) {
+            if (model_load_safetensors(&r.m, r.o.init_from, &r.o.model, err, sizeof err))
+                die("error: --init-from: %s", err);
+            if (cli->model_flags_given && memcmp(&r.m.cfg, &r.o.model, sizeof r.o.model))
+                fprintf(stderr, "notice: the model options come from %s's config, not the command line\n",
+                        r.o.init_from);
+            r.o.model = r.m.cfg;
+        } else {
+            if (model_create(&r.m, &r.o.model, err, sizeof err)) die("error: %s", err);
+            model_init_params(&r.m, r.o.seed);
+        }
+        r.adam_m = calloc(r.m.table.total, sizeof(real));
+        r.adam_v = calloc(r.m.table.total, sizeof(real));
+        rng_seed(&r.st.data_rng, r.o.seed);
+        rng_seed(&r.st.sample_rng, r.o.seed ^ SAMPLE_SEED_SALT);
+    }
+    Options *o = &r.o;
+    if (!r.adam_m || !r.adam_v) die("error: %s", "out of memory for the optimizer state");
+    if (mkdir_p(o->out_dir, err, sizeof err)) die("error: %s", err);
+    const int B = o->batch, T = o->seq_len, A = o->accum;
+    if (model_alloc_acts(&r.m, B, T, err, sizeof err)) die("error: %s", err);
+    r.tokens = malloc(sizeof(int) * (size_t)A * B * (T + 1));
+    if (!r.tokens) die("error: %s", "out of memory");
+
+    char json[8192];
+    options_to_json(o, json, sizeof json);
+    char cfg_path[OPT_PATH_MAX + 32], samples_path[OPT_PATH_MAX + 32];
+    snprintf(cfg_path, sizeof cfg_path, "%s/config.json", o->out_dir);
+    if (write_text_atomic(cfg_path, json, err, sizeof err)) die("error: %s", err);
+    long total = o->opt.total;
+    if (metrics_open(&r.mt, o->out_dir, resuming ? (long)r.st.step : -1, total + 1, err, sizeof err))
+        die("error: %s", err);
+    snprintf(samples_path, sizeof samples_path, "%s/samples.txt", o->out_dir);
+    FILE *samples = fopen(samples_path, "a");
+    if (!samples) die("error: cannot write samples.txt: %s", strerror(errno));
+
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_signal;
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+
+    const uint64_t step_tokens = (uint64_t)A * B * T;
+    printf("model: %zu trained parameters (d %d, L %d, e %d, s %d, C %d, %s%s, %s); "
+           "activations %.0f MiB\n", r.m.table.n_trained, o->model.dim, o->model.depth,
+           config_hidden(&o->model), o->model.query_key_dim, o->model.group_size,
+           o->model.norm_type == NORM_LAYERNORM ? "layernorm" : "scalenorm",
+           o->model.shift_tokens ? ", token shift" : "", o->model.laplace_attn_fn ? "laplace" : "relu^2",
+           r.m.acts.bytes / 1048576.0);
+    printf("recipe: %ld steps of %d x %d x %d = %llu tokens, lr %g (warmup %ld, linear to %g), "
+           "wd %g, eps %g, clip %s %g; threads %d, BLAS core %s (%s)\n",
+           total, A, B, T, (unsigned long long)step_tokens, o->opt.peak_lr, o->opt.warmup,
+           o->opt.min_lr, o->opt.weight_decay, o->opt.eps,
+           o->opt.clip_mode == CLIP_LOCAL ? "local" : o->opt.clip_mode == CLIP_GLOBAL ? "global" : "none",
+           o->opt.clip, omp_get_max_threads(), openblas_get_corename(), g_core_note);
+    printf("run directory: %s\n", o->out_dir);
+    fflush(stdout);
+
+    if (!resuming && o->eval_every > 0) {
+        double vl = do_eval(&r);
+        printf("step 0: val loss %.4f nats, %.4f bpc\n", vl, vl / LN2);
+        metrics_row(&r.mt, 0, 0, NAN, NAN, vl, NAN, NAN, 0);
+        plot(&r);
+    }
+    const double t_start = now_s(), elapsed0 = r.st.elapsed_s;
+    const uint64_t step0 = r.st.step;
+    int exit_code = 0;
+    while (r.st.step < (uint64_t)total) {
+        const long s = (long)r.st.step;
+        double t0 = now_s();
+        model_zero_grads(&r.m);
+        double loss = 0;
+        for (int a = 0; a < A; a++) {
+            int *tok = r.tokens + (size_t)a * B * (T + 1);
+            data_sample_batch(r.sp.train, r.sp.n_train, B, T, &r.st.data_rng, tok);
+            loss += model_forward(&r.m, tok, B, T) / A;
+            model_backward(&r.m, (real)(1.0 / A));
+        }
+        double gnorm = grad_global_norm(&r.m.table, r.m.grads);
+        if (!isfinite(loss) || !isfinite(gnorm)) {
+            uint64_t steps[1];
+            char last[OPT_PATH_MAX + 32] = "none";
+            if (checkpoint_list(o->out_dir, steps, 1)) checkpoint_path(last, sizeof last, o->out_dir, steps[0]);
+            fprintf(stderr, "%serror: the %s is %s at step %ld; stopping without an update. "
+                    "Last good checkpoint: %s\n", r.tty ? "\n" : "", isfinite(loss) ? "gradient norm" : "loss",
+                    isnan(isfinite(loss) ? gnorm : loss) ? "NaN" : "infinite", s + 1, last);
+            exit_code = 1;
+            break;
+        }
+        clip_grads(&o->opt, &r.m.table, r.m.grads, gnorm);
+        double lr = lr_at(&o->opt, s);
+        adamw_step(&o->opt, &r.m.table, r.m.params, r.m.grads, r.adam_m, r.adam_v, s + 1, lr);
+        r.st.step++;
+        r.st.tokens += step_tokens;
+        double dt = now_s() - t0, tps = step_tokens / dt;
+        r.st.elapsed_s = elapsed0 + (now_s() - t_start);
+
+        double vl = NAN;
+        int last = r.st.step == (uint64_t)total;
+        if (o->eval_every > 0 && (r.st.step % (uint64_t)o->eval_every == 0 || last)) vl = do_eval(&r);
+        metrics_row(&r.mt, r.st.step, r.st.tokens, lr, loss, vl, gnorm, tps, r.st.elapsed_s);
+
+        double per_step = (now_s() - t_start) / (double)(r.st.step - step0);
+        char eta[32], el[32];
+        fmt_duration(eta, sizeof eta, per_step * (double)(total - (long)r.st.step));
+        fmt_duration(el, sizeof el, r.st.elapsed_s);
+        if (r.tty || r.st.step % (uint64_t)o->log_every == 0 || last || !isnan(vl)) {
+            printf("%sstep %llu/%ld  loss %.4f  lr %.2e  |g| %.3f  %.0f tok/s  elapsed %s  ETA %s%s",
+                   r.tty ? "\r\033[K" : "", (unsigned long long)r.st.step, total, loss, lr, gnorm,
+                   tps, el, eta, r.tty ? "" : "\n");
+            fflush(stdout);
+        }
+        if (!isnan(vl)) {
+            printf("%sstep %llu: val loss %.4f nats, %.4f bpc\n", r.tty ? "\n" : "",
+                   (unsigned long long)r.st.step, vl, vl / LN2);
+            plot(&r);
+        }
+        if (o->sample_every > 0 && r.st.step % (uint64_t)o->sample_every == 0) do_sample(&r, samples);
+        if ((o->ckpt_every > 0 && r.st.step % (uint64_t)o->ckpt_every == 0) || last || g_signal)
+            save_checkpoint(&r);
+        if (g_signal) {
+            printf("%sstopped by %s at step %llu; checkpoint written. Continue with: ./train --resume %s\n",
+                   r.tty ? "\n" : "", g_signal == SIGINT ? "SIGINT" : "SIGTERM",
+                   (unsigned long long)r.st.step, o->out_dir);
+            exit_code = 128 + g_signal;
+            break;
+        }
+    }
+    if (r.tty) printf("\n");
+    if (!exit_code && r.st.step == (uint64_t)total) {
+        plot(&r);
+        printf("done: %llu steps, %llu tokens in %.0f s; outputs in %s\n",
+               (unsigned long long)r.st.step, (unsigned long long)r.st.tokens, r.st.elapsed_s, o->out_dir);
+    }
+    fclose(samples);
+    metrics_close(&r.mt);
+    free(r.tokens); free(r.adam_m); free(r.adam_v); free(r.bytes);
+    model_destroy(&r.m);
+    return exit_code;
+}
+
+/* ================================== subcommands ==================================== */
+
+static int need_value(int i, int argc, const char *flag) {
+    if (i + 1 >= argc) { fprintf(stderr, "error: %s needs a value\n", flag); exit(2); }
+    return i + 1;
+}
+
+static long int_arg(const char *flag, const char *v, long lo, long hi) {
+    long x;
+    if (parse_int_arg(v, lo, hi, &x)) {
+        fprintf(stderr, "error: %s: expected an integer in [%ld, %ld], got \"%s\"\n", flag, lo, hi, v);
+        exit(2);
+    }
+    return x;
+}
+
+static const char EVAL_HELP[] =
+    "usage: ./train eval CHECKPOINT FILE [--split val|test] [--seq-len T] [--batch B] [--threads N]\n\n"
+    "Bits per byte of the checkpoint's model over the whole validation or test split of FILE\n"
+    "(enwik8: the 5,000,000 bytes after the first 95,000,000 for test). Protocol: the split is\n"
+    "cut into consecutive windows of T+1 bytes overlapping by one byte, so every byte except the\n"
+    "split's first is predicted exactly once, from the context since its window's start (the\n"
+    "last window is shorter). bpc = total cross-entropy in nats / predicted bytes / ln 2.\n"
+    "CHECKPOINT is a ckpt-*.bin file or a run directory (its newest valid checkpoint).\n"
+    "Defaults: --split test, --seq-len and --batch of the training run.\n";
+
+static int cmd_eval(int argc, char **argv) {
+    const char *ckpt = NULL, *file = NULL, *split = "test";
+    int T = 0, B = 0, threads = 0;
+    for (int i = 2; i < argc; i++) {
+        if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) { fputs(EVAL_HELP, stdout); return 0; }
+        else if (!strcmp(argv[i], "--split")) split = argv[i = need_value(i, argc, "--split")];
+        else if (!strcmp(argv[i], "--seq-len")) T = (int)int_arg("--seq-len", argv[i = need_value(i, argc, "--seq-len")], 1, 1 << 24);
+        else if (!strcmp(argv[i], "--batch")) B = (int)int_arg("--batch", argv[i = need_value(i, argc, "--batch")], 1, 1 << 20);
+        else if (!strcmp(argv[i], "--threads")) threads = (int)int_arg("--threads", argv[i = need_value(i, argc, "--threads")], 0, 4096);
+        else if (argv[i][0] == '-') { fprintf(stderr, "error: unknown eval option %s\n\n%s", argv[i], EVAL_HELP); return 2; }
+        else if (!ckpt) ckpt = argv[i];
+        else if (!file) file = argv[i];
+        else { fprintf(stderr, "error: unexpected argument %s\n\n%s", argv[i], EVAL_HELP); return 2; }
+    }
+    if (!ckpt || !file) { fprintf(stderr, "error: eval needs CHECKPOINT and FILE\n\n%s", EVAL_HELP); return 2; }
+    if (strcmp(split, "val") && strcmp(split, "test")) {
+        fprintf(stderr, "error: --split must be val or test, got \"%s\"\n", split);
+        return 2;
+    }
+    set_threads(threads);
+    Options o;
+    TrainState st;
+    Model m;
+    char err[ERR_MAX], path[OPT_PATH_MAX];
+    if (load_checkpoint_arg(ckpt, &o, &st, &m, NULL, NULL, path, err, sizeof err)) die("error: %s", err);
+    if (!T) T = o.seq_len;
+    if (!B) B = o.batch;
+    uint8_t *bytes;
+    DataSplit sp;
+    load_data(file, 1, &bytes, &sp);
+    const uint8_t *data = strcmp(split, "val") ? sp.test : sp.val;
+    size_t n = strcmp(split, "val") ? sp.n_test : sp.n_val;
+    if (n < 2) die("error: the %s split is too short", split);
+    if ((size_t)T > n - 1) T = (int)(n - 1);
+    if (model_alloc_acts(&m, B, T, err, sizeof err)) die("error: %s", err);
+    int *tok = malloc(sizeof(int) * (size_t)B * (T + 1));
+    size_t count;
+    double t0 = now_s();
+    double nats = eval_split(&m, data, n, B, T, tok, &count, NULL);
+    double dt = now_s() - t0;
+    printf("%s: step %llu, %s split of %s: %zu bytes predicted in windows of %d, %.0f s\n",
+           path, (unsigned long long)st.step, split, file, count, T, dt);
+    printf("eval: split=%s loss_nats=%.6f bpc=%.6f bytes=%zu\n", split, nats, nats / LN2, count);
+    free(tok); free(bytes);
+    model_destroy(&m);
+    return 0;
+}
+
+static const char SAMPLE_HELP[] =
+    "usage: ./train sample CHECKPOINT [--prompt TEXT] [--len N] [--temperature X] [--seed N]\n\n"
+    "Generates N bytes (default 512) after TEXT (default: a newline) with FLASH-pytorch's\n"
+    "sampling: the 25 most likely bytes (filter_thres 0.9), softmax of logits / temperature\n"
+    "(default 1.0). The same seed (default 1) gives the same text. Bytes below 32 print as spaces.\n";
+
+static int cmd_sample(int argc, char **argv) {
+    const char *ckpt = NULL, *prompt = "\n";
+    long len = 512, threads = 0;
+    double temp = 1.0;
+    uint64_t seed = 1;
+    for (int i = 2; i < argc; i++) {
+        if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) { fputs(SAMPLE_HELP, stdout); return 0; }
+        else if (!strcmp(argv[i], "--prompt")) prompt = argv[i = need_value(i, argc, "--prompt")];
+        else if (!strcmp(argv[i], "--len")) len = int_arg("--len", argv[i = need_value(i, argc, "--len")], 1, 1 << 24);
+        else if (!strcmp(argv[i], "--seed")) seed = (uint64_t)int_arg("--seed", argv[i = need_value(i, argc, "--seed")], 0, 1L << 53);
+        else if (!strcmp(argv[i], "--threads")) threads = int_arg("--threads", argv[i = need_value(i, argc, "--threads")], 0, 4096);
+        else if (!strcmp(argv[i], "--temperature")) {
+            const char *v = argv[i = need_value(i, argc, "--temperature")];
+            if (parse_double_arg(v, &temp) || !(temp > 0) || temp > 1e6) {
+                fprintf(stderr, "error: --temperature: expected a positive number, got \"%s\"\n", v);
+                return 2;
+            }
+        } else if (argv[i][0] == '-') { fprintf(stderr, "error: unknown sample option %s\n\n%s", argv[i], SAMPLE_HELP); return 2; }
+        else if (!ckpt) ckpt = argv[i];
+        else { fprintf(stderr, "error: unexpected argument %s\n\n%s", argv[i], SAMPLE_HELP); return 2; }
+    }
+    if (!ckpt) { fprintf(stderr, "error: sample needs a CHECKPOINT\n\n%s", SAMPLE_HELP); return 2; }
+    if (!*prompt) prompt = "\n";
+    set_threads((int)threads);
+    Options o;
+    TrainState st;
+    Model m;
+    char err[ERR_MAX], path[OPT_PATH_MAX];
+    if (load_checkpoint_arg(ckpt, &o, &st, &m, NULL, NULL, path, err, sizeof err)) die("error: %s", err);
+    int plen = (int)strlen(prompt), ctx = o.seq_len;
+    if (model_alloc_acts(&m, 1, ctx, err, sizeof err)) die("error: %s", err);
+    uint8_t *out = malloc((size_t)len);
+    Rng rng;
+    rng_seed(&rng, seed);
+    generate_full_forward(&m, (const uint8_t *)prompt, plen, (int)len, ctx, temp, &rng, out);
+    print_bytes(stdout, (const uint8_t *)prompt, plen);
+    print_bytes(stdout, out, (int)len);
+    printf("\n");
+    free(out);
+    model_destroy(&m);
+    return 0;
+}
+
+static int cmd_export(int argc, char **argv) {
+    if (argc >= 3 && (!strcmp(argv[2], "--help") || !strcmp(argv[2], "-h"))) {
+        printf("usage: ./train export CHECKPOINT OUT.safetensors\n\n"
+               "Writes the model's state_dict (FLASH-pytorch names, buffers included, F32) with its\n"
+               "config JSON in the metadata; FLASHTransformer(**config).load_state_dict(\n"
+               "safetensors.torch.load_file(OUT), strict=True) loads it.\n");
+        return 0;
+    }
+    if (argc != 4) { fprintf(stderr, "error: usage: ./train export CHECKPOINT OUT.safetensors\n"); return 2; }
+    Options o;
+    TrainState st;
+    Model m;
+    char err[ERR_MAX], path[OPT_PATH_MAX], stepbuf[32];
+    if (load_checkpoint_arg(argv[2], &o, &st, &m, NULL, NULL, path, err, sizeof err)) die("error: %s", err);
+    snprintf(stepbuf, sizeof stepbuf, "%llu", (unsigned long long)st.step);
+    const char *keys[] = {"step"}, *vals[] = {stepbuf};
+    if (model_export(&m, argv[3], keys, vals, 1, err, sizeof err)) die("error: %s", err);
+    printf("wrote %s (%d tensors, step %llu)\n", argv[3], m.table.n, (unsigned long long)st.step);
+    model_destroy(&m);
+    return 0;
+}
+
+int cmd_bench(int argc, char **argv, const char *core_note);   /* trainer/bench.c */
+
+int main(int argc, char **argv) {
+    choose_blas_core(argv);
+    setvbuf(stdout, NULL, _IOLBF, 0);
+    if (argc >= 2 && !strcmp(argv[1], "eval")) return cmd_eval(argc, argv);
+    if (argc >= 2 && !strcmp(argv[1], "sample")) return cmd_sample(argc, argv);
+    if (argc >= 2 && !strcmp(argv[1], "export")) return cmd_export(argc, argv);
+    if (argc >= 2 && !strcmp(argv[1], "bench")) return cmd_bench(argc - 1, argv + 1, g_core_note);
+    if (argc < 2) { options_print_help(stderr); return 2; }
+    Options o;
+    char err[ERR_MAX];
+    int rc = options_parse(&o, argc, argv, 1, err, sizeof err);
+    if (rc == 1) return 0;
+    if (rc < 0) { fprintf(stderr, "error: %s\n", err); return 2; }
+    return run_train(&o, argv);
+}

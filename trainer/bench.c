@@ -1,0 +1,153 @@
+/* trainer/bench.c: ./train bench. In one process: the machine's GEMM rate now, on the
+ * step's largest matrix product; then warm-up and timed full training steps (forward,
+ * backward, clipping, AdamW); the step's FLOP rate by the FLOP model of
+ * docs/performance.md and its ratio to the GEMM rate. */
+#include <cblas.h>
+#include <omp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <sys/utsname.h>
+#include <time.h>
+#include "flash.h"
+#include "optim.h"
+#include "options.h"
+#include "rng.h"
+
+char *openblas_get_corename(void);
+void set_threads(int n);   /* train.c */
+
+static double now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+/* Matrix-multiply FLOPs per token of one forward, counting the quadratic attention's full
+   C x C blocks (as docs/performance.md does): per layer to_hidden 2*d*2e, to_qk 2*d*s,
+   scores 2*C*s, values 2*C*e, linear KV 2*s*e and read-out 2*s*e, to_out 2*e*d; logits 2*d*V. */
+double flops_per_token_forward(const FlashConfig *c) {
+    double d = c->dim, e = config_hidden(c), s = c->query_key_dim, C = c->group_size, V = c->num_tokens;
+    double layer = 2 * d * 2 * e + 2 * d * s + 2 * C * s + 2 * C * e + 4 * s * e + 2 * e * d;
+    return c->depth * layer + 2 * d * V;
+}
+
+static void cpu_name(char *buf, size_t n) {
+    snprintf(buf, n, "unknown CPU");
+    FILE *f = fopen("/proc/cpuinfo", "r");
+    if (!f) return;
+    char line[512];
+    while (fgets(line, sizeof line, f))
+        if (!strncmp(line, "model name", 10)) {
+            char *p = strchr(line, ':');
+            if (p) { p += 2; p[strcspn(p, "\n")] = 0; snprintf(buf, n, "%s", p); }
+            break;
+        }
+    fclose(f);
+}
+
+/* GFLOP/s of C = A B^T at M x N x K (the to_hidden forward shape), over >= 0.5 s. */
+static double gemm_rate(int M, int N, int K) {
+    float *A = malloc(sizeof(float) * (size_t)M * K), *B = malloc(sizeof(float) * (size_t)N * K);
+    float *C = malloc(sizeof(float) * (size_t)M * N);
+    for (size_t i = 0; i < (size_t)M * K; i++) A[i] = (float)(i % 7) * 0.1f;
+    for (size_t i = 0; i < (size_t)N * K; i++) B[i] = (float)(i % 5) * 0.1f;
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, M, N, K, 1, A, K, B, K, 0, C, N);
+    int reps = 0;
+    double t0 = now_s(), t;
+    do {
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, M, N, K, 1, A, K, B, K, 0, C, N);
+        reps++;
+        t = now_s() - t0;
+    } while (t < 0.5 || reps < 3);
+    free(A); free(B); free(C);
+    return 2.0 * M * N * K * reps / t / 1e9;
+}
+
+static const char BENCH_HELP[] =
+    "usage: ./train bench [model options] [--batch B] [--seq-len T] [--accum N] [--steps N]\n"
+    "                     [--threads N] [--preset NAME]\n\n"
+    "Measures, in one process: the GEMM rate of the step's largest product (B*T x 2e x d); then\n"
+    "2 warm-up and N (default 20) timed training steps (forward, backward, clipping, AdamW) of\n"
+    "the configuration (default: the train.py model, 4 x 1024 tokens, --accum 1). Prints tokens\n"
+    "per second, the step's GFLOP/s by the FLOP model, its ratio to the GEMM rate, peak resident\n"
+    "memory, threads and BLAS kernels. The last line is machine-readable.\n";
+
+int cmd_bench(int argc, char **argv, const char *core_note) {
+    int steps_given = 0, accum_given = 0;
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) { fputs(BENCH_HELP, stdout); return 0; }
+        if (!strncmp(argv[i], "--steps", 7)) steps_given = 1;
+        if (!strncmp(argv[i], "--accum", 7)) accum_given = 1;
+    }
+    Options o;
+    char err[1024];
+    if (options_parse(&o, argc, argv, 0, err, sizeof err) < 0) {
+        fprintf(stderr, "error: %s\n\n%s", err, BENCH_HELP);
+        return 2;
+    }
+    if (!steps_given) o.opt.total = 20;
+    if (!accum_given) o.accum = 1;
+    o.opt.warmup = 0;
+    if (o.opt.total < 1 || options_validate(&o, err, sizeof err)) {
+        fprintf(stderr, "error: %s\n", err);
+        return 2;
+    }
+    set_threads(o.threads);
+    const int B = o.batch, T = o.seq_len, A = o.accum, steps = (int)o.opt.total;
+    const FlashConfig *c = &o.model;
+    struct utsname un;
+    uname(&un);
+    char cpu[256];
+    cpu_name(cpu, sizeof cpu);
+    printf("machine: %s, %d cores visible, %s %s\n", cpu, omp_get_num_procs(), un.sysname, un.machine);
+    printf("threads: %d; BLAS: OpenBLAS core %s (%s)\n", omp_get_max_threads(), openblas_get_corename(), core_note);
+
+    const int M = B * T, N = 2 * config_hidden(c), K = c->dim;
+    double gemm = gemm_rate(M, N, K);
+    printf("gemm: %d x %d x %d (A B^T): %.1f GFLOP/s\n", M, N, K, gemm);
+
+    Model m;
+    if (model_create(&m, c, err, sizeof err) || model_alloc_acts(&m, B, T, err, sizeof err)) {
+        fprintf(stderr, "error: %s\n", err);
+        return 1;
+    }
+    model_init_params(&m, o.seed);
+    real *am = calloc(m.table.total, sizeof(real)), *av = calloc(m.table.total, sizeof(real));
+    int *tok = malloc(sizeof(int) * (size_t)B * (T + 1));
+    Rng rng;
+    rng_seed(&rng, o.seed);
+    for (int i = 0; i < B * (T + 1); i++) tok[i] = (int)rng_below(&rng, (uint64_t)c->num_tokens);
+    printf("model: %zu trained parameters, d %d, L %d, e %d, s %d, C %d; batch %d x %d x %d tokens; "
+           "activations %.0f MiB\n", m.table.n_trained, c->dim, c->depth, config_hidden(c),
+           c->query_key_dim, c->group_size, A, B, T, m.acts.bytes / 1048576.0);
+    double t_run = 0, loss = 0;
+    for (int s = -2; s < steps; s++) {     /* two warm-up steps, then the timed ones */
+        double t0 = now_s();
+        model_zero_grads(&m);
+        for (int a = 0; a < A; a++) {
+            loss = model_forward(&m, tok, B, T);
+            model_backward(&m, (real)(1.0 / A));
+        }
+        double gn = grad_global_norm(&m.table, m.grads);
+        clip_grads(&o.opt, &m.table, m.grads, gn);
+        adamw_step(&o.opt, &m.table, m.params, m.grads, am, av, s + 3, lr_at(&o.opt, s < 0 ? 0 : s));
+        if (s >= 0) t_run += now_s() - t0;
+    }
+    double tokens = (double)steps * A * B * T;
+    double tps = tokens / t_run;
+    double step_gflops = 3 * flops_per_token_forward(c) * tps / 1e9;
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    printf("steps: %d timed in %.2f s (%.3f s each), last loss %.4f\n", steps, t_run, t_run / steps, loss);
+    printf("throughput: %.0f tokens/s; %.1f GFLOP/s by the FLOP model (%.1f MFLOP per token, fwd+bwd = 3x fwd)\n",
+           tps, step_gflops, 3 * flops_per_token_forward(c) / 1e6);
+    printf("ratio to the GEMM rate measured above: %.3f\n", step_gflops / gemm);
+    printf("peak resident memory: %.0f MiB\n", ru.ru_maxrss / 1024.0);
+    printf("bench: tok_per_s=%.1f step_gflops=%.1f gemm_gflops=%.1f ratio=%.3f threads=%d core=%s\n",
+           tps, step_gflops, gemm, step_gflops / gemm, omp_get_max_threads(), openblas_get_corename());
+    free(am); free(av); free(tok);
+    model_destroy(&m);
+    return 0;
+}

@@ -1,0 +1,221 @@
+/* trainer/checkpoint.c: atomic, checksummed checkpoints. */
+#include "checkpoint.h"
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <zlib.h>
+
+#define CKPT_MAGIC "FLASHCKP"
+#define HEADER_BYTES 32
+#define STATE_BYTES (8 + 8 + 8 + 32 + 32)
+#define JSON_MAX (1 << 20)
+
+void checkpoint_path(char *buf, size_t n, const char *dir, uint64_t step) {
+    snprintf(buf, n, "%s/ckpt-%08llu.bin", dir, (unsigned long long)step);
+}
+
+static void put_u32(unsigned char *p, uint32_t v) { for (int i = 0; i < 4; i++) p[i] = (unsigned char)(v >> (8 * i)); }
+static void put_u64(unsigned char *p, uint64_t v) { for (int i = 0; i < 8; i++) p[i] = (unsigned char)(v >> (8 * i)); }
+static uint32_t get_u32(const unsigned char *p) { uint32_t v = 0; for (int i = 3; i >= 0; i--) v = v << 8 | p[i]; return v; }
+static uint64_t get_u64(const unsigned char *p) { uint64_t v = 0; for (int i = 7; i >= 0; i--) v = v << 8 | p[i]; return v; }
+
+static void pack_state(unsigned char *p, const TrainState *st) {
+    uint64_t e;
+    memcpy(&e, &st->elapsed_s, 8);
+    put_u64(p, st->step);
+    put_u64(p + 8, st->tokens);
+    put_u64(p + 16, e);
+    for (int i = 0; i < 4; i++) put_u64(p + 24 + 8 * i, st->data_rng.s[i]);
+    for (int i = 0; i < 4; i++) put_u64(p + 56 + 8 * i, st->sample_rng.s[i]);
+}
+
+static void unpack_state(const unsigned char *p, TrainState *st) {
+    uint64_t e = get_u64(p + 16);
+    st->step = get_u64(p);
+    st->tokens = get_u64(p + 8);
+    memcpy(&st->elapsed_s, &e, 8);
+    for (int i = 0; i < 4; i++) st->data_rng.s[i] = get_u64(p + 24 + 8 * i);
+    for (int i = 0; i < 4; i++) st->sample_rng.s[i] = get_u64(p + 56 + 8 * i);
+}
+
+typedef struct { FILE *f; uLong crc; int bad; } Out;
+
+static void out_write(Out *o, const void *p, size_t n) {
+    if (o->bad) return;
+    if (fwrite(p, 1, n, o->f) != n) o->bad = errno ? errno : EIO;
+    o->crc = crc32(o->crc, p, (uInt)n);
+}
+
+/* real arrays go out as float32, in chunks so no large buffer is needed */
+static void out_reals(Out *o, const real *x, size_t n) {
+    float buf[4096];
+    for (size_t k = 0; k < n; k += 4096) {
+        size_t c = n - k < 4096 ? n - k : 4096;
+        for (size_t i = 0; i < c; i++) buf[i] = (float)x[k + i];
+        out_write(o, buf, c * sizeof(float));
+    }
+}
+
+int checkpoint_save(const char *path, const Options *opts, const TrainState *st, const Model *m,
+                    const real *adam_m, const real *adam_v, char *err, size_t errlen) {
+    char tmp[OPT_PATH_MAX + 16];
+    snprintf(tmp, sizeof tmp, "%s.tmp", path);
+    char *json = malloc(JSON_MAX);
+    if (!json) { snprintf(err, errlen, "out of memory"); return -1; }
+    int jlen = options_to_json(opts, json, JSON_MAX);
+    Out o = {fopen(tmp, "wb"), crc32(0, Z_NULL, 0), 0};
+    if (!o.f) {
+        snprintf(err, errlen, "cannot write checkpoint %s: %s", tmp, strerror(errno));
+        free(json);
+        return -1;
+    }
+    unsigned char hdr[HEADER_BYTES] = {0}, state[STATE_BYTES];
+    memcpy(hdr, CKPT_MAGIC, 8);
+    put_u32(hdr + 8, CKPT_VERSION);
+    put_u32(hdr + 12, (uint32_t)jlen);
+    put_u64(hdr + 16, m->table.total);
+    /* the checksum is known only at the end: write a placeholder, then seek back */
+    if (fwrite(hdr, 1, HEADER_BYTES, o.f) != HEADER_BYTES) o.bad = errno ? errno : EIO;
+    out_write(&o, json, (size_t)jlen);
+    pack_state(state, st);
+    out_write(&o, state, STATE_BYTES);
+    out_reals(&o, m->params, m->table.total);
+    out_reals(&o, adam_m, m->table.total);
+    out_reals(&o, adam_v, m->table.total);
+    put_u32(hdr + 24, (uint32_t)o.crc);
+    if (!o.bad && (fseek(o.f, 24, SEEK_SET) || fwrite(hdr + 24, 1, 4, o.f) != 4)) o.bad = errno ? errno : EIO;
+    if (!o.bad && (fflush(o.f) || fsync(fileno(o.f)))) o.bad = errno ? errno : EIO;
+    if (fclose(o.f) && !o.bad) o.bad = errno ? errno : EIO;
+    free(json);
+    if (o.bad) {
+        snprintf(err, errlen, "writing checkpoint %s failed: %s", tmp, strerror(o.bad));
+        unlink(tmp);
+        return -1;
+    }
+    if (rename(tmp, path)) {
+        snprintf(err, errlen, "cannot rename %s to %s: %s", tmp, path, strerror(errno));
+        unlink(tmp);
+        return -1;
+    }
+    /* make the rename itself durable */
+    char dir[OPT_PATH_MAX];
+    snprintf(dir, sizeof dir, "%s", path);
+    char *slash = strrchr(dir, '/');
+    if (slash) *slash = 0; else snprintf(dir, sizeof dir, ".");
+    int fd = open(dir, O_RDONLY);
+    if (fd >= 0) { fsync(fd); close(fd); }
+    return 0;
+}
+
+int checkpoint_load(const char *path, Options *o, TrainState *st, Model *m, real **adam_m,
+                    real **adam_v, char *err, size_t errlen) {
+    FILE *f = fopen(path, "rb");
+    if (!f) { snprintf(err, errlen, "cannot open checkpoint %s: %s", path, strerror(errno)); return -1; }
+    unsigned char hdr[HEADER_BYTES];
+    size_t got = fread(hdr, 1, HEADER_BYTES, f);
+    if (got < 8 || memcmp(hdr, CKPT_MAGIC, 8)) {
+        snprintf(err, errlen, "%s is not a flash.c checkpoint (no FLASHCKP header)", path);
+        fclose(f);
+        return -1;
+    }
+    if (got < HEADER_BYTES) {
+        snprintf(err, errlen, "checkpoint %s is truncated (%zu bytes, shorter than its header)", path, got);
+        fclose(f);
+        return -1;
+    }
+    uint32_t version = get_u32(hdr + 8), jlen = get_u32(hdr + 12), crc_want = get_u32(hdr + 24);
+    uint64_t n = get_u64(hdr + 16);
+    if (version != CKPT_VERSION) {
+        snprintf(err, errlen, "checkpoint %s has format version %u; this program reads version %d",
+                 path, version, CKPT_VERSION);
+        fclose(f);
+        return -1;
+    }
+    fseek(f, 0, SEEK_END);
+    long fsize = ftell(f);
+    uint64_t want = HEADER_BYTES + (uint64_t)jlen + STATE_BYTES + 3 * n * sizeof(float);
+    if (jlen >= JSON_MAX || n > ((uint64_t)1 << 40) || (uint64_t)fsize != want) {
+        snprintf(err, errlen, "checkpoint %s is %s: %ld bytes where its header says %llu",
+                 path, (uint64_t)fsize < want ? "truncated" : "corrupt (wrong length)", fsize,
+                 (unsigned long long)want);
+        fclose(f);
+        return -1;
+    }
+    size_t body = (size_t)(want - HEADER_BYTES);
+    unsigned char *buf = malloc(body + 1);
+    if (!buf) { snprintf(err, errlen, "out of memory reading %s", path); fclose(f); return -1; }
+    fseek(f, HEADER_BYTES, SEEK_SET);
+    if (fread(buf, 1, body, f) != body) {
+        snprintf(err, errlen, "cannot read checkpoint %s: %s", path, strerror(errno));
+        free(buf); fclose(f);
+        return -1;
+    }
+    fclose(f);
+    uLong crc = crc32(0, Z_NULL, 0);
+    for (size_t k = 0; k < body; k += 1u << 30)
+        crc = crc32(crc, buf + k, (uInt)(body - k < (1u << 30) ? body - k : (1u << 30)));
+    if ((uint32_t)crc != crc_want) {
+        snprintf(err, errlen, "checkpoint %s is corrupt (checksum mismatch)", path);
+        free(buf);
+        return -1;
+    }
+    char *json = (char *)buf;
+    char saved = json[jlen];
+    json[jlen] = 0;
+    char e2[512];
+    int rc = options_from_json(o, json, e2, sizeof e2);
+    json[jlen] = saved;
+    if (rc) { snprintf(err, errlen, "checkpoint %s: %s", path, e2); free(buf); return -1; }
+    if (model_create(m, &o->model, e2, sizeof e2)) {
+        snprintf(err, errlen, "checkpoint %s: %s", path, e2);
+        free(buf);
+        return -1;
+    }
+    if (m->table.total != n) {
+        snprintf(err, errlen, "checkpoint %s holds %llu parameters but its model config needs %zu",
+                 path, (unsigned long long)n, m->table.total);
+        model_destroy(m);
+        free(buf);
+        return -1;
+    }
+    unpack_state(buf + jlen, st);
+    const unsigned char *p = buf + jlen + STATE_BYTES;
+    real *dst[3] = {m->params, NULL, NULL};
+    if (adam_m) dst[1] = *adam_m = malloc(n * sizeof(real));
+    if (adam_v) dst[2] = *adam_v = malloc(n * sizeof(real));
+    for (int a = 0; a < 3; a++) {
+        if (!dst[a]) continue;
+        for (uint64_t k = 0; k < n; k++) {
+            float v;
+            memcpy(&v, p + ((uint64_t)a * n + k) * sizeof(float), sizeof v);
+            dst[a][k] = (real)v;
+        }
+    }
+    free(buf);
+    return 0;
+}
+
+static int cmp_desc(const void *a, const void *b) {
+    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+    return x < y ? 1 : x > y ? -1 : 0;
+}
+
+int checkpoint_list(const char *dir, uint64_t *steps, int max) {
+    DIR *d = opendir(dir);
+    if (!d) return 0;
+    int n = 0;
+    struct dirent *de;
+    while ((de = readdir(d)) && n < max) {
+        unsigned long long s;
+        char tail[8];
+        if (sscanf(de->d_name, "ckpt-%llu.%7s", &s, tail) == 2 && !strcmp(tail, "bin"))
+            steps[n++] = s;
+    }
+    closedir(d);
+    qsort(steps, n, sizeof *steps, cmp_desc);
+    return n;
+}

@@ -1,0 +1,40 @@
+/* trainer/checkpoint.h: everything a run needs to continue exactly, in one file.
+ *
+ * Layout (little-endian):
+ *   "FLASHCKP"  u32 version  u32 json_len  u64 n_params  u32 crc32  u32 zero
+ *   json_len bytes: the run's settings (options_to_json)
+ *   TrainState (step, tokens, elapsed, both generators' states)
+ *   params, Adam m, Adam v: n_params float32 each, in the parameter table's order
+ * crc32 covers every byte after the header. Written to NAME.tmp, fsync'ed, renamed. */
+#ifndef FLASH_CHECKPOINT_H
+#define FLASH_CHECKPOINT_H
+#include <stddef.h>
+#include <stdint.h>
+#include "flash.h"
+#include "options.h"
+#include "rng.h"
+
+#define CKPT_VERSION 1
+
+typedef struct {
+    uint64_t step;            /* optimizer steps completed */
+    uint64_t tokens;          /* training tokens consumed */
+    double elapsed_s;         /* training wall time so far */
+    Rng data_rng;             /* training-example offsets */
+    Rng sample_rng;           /* periodic samples */
+} TrainState;
+
+int checkpoint_save(const char *path, const Options *o, const TrainState *st, const Model *m,
+                    const real *adam_m, const real *adam_v, char *err, size_t errlen);
+
+/* Reads and verifies PATH (magic, version, length, checksum, model shape), then fills *o,
+   *st, creates *m with the parameters, and allocates *adam_m, *adam_v (NULL to skip). */
+int checkpoint_load(const char *path, Options *o, TrainState *st, Model *m, real **adam_m,
+                    real **adam_v, char *err, size_t errlen);
+
+/* DIR/ckpt-STEP.bin */
+void checkpoint_path(char *buf, size_t n, const char *dir, uint64_t step);
+/* Steps of the checkpoints in DIR, newest first; returns the count (at most max). */
+int checkpoint_list(const char *dir, uint64_t *steps, int max);
+
+#endif

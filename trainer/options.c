@@ -1,0 +1,387 @@
+/* trainer/options.c: flags, defaults, presets and the JSON form of Options. */
+#include "options.h"
+#include "json.h"
+#include <errno.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+void options_default(Options *o) {
+    memset(o, 0, sizeof *o);
+    o->model = config_default();
+    o->opt = (OptConfig){
+        .peak_lr = 5e-4, .min_lr = 5e-5, .warmup = 1000, .total = 100000,
+        .beta1 = 0.9, .beta2 = 0.999, .eps = 1e-6, .weight_decay = 0.01,
+        .clip_mode = CLIP_LOCAL, .clip = 0.1,
+    };
+    snprintf(o->out_dir, sizeof o->out_dir, "runs/flash");
+    snprintf(o->preset, sizeof o->preset, "paper");
+    o->seed = 1337;
+    o->batch = 4;
+    o->accum = 4;
+    o->seq_len = 1024;
+    o->eval_every = 100;
+    o->eval_windows = 16;
+    o->sample_every = 500;
+    o->sample_len = 512;
+    o->sample_prime = 256;
+    o->ckpt_every = 500;
+    o->keep_ckpts = 3;
+    o->log_every = 10;
+    o->threads = 0;
+}
+
+int options_preset(Options *o, const char *name, char *err, size_t errlen) {
+    if (!strcmp(name, "paper")) {
+        Options d;
+        options_default(&d);
+        o->model = d.model;
+        o->opt = d.opt;
+        o->batch = d.batch; o->accum = d.accum; o->seq_len = d.seq_len;
+        o->eval_every = d.eval_every; o->sample_every = d.sample_every; o->sample_len = d.sample_len;
+    } else if (!strcmp(name, "flash-pytorch")) {
+        /* FLASH-pytorch's train.py: its model, Adam 2e-4 constant, eps 1e-8, global
+           clipping 0.5, 4 x 4 x 1024 tokens, 100k steps, validate every 100, sample 512
+           bytes every 500. */
+        o->model = config_default();
+        o->opt = (OptConfig){
+            .peak_lr = 2e-4, .min_lr = 2e-4, .warmup = 0, .total = 100000,
+            .beta1 = 0.9, .beta2 = 0.999, .eps = 1e-8, .weight_decay = 0,
+            .clip_mode = CLIP_GLOBAL, .clip = 0.5,
+        };
+        o->batch = 4; o->accum = 4; o->seq_len = 1024;
+        o->eval_every = 100; o->sample_every = 500; o->sample_len = 512;
+    } else {
+        snprintf(err, errlen, "unknown preset \"%s\" (known: paper, flash-pytorch)", name);
+        return -1;
+    }
+    snprintf(o->preset, sizeof o->preset, "%s", name);
+    return 0;
+}
+
+/* ------------------------------------------------------------------------------------ */
+
+int parse_int_arg(const char *s, long lo, long hi, long *out) {
+    char *end;
+    errno = 0;
+    double v = strtod(s, &end);   /* accepts 1e5 as well as 100000 */
+    if (errno || end == s || *end || v != (double)(long)v || v < lo || v > hi) return -1;
+    *out = (long)v;
+    return 0;
+}
+
+int parse_double_arg(const char *s, double *out) {
+    char *end;
+    errno = 0;
+    double v = strtod(s, &end);
+    if (errno || end == s || *end || v != v) return -1;
+    *out = v;
+    return 0;
+}
+
+typedef enum { K_INT, K_LONG, K_U64, K_DBL, K_STR, K_ON, K_OFF, K_NORM, K_ATTN, K_CLIP } Kind;
+typedef enum { G_RUN, G_DATA, G_RECIPE, G_MODEL } Group;
+typedef struct {
+    const char *flag;
+    Kind kind;
+    size_t off;
+    double lo, hi;
+    Group group;
+    const char *meta, *help;
+} Flag;
+
+#define OFF(field) offsetof(Options, field)
+static const Flag FLAGS[] = {
+    {"--out", K_STR, OFF(out_dir), 0, 0, G_RUN, "DIR", "run directory: config, metrics, plot, samples, checkpoints"},
+    {"--resume", K_STR, OFF(resume_dir), 0, 0, G_RUN, "DIR", "continue the run in DIR from its newest valid checkpoint, with its saved settings"},
+    {"--init-from", K_STR, OFF(init_from), 0, 0, G_RUN, "FILE", "start from the weights of a .safetensors file (its config sets the model)"},
+    {"--seed", K_U64, OFF(seed), 0, 0, G_RUN, "N", "seed of initialisation, data order and samples"},
+    {"--threads", K_INT, OFF(threads), 0, 4096, G_RUN, "N", "threads (0: all cores)"},
+    {"--eval-every", K_INT, OFF(eval_every), 0, 1e9, G_RUN, "N", "validate every N steps (0: never)"},
+    {"--eval-windows", K_INT, OFF(eval_windows), 1, 1e6, G_RUN, "N", "validation windows of seq-len bytes, evenly spaced, the same every time"},
+    {"--sample-every", K_INT, OFF(sample_every), 0, 1e9, G_RUN, "N", "print and save a sample every N steps (0: never)"},
+    {"--sample-len", K_INT, OFF(sample_len), 1, 1e7, G_RUN, "N", "bytes generated per sample"},
+    {"--sample-prime", K_INT, OFF(sample_prime), 1, 1e7, G_RUN, "N", "bytes of validation text that prime each sample"},
+    {"--ckpt-every", K_INT, OFF(ckpt_every), 0, 1e9, G_RUN, "N", "checkpoint every N steps (0: only at the end and on a signal)"},
+    {"--keep-ckpts", K_INT, OFF(keep_ckpts), 1, 1e6, G_RUN, "K", "keep the newest K checkpoints"},
+    {"--log-every", K_INT, OFF(log_every), 1, 1e9, G_RUN, "N", "progress line every N steps when the output is not a terminal"},
+    {"--steps", K_LONG, OFF(opt.total), 1, 1e12, G_RECIPE, "N", "optimizer steps (the schedule's length)"},
+    {"--batch", K_INT, OFF(batch), 1, 1e6, G_RECIPE, "B", "sequences per micro-batch"},
+    {"--accum", K_INT, OFF(accum), 1, 1e6, G_RECIPE, "N", "micro-batches per optimizer step (their gradients averaged)"},
+    {"--seq-len", K_INT, OFF(seq_len), 1, 1 << 24, G_RECIPE, "T", "tokens per sequence"},
+    {"--lr", K_DBL, OFF(opt.peak_lr), 0, 1e3, G_RECIPE, "X", "peak learning rate"},
+    {"--warmup", K_LONG, OFF(opt.warmup), 0, 1e12, G_RECIPE, "N", "linear warmup steps"},
+    {"--min-lr", K_DBL, OFF(opt.min_lr), 0, 1e3, G_RECIPE, "X", "learning rate at the end of the linear decay"},
+    {"--weight-decay", K_DBL, OFF(opt.weight_decay), 0, 1e3, G_RECIPE, "X", "decoupled weight decay (Linear weights, token embedding)"},
+    {"--beta1", K_DBL, OFF(opt.beta1), 0, 0.999999, G_RECIPE, "X", "Adam beta1"},
+    {"--beta2", K_DBL, OFF(opt.beta2), 0, 0.999999999, G_RECIPE, "X", "Adam beta2"},
+    {"--eps", K_DBL, OFF(opt.eps), 0, 1, G_RECIPE, "X", "Adam epsilon"},
+    {"--clip", K_DBL, OFF(opt.clip), 0, 1e12, G_RECIPE, "X", "gradient clipping threshold"},
+    {"--clip-mode", K_CLIP, OFF(opt.clip_mode), 0, 0, G_RECIPE, "local|global|none", "local: each tensor's norm; global: all together"},
+    {"--dim", K_INT, OFF(model.dim), 2, 65536, G_MODEL, "D", "model width"},
+    {"--depth", K_INT, OFF(model.depth), 1, 1024, G_MODEL, "L", "layers"},
+    {"--group-size", K_INT, OFF(model.group_size), 1, 65536, G_MODEL, "C", "local attention group size"},
+    {"--qk-dim", K_INT, OFF(model.query_key_dim), 2, 65536, G_MODEL, "S", "query/key width"},
+    {"--expansion", K_DBL, OFF(model.expansion_factor), 0, 65536, G_MODEL, "X", "hidden width = int(X * dim)"},
+    {"--norm", K_NORM, OFF(model.norm_type), 0, 0, G_MODEL, "scalenorm|layernorm", "normalization"},
+    {"--shift-tokens", K_ON, OFF(model.shift_tokens), 0, 0, G_MODEL, NULL, "token shift on"},
+    {"--no-shift-tokens", K_OFF, OFF(model.shift_tokens), 0, 0, G_MODEL, NULL, "token shift off"},
+    {"--attn-fn", K_ATTN, OFF(model.laplace_attn_fn), 0, 0, G_MODEL, "laplace|relu2", "attention function"},
+};
+#define N_FLAGS ((int)(sizeof FLAGS / sizeof FLAGS[0]))
+
+static void value_str(const Options *o, const Flag *f, char *buf, size_t n) {
+    const char *p = (const char *)o + f->off;
+    switch (f->kind) {
+    case K_INT: snprintf(buf, n, "%d", *(const int *)p); break;
+    case K_LONG: snprintf(buf, n, "%ld", *(const long *)p); break;
+    case K_U64: snprintf(buf, n, "%llu", (unsigned long long)*(const uint64_t *)p); break;
+    case K_DBL: snprintf(buf, n, "%g", *(const double *)p); break;
+    case K_STR: snprintf(buf, n, "%s", *p ? p : "none"); break;
+    case K_ON: snprintf(buf, n, "%s", *(const int *)p ? "on" : "off"); break;
+    case K_OFF: buf[0] = 0; break;
+    case K_NORM: snprintf(buf, n, "%s", *(const NormType *)p == NORM_LAYERNORM ? "layernorm" : "scalenorm"); break;
+    case K_ATTN: snprintf(buf, n, "%s", *(const int *)p ? "laplace" : "relu2"); break;
+    case K_CLIP: {
+        ClipMode m = *(const ClipMode *)p;
+        snprintf(buf, n, "%s", m == CLIP_LOCAL ? "local" : m == CLIP_GLOBAL ? "global" : "none");
+        break;
+    }
+    }
+}
+
+void options_print_help(FILE *f) {
+    Options d;
+    options_default(&d);
+    fprintf(f,
+        "flash.c: trains FLASH-pytorch's FLASHTransformer (Hua et al. 2022) on enwik8, byte level.\n\n"
+        "usage:\n"
+        "  ./train [options] FILE            train on FILE (enwik8, gzip or raw)\n"
+        "  ./train --resume DIR [FILE]       continue the run in DIR exactly where its newest\n"
+        "                                    valid checkpoint left it (FILE: if the data moved)\n"
+        "  ./train eval CKPT FILE [--split val|test] [--seq-len T] [--batch B] [--threads N]\n"
+        "  ./train sample CKPT [--prompt TEXT] [--len N] [--temperature X] [--seed N]\n"
+        "  ./train export CKPT OUT.safetensors\n"
+        "  ./train bench [model and batch options]\n"
+        "  ./train SUBCOMMAND --help         the subcommand's own help\n\n"
+        "Data: the first 90,000,000 bytes train, the next 5,000,000 validate, the last 5,000,000\n"
+        "test; a file shorter than 10^8 bytes is split 90/5/5 in proportion.\n\n"
+        "  --preset NAME        paper (default): AdamW, linear warmup then linear decay, weight\n"
+        "                       decay 0.01, eps 1e-6, local clipping 0.1, the train.py model;\n"
+        "                       flash-pytorch: FLASH-pytorch's train.py exactly (Adam 2e-4\n"
+        "                       constant, eps 1e-8, global clipping 0.5). Flags after it override.\n");
+    const char *titles[] = {"run", "data", "recipe", "model (train.py's FLASHTransformer by default)"};
+    for (int g = G_RUN; g <= G_MODEL; g++) {
+        int any = 0;
+        for (int i = 0; i < N_FLAGS; i++) {
+            const Flag *fl = &FLAGS[i];
+            if ((int)fl->group != g) continue;
+            if (!any) fprintf(f, "\n%s:\n", titles[g]);
+            any = 1;
+            char left[64], def[64];
+            snprintf(left, sizeof left, "%s%s%s", fl->flag, fl->meta ? " " : "", fl->meta ? fl->meta : "");
+            value_str(&d, fl, def, sizeof def);
+            if (fl->kind == K_OFF) fprintf(f, "  %-28s %s\n", left, fl->help);
+            else fprintf(f, "  %-28s %s (default %s)\n", left, fl->help, def);
+        }
+    }
+    fprintf(f, "\nEnvironment: on a CPU with AVX-512, OpenBLAS's AVX-512 (SkylakeX) kernels are used even\n"
+               "where OpenBLAS or OPENBLAS_CORETYPE would pick its slower AVX2 ones; FLASH_BLAS_CORE=env\n"
+               "keeps the environment's choice. OMP_NUM_THREADS is overridden by --threads.\n");
+}
+
+static int set_flag(Options *o, const Flag *f, const char *val, char *err, size_t errlen) {
+    char *p = (char *)o + f->off;
+    long iv;
+    double dv;
+    switch (f->kind) {
+    case K_INT:
+    case K_LONG:
+        if (parse_int_arg(val, (long)f->lo, (long)f->hi, &iv)) {
+            snprintf(err, errlen, "%s: expected an integer in [%.0f, %.0f], got \"%s\"", f->flag, f->lo, f->hi, val);
+            return -1;
+        }
+        if (f->kind == K_INT) *(int *)p = (int)iv; else *(long *)p = iv;
+        return 0;
+    case K_U64: {
+        char *end;
+        errno = 0;
+        unsigned long long v = strtoull(val, &end, 10);
+        if (errno || end == val || *end || val[0] == '-') {
+            snprintf(err, errlen, "%s: expected a non-negative integer, got \"%s\"", f->flag, val);
+            return -1;
+        }
+        *(uint64_t *)p = v;
+        return 0;
+    }
+    case K_DBL:
+        if (parse_double_arg(val, &dv) || dv < f->lo || dv > f->hi) {
+            snprintf(err, errlen, "%s: expected a number in [%g, %g], got \"%s\"", f->flag, f->lo, f->hi, val);
+            return -1;
+        }
+        *(double *)p = dv;
+        return 0;
+    case K_STR:
+        if (strlen(val) >= OPT_PATH_MAX || !*val) {
+            snprintf(err, errlen, "%s: expected a non-empty path shorter than %d bytes", f->flag, OPT_PATH_MAX);
+            return -1;
+        }
+        snprintf(p, OPT_PATH_MAX, "%s", val);
+        return 0;
+    case K_NORM:
+        if (!strcmp(val, "scalenorm")) *(NormType *)p = NORM_SCALENORM;
+        else if (!strcmp(val, "layernorm")) *(NormType *)p = NORM_LAYERNORM;
+        else { snprintf(err, errlen, "%s: expected scalenorm or layernorm, got \"%s\"", f->flag, val); return -1; }
+        return 0;
+    case K_ATTN:
+        if (!strcmp(val, "laplace")) *(int *)p = 1;
+        else if (!strcmp(val, "relu2")) *(int *)p = 0;
+        else { snprintf(err, errlen, "%s: expected laplace or relu2, got \"%s\"", f->flag, val); return -1; }
+        return 0;
+    case K_CLIP:
+        if (!strcmp(val, "local")) *(ClipMode *)p = CLIP_LOCAL;
+        else if (!strcmp(val, "global")) *(ClipMode *)p = CLIP_GLOBAL;
+        else if (!strcmp(val, "none")) *(ClipMode *)p = CLIP_NONE;
+        else { snprintf(err, errlen, "%s: expected local, global or none, got \"%s\"", f->flag, val); return -1; }
+        return 0;
+    case K_ON: *(int *)p = 1; return 0;
+    case K_OFF: *(int *)p = 0; return 0;
+    }
+    return -1;
+}
+
+int options_parse(Options *o, int argc, char **argv, int need_file, char *err, size_t errlen) {
+    options_default(o);
+    /* a preset applies first wherever it stands, so that the other flags override it */
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i], *v = NULL;
+        if (!strncmp(a, "--preset=", 9)) v = a + 9;
+        else if (!strcmp(a, "--preset")) {
+            if (i + 1 >= argc) { snprintf(err, errlen, "--preset needs a value"); return -1; }
+            v = argv[++i];
+        }
+        if (v && options_preset(o, v, err, errlen)) return -1;
+    }
+    int positional = 0;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        if (!strcmp(a, "-h") || !strcmp(a, "--help")) { options_print_help(stdout); return 1; }
+        if (!strcmp(a, "--preset")) { i++; continue; }
+        if (!strncmp(a, "--preset=", 9)) continue;
+        if (a[0] == '-' && a[1] == '-') {
+            char name[64];
+            const char *eq = strchr(a, '='), *val = NULL;
+            size_t len = eq ? (size_t)(eq - a) : strlen(a);
+            if (len >= sizeof name) len = sizeof name - 1;
+            memcpy(name, a, len);
+            name[len] = 0;
+            const Flag *f = NULL;
+            for (int k = 0; k < N_FLAGS; k++)
+                if (!strcmp(FLAGS[k].flag, name)) f = &FLAGS[k];
+            if (!f) { snprintf(err, errlen, "unknown option %s (see ./train --help)", name); return -1; }
+            if (f->kind == K_ON || f->kind == K_OFF) {
+                if (eq) { snprintf(err, errlen, "%s takes no value", name); return -1; }
+            } else if (eq) {
+                val = eq + 1;
+            } else {
+                if (i + 1 >= argc) { snprintf(err, errlen, "%s needs a value (%s)", name, f->meta); return -1; }
+                val = argv[++i];
+            }
+            if (set_flag(o, f, val, err, errlen)) return -1;
+            if (f->group == G_MODEL) o->model_flags_given = 1;
+            if (f->group == G_RECIPE || f->group == G_DATA) o->recipe_flags_given = 1;
+            continue;
+        }
+        if (a[0] == '-' && a[1]) { snprintf(err, errlen, "unknown option %s (see ./train --help)", a); return -1; }
+        if (positional++ || !need_file) {
+            snprintf(err, errlen, "unexpected argument \"%s\"%s", a, need_file ? ": one data FILE only" : "");
+            return -1;
+        }
+        if (strlen(a) >= OPT_PATH_MAX) { snprintf(err, errlen, "data path too long"); return -1; }
+        snprintf(o->data_path, sizeof o->data_path, "%s", a);
+    }
+    if (need_file && !positional && !o->resume_dir[0]) {
+        snprintf(err, errlen, "no data FILE given (e.g. ./train enwik8.gz; see ./train --help)");
+        return -1;
+    }
+    return 0;
+}
+
+int options_validate(const Options *o, char *err, size_t errlen) {
+    if (config_validate(&o->model, err, errlen)) return -1;
+    const OptConfig *p = &o->opt;
+    if (p->warmup > p->total) {
+        snprintf(err, errlen, "--warmup %ld is longer than --steps %ld", p->warmup, p->total);
+        return -1;
+    }
+    if (p->min_lr > p->peak_lr) {
+        snprintf(err, errlen, "--min-lr %g is above the peak --lr %g", p->min_lr, p->peak_lr);
+        return -1;
+    }
+    if (p->clip_mode != CLIP_NONE && !(p->clip > 0)) {
+        snprintf(err, errlen, "--clip must be positive with --clip-mode local or global");
+        return -1;
+    }
+    if ((double)o->batch * o->seq_len > 1e9) {
+        snprintf(err, errlen, "--batch x --seq-len = %.0f tokens per micro-batch is too large",
+                 (double)o->batch * o->seq_len);
+        return -1;
+    }
+    return 0;
+}
+
+int options_to_json(const Options *o, char *buf, size_t buflen) {
+    char model[1024], data[2 * OPT_PATH_MAX + 8], init[2 * OPT_PATH_MAX + 8];
+    config_to_json(&o->model, model, sizeof model);
+    model[strlen(model) - 1] = 0;   /* drop '}' to continue the same flat object */
+    json_escape(data, sizeof data, o->data_path);
+    json_escape(init, sizeof init, o->init_from);
+    const char *clip = o->opt.clip_mode == CLIP_LOCAL ? "local" : o->opt.clip_mode == CLIP_GLOBAL ? "global" : "none";
+    return snprintf(buf, buflen,
+        "%s,\n \"preset\": \"%s\", \"data\": %s, \"init_from\": %s, \"seed\": %llu,\n"
+        " \"steps\": %ld, \"batch\": %d, \"accum\": %d, \"seq_len\": %d,\n"
+        " \"lr\": %.17g, \"warmup\": %ld, \"min_lr\": %.17g, \"weight_decay\": %.17g,\n"
+        " \"beta1\": %.17g, \"beta2\": %.17g, \"eps\": %.17g, \"clip_mode\": \"%s\", \"clip\": %.17g,\n"
+        " \"eval_every\": %d, \"eval_windows\": %d, \"sample_every\": %d, \"sample_len\": %d,\n"
+        " \"sample_prime\": %d, \"ckpt_every\": %d, \"keep_ckpts\": %d, \"log_every\": %d}\n",
+        model, o->preset, data, init, (unsigned long long)o->seed, o->opt.total, o->batch, o->accum,
+        o->seq_len, o->opt.peak_lr, o->opt.warmup, o->opt.min_lr, o->opt.weight_decay,
+        o->opt.beta1, o->opt.beta2, o->opt.eps, clip, o->opt.clip, o->eval_every, o->eval_windows,
+        o->sample_every, o->sample_len, o->sample_prime, o->ckpt_every, o->keep_ckpts, o->log_every);
+}
+
+int options_from_json(Options *o, const char *json, char *err, size_t errlen) {
+    options_default(o);
+    if (config_from_json(&o->model, json, err, errlen)) return -1;
+    struct { const char *key; Kind kind; void *p; } f[] = {
+        {"seed", K_U64, &o->seed}, {"steps", K_LONG, &o->opt.total}, {"batch", K_INT, &o->batch},
+        {"accum", K_INT, &o->accum}, {"seq_len", K_INT, &o->seq_len}, {"lr", K_DBL, &o->opt.peak_lr},
+        {"warmup", K_LONG, &o->opt.warmup}, {"min_lr", K_DBL, &o->opt.min_lr},
+        {"weight_decay", K_DBL, &o->opt.weight_decay}, {"beta1", K_DBL, &o->opt.beta1},
+        {"beta2", K_DBL, &o->opt.beta2}, {"eps", K_DBL, &o->opt.eps}, {"clip", K_DBL, &o->opt.clip},
+        {"eval_every", K_INT, &o->eval_every}, {"eval_windows", K_INT, &o->eval_windows},
+        {"sample_every", K_INT, &o->sample_every}, {"sample_len", K_INT, &o->sample_len},
+        {"sample_prime", K_INT, &o->sample_prime}, {"ckpt_every", K_INT, &o->ckpt_every},
+        {"keep_ckpts", K_INT, &o->keep_ckpts}, {"log_every", K_INT, &o->log_every},
+    };
+    for (size_t i = 0; i < sizeof f / sizeof f[0]; i++) {
+        double v;
+        if (json_get_number(json, f[i].key, &v)) {
+            snprintf(err, errlen, "saved settings lack \"%s\"", f[i].key);
+            return -1;
+        }
+        if (f[i].kind == K_INT) *(int *)f[i].p = (int)v;
+        else if (f[i].kind == K_LONG) *(long *)f[i].p = (long)v;
+        else if (f[i].kind == K_U64) *(uint64_t *)f[i].p = (uint64_t)v;
+        else *(double *)f[i].p = v;
+    }
+    char s[OPT_PATH_MAX];
+    if (json_get_string(json, "clip_mode", s, sizeof s) == 0) {
+        o->opt.clip_mode = !strcmp(s, "local") ? CLIP_LOCAL : !strcmp(s, "global") ? CLIP_GLOBAL : CLIP_NONE;
+    }
+    if (json_get_string(json, "data", s, sizeof s) == 0) snprintf(o->data_path, sizeof o->data_path, "%s", s);
+    if (json_get_string(json, "init_from", s, sizeof s) == 0) snprintf(o->init_from, sizeof o->init_from, "%s", s);
+    if (json_get_string(json, "preset", o->preset, sizeof o->preset) != 0) o->preset[0] = 0;
+    return options_validate(o, err, errlen);
+}

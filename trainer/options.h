@@ -1,0 +1,53 @@
+/* trainer/options.h: every setting of a training run, its flag, default and JSON form.
+ * config.json and each checkpoint hold the JSON, so a resumed run has the same settings. */
+#ifndef FLASH_OPTIONS_H
+#define FLASH_OPTIONS_H
+#include <stddef.h>
+#include <stdint.h>
+#include "config.h"
+#include "optim.h"
+
+#define OPT_PATH_MAX 1024
+
+typedef struct {
+    FlashConfig model;
+    OptConfig opt;            /* peak_lr, min_lr, warmup, total (= steps), betas, eps, wd, clip */
+    char data_path[OPT_PATH_MAX];
+    char out_dir[OPT_PATH_MAX];
+    char resume_dir[OPT_PATH_MAX];
+    char init_from[OPT_PATH_MAX];
+    char preset[32];
+    uint64_t seed;
+    int batch, accum, seq_len;
+    int eval_every, eval_windows;      /* validation: every N steps, over this many windows */
+    int sample_every, sample_len, sample_prime;
+    int ckpt_every, keep_ckpts;
+    int log_every;                     /* plain progress lines when stdout is not a terminal */
+    int threads;                       /* 0: OpenMP's default (all cores) */
+    int model_flags_given;             /* a model option was on the command line */
+    int recipe_flags_given;            /* a recipe or data option was on the command line */
+} Options;
+
+/* The default recipe: the paper's (AdamW, warmup + linear decay, wd 0.01, eps 1e-6, local
+   clipping 0.1) on the train.py model. */
+void options_default(Options *o);
+/* Applies a named preset over *o: "paper" (the default) or "flash-pytorch". 0 or -1. */
+int options_preset(Options *o, const char *name, char *err, size_t errlen);
+
+/* Parses `./train [options] FILE` (argv[0] is skipped). need_file: the data FILE is
+   required (training) or refused (bench). Returns 0, 1 when --help was printed, -1 with
+   a message. */
+int options_parse(Options *o, int argc, char **argv, int need_file, char *err, size_t errlen);
+void options_print_help(FILE *f);
+/* 0, or -1 with a message for values that cannot run. */
+int options_validate(const Options *o, char *err, size_t errlen);
+
+/* Flat JSON object of every setting (model keys as in FLASH-pytorch's config). */
+int options_to_json(const Options *o, char *buf, size_t buflen);
+int options_from_json(Options *o, const char *json, char *err, size_t errlen);
+
+/* Parses "--threads N" style integer, size or float; shared with the subcommands. */
+int parse_int_arg(const char *s, long lo, long hi, long *out);
+int parse_double_arg(const char *s, double *out);
+
+#endif

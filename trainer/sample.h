@@ -1,0 +1,23 @@
+/* trainer/sample.h: FLASH-pytorch's AutoregressiveWrapper sampling: top-k with
+ * filter_thres 0.9 (k = int((1 - 0.9) V), 25 of 256), softmax of logits / temperature over
+ * those, one draw. */
+#ifndef FLASH_SAMPLE_H
+#define FLASH_SAMPLE_H
+#include <stdint.h>
+#include <stdio.h>
+#include "flash.h"
+#include "rng.h"
+
+#define SAMPLE_FILTER_THRES 0.9
+
+int sample_topk(const real *logits, int V, double temperature, Rng *rng);
+
+/* Reference generator: one full forward over the last `ctx` bytes for every new byte
+   (FLASH-pytorch's way; O(n^2)). The model's activations must hold B=1 x ctx. */
+void generate_full_forward(Model *m, const uint8_t *prompt, int plen, int n, int ctx,
+                           double temperature, Rng *rng, uint8_t *out);
+
+/* Bytes as text, values below 32 shown as a space (as the reference's decode_token). */
+void print_bytes(FILE *f, const uint8_t *b, int n);
+
+#endif
