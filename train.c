@@ -24,13 +24,11 @@
 #include "flash.h"
 #include "metrics.h"
 #include "options.h"
+#include "runtime.h"
 #include "optim.h"
 #include "sample.h"
 #include "state_io.h"
 
-/* OpenBLAS's own hooks (declared by its cblas.h in most builds; repeated for others) */
-char *openblas_get_corename(void);
-void openblas_set_num_threads(int);
 
 #define ERR_MAX 4096   /* messages quote paths of up to OPT_PATH_MAX bytes */
 #define SAMPLE_SEED_SALT 0x5a3c9e1f7b2d4608ULL   /* separates the sample stream from the data's */
@@ -54,45 +52,6 @@ static void die(const char *fmt, const char *msg) {
 }
 
 /* ---------------------------------------------------------------------------------- */
-/* BLAS kernels. Debian's OpenBLAS 0.3.21 does not know recent AMD CPUs and falls back to
-   its AVX2 (Haswell/Zen) kernels on CPUs that run its AVX-512 (SkylakeX) kernels nearly
-   twice as fast (docs/performance.md); some machine images also pin
-   OPENBLAS_CORETYPE=Haswell. The choice is read when the library loads, so the program
-   re-executes itself once with OPENBLAS_CORETYPE=SkylakeX when the CPU has AVX-512 and the
-   kernels in use are the AVX2 ones. FLASH_BLAS_CORE=env keeps whatever the environment and
-   OpenBLAS chose. */
-static char g_core_note[160] = "detected by OpenBLAS";
-
-static void choose_blas_core(char **argv) {
-    const char *chosen = getenv("FLASH_CORE_CHOSEN"), *mode = getenv("FLASH_BLAS_CORE");
-    if (chosen) {
-        snprintf(g_core_note, sizeof g_core_note, "chosen by flash.c: the CPU has AVX-512%s%s",
-                 *chosen ? "; the environment had " : "", chosen);
-        return;
-    }
-    const char *env = getenv("OPENBLAS_CORETYPE");
-    if (env) snprintf(g_core_note, sizeof g_core_note, "OPENBLAS_CORETYPE=%s in the environment", env);
-    if (mode && !strcmp(mode, "env")) return;
-    const char *core = openblas_get_corename();
-    int avx512 = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
-                 __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq");
-    if (avx512 && core && (!strcasecmp(core, "haswell") || !strncasecmp(core, "zen", 3))) {
-        char was[64];
-        snprintf(was, sizeof was, "%s%s", env ? "OPENBLAS_CORETYPE=" : "", env ? env : "");
-        setenv("FLASH_CORE_CHOSEN", was, 1);
-        setenv("OPENBLAS_CORETYPE", "SkylakeX", 1);
-        execv("/proc/self/exe", argv);
-        /* exec failed: carry on with the kernels already loaded */
-        unsetenv("FLASH_CORE_CHOSEN");
-    }
-}
-
-void set_threads(int n) {
-    if (n <= 0) n = omp_get_num_procs();
-    omp_set_num_threads(n);
-    openblas_set_num_threads(n);
-}
-
 static void fmt_duration(char *buf, size_t n, double s) {
     if (!(s >= 0) || s > 1e8) { snprintf(buf, n, "?"); return; }
     long t = (long)s;
@@ -175,6 +134,7 @@ typedef struct {
     DataSplit sp;
     int *tokens;          /* accum x B x (T+1): one step's micro-batches */
     Metrics mt;
+    Decoder dec;          /* for the periodic samples */
     int tty;
 } Run;
 
@@ -201,7 +161,7 @@ static void do_sample(Run *r, FILE *samples) {
     const uint8_t *p = r->sp.val + start;
     uint8_t *out = malloc((size_t)o->sample_len);
     double t0 = now_s();
-    generate_full_forward(&r->m, p, prime, o->sample_len, o->seq_len, 1.0, &r->st.sample_rng, out);
+    generate(&r->dec, p, prime, o->sample_len, 1.0, &r->st.sample_rng, out);
     double dt = now_s() - t0;
     if (r->tty) printf("\r\033[K");
     printf("--- sample at step %llu (%d bytes in %.1f s; primed with %d bytes of validation text) ---\n",
@@ -282,6 +242,7 @@ static int run_train(Options *cli, char **argv_unused) {
     if (model_alloc_acts(&r.m, B, T, err, sizeof err)) die("error: %s", err);
     r.tokens = malloc(sizeof(int) * (size_t)A * B * (T + 1));
     if (!r.tokens) die("error: %s", "out of memory");
+    if (o->sample_every > 0 && decoder_init(&r.dec, &r.m, 1, err, sizeof err)) die("error: %s", err);
 
     char json[8192];
     options_to_json(o, json, sizeof json);
@@ -313,7 +274,7 @@ static int run_train(Options *cli, char **argv_unused) {
            total, A, B, T, (unsigned long long)step_tokens, o->opt.peak_lr, o->opt.warmup,
            o->opt.min_lr, o->opt.weight_decay, o->opt.eps,
            o->opt.clip_mode == CLIP_LOCAL ? "local" : o->opt.clip_mode == CLIP_GLOBAL ? "global" : "none",
-           o->opt.clip, omp_get_max_threads(), openblas_get_corename(), g_core_note);
+           o->opt.clip, omp_get_max_threads(), openblas_get_corename(), blas_core_note());
     printf("run directory: %s\n", o->out_dir);
     fflush(stdout);
 
@@ -396,6 +357,7 @@ static int run_train(Options *cli, char **argv_unused) {
     fclose(samples);
     metrics_close(&r.mt);
     free(r.tokens); free(r.adam_m); free(r.adam_v); free(r.bytes);
+    if (o->sample_every > 0) decoder_free(&r.dec);
     model_destroy(&r.m);
     return exit_code;
 }
@@ -475,22 +437,79 @@ static int cmd_eval(int argc, char **argv) {
 }
 
 static const char SAMPLE_HELP[] =
-    "usage: ./train sample CHECKPOINT [--prompt TEXT] [--len N] [--temperature X] [--seed N]\n\n"
+    "usage: ./train sample CHECKPOINT [--prompt TEXT] [--len N] [--temperature X] [--seed N]\n"
+    "                      [--num-samples N] [--threads N] [--bench]\n\n"
     "Generates N bytes (default 512) after TEXT (default: a newline) with FLASH-pytorch's\n"
     "sampling: the 25 most likely bytes (filter_thres 0.9), softmax of logits / temperature\n"
-    "(default 1.0). The same seed (default 1) gives the same text. Bytes below 32 print as spaces.\n";
+    "(default 1.0). The same seed (default 1) gives the same text. Bytes below 32 print as\n"
+    "spaces. Decoding is recurrent: the prompt's whole groups go through the parallel forward,\n"
+    "then each byte costs the same at any position (a cached state per layer), and\n"
+    "--num-samples sequences share each pass over the weights.\n"
+    "--bench: instead of printing text, times one sequence's bytes per second at positions\n"
+    "1,000 to 5,000 and, side by side, recomputing the full forward per byte at a 1,024-byte\n"
+    "context (FLASH-pytorch's way).\n";
+
+/* Bytes per second of the decoder over positions [1000, 5000) in blocks of 1000, and of
+   full-forward recomputation at a 1024-byte context. */
+static void sample_bench(Model *m, double temp, uint64_t seed) {
+    char err[ERR_MAX];
+    Decoder dc;
+    if (decoder_init(&dc, m, 1, err, sizeof err)) die("error: %s", err);
+    Rng rng;
+    rng_seed(&rng, seed);
+    const int V = m->cfg.num_tokens, total = 5000, block = 1000;
+    real *logits = malloc(sizeof(real) * V);
+    int tok = '\n';
+    decoder_prefill(&dc, &tok, 1, logits);
+    double t_block = now_s(), rate[5] = {0}, t_timed = 0;
+    for (int pos = 1; pos < total; pos++) {
+        tok = sample_topk(logits, V, temp, &rng);
+        decoder_step(&dc, &tok, logits);
+        if ((pos + 1) % block == 0) {
+            double t = now_s();
+            rate[(pos + 1) / block - 1] = block / (t - t_block);
+            if (pos + 1 > block) t_timed += t - t_block;
+            t_block = t;
+        }
+    }
+    double lo = 1e30, hi = 0;
+    printf("decoder, one sequence:\n");
+    for (int b = 1; b < 5; b++) {
+        printf("  positions %d-%d: %.0f bytes/s\n", b * block, (b + 1) * block, rate[b]);
+        if (rate[b] < lo) lo = rate[b];
+        if (rate[b] > hi) hi = rate[b];
+    }
+    double dec_rate = 4 * block / t_timed;   /* positions 1,000 to 5,000 */
+    /* the full forward per byte at a 1,024-byte context */
+    const int ctx = 1024, reps = 5;
+    if (model_alloc_acts(m, 1, ctx, err, sizeof err)) die("error: %s", err);
+    int *toks = malloc(sizeof(int) * (ctx + 1));
+    for (int t = 0; t <= ctx; t++) toks[t] = (int)rng_below(&rng, 256);
+    model_forward(m, toks, 1, ctx);   /* warm-up */
+    double t0 = now_s();
+    for (int i = 0; i < reps; i++) model_forward(m, toks, 1, ctx);
+    double ff_rate = reps / (now_s() - t0);
+    printf("full forward per byte at a %d-byte context: %.1f bytes/s\n", ctx, ff_rate);
+    printf("sample-bench: decoder_bytes_per_s=%.0f flatness=%.3f full_forward_bytes_per_s=%.2f speedup=%.0f threads=%d\n",
+           dec_rate, hi / lo - 1, ff_rate, dec_rate / ff_rate, omp_get_max_threads());
+    free(toks); free(logits);
+    decoder_free(&dc);
+}
 
 static int cmd_sample(int argc, char **argv) {
     const char *ckpt = NULL, *prompt = "\n";
-    long len = 512, threads = 0;
+    long len = 512, threads = 0, nsamples = 1;
     double temp = 1.0;
     uint64_t seed = 1;
+    int bench = 0;
     for (int i = 2; i < argc; i++) {
         if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) { fputs(SAMPLE_HELP, stdout); return 0; }
         else if (!strcmp(argv[i], "--prompt")) prompt = argv[i = need_value(i, argc, "--prompt")];
         else if (!strcmp(argv[i], "--len")) len = int_arg("--len", argv[i = need_value(i, argc, "--len")], 1, 1 << 24);
+        else if (!strcmp(argv[i], "--num-samples")) nsamples = int_arg("--num-samples", argv[i = need_value(i, argc, "--num-samples")], 1, 4096);
         else if (!strcmp(argv[i], "--seed")) seed = (uint64_t)int_arg("--seed", argv[i = need_value(i, argc, "--seed")], 0, 1L << 53);
         else if (!strcmp(argv[i], "--threads")) threads = int_arg("--threads", argv[i = need_value(i, argc, "--threads")], 0, 4096);
+        else if (!strcmp(argv[i], "--bench")) bench = 1;
         else if (!strcmp(argv[i], "--temperature")) {
             const char *v = argv[i = need_value(i, argc, "--temperature")];
             if (parse_double_arg(v, &temp) || !(temp > 0) || temp > 1e6) {
@@ -502,23 +521,31 @@ static int cmd_sample(int argc, char **argv) {
         else { fprintf(stderr, "error: unexpected argument %s\n\n%s", argv[i], SAMPLE_HELP); return 2; }
     }
     if (!ckpt) { fprintf(stderr, "error: sample needs a CHECKPOINT\n\n%s", SAMPLE_HELP); return 2; }
-    if (!*prompt) prompt = "\n";
+    if (!*prompt) prompt = "\n";   /* an empty prompt starts from a newline */
     set_threads((int)threads);
     Options o;
     TrainState st;
     Model m;
     char err[ERR_MAX], path[OPT_PATH_MAX];
     if (load_checkpoint_arg(ckpt, &o, &st, &m, NULL, NULL, path, err, sizeof err)) die("error: %s", err);
-    int plen = (int)strlen(prompt), ctx = o.seq_len;
-    if (model_alloc_acts(&m, 1, ctx, err, sizeof err)) die("error: %s", err);
-    uint8_t *out = malloc((size_t)len);
+    if (bench) { sample_bench(&m, temp, seed); model_destroy(&m); return 0; }
+    int plen = (int)strlen(prompt);
+    int rows = decoder_prefill_rows(&m, plen);
+    if (model_alloc_acts(&m, 1, rows > 0 ? rows : 1, err, sizeof err)) die("error: %s", err);
+    Decoder dc;
+    if (decoder_init(&dc, &m, (int)nsamples, err, sizeof err)) die("error: %s", err);
+    uint8_t *out = malloc((size_t)len * nsamples);
     Rng rng;
     rng_seed(&rng, seed);
-    generate_full_forward(&m, (const uint8_t *)prompt, plen, (int)len, ctx, temp, &rng, out);
-    print_bytes(stdout, (const uint8_t *)prompt, plen);
-    print_bytes(stdout, out, (int)len);
-    printf("\n");
+    generate(&dc, (const uint8_t *)prompt, plen, (int)len, temp, &rng, out);
+    for (long q = 0; q < nsamples; q++) {
+        if (nsamples > 1) printf("--- sample %ld ---\n", q + 1);
+        print_bytes(stdout, (const uint8_t *)prompt, plen);
+        print_bytes(stdout, out + q * len, (int)len);
+        printf("\n");
+    }
     free(out);
+    decoder_free(&dc);
     model_destroy(&m);
     return 0;
 }
@@ -553,7 +580,7 @@ int main(int argc, char **argv) {
     if (argc >= 2 && !strcmp(argv[1], "eval")) return cmd_eval(argc, argv);
     if (argc >= 2 && !strcmp(argv[1], "sample")) return cmd_sample(argc, argv);
     if (argc >= 2 && !strcmp(argv[1], "export")) return cmd_export(argc, argv);
-    if (argc >= 2 && !strcmp(argv[1], "bench")) return cmd_bench(argc - 1, argv + 1, g_core_note);
+    if (argc >= 2 && !strcmp(argv[1], "bench")) return cmd_bench(argc - 1, argv + 1, blas_core_note());
     if (argc < 2) { options_print_help(stderr); return 2; }
     Options o;
     char err[ERR_MAX];

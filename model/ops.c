@@ -329,6 +329,8 @@ static inline real phi_grad(real x, int laplace) {
     return x > 0 ? 2 * x : 0;
 }
 
+real attn_phi(real x, int laplace) { return phi(x, laplace); }
+
 /* Rows of group g of sequence b: n0 = b*T + g*C, Cg of them (the last group is short;
    its padding rows would be zero queries/keys/values, masked, so they are never formed). */
 #define GROUP_ROWS(a, task, n0, Cg)                                         \

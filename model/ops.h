@@ -63,6 +63,7 @@ typedef struct {
     const real *rel_bias;
 } AttnShape;
 int rel_pos_bucket(int n);  /* T5 causal bucket of distance n = i - j >= 0 */
+real attn_phi(real x, int laplace);  /* the attention function: laplace or relu^2 */
 void attention_forward(real *att, real *sim, real *attn, real *kv, const real *qk4,
                        const real *v, int v_stride, const AttnShape *a);
 /* Writes dv (row stride v_stride) and d_qk4; d_kv is B*G x s x e scratch; d_rel_partial

@@ -47,4 +47,14 @@ static inline void gemm(int trans_a, int trans_b, int M, int N, int K, real alph
 #endif
 }
 
+/* y = alpha * op(A) x + beta * y, A row-major M x N */
+static inline void gemv(int trans_a, int M, int N, real alpha, const real *A, int lda,
+                        const real *x, real beta, real *y) {
+#ifdef FLASH_DOUBLE
+    cblas_dgemv(CblasRowMajor, trans_a ? CblasTrans : CblasNoTrans, M, N, alpha, A, lda, x, 1, beta, y, 1);
+#else
+    cblas_sgemv(CblasRowMajor, trans_a ? CblasTrans : CblasNoTrans, M, N, alpha, A, lda, x, 1, beta, y, 1);
+#endif
+}
+
 #endif

@@ -14,9 +14,8 @@
 #include "optim.h"
 #include "options.h"
 #include "rng.h"
+#include "runtime.h"
 
-char *openblas_get_corename(void);
-void set_threads(int n);   /* train.c */
 
 static double now_s(void) {
     struct timespec ts;
@@ -102,7 +101,7 @@ int cmd_bench(int argc, char **argv, const char *core_note) {
     char cpu[256];
     cpu_name(cpu, sizeof cpu);
     printf("machine: %s, %d cores visible, %s %s\n", cpu, omp_get_num_procs(), un.sysname, un.machine);
-    printf("threads: %d; BLAS: OpenBLAS core %s (%s)\n", omp_get_max_threads(), openblas_get_corename(), core_note);
+    printf("threads: %d; BLAS: OpenBLAS core %s (%s)\n", omp_get_max_threads(), blas_core_name(), core_note);
 
     const int M = B * T, N = 2 * config_hidden(c), K = c->dim;
     double gemm = gemm_rate(M, N, K);
@@ -146,7 +145,7 @@ int cmd_bench(int argc, char **argv, const char *core_note) {
     printf("ratio to the GEMM rate measured above: %.3f\n", step_gflops / gemm);
     printf("peak resident memory: %.0f MiB\n", ru.ru_maxrss / 1024.0);
     printf("bench: tok_per_s=%.1f step_gflops=%.1f gemm_gflops=%.1f ratio=%.3f threads=%d core=%s\n",
-           tps, step_gflops, gemm, step_gflops / gemm, omp_get_max_threads(), openblas_get_corename());
+           tps, step_gflops, gemm, step_gflops / gemm, omp_get_max_threads(), blas_core_name());
     free(am); free(av); free(tok);
     model_destroy(&m);
     return 0;

@@ -55,6 +55,24 @@ void generate_full_forward(Model *m, const uint8_t *prompt, int plen, int n, int
     free(seq);
 }
 
+void generate(Decoder *dc, const uint8_t *prompt, int plen, int n, double temperature,
+              Rng *rng, uint8_t *out) {
+    const int V = dc->m->cfg.num_tokens, ns = dc->nseq;
+    int *tok = malloc(sizeof(int) * (size_t)(plen > ns ? plen : ns));
+    real *logits = malloc(sizeof(real) * (size_t)ns * V);
+    for (int t = 0; t < plen; t++) tok[t] = prompt[t];
+    decoder_prefill(dc, tok, plen, logits);
+    for (int i = 0; i < n; i++) {
+        for (int q = 0; q < ns; q++) {
+            tok[q] = sample_topk(logits + (size_t)q * V, V, temperature, rng);
+            out[(size_t)q * n + i] = (uint8_t)tok[q];
+        }
+        if (i + 1 < n) decoder_step(dc, tok, logits);
+    }
+    free(logits);
+    free(tok);
+}
+
 void print_bytes(FILE *f, const uint8_t *b, int n) {
     for (int i = 0; i < n; i++) fputc(b[i] < 32 ? ' ' : b[i], f);
 }

@@ -5,6 +5,7 @@
 #define FLASH_SAMPLE_H
 #include <stdint.h>
 #include <stdio.h>
+#include "decode.h"
 #include "flash.h"
 #include "rng.h"
 
@@ -16,6 +17,12 @@ int sample_topk(const real *logits, int V, double temperature, Rng *rng);
    (FLASH-pytorch's way; O(n^2)). The model's activations must hold B=1 x ctx. */
 void generate_full_forward(Model *m, const uint8_t *prompt, int plen, int n, int ctx,
                            double temperature, Rng *rng, uint8_t *out);
+
+/* The fast path: prefill the prompt (plen >= 1) into the decoder, then n bytes per
+   sequence, each from the decoder's cached state. out: nseq x n. The model's activations
+   must hold 1 x decoder_prefill_rows(plen) (the trainer's always do). */
+void generate(Decoder *dc, const uint8_t *prompt, int plen, int n, double temperature,
+              Rng *rng, uint8_t *out);
 
 /* Bytes as text, values below 32 shown as a space (as the reference's decode_token). */
 void print_bytes(FILE *f, const uint8_t *b, int n);

@@ -1,0 +1,201 @@
+/* model/decode.c: the recurrent form of the causal FLASH layer (see decode.h). Each line
+ * mirrors a step of flash.c's parallel forward for one position t. */
+#include "decode.h"
+#include "ops.h"
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+int decoder_init(Decoder *dc, Model *m, int nseq, char *err, size_t errlen) {
+    memset(dc, 0, sizeof *dc);
+    const FlashConfig *c = &m->cfg;
+    const size_t L = c->depth, d = c->dim, e = config_hidden(c), s = c->query_key_dim;
+    const size_t C = c->group_size, V = c->num_tokens, r = config_rotary(c), n = nseq;
+    dc->m = m;
+    dc->nseq = nseq;
+    int fail = 0;
+#define ALLOC(p, count) do { size_t k_ = (count); (p) = calloc(k_ ? k_ : 1, sizeof(real)); if (!(p)) fail = 1; } while (0)
+    ALLOC(dc->kv, L * n * s * e);
+    ALLOC(dc->gq, L * n * C * s);
+    ALLOC(dc->gk, L * n * C * s);
+    ALLOC(dc->gv, L * n * C * e);
+    ALLOC(dc->prev, L * n * d);
+    ALLOC(dc->h, n * d);
+    ALLOC(dc->xn, n * d);
+    ALLOC(dc->xs, n * d);
+    ALLOC(dc->stat, n * 2);
+    ALLOC(dc->hid_u, n * 2 * e);
+    ALLOC(dc->hid, n * 2 * e);
+    ALLOC(dc->z_u, n * s);
+    ALLOC(dc->z, n * s);
+    ALLOC(dc->qk4, 4 * n * s);
+    ALLOC(dc->att, n * e);
+    ALLOC(dc->gated, n * e);
+    ALLOC(dc->tmp, n * d);
+    ALLOC(dc->lnf, n * d);
+    ALLOC(dc->logits, n * V);
+    ALLOC(dc->pos_vec, d);
+    ALLOC(dc->rot_cos, r / 2 + 1);
+    ALLOC(dc->rot_sin, r / 2 + 1);
+    ALLOC(dc->sim, C);
+#undef ALLOC
+    if (fail) {
+        snprintf(err, errlen, "out of memory for the decoder state of %d sequences", nseq);
+        decoder_free(dc);
+        return -1;
+    }
+    return 0;
+}
+
+void decoder_free(Decoder *dc) {
+    real **bufs[] = {&dc->kv, &dc->gq, &dc->gk, &dc->gv, &dc->prev, &dc->h, &dc->xn, &dc->xs,
+                     &dc->stat, &dc->hid_u, &dc->hid, &dc->z_u, &dc->z, &dc->qk4, &dc->att,
+                     &dc->gated, &dc->tmp, &dc->lnf, &dc->logits, &dc->pos_vec, &dc->rot_cos,
+                     &dc->rot_sin, &dc->sim};
+    for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) { free(*bufs[i]); *bufs[i] = NULL; }
+}
+
+void decoder_reset(Decoder *dc) {
+    const FlashConfig *c = &dc->m->cfg;
+    const size_t L = c->depth, n = dc->nseq, e = config_hidden(c), s = c->query_key_dim;
+    memset(dc->kv, 0, sizeof(real) * L * n * s * e);
+    memset(dc->prev, 0, sizeof(real) * L * n * c->dim);
+    dc->pos = 0;
+}
+
+/* y (M x out) = x W^T + b; a matrix-vector product for one row */
+static void rows_linear(real *y, const real *x, const real *W, const real *b, int M, int in, int out) {
+    if (M == 1) {
+        memcpy(y, b, sizeof(real) * out);
+        gemv(0, out, in, 1, W, in, x, 1, y);
+    } else {
+        linear_forward(y, x, W, b, M, in, out);
+    }
+}
+
+void decoder_step(Decoder *dc, const int *tokens, real *logits) {
+    Model *m = dc->m;
+    const FlashConfig *c = &m->cfg;
+    const int n = dc->nseq, d = c->dim, e = config_hidden(c), s = c->query_key_dim;
+    const int C = c->group_size, V = c->num_tokens, r = config_rotary(c), L = c->depth;
+    const long t = dc->pos;
+    const int j = (int)(t % C);                 /* index in the current group */
+    const real inv_C = (real)1 / C, bias_scale = R_SQRT((real)s);
+
+    /* position features at t (as pos_table_fill / rotary_table_fill for one row) */
+    for (int i = 0; i < d / 2; i++) {
+        double a = (double)t * (double)m->p.inv_freq[i];
+        dc->pos_vec[i] = (real)sin(a);
+        dc->pos_vec[d / 2 + i] = (real)cos(a);
+    }
+    for (int q = 0; q < r / 2; q++) {
+        double a = (double)t * (double)m->p.layer[0].rot_freqs[q];
+        dc->rot_cos[q] = (real)cos(a);
+        dc->rot_sin[q] = (real)sin(a);
+    }
+    for (int i = 0; i < n; i++)
+        for (int k = 0; k < d; k++)
+            dc->h[(size_t)i * d + k] = m->p.tok_emb[(size_t)tokens[i] * d + k] + m->p.pos_scale[0] * dc->pos_vec[k];
+
+    for (int l = 0; l < L; l++) {
+        const LayerParams *P = &m->p.layer[l];
+        real *kv = dc->kv + (size_t)l * n * s * e, *prev = dc->prev + (size_t)l * n * d;
+        real *gq = dc->gq + (size_t)l * n * C * s, *gk = dc->gk + (size_t)l * n * C * s;
+        real *gv = dc->gv + (size_t)l * n * C * e;
+        if (c->norm_type == NORM_SCALENORM) scalenorm_forward(dc->xn, dc->stat, dc->h, P->norm_g, n, d);
+        else layernorm_forward(dc->xn, dc->stat, dc->h, P->norm_w, P->norm_b, n, d);
+        /* token shift: the first ceil(d/2) features come from position t-1 (zeros at t = 0) */
+        memcpy(dc->xs, dc->xn, sizeof(real) * n * d);
+        if (c->shift_tokens) {
+            const int half = (d + 1) / 2;
+            for (int i = 0; i < n; i++) {
+                memcpy(dc->xs + (size_t)i * d, prev + (size_t)i * d, sizeof(real) * half);
+                memcpy(prev + (size_t)i * d, dc->xn + (size_t)i * d, sizeof(real) * d);
+            }
+        }
+        rows_linear(dc->hid_u, dc->xs, P->wh, P->bh, n, d, 2 * e);
+        silu_forward(dc->hid, dc->hid_u, (size_t)n * 2 * e);
+        rows_linear(dc->z_u, dc->xs, P->wqk, P->bqk, n, d, s);
+        silu_forward(dc->z, dc->z_u, (size_t)n * s);
+        /* one "sequence" of length 1 per row, rotated at position t by the tables above */
+        offset_scale_rotary_forward(dc->qk4, dc->z, P->gamma, P->beta, dc->rot_cos, dc->rot_sin, n, 1, s, r);
+        for (int i = 0; i < n; i++) {
+            const real *qq = dc->qk4 + (size_t)i * s, *ql = dc->qk4 + ((size_t)n + i) * s;
+            const real *kq = dc->qk4 + (2 * (size_t)n + i) * s, *kl = dc->qk4 + (3 * (size_t)n + i) * s;
+            const real *v = dc->hid + (size_t)i * 2 * e;
+            real *Gq = gq + (size_t)i * C * s, *Gk = gk + (size_t)i * C * s, *Gv = gv + (size_t)i * C * e;
+            real *S = kv + (size_t)i * s * e, *att = dc->att + (size_t)i * e;
+            memcpy(Gq + (size_t)j * s, kq, sizeof(real) * s);
+            memcpy(Gk + (size_t)j * s, kl, sizeof(real) * s);
+            memcpy(Gv + (size_t)j * e, v, sizeof(real) * e);
+            /* quadratic: a_k = phi(q . k_k / C + sqrt(s) bias[bucket(j - k)]) for k <= j */
+            gemv(0, j + 1, s, inv_C, Gq, s, qq, 0, dc->sim);
+            for (int k = 0; k <= j; k++)
+                dc->sim[k] = attn_phi(dc->sim[k] + bias_scale * P->rel_bias[rel_pos_bucket(j - k)], c->laplace_attn_fn);
+            gemv(1, j + 1, e, 1, Gv, e, dc->sim, 0, att);     /* quad_out = sum_k a_k v_k */
+            gemv(1, s, e, 1, S, e, ql, 1, att);               /* + lin_out = lin_q S */
+            if (j == C - 1)                                   /* group done: S += lin_k^T v / C */
+                gemm(1, 0, s, e, C, inv_C, Gk, s, Gv, e, 1, S, e);
+        }
+        gate_forward(dc->gated, dc->hid + e, 2 * e, dc->att, n, e);
+        rows_linear(dc->tmp, dc->gated, P->wo, P->bo, n, e, d);
+        for (size_t k = 0; k < (size_t)n * d; k++) dc->h[k] += dc->tmp[k];
+    }
+    layernorm_forward(dc->lnf, dc->stat, dc->h, m->p.lnf_w, m->p.lnf_b, n, d);
+    rows_linear(logits, dc->lnf, m->p.w_logits, m->p.b_logits, n, d, V);
+    dc->pos++;
+}
+
+int decoder_prefill_rows(const Model *m, int P) {
+    const int C = m->cfg.group_size;
+    return (P / C) * C;
+}
+
+void decoder_prefill(Decoder *dc, const int *prompt, int P, real *logits) {
+    Model *m = dc->m;
+    const FlashConfig *c = &m->cfg;
+    const int n = dc->nseq, d = c->dim, e = config_hidden(c), s = c->query_key_dim;
+    const int C = c->group_size, V = c->num_tokens, L = c->depth;
+    const int P0 = decoder_prefill_rows(m, P);
+    decoder_reset(dc);
+    if (P0 > 0) {
+        /* the parallel forward over the whole groups, then its state copied out */
+        int *tok = malloc(sizeof(int) * (size_t)(P0 + 1));
+        memcpy(tok, prompt, sizeof(int) * P0);
+        tok[P0] = P > P0 ? prompt[P0] : 0;   /* a target for the last row; unused */
+        model_forward(m, tok, 1, P0);
+        free(tok);
+        const Acts *a = &m->acts;
+        const int G = P0 / C;
+        real *row = dc->tmp, *xn = dc->xn;
+        for (int l = 0; l < L; l++) {
+            const LayerParams *Pl = &m->p.layer[l];
+            /* S after all G groups = S_{G-1} (stored, exclusive) + KV_{G-1} */
+            real *S = dc->kv + (size_t)l * n * s * e;
+            /* layer blocks are laid out for this forward's shape: 1 x G groups */
+            const real *kv_last = a->kv + ((size_t)l * G + (G - 1)) * s * e;
+            memcpy(S, kv_last, sizeof(real) * s * e);
+            const real *lin_k = a->qk4 + ((size_t)l * 4 + 3) * P0 * s + (size_t)(G - 1) * C * s;
+            const real *v = a->hid + (size_t)l * P0 * 2 * e + (size_t)(G - 1) * C * 2 * e;
+            gemm(1, 0, s, e, C, (real)1 / C, lin_k, s, v, 2 * e, 1, S, e);
+            /* previous normalized row: the norm of the layer's input at P0 - 1 */
+            memcpy(row, a->res + ((size_t)l * P0 + P0 - 1) * d, sizeof(real) * d);
+            if (c->norm_type == NORM_SCALENORM) scalenorm_forward(xn, dc->stat, row, Pl->norm_g, 1, d);
+            else layernorm_forward(xn, dc->stat, row, Pl->norm_w, Pl->norm_b, 1, d);
+            for (int i = 0; i < n; i++) {
+                memcpy(dc->kv + ((size_t)l * n + i) * s * e, S, sizeof(real) * s * e);
+                memcpy(dc->prev + ((size_t)l * n + i) * d, xn, sizeof(real) * d);
+            }
+        }
+        if (P0 == P)
+            for (int i = 0; i < n; i++)
+                memcpy(logits + (size_t)i * V, a->logits + (size_t)(P0 - 1) * V, sizeof(real) * V);
+        dc->pos = P0;
+    }
+    int *col = malloc(sizeof(int) * (size_t)n);
+    for (int t = P0; t < P; t++) {
+        for (int i = 0; i < n; i++) col[i] = prompt[t];
+        decoder_step(dc, col, logits);
+    }
+    free(col);
+}

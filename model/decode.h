@@ -1,0 +1,42 @@
+/* model/decode.h: incremental (recurrent) decoding of the causal FLASHTransformer.
+ *
+ * A causal FLASH layer needs, to process position t, only: the linear attention's prefix
+ * sum S = sum over finished groups of lin_k^T v / C (s x e), the current group's quad_k,
+ * lin_k and v rows (at most C), the previous position's normalized row (token shift), and
+ * t. So each new byte costs the same work and memory at any position, where recomputing
+ * the full forward per byte costs O(n) per byte. nseq sequences advance together and share
+ * every pass over the weights (one GEMM of nseq rows instead of nseq matrix-vector products). */
+#ifndef FLASH_DECODE_H
+#define FLASH_DECODE_H
+#include <stddef.h>
+#include "flash.h"
+
+typedef struct {
+    Model *m;
+    int nseq;
+    long pos;              /* the next position to process */
+    /* state, per layer l and sequence i */
+    real *kv;              /* L x nseq x s x e: S over finished groups */
+    real *gq, *gk, *gv;    /* L x nseq x C x s (quad_k), x s (lin_k), x e (v): current group */
+    real *prev;            /* L x nseq x d: previous position's normalized row */
+    /* scratch for one position */
+    real *h, *xn, *xs, *stat, *hid_u, *hid, *z_u, *z, *qk4, *att, *gated, *tmp, *lnf, *logits;
+    real *pos_vec, *rot_cos, *rot_sin, *sim;
+} Decoder;
+
+int decoder_init(Decoder *dc, Model *m, int nseq, char *err, size_t errlen);
+void decoder_free(Decoder *dc);
+void decoder_reset(Decoder *dc);
+
+/* Feeds token[i] to sequence i at position dc->pos; writes logits (nseq x V) for the next
+   byte and advances pos. */
+void decoder_step(Decoder *dc, const int *tokens, real *logits);
+
+/* Starts every sequence from the same prompt of P >= 1 tokens: whole groups through the
+   parallel forward (the model's activations must hold 1 x floor(P/C)*C; see
+   decoder_prefill_rows), the rest step by step. logits: the next byte's (nseq x V). */
+void decoder_prefill(Decoder *dc, const int *prompt, int P, real *logits);
+/* Positions of a P-token prompt that decoder_prefill runs through the parallel forward. */
+int decoder_prefill_rows(const Model *m, int P);
+
+#endif
