@@ -6,8 +6,10 @@
 
 CC      ?= gcc
 OPT     ?= -O3 -march=native
-BLAS_INC = /usr/include/x86_64-linux-gnu/openblas-openmp
-BLAS_LIB = /usr/lib/x86_64-linux-gnu/openblas-openmp
+# The OpenMP build of OpenBLAS (scripts/setup.sh installs it): called from inside our own
+# OpenMP loops it runs single-threaded instead of oversubscribing the cores.
+BLAS_INC ?= $(firstword $(wildcard /usr/include/x86_64-linux-gnu/openblas-openmp /usr/include/x86_64-linux-gnu/openblas-pthread /usr/include/openblas) /usr/include)
+BLAS_LIB ?= $(firstword $(wildcard /usr/lib/x86_64-linux-gnu/openblas-openmp /usr/lib/x86_64-linux-gnu/openblas-pthread) /usr/lib)
 WARN     = -Wall -Wextra
 CFLAGS  ?= $(OPT)
 ALL_CFLAGS = -std=c11 -D_POSIX_C_SOURCE=200809L -D_DEFAULT_SOURCE $(WARN) -g -fopenmp \

@@ -344,6 +344,7 @@ void attention_forward(real *att, real *sim, real *attn, real *kv, const real *q
     const size_t N = (size_t)a->B * a->T;
     const real inv_C = (real)1 / C, bias_scale = R_SQRT((real)s);
     const real *Qq = qk4, *Ql = qk4 + N * s, *Kq = qk4 + 2 * N * s, *Kl = qk4 + 3 * N * s;
+    const int blas_saved = blas_serial_begin();
 
     /* quadratic part and each group's KV = lin_k^T v / C, all groups in parallel */
 #pragma omp parallel for schedule(dynamic, 1)
@@ -385,6 +386,7 @@ void attention_forward(real *att, real *sim, real *attn, real *kv, const real *q
         GROUP_ROWS(a, task, n0, Cg);
         gemm(0, 0, Cg, e, s, 1, Ql + n0 * s, s, kv + (size_t)task * se, e, 1, att + n0 * e, e);
     }
+    blas_serial_end(blas_saved);
 }
 
 void attention_backward(real *dv, int v_stride, real *d_qk4, real *d_rel_bias, const real *d_att,
@@ -396,6 +398,7 @@ void attention_backward(real *dv, int v_stride, real *d_qk4, real *d_rel_bias, c
     const real inv_C = (real)1 / C, bias_scale = R_SQRT((real)s);
     const real *Qq = qk4, *Ql = qk4 + N * s, *Kq = qk4 + 2 * N * s, *Kl = qk4 + 3 * N * s;
     real *dQq = d_qk4, *dQl = d_qk4 + N * s, *dKq = d_qk4 + 2 * N * s, *dKl = d_qk4 + 3 * N * s;
+    const int blas_saved = blas_serial_begin();
 
     /* lin_out_g = lin_q_g S_g:  dS_g = lin_q_g^T d_att_g */
 #pragma omp parallel for schedule(dynamic, 1)
@@ -449,6 +452,7 @@ void attention_backward(real *dv, int v_stride, real *d_qk4, real *d_rel_bias, c
         gemm(0, 1, Cg, s, e, inv_C, V, v_stride, dKV, e, 0, dKl + n0 * s, s);
         gemm(0, 0, Cg, e, s, inv_C, Kl + n0 * s, s, dKV, e, 1, dV, v_stride);
     }
+    blas_serial_end(blas_saved);
     for (int task = 0; task < ntask; task++)
         for (int k = 0; k < 32; k++) d_rel_bias[k] += d_rel_partial[(size_t)task * 32 + k];
 }

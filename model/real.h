@@ -31,6 +31,26 @@ typedef float real;
 #define R_NAME "f32"
 #endif
 
+/* OpenBLAS's threading hooks (declared by most builds' cblas.h; repeated for the others) */
+int openblas_get_parallel(void);     /* 0 sequential, 1 pthreads, 2 OpenMP */
+int openblas_get_num_threads(void);
+void openblas_set_num_threads(int);
+
+/* Our OpenMP loops over attention groups call small GEMMs from every thread. The OpenMP
+   build of OpenBLAS then runs each on its calling thread; the pthreads build would hand
+   each to its own pool of all cores, oversubscribing them many times over (measured: 16
+   threads ran 20x slower). So around such loops the pthreads build is set to one thread.
+   (The OpenMP build must not be touched: its set_num_threads sets OpenMP's own count.) */
+static inline int blas_serial_begin(void) {
+    if (openblas_get_parallel() != 1) return 0;
+    int n = openblas_get_num_threads();
+    openblas_set_num_threads(1);
+    return n;
+}
+static inline void blas_serial_end(int saved) {
+    if (saved > 0) openblas_set_num_threads(saved);
+}
+
 /* Row-major C = alpha * op(A) op(B) + beta * C; op(A) is M x K, op(B) is K x N. */
 static inline void gemm(int trans_a, int trans_b, int M, int N, int K, real alpha,
                         const real *A, int lda, const real *B, int ldb, real beta,

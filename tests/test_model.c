@@ -185,7 +185,7 @@ static void test_config_validate(void) {
 static void test_config_json(void) {
     char json[1024], err[256];
     FlashConfig cases[3] = {config_default(), small_config(), small_config()};
-    cases[2].expansion_factor = 1.1;           /* not a short decimal: needs %.17g */
+    cases[2].expansion_factor = 1.2345678901234;   /* needs more than %g's 6 digits */
     cases[2].shift_tokens = 1;
     for (int i = 0; i < 3; i++) {
         int n = config_to_json(&cases[i], json, sizeof json);
@@ -257,9 +257,11 @@ static void test_init_statistics(void) {
         for (size_t k = 0; k < lin[i].n; k++) if (fabs(lin[i].x[k]) > mx) mx = fabs(lin[i].x[k]);
         stats(lin[i].x, lin[i].n, &mean, &std);
         CHECK(mx <= bound, "%s: |w| %g above 1/sqrt(%d) = %g", lin[i].what, mx, lin[i].fan, bound);
-        if (lin[i].n >= 10000)   /* the weight matrices: enough samples for tight moments */
+        /* the weight matrices: enough samples for tight moments, and for the largest |w|
+           to come within 20/n of the bound (it misses with probability e^-20) */
+        if (lin[i].n >= 10000)
             CHECK(fabs(std / (bound / sqrt(3.0)) - 1) < 0.05 && fabs(mean) < 0.05 * bound &&
-                  mx > 0.99 * bound, "%s: mean %g std %g max %g, want U(+-%g): std %g", lin[i].what,
+                  mx > (1 - 20.0 / lin[i].n) * bound, "%s: mean %g std %g max %g, want U(+-%g): std %g", lin[i].what,
                   mean, std, mx, bound, bound / sqrt(3.0));
     }
 
@@ -466,9 +468,12 @@ static void test_import_refusals(void) {
     /* the unaltered variant loads: the refusals below are due to the alteration */
     if (write_variant(&m, path, NULL, NULL, NULL, 0, NULL, NULL) == 0) {
         Model ok;
-        CHECK(model_load_safetensors(&ok, path, NULL, err, sizeof err) == 0, "unaltered file refused: %s", err);
-        CHECK(!memcmp(ok.params, m.params, m.table.total * sizeof(real)), "unaltered file differs");
-        model_destroy(&ok);
+        if (model_load_safetensors(&ok, path, NULL, err, sizeof err) == 0) {
+            CHECK(!memcmp(ok.params, m.params, m.table.total * sizeof(real)), "unaltered file differs");
+            model_destroy(&ok);
+        } else {
+            CHECK(0, "unaltered file refused: %s", err);
+        }
         unlink(path);
     }
     if (write_variant(&m, path, "layers.1.to_out.bias", NULL, NULL, 0, NULL, NULL) == 0)
