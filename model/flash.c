@@ -6,6 +6,18 @@
 #include <stdlib.h>
 #include <string.h>
 
+const char *const PROF_NAMES[PROF_PHASES] = {
+    "embedding", "norm", "token shift", "to_hidden", "to_qk", "silu", "offset-scale+rotary",
+    "attention", "gate", "to_out+residual", "final norm+logits+loss"};
+
+/* Adds the time since the previous mark to phase k (no-op unless profiling). */
+static void mark(Model *m, int k) {
+    if (!m->prof) return;
+    double t = omp_get_wtime();
+    if (k >= 0) m->prof[k] += t - m->prof_t;
+    m->prof_t = t;
+}
+
 int model_create(Model *m, const FlashConfig *cfg, char *err, size_t errlen) {
     memset(m, 0, sizeof *m);
     if (config_validate(cfg, err, errlen)) return -1;
@@ -132,7 +144,9 @@ double model_forward(Model *m, const int *tokens, int B, int T) {
     refresh_tables(m, T);
     m->cur_B = B; m->cur_T = T; m->cur_tokens = tokens;
 
+    mark(m, -1);
     embed_forward(a->res, tokens, ts, m->p.tok_emb, m->p.pos_scale, a->pos_table, B, T, d);
+    mark(m, PROF_EMBED);
     for (int l = 0; l < L; l++) {
         const LayerParams *P = &m->p.layer[l];
         const real *h = a->res + (size_t)l * N * d;
@@ -146,25 +160,37 @@ double model_forward(Model *m, const int *tokens, int B, int T) {
 
         if (c->norm_type == NORM_SCALENORM) scalenorm_forward(xs, st, h, P->norm_g, N, d);
         else layernorm_forward(xs, st, h, P->norm_w, P->norm_b, N, d);
+        mark(m, PROF_NORM);
         if (c->shift_tokens) token_shift_forward(xs, B, T, d);
+        mark(m, PROF_SHIFT);
         linear_forward(hid_u, xs, P->wh, P->bh, N, d, 2 * e);
+        mark(m, PROF_TO_HIDDEN);
         silu_forward(hid, hid_u, (size_t)N * 2 * e);
+        mark(m, PROF_SILU);
         linear_forward(z_u, xs, P->wqk, P->bqk, N, d, s);
+        mark(m, PROF_TO_QK);
         silu_forward(z, z_u, (size_t)N * s);
+        mark(m, PROF_SILU);
         offset_scale_rotary_forward(qk4, z, P->gamma, P->beta, a->rot_cos, a->rot_sin, B, T, s, r);
+        mark(m, PROF_ROTARY);
         AttnShape as = {B, T, C, G, s, e, c->laplace_attn_fn, P->rel_bias};
         attention_forward(att, a->sim + l * BGCC, a->attn + l * BGCC,
                           a->kv + (size_t)l * B * G * s * e, qk4, hid, 2 * e, &as);
+        mark(m, PROF_ATTENTION);
         gate_forward(gated, hid + e, 2 * e, att, N, e);
+        mark(m, PROF_GATE);
         /* h_out = h + gated Wo^T + bo */
         linear_forward(h_out, gated, P->wo, P->bo, N, e, d);
 #pragma omp parallel for schedule(static)
         for (size_t k = 0; k < (size_t)N * d; k++) h_out[k] += h[k];
+        mark(m, PROF_TO_OUT);
     }
     const real *hL = a->res + (size_t)L * N * d;
     layernorm_forward(a->lnf_out, a->lnf_stat, hL, m->p.lnf_w, m->p.lnf_b, N, d);
     linear_forward(a->logits, a->lnf_out, m->p.w_logits, m->p.b_logits, N, d, V);
-    return crossentropy_forward(a->losses, a->logits, tokens + 1, ts, B, T, V);
+    double loss = crossentropy_forward(a->losses, a->logits, tokens + 1, ts, B, T, V);
+    mark(m, PROF_HEAD);
+    return loss;
 }
 
 void model_backward(Model *m, real dloss) {
@@ -177,12 +203,15 @@ void model_backward(Model *m, real dloss) {
     const int G = (T + C - 1) / C, N = B * T;
     const size_t BGCC = (size_t)B * G * C * C;
 
+    const int K = PROF_PHASES;   /* backward phases follow the forward's */
+    mark(m, -1);
     crossentropy_backward(a->d_logits, a->logits, tokens + 1, ts, B, T, V, dloss);
     linear_backward(a->d_lnf, 0, m->g.w_logits, m->g.b_logits, a->d_logits, a->lnf_out,
                     m->p.w_logits, N, d, V);
     memset(a->d_res, 0, sizeof(real) * (size_t)N * d);
     layernorm_backward(a->d_res, m->g.lnf_w, m->g.lnf_b, a->d_lnf, a->res + (size_t)L * N * d,
                        a->lnf_stat, m->p.lnf_w, N, d);
+    mark(m, K + PROF_HEAD);
 
     /* d_res holds dL/d res[l+1]; each layer turns it into dL/d res[l] in place: the
        residual passes it through unchanged and the norm's input gradient is added. */
@@ -197,23 +226,33 @@ void model_backward(Model *m, real dloss) {
         real *att = a->att + (size_t)l * N * e, *gated = a->gated + (size_t)l * N * e;
 
         linear_backward(a->d_gated, 0, D->wo, D->bo, a->d_res, gated, P->wo, N, e, d);
+        mark(m, K + PROF_TO_OUT);
         gate_backward(a->d_hid + e, 2 * e, a->d_att, a->d_gated, hid + e, att, N, e);
+        mark(m, K + PROF_GATE);
         AttnShape as = {B, T, C, G, s, e, c->laplace_attn_fn, P->rel_bias};
         attention_backward(a->d_hid, 2 * e, a->d_qk4, D->rel_bias, a->d_att, a->sim + l * BGCC,
                            a->attn + l * BGCC, a->kv + (size_t)l * B * G * s * e, qk4, hid,
                            a->d_kv, a->d_rel_partial, a->dsim_scratch, &as);
+        mark(m, K + PROF_ATTENTION);
         offset_scale_rotary_backward(a->d_z, D->gamma, D->beta, a->d_qk4, z, P->gamma,
                                      a->rot_cos, a->rot_sin, B, T, s, r);
+        mark(m, K + PROF_ROTARY);
         silu_backward(a->d_z, a->d_z, z_u, (size_t)N * s);
         silu_backward(a->d_hid, a->d_hid, hid_u, (size_t)N * 2 * e);
+        mark(m, K + PROF_SILU);
         /* both Linears read xs: their input gradients add up */
         linear_backward(a->d_xs, 0, D->wh, D->bh, a->d_hid, xs, P->wh, N, d, 2 * e);
+        mark(m, K + PROF_TO_HIDDEN);
         linear_backward(a->d_xs, 1, D->wqk, D->bqk, a->d_z, xs, P->wqk, N, d, s);
+        mark(m, K + PROF_TO_QK);
         if (c->shift_tokens) token_shift_backward(a->d_xs, B, T, d);
+        mark(m, K + PROF_SHIFT);
         if (c->norm_type == NORM_SCALENORM)
             scalenorm_backward(a->d_res, D->norm_g, a->d_xs, h, st, P->norm_g, N, d);
         else
             layernorm_backward(a->d_res, D->norm_w, D->norm_b, a->d_xs, h, st, P->norm_w, N, d);
+        mark(m, K + PROF_NORM);
     }
     embed_backward(m->g.tok_emb, m->g.pos_scale, a->d_res, tokens, ts, a->pos_table, B, T, d);
+    mark(m, K + PROF_EMBED);
 }

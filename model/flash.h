@@ -33,6 +33,12 @@ typedef struct {
     size_t bytes;              /* total allocated, for reporting */
 } Acts;
 
+/* Where a step's time goes, when Model.prof is set (bench): seconds per phase, forward
+   phases first, then the same phases of the backward (index + PROF_PHASES). */
+enum { PROF_EMBED, PROF_NORM, PROF_SHIFT, PROF_TO_HIDDEN, PROF_TO_QK, PROF_SILU, PROF_ROTARY,
+       PROF_ATTENTION, PROF_GATE, PROF_TO_OUT, PROF_HEAD, PROF_PHASES };
+extern const char *const PROF_NAMES[PROF_PHASES];
+
 typedef struct {
     FlashConfig cfg;
     ParamTable table;
@@ -42,6 +48,8 @@ typedef struct {
     int acts_ready;
     int cur_B, cur_T;          /* shape of the last forward */
     const int *cur_tokens;     /* tokens of the last forward (B x (T+1)), not owned */
+    double *prof;              /* NULL, or 2 * PROF_PHASES accumulators (seconds) */
+    double prof_t;             /* time of the last mark */
 } Model;
 
 /* Builds the table and allocates params and grads (zeroed). 0, or -1 with a message. */

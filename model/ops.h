@@ -62,6 +62,10 @@ typedef struct {
     int laplace;       /* phi: laplace function or relu^2 */
     const real *rel_bias;
 } AttnShape;
+/* Rows per block of the causal quadratic attention: the products of a block of query rows
+   stop at its diagonal block. 64 by default; tests set small values so that the blocked
+   path (several blocks, a short last one) runs on small groups. */
+extern int attn_block_rows;
 int rel_pos_bucket(int n);  /* T5 causal bucket of distance n = i - j >= 0 */
 real attn_phi(real x, int laplace);  /* the attention function: laplace or relu^2 */
 void attention_forward(real *att, real *sim, real *attn, real *kv, const real *qk4,

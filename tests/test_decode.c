@@ -5,6 +5,7 @@
 #include <string.h>
 #include "decode.h"
 #include "flash.h"
+#include "ops.h"
 #include "rng.h"
 #include "test.h"
 
@@ -96,6 +97,15 @@ static void test_decode_layernorm_relu2_partial_rotary(void) {
     check_prompts(&c, 1);
 }
 
+/* the full forward's blocked causal attention (3-row blocks over groups of 8) */
+static void test_decode_blocked_attention(void) {
+    int saved = attn_block_rows;
+    attn_block_rows = 3;
+    FlashConfig c = small_cfg(1, 1, 1, 16);
+    check_prompts(&c, 1);
+    attn_block_rows = saved;
+}
+
 static void test_decode_several_sequences(void) {
     FlashConfig c = small_cfg(1, 1, 1, 16);
     check_prompts(&c, 3);
@@ -126,6 +136,7 @@ int main(void) {
     RUN(test_decode_scalenorm_shift_laplace);
     RUN(test_decode_layernorm_relu2_partial_rotary);
     RUN(test_decode_several_sequences);
+    RUN(test_decode_blocked_attention);
     RUN(test_decode_detects_difference);
     TEST_MAIN_END();
 }

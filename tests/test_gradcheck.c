@@ -474,6 +474,16 @@ static void test_attention_log_buckets(void) {
     attention_case(1, 53, 24, 4, 3, 0, 3.0);
 }
 
+/* the causal row-block path: blocks of 3 rows over groups of 4 and 24 (short last blocks) */
+static void test_attention_blocked(void) {
+    int saved = attn_block_rows;
+    attn_block_rows = 3;
+    attention_case(2, 11, 4, 6, 5, 1, 1.0);
+    attention_case(2, 11, 4, 6, 5, 0, 1.0);
+    attention_case(1, 53, 24, 4, 3, 1, 1.0);
+    attn_block_rows = saved;
+}
+
 static void test_rel_pos_bucket(void) {
     int ok = 1;
     for (int n = 0; n < 16; n++) ok &= rel_pos_bucket(n) == n;
@@ -721,6 +731,7 @@ int main(int argc, char **argv) {
     RUN(test_attention_laplace);
     RUN(test_attention_relu2);
     RUN(test_attention_log_buckets);
+    RUN(test_attention_blocked);
     RUN(test_gate);
     RUN(test_crossentropy);
     RUN(test_model_scalenorm_shift_laplace);

@@ -475,21 +475,36 @@ static void make_base_run(void) {
 /* ====================================================================================== */
 /* 1. resume is bit-identical */
 
-/* Runs the recipe in dir, stops it with sig once ckpt-00000004.bin exists, then resumes it
-   (with --threads resume_threads) to the end; checks the exit codes and messages on the way.
-   Returns the step the signal stopped it at, or -1. */
-static int interrupted_run(const char *recipe, const char *dir, int sig, int total, int resume_threads) {
+/* the newest step among DIR/ckpt-*.bin (.tmp files excluded), or -1 */
+static int newest_ckpt(const char *dir) {
+    DIR *d = opendir(dir);
+    if (!d) return -1;
+    int best = -1;
+    struct dirent *de;
+    while ((de = readdir(d))) {
+        int st;
+        char rest[16];
+        if (sscanf(de->d_name, "ckpt-%d%15s", &st, rest) == 2 && !strcmp(rest, ".bin") && st > best) best = st;
+    }
+    closedir(d);
+    return best;
+}
+
+/* Starts the recipe in dir (with --ckpt-every 4 and the extra words), and once
+   ckpt-00000004.bin exists (it is renamed into place whole) sends sig. SIGINT and SIGTERM
+   must stop it with a checkpoint of the step reached and exit 128 + sig; SIGKILL leaves the
+   periodic checkpoints. Returns the step the newest checkpoint holds, or -1. */
+static int interrupt_run(const char *recipe, const char *extra, const char *dir, int sig, int total) {
     char out[1024], err[1024], ck4[1024];
     snprintf(out, sizeof out, "%s.out", dir);
     snprintf(err, sizeof err, "%s.err", dir);
     snprintf(ck4, sizeof ck4, "%s/ckpt-00000004.bin", dir);
     Args a = {0};
     char words[4096];
-    snprintf(words, sizeof words, "%s --ckpt-every 4 --out %s @DATA", recipe, dir);
+    snprintf(words, sizeof words, "%s --ckpt-every 4 %s --out %s @DATA", recipe, extra, dir);
     for (char *p = strtok(words, " "); p; p = strtok(NULL, " ")) a_add(&a, !strcmp(p, "@DATA") ? g_data : p);
     pid_t pid = spawn(&a, out, err, 0);
     a_free(&a);
-    /* poll for the step-4 checkpoint (renamed into place whole), then signal */
     double t0 = now_s();
     int seen = 0, early_exit = 0;
     Res r;
@@ -512,54 +527,64 @@ static int interrupted_run(const char *recipe, const char *dir, int sig, int tot
     }
     r.out = read_text(out);
     r.err = read_text(err);
-    int want = 128 + sig, stopped = -1;
+    int stopped = -1;
+    const char *sname = sig == SIGINT ? "SIGINT" : sig == SIGTERM ? "SIGTERM" : "SIGKILL";
     CHECK(seen, "ckpt-00000004.bin never appeared (%s): %s", how(&r), tail(r.err));
-    CHECK(r.exited && r.code == want, "a run stopped by signal %d should exit %d, got %s: %s", sig, want, how(&r), tail(r.err));
-    const char *sname = sig == SIGINT ? "SIGINT" : "SIGTERM";
-    const char *m = r.out ? strstr(r.out, "stopped by ") : NULL;
-    CHECK(m && !strncmp(m + 11, sname, strlen(sname)), "stdout should say \"stopped by %s\": %s", sname, tail(r.out));
-    if (m) {
-        const char *at = strstr(m, " at step ");
-        if (at) stopped = atoi(at + 9);
-    }
-    CHECK(stopped >= 4 && stopped < total, "stopped at step %d: the signal should stop it after step 4 and "
-          "before the end (%d)", stopped, total);
-    if (stopped >= 4 && stopped < total) {
-        char *ck = ckpt_file(dir, stopped);
-        char why[512];
-        Ckpt c;
-        CHECK(ckpt_read(ck, &c, why, sizeof why) == 0, "the checkpoint written on the signal: %s", why);
-        if (c.b) CHECK(get_u64(c.b + c.state_off) == (uint64_t)stopped, "ckpt of step %d holds step %llu",
-                       stopped, (unsigned long long)get_u64(c.b + c.state_off));
-        ckpt_free(&c);
-        free(ck);
+    if (sig == SIGKILL) {
+        CHECK(!r.exited && r.sig == SIGKILL, "the run should have been killed, got %s: %s", how(&r), tail(r.err));
+        stopped = newest_ckpt(dir);
+        CHECK(stopped >= 4 && stopped % 4 == 0 && stopped < total, "after SIGKILL the newest checkpoint is of step %d", stopped);
+    } else {
+        int want = 128 + sig;
+        CHECK(r.exited && r.code == want, "a run stopped by %s should exit %d, got %s: %s", sname, want, how(&r), tail(r.err));
+        const char *m = r.out ? strstr(r.out, "stopped by ") : NULL;
+        CHECK(m && !strncmp(m + 11, sname, strlen(sname)), "stdout should say \"stopped by %s\": %s", sname, tail(r.out));
+        if (m) {
+            const char *at = strstr(m, " at step ");
+            if (at) stopped = atoi(at + 9);
+        }
+        CHECK(stopped >= 4 && stopped < total, "stopped at step %d: the signal should stop it after step 4 and "
+              "before the end (%d)", stopped, total);
+        CHECK(newest_ckpt(dir) == stopped, "the newest checkpoint is of step %d, the run stopped at %d", newest_ckpt(dir), stopped);
         Csv csv;
         if (csv_read(dir, &csv) == 0 && csv.n > 0)
             CHECK(atoi(csv.line[csv.n - 1]) == stopped, "metrics.csv of the stopped run ends at step %d, not %d",
                   atoi(csv.line[csv.n - 1]), stopped);
         csv_free(&csv);
     }
+    if (stopped >= 4 && stopped < total) {
+        char *ck = ckpt_file(dir, stopped);
+        char why[512];
+        Ckpt c;
+        CHECK(ckpt_read(ck, &c, why, sizeof why) == 0, "the newest checkpoint after %s: %s", sname, why);
+        if (c.b) CHECK(get_u64(c.b + c.state_off) == (uint64_t)stopped, "ckpt of step %d holds step %llu",
+                       stopped, (unsigned long long)get_u64(c.b + c.state_off));
+        ckpt_free(&c);
+        free(ck);
+    }
     res_free(&r);
-    if (stopped < 4) return -1;
+    return stopped >= 4 && stopped < total ? stopped : -1;
+}
 
-    Res q = train("--resume %s --threads %d", dir, resume_threads);
+/* --resume dir (with --threads threads) to the end, expecting to start at step from */
+static void resume_to_end(const char *dir, int from, int total, int threads) {
+    Res q = train("--resume %s --threads %d", dir, threads);
     CHECK(ok_exit(&q), "--resume %s: %s: %s", dir, how(&q), tail(q.err));
     char want_line[1200];
-    snprintf(want_line, sizeof want_line, "resuming %s/ckpt-%08d.bin at step %d", dir, stopped, stopped);
+    snprintf(want_line, sizeof want_line, "resuming %s/ckpt-%08d.bin at step %d", dir, from, from);
     CHECK(strstr(q.out, want_line), "stdout should hold \"%s\": %s", want_line, tail(q.out));
     char done[64];
     snprintf(done, sizeof done, "done: %d steps", total);
     CHECK(strstr(q.out, done), "the resumed run should finish all %d steps: %s", total, tail(q.out));
     res_free(&q);
-    return stopped;
 }
 
 static void test_resume_bit_identical(void) {
-    int N = g_small ? 24 : 40;
+    int N = g_small ? 32 : 48;
     char recipe[1024];
     snprintf(recipe, sizeof recipe, SMALL_MODEL " --steps %d --warmup 3 --lr 2e-3 --eval-every 10 "
              "--sample-every 10 --sample-len 16 --sample-prime 8 --seed 7", N);
-    char *A = new_dir("resumeA"), *B = new_dir("resumeB"), *C = new_dir("resumeC");
+    char *A = new_dir("resumeA"), *B = new_dir("resumeB"), *C = new_dir("resumeC"), *K = new_dir("resumeK");
     Res r = train("%s --ckpt-every 0 --out %s @DATA", recipe, A);
     CHECK(ok_exit(&r), "uninterrupted run: %s: %s", how(&r), tail(r.err));
     res_free(&r);
@@ -567,28 +592,38 @@ static void test_resume_bit_identical(void) {
     CHECK(exists(ckA), "--ckpt-every 0 should still write the final checkpoint %s", ckA);
 
     /* SIGINT, resumed with the same thread count */
-    int kB = interrupted_run(recipe, B, SIGINT, N, 2);
+    int kB = interrupt_run(recipe, "", B, SIGINT, N);
+    if (kB >= 0) resume_to_end(B, kB, N, 2);
     /* SIGTERM, resumed with 1 thread: the run must not depend on the thread count */
-    int kC = interrupted_run(recipe, C, SIGTERM, N, 1);
+    int kC = interrupt_run(recipe, "", C, SIGTERM, N);
+    if (kC >= 0) resume_to_end(C, kC, N, 1);
+    /* SIGKILL: no checkpoint on the way out; the newest periodic one continues the run, and
+       the metrics rows after it are dropped */
+    int kK = interrupt_run(recipe, "", K, SIGKILL, N);
+    if (kK >= 0) resume_to_end(K, kK, N, 2);
 
-    printf("  (resume: SIGINT stopped the run at step %d, SIGTERM at step %d, of %d)\n", kB, kC, N);
-    const char *dirs[2] = {B, C};
-    int ks[2] = {kB, kC};
-    for (int i = 0; i < 2; i++) {
+    printf("  (resume: SIGINT stopped the run at step %d, SIGTERM at step %d, SIGKILL after step %d, of %d)\n",
+           kB, kC, kK, N);
+    const char *dirs[3] = {B, C, K};
+    const char *names[3] = {"SIGINT", "SIGTERM", "SIGKILL"};
+    int ks[3] = {kB, kC, kK};
+    for (int i = 0; i < 3; i++) {
         if (ks[i] < 0) continue;
         char why[600];
         CHECK(csv_same(A, dirs[i], why, sizeof why) == 0, "metrics.csv after %s at step %d and resume differs "
-              "from the uninterrupted run: %s", i ? "SIGTERM" : "SIGINT", ks[i], why);
+              "from the uninterrupted run: %s", names[i], ks[i], why);
         char *ck = ckpt_file(dirs[i], N);
         CHECK(ckpt_same(ckA, ck, why, sizeof why) == 0, "final checkpoint after %s at step %d and resume differs "
-              "from the uninterrupted run's: %s", i ? "SIGTERM" : "SIGINT", ks[i], why);
+              "from the uninterrupted run's: %s", names[i], ks[i], why);
         free(ck);
         char pa[1024], pb[1024];
         snprintf(pa, sizeof pa, "%s/samples.txt", A);
         snprintf(pb, sizeof pb, "%s/samples.txt", dirs[i]);
         char *sa = read_text(pa), *sb = read_text(pb);
-        CHECK(sa && sb && strlen(sa) > 0 && !strcmp(sa, sb), "samples.txt after %s and resume differs from the "
-              "uninterrupted run's:\n%s\n---- vs ----\n%s", i ? "SIGTERM" : "SIGINT", sa ? sa : "", sb ? sb : "");
+        /* (after SIGKILL, samples.txt may repeat a sample made after the last checkpoint: it
+           is a log, appended to; not compared) */
+        if (ks[i] >= 0 && i < 2) CHECK(sa && sb && strlen(sa) > 0 && !strcmp(sa, sb), "samples.txt after %s and resume differs from the "
+              "uninterrupted run's:\n%s\n---- vs ----\n%s", names[i], sa ? sa : "", sb ? sb : "");
         free(sa); free(sb);
     }
     /* the train_loss column spelled out, as the brief asks (csv_same covers it too) */
@@ -610,7 +645,7 @@ static void test_resume_bit_identical(void) {
         csv_free(&b);
     }
     free(ckA);
-    free(A); free(B); free(C);
+    free(A); free(B); free(C); free(K);
 }
 
 /* ====================================================================================== */
@@ -724,6 +759,36 @@ static void test_damaged_checkpoints(void) {
     free(r4); free(r8); free(R); free(ck8); free(ck4);
 }
 
+/* After a fallback resume, checkpoints newer than the resumed step are left from the
+   abandoned run (the corrupt one that was skipped). Pruning to --keep-ckpts must not count
+   them in place of the valid checkpoints the resumed run writes: with --keep-ckpts 1 the
+   run must end with a valid checkpoint of its last step. */
+static void test_keep_ckpts_after_fallback(void) {
+    int N = 40;
+    char recipe[512];
+    snprintf(recipe, sizeof recipe, SMALL_MODEL " --steps %d --warmup 0 --eval-every 0 --sample-every 0", N);
+    char *D = new_dir("keep1");
+    int k = interrupt_run(recipe, "--keep-ckpts 1", D, SIGKILL, N);
+    if (k < 0) { rm_rf(D); free(D); return; }
+    char junk[1024];
+    snprintf(junk, sizeof junk, "%s/ckpt-00000999.bin", D);   /* a damaged newer checkpoint */
+    write_all(junk, "FLASHCKP garbage", 16);
+    Res r = train("--resume %s --threads 2", D);
+    CHECK(ok_exit(&r) && strstr(r.err, "warning"), "--resume past a damaged newer checkpoint: %s: %s", how(&r), tail(r.err));
+    res_free(&r);
+    char *last = ckpt_file(D, N), why[512];
+    Ckpt c;
+    CHECK(ckpt_read(last, &c, why, sizeof why) == 0, "the finished run has no valid final checkpoint (%s); "
+          "newest file in the directory: step %d", why, newest_ckpt(D));
+    ckpt_free(&c);
+    Res e = train("export %s %s", D, tpath("keep1.safetensors"));
+    CHECK(ok_exit(&e), "export of the finished run's directory: %s: %s", how(&e), tail(e.err));
+    res_free(&e);
+    free(last);
+    rm_rf(D);
+    free(D);
+}
+
 /* ====================================================================================== */
 /* 3. loss.png */
 
@@ -784,7 +849,9 @@ static void test_metrics_csv(void) {
     Csv c;
     CHECK(csv_read(g_base, &c) == 0, "cannot read %s/metrics.csv", g_base);
     if (!c.header) return;
-    CHECK(!strcmp(c.header, METRICS_HEADER), "header \"%s\", expected \"%s\"", c.header, METRICS_HEADER);
+    /* the columns this test (and any reader) relies on, spelled out as well as the macro */
+    const char *want = "step,tokens,lr,train_loss,val_loss,val_bpc,grad_norm,tok_per_s,elapsed_s";
+    CHECK(!strcmp(c.header, METRICS_HEADER) && !strcmp(c.header, want), "header \"%s\", expected \"%s\"", c.header, want);
     CHECK(c.n == 9, "%d rows, expected 9 (a step-0 validation row and steps 1..8)", c.n);
     const double peak = 2e-3, min_lr = 5e-5;
     const int warm = 2, total = 8;
@@ -953,6 +1020,8 @@ static void test_bad_arguments(void) {
     CASE("--len", "sample %s --len -5", ck);
     CASE("needs a value", "sample %s --len", ck);
     CASE("--seed", "sample %s --seed -1", ck);
+    CASE("--num-samples", "sample %s --num-samples 0", ck);
+    CASE("--num-samples", "sample %s --num-samples x", ck);
     CASE("unknown sample option", "sample %s --bogus", ck);
     CASE("unexpected argument", "sample %s %s", ck, ck);
     CASE("cannot open", "sample %s", nofile);
@@ -972,6 +1041,10 @@ static void test_bad_arguments(void) {
 #undef CASE
     for (int i = 0; i < n; i++) {
         Res r = train("%s", cs[i].args);
+        if (getenv("TEST_TRAINER_VERBOSE")) {
+            const char *e = strstr(r.err, "error");
+            printf("  [%s] -> %s: %.*s\n", cs[i].args, how(&r), e ? (int)strcspn(e, "\n") : 0, e ? e : "");
+        }
         int crash = !r.exited || r.timed_out;
         CHECK(!crash, "./train %s: %s (a crash)\n%s", cs[i].args, how(&r), tail(r.err));
         CHECK(r.exited && r.code != 0 && r.code < 128, "./train %s: %s, expected a non-zero exit below 128", cs[i].args, how(&r));
@@ -1048,11 +1121,12 @@ static void test_learns(void) {
                   "--steps %d --warmup 10 --lr 2e-3 --eval-every %d --sample-every 0 --ckpt-every 0 --out %s @DATA",
                   steps, every, D);
     CHECK(ok_exit(&r), "training run: %s: %s", how(&r), tail(r.err));
-    printf("  (learning run: %d steps in %.1f s)\n", steps, r.secs);
+    double secs = r.secs;
     res_free(&r);
     Csv c;
     CHECK(csv_read(D, &c) == 0, "no metrics.csv");
     double v0 = val_at(&c, 0), vm = val_at(&c, every), v1 = val_at(&c, steps);
+    printf("  (learning run: %d steps in %.1f s; val_loss %.3f -> %.3f -> %.3f)\n", steps, secs, v0, vm, v1);
     CHECK(isfinite(v0) && fabs(v0 - log(256.0)) < 0.5, "step-0 val_loss %.4f, expected about ln 256", v0);
     CHECK(isfinite(vm) && vm < v0, "val_loss at step %d: %.4f, not below step 0's %.4f", every, vm, v0);
     CHECK(isfinite(v1) && v1 < bound * v0, "final val_loss %.4f is not below %.2f x the step-0 %.4f = %.4f", v1, bound, v0, bound * v0);
@@ -1096,6 +1170,15 @@ static void test_sample_export_eval(void) {
     for (const char *q = a.out; *q && q < a.out + 51; q++)
         CHECK((unsigned char)*q >= 32, "sample printed byte %d below 32", *q);
     res_free(&a); res_free(&b); res_free(&b2); res_free(&c); res_free(&p);
+    /* longer than the training context (64), and several sequences at once */
+    Res l = train("sample %s --len 300 --seed 5", g_base);
+    CHECK(ok_exit(&l) && strlen(l.out) == 302, "sample --len 300 past the 64-byte training context: %s, %zu bytes: %s",
+          how(&l), strlen(l.out), tail(l.err));
+    res_free(&l);
+    Res ns = train("sample %s --len 30 --seed 5 --num-samples 3", g_base);
+    CHECK(ok_exit(&ns) && strstr(ns.out, "sample 1") && strstr(ns.out, "sample 3") && !strstr(ns.out, "sample 4"),
+          "sample --num-samples 3: %s: %s", how(&ns), tail(ns.out));
+    res_free(&ns);
 
     /* export: a safetensors file st_load opens, with token_emb.weight [256, dim] equal to
        the checkpoint's parameters */
@@ -1174,6 +1257,11 @@ static void test_sample_export_eval(void) {
             CHECK(bytes == 207702, "val bytes predicted %llu, expected 207702", bytes);
     }
     res_free(&v);
+    /* bench runs and ends with its machine-readable line */
+    Res bn = train("bench --dim 32 --depth 1 --group-size 16 --qk-dim 16 --seq-len 64 --batch 2 --steps 2 --threads 2");
+    const char *bl = strstr(bn.out, "\nbench: tok_per_s=");
+    CHECK(ok_exit(&bn) && bl && atof(bl + 19) > 0, "bench: %s: %s %s", how(&bn), tail(bn.out), tail(bn.err));
+    res_free(&bn);
     Res v2 = train("eval %s @DATA --split test --threads 2", ck8);
     CHECK(ok_exit(&v2) && strstr(v2.out, "eval: split=test "), "eval --split test: %s: %s", how(&v2), tail(v2.out));
     res_free(&v2);
@@ -1364,10 +1452,15 @@ int main(int argc, char **argv) {
         printf("RESULT passed=0 failed=1\n");
         return 1;
     }
+    /* run a private copy: other work may rebuild ./train while this program runs */
+    char copy[512];
+    snprintf(copy, sizeof copy, "%s/train", g_tmp);
+    if (copy_file(g_bin, copy) == 0 && chmod(copy, 0700) == 0) g_bin = copy;
     double t0 = now_s();
     make_base_run();
     RUN(test_resume_bit_identical);
     RUN(test_damaged_checkpoints);
+    RUN(test_keep_ckpts_after_fallback);
     RUN(test_loss_png);
     RUN(test_metrics_csv);
     RUN(test_bad_arguments);

@@ -12,12 +12,12 @@
 char *openblas_get_corename(void);
 void openblas_set_num_threads(int);
 
-/* BLAS kernels. Debian's OpenBLAS 0.3.21 does not know recent AMD CPUs and falls back to
-   its AVX2 (Haswell/Zen) kernels on CPUs that run its AVX-512 (SkylakeX) kernels nearly
+/* BLAS kernels. Debian's OpenBLAS 0.3.21 does not know recent CPUs and falls back to
+   older kernels (Haswell/Zen on Zen 5, Prescott on a virtualised Sapphire Rapids) on CPUs that run its AVX-512 (SkylakeX) kernels nearly
    twice as fast (docs/performance.md); some machine images also pin
    OPENBLAS_CORETYPE=Haswell. The choice is read when the library loads, so the program
    re-executes itself once with OPENBLAS_CORETYPE=SkylakeX when the CPU has AVX-512 and the
-   kernels in use are the AVX2 ones. FLASH_BLAS_CORE=env keeps whatever the environment and
+   kernels in use are not AVX-512 ones. FLASH_BLAS_CORE=env keeps whatever the environment and
    OpenBLAS chose. */
 static char g_core_note[160] = "detected by OpenBLAS";
 
@@ -34,7 +34,12 @@ void choose_blas_core(char **argv) {
     const char *core = openblas_get_corename();
     int avx512 = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
                  __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq");
-    if (avx512 && core && (!strcasecmp(core, "haswell") || !strncasecmp(core, "zen", 3))) {
+    /* any kernels short of AVX-512 on a CPU that has it: older OpenBLAS releases fall back
+       to Haswell, Zen or even Prescott (SSE3) kernels on CPUs they do not know */
+    int has_avx512_kernels = core && (!strcasecmp(core, "skylakex") || !strcasecmp(core, "cooperlake") ||
+                                      !strcasecmp(core, "sapphirerapids") || !strncasecmp(core, "zen4", 4) ||
+                                      !strncasecmp(core, "zen5", 4));
+    if (avx512 && core && !has_avx512_kernels) {
         char was[64];
         snprintf(was, sizeof was, "%s%s", env ? "OPENBLAS_CORETYPE=" : "", env ? env : "");
         setenv("FLASH_CORE_CHOSEN", was, 1);

@@ -2,7 +2,7 @@
 #ifndef FLASH_RUNTIME_H
 #define FLASH_RUNTIME_H
 
-/* On a CPU with AVX-512 whose OpenBLAS kernels are the AVX2 ones (detected, or pinned by
+/* On a CPU with AVX-512 whose OpenBLAS kernels are not AVX-512 ones (detected, or pinned by
    OPENBLAS_CORETYPE), re-executes the program with OPENBLAS_CORETYPE=SkylakeX; returns
    otherwise. FLASH_BLAS_CORE=env disables it. Call first thing in main. */
 void choose_blas_core(char **argv);
