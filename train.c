@@ -145,12 +145,31 @@ static void save_checkpoint(Run *r) {
         fprintf(stderr, "\nerror: %s\n", err);
         return;
     }
+    /* keep the newest K at or before this step (the one just written among them); a file
+       of a later step can only be one that a resume skipped as damaged: left alone */
     uint64_t steps[4096];
-    int n = checkpoint_list(r->o.out_dir, steps, 4096);
-    for (int i = r->o.keep_ckpts; i < n; i++) {
+    int n = checkpoint_list(r->o.out_dir, steps, 4096), kept = 0;
+    for (int i = 0; i < n; i++) {
+        if (steps[i] > r->st.step || kept++ < r->o.keep_ckpts) continue;
         checkpoint_path(path, sizeof path, r->o.out_dir, steps[i]);
         unlink(path);
     }
+}
+
+/* On resume, samples.txt loses the samples made after the checkpoint (a run killed after
+   its last checkpoint made them; the resumed run makes them again). */
+static void truncate_samples(const char *path, uint64_t step) {
+    FILE *f = fopen(path, "r+");
+    if (!f) return;
+    char line[4096];
+    long cut = -1, pos = 0;
+    while (fgets(line, sizeof line, f)) {
+        unsigned long long s;
+        if (sscanf(line, "=== step %llu ===", &s) == 1 && s > step) { cut = pos; break; }
+        pos = ftell(f);
+    }
+    fclose(f);
+    if (cut >= 0 && truncate(path, cut)) fprintf(stderr, "warning: cannot truncate %s\n", path);
 }
 
 static void do_sample(Run *r, FILE *samples) {
@@ -209,7 +228,13 @@ static int run_train(Options *cli, char **argv_unused) {
         if (load_checkpoint_arg(cli->resume_dir, &r.o, &r.st, &r.m, &r.adam_m, &r.adam_v,
                                 ckpt_path, err, sizeof err))
             die("error: cannot resume: %s", err);
+        /* the run directory: DIR itself, or the directory of a checkpoint file */
         snprintf(r.o.out_dir, sizeof r.o.out_dir, "%s", cli->resume_dir);
+        struct stat sb;
+        if (!stat(cli->resume_dir, &sb) && !S_ISDIR(sb.st_mode)) {
+            char *slash = strrchr(r.o.out_dir, '/');
+            if (slash) *slash = 0; else snprintf(r.o.out_dir, sizeof r.o.out_dir, ".");
+        }
         r.o.threads = cli->threads;
         if (cli->data_path[0]) snprintf(r.o.data_path, sizeof r.o.data_path, "%s", cli->data_path);
         printf("resuming %s at step %llu\n", ckpt_path, (unsigned long long)r.st.step);
@@ -253,6 +278,7 @@ static int run_train(Options *cli, char **argv_unused) {
     if (metrics_open(&r.mt, o->out_dir, resuming ? (long)r.st.step : -1, total + 1, err, sizeof err))
         die("error: %s", err);
     snprintf(samples_path, sizeof samples_path, "%s/samples.txt", o->out_dir);
+    if (resuming) truncate_samples(samples_path, r.st.step);
     FILE *samples = fopen(samples_path, "a");
     if (!samples) die("error: cannot write samples.txt: %s", strerror(errno));
 

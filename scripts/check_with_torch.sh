@@ -10,7 +10,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 data=$1; out=$2
 mkdir -p "$out"
-small=(--dim 48 --depth 2 --group-size 16 --qk-dim 40 --seq-len 64 --batch 2 --accum 1 --steps 2
+small=(--dim 48 --depth 2 --group-size 16 --qk-dim 40 --seq-len 64 --batch 2 --accum 1 --steps 2 --warmup 0
        --eval-every 0 --sample-every 0 --threads 2)
 for norm in scalenorm layernorm; do
     ./train "$data" --out "$out/run-$norm" --norm "$norm" "${small[@]}" > "$out/run-$norm.log"

@@ -1,9 +1,17 @@
 /* tests/test_trainer.c: the ./train program end to end, run as a separate process.
  *
  * Usage: test_trainer [FIXTURE_DIR] [DATA_FILE]   (DATA_FILE default ../shared/data/enwik8-head.gz)
- * The binary is $FLASH_TRAIN_BIN, else ./train (the runner's cwd is the repository root).
+ * The binary is $FLASH_TRAIN_BIN, else ./train (the runner's cwd is the repository root);
+ * a private copy of it is run, so a rebuild during the test does not disturb it.
  * Every run goes into a mkdtemp directory under /tmp, removed at the end.
  * FLASH_TEST_SMALL=1 (the sanitizer suite) shortens the runs.
+ *
+ * Checked: an interrupted run (SIGINT, SIGTERM, SIGKILL) resumes bit for bit like an
+ * uninterrupted one; damaged checkpoints are refused with the reason, and --resume falls back
+ * to an older valid one; pruning to --keep-ckpts keeps a valid checkpoint after such a
+ * fallback; loss.png and metrics.csv; bad arguments of every subcommand; the loss falls on
+ * real text; sample, export (read back with st_load, loaded again with --init-from) and
+ * eval; a non-finite loss stops the run; the data loader's errors.
  *
  * Children get OMP_WAIT_POLICY=passive unless the environment sets it: with 2 threads on a
  * busy machine, spinning OpenMP barriers make a step up to 100x slower (measured), which
