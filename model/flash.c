@@ -40,7 +40,8 @@ static void acts_free(Acts *a) {
                      &a->sim, &a->attn, &a->kv, &a->att, &a->gated, &a->lnf_out, &a->lnf_stat,
                      &a->logits, &a->losses, &a->pos_table, &a->rot_cos, &a->rot_sin,
                      &a->d_res, &a->d_xs, &a->d_hid, &a->d_z, &a->d_qk4, &a->d_att, &a->d_gated,
-                     &a->d_kv, &a->d_rel_partial, &a->dsim_scratch, &a->d_logits, &a->d_lnf};
+                     &a->d_kv, &a->d_rel_partial, &a->dsim_scratch, &a->d_logits, &a->d_lnf,
+                     &a->bias_dist};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) { free(*bufs[i]); *bufs[i] = NULL; }
     a->bytes = 0;
 }
@@ -106,7 +107,8 @@ int model_alloc_acts(Model *m, int B, int T, char *err, size_t errlen) {
     ALLOC(a->d_att, N * e);
     ALLOC(a->d_gated, N * e);
     ALLOC(a->d_kv, BG * s * e);
-    ALLOC(a->d_rel_partial, BG * 32);
+    ALLOC(a->d_rel_partial, BG * C);
+    ALLOC(a->bias_dist, C);
     ALLOC(a->dsim_scratch, nthreads * C * C);
     ALLOC(a->d_logits, N * V);
     ALLOC(a->d_lnf, N * d);
@@ -173,7 +175,7 @@ double model_forward(Model *m, const int *tokens, int B, int T) {
         mark(m, PROF_SILU);
         offset_scale_rotary_forward(qk4, z, P->gamma, P->beta, a->rot_cos, a->rot_sin, B, T, s, r);
         mark(m, PROF_ROTARY);
-        AttnShape as = {B, T, C, G, s, e, c->laplace_attn_fn, P->rel_bias};
+        AttnShape as = {B, T, C, G, s, e, c->laplace_attn_fn, P->rel_bias, a->bias_dist};
         attention_forward(att, a->sim + l * BGCC, a->attn + l * BGCC,
                           a->kv + (size_t)l * B * G * s * e, qk4, hid, 2 * e, &as);
         mark(m, PROF_ATTENTION);
@@ -229,7 +231,7 @@ void model_backward(Model *m, real dloss) {
         mark(m, K + PROF_TO_OUT);
         gate_backward(a->d_hid + e, 2 * e, a->d_att, a->d_gated, hid + e, att, N, e);
         mark(m, K + PROF_GATE);
-        AttnShape as = {B, T, C, G, s, e, c->laplace_attn_fn, P->rel_bias};
+        AttnShape as = {B, T, C, G, s, e, c->laplace_attn_fn, P->rel_bias, a->bias_dist};
         attention_backward(a->d_hid, 2 * e, a->d_qk4, D->rel_bias, a->d_att, a->sim + l * BGCC,
                            a->attn + l * BGCC, a->kv + (size_t)l * B * G * s * e, qk4, hid,
                            a->d_kv, a->d_rel_partial, a->dsim_scratch, &as);

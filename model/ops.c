@@ -36,6 +36,22 @@ static inline float fast_expf(float x) {
 #define VEXP(x) fast_expf(x)
 #endif
 
+/* erf for the laplace attention function, vectorizable: Abramowitz & Stegun 7.1.26,
+   absolute error below 1.5e-7 (float32 rounding near 1 is 6e-8). Double build: libm. */
+#ifdef FLASH_DOUBLE
+#define VERF(x) erf(x)
+#else
+static inline float fast_erff(float x) {
+    float ax = x < 0 ? -x : x;
+    float t = 1.0f / (1.0f + 0.3275911f * ax);
+    float y = ((((1.061405429f * t - 1.453152027f) * t + 1.421413741f) * t - 0.284496736f) * t +
+               0.254829592f) * t;
+    float r = 1.0f - y * fast_expf(-ax * ax);
+    return x < 0 ? -r : r;
+}
+#define VERF(x) fast_erff(x)
+#endif
+
 #define NORM_EPS 1e-5       /* ScaleNorm and LayerNorm eps (flash-spec.md) */
 #define COL_BLOCK 16        /* columns per task when reducing over rows: one cache line */
 /* Sums over rows are cut into this many fixed chunks, each summed in order and the chunks
@@ -348,14 +364,14 @@ int rel_pos_bucket(int n) {
 #define LAPLACE_MU 0.70710678118654752440
 #define LAPLACE_SIGMA 0.28209479177387814347
 static inline real phi(real x, int laplace) {
-    if (laplace) return (real)0.5 * (1 + R_ERF((x - (real)LAPLACE_MU) / (real)(LAPLACE_SIGMA * 1.41421356237309504880)));
+    if (laplace) return (real)0.5 * (1 + VERF((x - (real)LAPLACE_MU) / (real)(LAPLACE_SIGMA * 1.41421356237309504880)));
     return x > 0 ? x * x : 0;
 }
 /* laplace: phi' = exp(-(x-mu)^2 / (2 sigma^2)) / (sigma sqrt(2 pi));  relu^2: phi' = 2 relu(x) */
 static inline real phi_grad(real x, int laplace) {
     if (laplace) {
         real u = x - (real)LAPLACE_MU;
-        return R_EXP(-u * u / (real)(2 * LAPLACE_SIGMA * LAPLACE_SIGMA)) /
+        return VEXP(-u * u / (real)(2 * LAPLACE_SIGMA * LAPLACE_SIGMA)) /
                (real)(LAPLACE_SIGMA * 2.50662827463100050242);
     }
     return x > 0 ? 2 * x : 0;
@@ -380,6 +396,9 @@ void attention_forward(real *att, real *sim, real *attn, real *kv, const real *q
     const real inv_C = (real)1 / C, bias_scale = R_SQRT((real)s);
     const real *Qq = qk4, *Ql = qk4 + N * s, *Kq = qk4 + 2 * N * s, *Kl = qk4 + 3 * N * s;
     const int blas_saved = blas_serial_begin();
+    /* the bias depends on the distance i - j only: one table, not a log per pair */
+    real *bias_dist = a->bias_dist;
+    for (int k = 0; k < C; k++) bias_dist[k] = bias_scale * a->rel_bias[rel_pos_bucket(k)];
 
     /* quadratic part and each group's KV = lin_k^T v / C, all groups in parallel */
 #pragma omp parallel for schedule(dynamic, 1)
@@ -393,16 +412,17 @@ void attention_forward(real *att, real *sim, real *attn, real *kv, const real *q
             const int ib = Cg - i0 < ATT_BLOCK ? Cg - i0 : ATT_BLOCK, nk = i0 + ib;
             /* sim = quad_q quad_k^T / C + sqrt(s) bias[bucket(i-j)] */
             gemm(0, 1, ib, nk, s, inv_C, Qq + (n0 + i0) * s, s, Kq + n0 * s, s, 0, S + (size_t)i0 * C, C);
-            for (int i = i0; i < i0 + ib; i++)
-                for (int j = 0; j < nk; j++) {
-                    if (j <= i) {
-                        S[i * C + j] += bias_scale * a->rel_bias[rel_pos_bucket(i - j)];
-                        A[i * C + j] = phi(S[i * C + j], a->laplace);
-                    } else {
-                        S[i * C + j] = 0;
-                        A[i * C + j] = 0;        /* causal mask */
-                    }
+            for (int i = i0; i < i0 + ib; i++) {
+                real *Si = S + (size_t)i * C, *Ai = A + (size_t)i * C;
+                if (a->laplace) {
+#pragma omp simd
+                    for (int j = 0; j <= i; j++) { Si[j] += bias_dist[i - j]; Ai[j] = phi(Si[j], 1); }
+                } else {
+#pragma omp simd
+                    for (int j = 0; j <= i; j++) { Si[j] += bias_dist[i - j]; Ai[j] = phi(Si[j], 0); }
                 }
+                for (int j = i + 1; j < nk; j++) Si[j] = Ai[j] = 0;   /* causal mask */
+            }
             gemm(0, 0, ib, e, nk, 1, A + (size_t)i0 * C, C, V, v_stride, 0, att + (n0 + i0) * e, e);
         }
         gemm(1, 0, s, e, Cg, inv_C, Kl + n0 * s, s, V, v_stride, 0, kv + (size_t)task * s * e, e);
@@ -466,8 +486,8 @@ void attention_backward(real *dv, int v_stride, real *d_qk4, real *d_rel_bias, c
         const real *Sg = kv + (size_t)task * se, *dKV = d_kv + (size_t)task * se;
         real *dV = dv + n0 * v_stride;
         real *dS = dsim_scratch + (size_t)omp_get_thread_num() * C * C;
-        real *rel = d_rel_partial + (size_t)task * 32;
-        for (int k = 0; k < 32; k++) rel[k] = 0;
+        real *dist = d_rel_partial + (size_t)task * C;   /* d sim summed per distance i - j */
+        for (int k = 0; k < C; k++) dist[k] = 0;
 
         /* row blocks as in the forward; dV and dK collect from every block below them */
         for (int i = 0; i < Cg; i++) memset(dV + (size_t)i * v_stride, 0, sizeof(real) * e);
@@ -480,16 +500,18 @@ void attention_backward(real *dv, int v_stride, real *d_qk4, real *d_rel_bias, c
             gemm(1, 0, nk, e, ib, 1, Ab, C, dOb, e, 1, dV, v_stride);
             gemm(0, 1, ib, nk, e, 1, dOb, e, V, v_stride, 0, dSb, C);
             /* A = phi(sim) on j <= i:  dsim = dA phi'(sim);  d bias[bucket] += sqrt(s) dsim */
-            for (int i = i0; i < i0 + ib; i++)
-                for (int j = 0; j < nk; j++) {
-                    if (j <= i) {
-                        real g = dS[i * C + j] * phi_grad(S[i * C + j], a->laplace);
-                        dS[i * C + j] = g;
-                        rel[rel_pos_bucket(i - j)] += bias_scale * g;
-                    } else {
-                        dS[i * C + j] = 0;
-                    }
+            for (int i = i0; i < i0 + ib; i++) {
+                real *dSi = dS + (size_t)i * C;
+                const real *Si = S + (size_t)i * C;
+                if (a->laplace) {
+#pragma omp simd
+                    for (int j = 0; j <= i; j++) { dSi[j] *= phi_grad(Si[j], 1); dist[i - j] += dSi[j]; }
+                } else {
+#pragma omp simd
+                    for (int j = 0; j <= i; j++) { dSi[j] *= phi_grad(Si[j], 0); dist[i - j] += dSi[j]; }
                 }
+                for (int j = i + 1; j < nk; j++) dSi[j] = 0;
+            }
             /* sim = Q K^T / C:  dQ = dsim K / C;  dK += dsim^T Q / C */
             gemm(0, 0, ib, s, nk, inv_C, dSb, C, Kq + n0 * s, s, 0, dQq + (n0 + i0) * s, s);
             gemm(1, 0, nk, s, ib, inv_C, dSb, C, Qq + (n0 + i0) * s, s, 1, dKq + n0 * s, s);
@@ -501,8 +523,11 @@ void attention_backward(real *dv, int v_stride, real *d_qk4, real *d_rel_bias, c
         gemm(0, 0, Cg, e, s, inv_C, Kl + n0 * s, s, dKV, e, 1, dV, v_stride);
     }
     blas_serial_end(blas_saved);
-    for (int task = 0; task < ntask; task++)
-        for (int k = 0; k < 32; k++) d_rel_bias[k] += d_rel_partial[(size_t)task * 32 + k];
+    for (int k = 0; k < C; k++) {
+        real sum = 0;
+        for (int task = 0; task < ntask; task++) sum += d_rel_partial[(size_t)task * C + k];
+        d_rel_bias[rel_pos_bucket(k)] += bias_scale * sum;
+    }
 }
 
 /* ================================== gating ========================================= */

@@ -61,6 +61,7 @@ typedef struct {
     int B, T, C, G, s, e;
     int laplace;       /* phi: laplace function or relu^2 */
     const real *rel_bias;
+    real *bias_dist;   /* scratch, C: sqrt(s) bias[bucket(k)] for each distance k */
 } AttnShape;
 /* Rows per block of the causal quadratic attention: the products of a block of query rows
    stop at its diagonal block. 64 by default; tests set small values so that the blocked
@@ -71,7 +72,7 @@ real attn_phi(real x, int laplace);  /* the attention function: laplace or relu^
 void attention_forward(real *att, real *sim, real *attn, real *kv, const real *qk4,
                        const real *v, int v_stride, const AttnShape *a);
 /* Writes dv (row stride v_stride) and d_qk4; d_kv is B*G x s x e scratch; d_rel_partial
-   is B*G x 32 scratch; d_rel_bias += its reduction. dsim_scratch: nthreads x C x C. */
+   is B*G x C scratch; d_rel_bias += its reduction. dsim_scratch: nthreads x C x C. */
 void attention_backward(real *dv, int v_stride, real *d_qk4, real *d_rel_bias, const real *d_att,
                         const real *sim, const real *attn, const real *kv, const real *qk4,
                         const real *v, real *d_kv, real *d_rel_partial, real *dsim_scratch,

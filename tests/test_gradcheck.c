@@ -411,7 +411,7 @@ static void attention_case(int B, int T, int C, int s, int e, int laplace, doubl
     const size_t N = (size_t)B * T, n4 = 4 * N * s, nh = N * 2 * e, BG = (size_t)B * G;
     char op[64];
     snprintf(op, sizeof op, "attention %s", laplace ? "laplace" : "relu^2");
-    AttnCtx c = {{B, T, C, G, s, e, laplace, NULL}, alloc_n(n4), alloc_n(nh), alloc_n(32),
+    AttnCtx c = {{B, T, C, G, s, e, laplace, NULL, alloc_n(C)}, alloc_n(n4), alloc_n(nh), alloc_n(32),
                  alloc_n(BG * C * C), alloc_n(BG * C * C), alloc_n(BG * s * e), alloc_n(N * e),
                  alloc_n(N * e)};
     c.as.rel_bias = c.rel;
@@ -433,7 +433,7 @@ static void attention_case(int B, int T, int C, int s, int e, int laplace, doubl
     for (size_t n = 0; n < N; n++)
         for (int j = e; j < 2 * e; j++) dhid[n * 2 * e + j] = SENTINEL;
     real *drel = rand_n(32, 0, 1), *drel0 = copy_n(drel, 32);
-    real *d_kv = rand_n(BG * s * e, 0, 100), *d_part = rand_n(BG * 32, 0, 100);
+    real *d_kv = rand_n(BG * s * e, 0, 100), *d_part = rand_n(BG * C, 0, 100);
     real *dsim = rand_n((size_t)omp_get_max_threads() * C * C, 0, 100);
     attention_backward(dhid, 2 * e, dq, drel, c.w, c.sim, c.attn, c.kv, c.qk4, c.hid, d_kv, d_part,
                        dsim, &c.as);
@@ -460,7 +460,7 @@ static void attention_case(int B, int T, int C, int s, int e, int laplace, doubl
     int top = rel_pos_bucket(C - 1), zero = 1;
     for (int k = top + 1; k < 32; k++) zero &= grel[k] == 0;
     CHECK(zero, "%s: rel_bias buckets above %d got a gradient", op, top);
-    free(idx); free(c.qk4); free(c.hid); free(c.rel); free(c.sim); free(c.attn); free(c.kv);
+    free(idx); free(c.as.bias_dist); free(c.qk4); free(c.hid); free(c.rel); free(c.sim); free(c.attn); free(c.kv);
     free(c.att); free(c.w); free(dhid); free(dq); free(drel); free(drel0); free(grel); free(d_kv);
     free(d_part); free(dsim);
 }
