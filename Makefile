@@ -28,13 +28,14 @@ F64_OBJ  = $(LIB_SRC:%.c=build/f64/%.o)
 ASAN_OBJ = $(LIB_SRC:%.c=build/asan/%.o)
 
 TEST_BINS = $(F32_TESTS:tests/%.c=build/f32/%) $(F64_TESTS:tests/%.c=build/f64/%) build/f32/parity
-ASAN_BINS = $(F32_TESTS:tests/%.c=build/asan/%) $(F64_TESTS:tests/%.c=build/asan/%) build/asan/parity
+ASAN_BINS = $(F32_TESTS:tests/%.c=build/asan/%) $(F64_TESTS:tests/%.c=build/asan/%) build/asan/parity build/asan/train
 
 FIXTURES ?= ../shared/fixtures
 DATA     ?= ../shared/data/enwik8-head.gz
 OUT      ?= build/parity-out
 
 .PHONY: all test test-fast test-asan parity clean
+.SECONDARY:
 all: train $(TEST_BINS)
 
 train: build/f32/train.o $(F32_OBJ)
@@ -61,6 +62,8 @@ build/asan/test_grad%: tests/test_grad%.c $(LIB_SRC) $(wildcard */*.h)
 	$(CC) $(ALL_CFLAGS) -O1 $(SAN) -DFLASH_DOUBLE -o $@ $< $(LIB_SRC) $(LDLIBS) $(SAN)
 build/asan/test_%: tests/test_%.c $(ASAN_OBJ) $(wildcard */*.h)
 	$(CC) $(ALL_CFLAGS) -O1 $(SAN) -o $@ $< $(ASAN_OBJ) $(LDLIBS) $(SAN)
+build/asan/train: build/asan/train.o $(ASAN_OBJ)
+	$(CC) $(ALL_CFLAGS) -O1 $(SAN) -o $@ $^ $(LDLIBS) $(SAN)
 build/asan/parity: tests/parity.c $(ASAN_OBJ) $(wildcard */*.h)
 	$(CC) $(ALL_CFLAGS) -O1 $(SAN) -o $@ $< $(ASAN_OBJ) $(LDLIBS) $(SAN)
 
@@ -72,13 +75,17 @@ parity: build/f32/parity
 test-fast: all
 	@bash tests/run.sh build/f32 build/f64 -- $(FIXTURES) $(DATA)
 
-test-asan: $(ASAN_BINS) train
-	@FLASH_TEST_SMALL=1 bash tests/run.sh build/asan build/asan -- $(FIXTURES) $(DATA)
+# The sanitizer pass: every test program, and the trainer the CLI tests run, built with
+# AddressSanitizer + UndefinedBehaviorSanitizer; FLASH_TEST_SMALL shrinks the long runs.
+# (allocator_may_return_null: a refused huge allocation is the program's error to report)
+ASAN_ENV = FLASH_TEST_SMALL=1 FLASH_TEST_SANITIZED=1 FLASH_TRAIN_BIN=build/asan/train ASAN_OPTIONS=allocator_may_return_null=1
+test-asan: $(ASAN_BINS)
+	@$(ASAN_ENV) bash tests/run.sh build/asan build/asan -- $(FIXTURES) $(DATA)
 
 # Both suites; the runner's last line counts them together.
 test: all $(ASAN_BINS)
 	@bash tests/run.sh build/f32 build/f64 -- $(FIXTURES) $(DATA) > build/test-f32.log; r1=$$?; cat build/test-f32.log; \
-	FLASH_TEST_SMALL=1 bash tests/run.sh build/asan build/asan -- $(FIXTURES) $(DATA) > build/test-asan.log; r2=$$?; \
+	$(ASAN_ENV) bash tests/run.sh build/asan build/asan -- $(FIXTURES) $(DATA) > build/test-asan.log; r2=$$?; \
 	sed 's/^/[asan] /' build/test-asan.log | grep -v '^\[asan\] [0-9]* passed'; \
 	p=$$(( $$(tail -1 build/test-f32.log | awk '{print $$1}') + $$(tail -1 build/test-asan.log | awk '{print $$1}') )); \
 	f=$$(( $$(tail -1 build/test-f32.log | awk '{print $$3}') + $$(tail -1 build/test-asan.log | awk '{print $$3}') )); \

@@ -40,6 +40,7 @@ int options_preset(Options *o, const char *name, char *err, size_t errlen) {
         o->opt = d.opt;
         o->batch = d.batch; o->accum = d.accum; o->seq_len = d.seq_len;
         o->eval_every = d.eval_every; o->sample_every = d.sample_every; o->sample_len = d.sample_len;
+        o->sample_prime = d.sample_prime;
     } else if (!strcmp(name, "flash-pytorch")) {
         /* FLASH-pytorch's train.py: its model, Adam 2e-4 constant, eps 1e-8, global
            clipping 0.5, 4 x 4 x 1024 tokens, 100k steps, validate every 100, sample 512
@@ -52,6 +53,7 @@ int options_preset(Options *o, const char *name, char *err, size_t errlen) {
         };
         o->batch = 4; o->accum = 4; o->seq_len = 1024;
         o->eval_every = 100; o->sample_every = 500; o->sample_len = 512;
+        o->sample_prime = 1024;   /* train.py primes with a whole validation sequence */
     } else {
         snprintf(err, errlen, "unknown preset \"%s\" (known: paper, flash-pytorch)", name);
         return -1;
