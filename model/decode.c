@@ -37,7 +37,7 @@ int decoder_init(Decoder *dc, Model *m, int nseq, char *err, size_t errlen) {
     ALLOC(dc->pos_vec, d);
     ALLOC(dc->rot_cos, r / 2 + 1);
     ALLOC(dc->rot_sin, r / 2 + 1);
-    ALLOC(dc->sim, C);
+    ALLOC(dc->sim, n * C);
 #undef ALLOC
     if (fail) {
         snprintf(err, errlen, "out of memory for the decoder state of %d sequences", nseq);
@@ -73,6 +73,36 @@ static void rows_linear(real *y, const real *x, const real *W, const real *b, in
     }
 }
 
+/* Position t = group index j of sequence i, layer l: stores its keys and values in the
+   group cache, writes att = quad_out + lin_out, and folds a finished group into S. */
+static void attend(Decoder *dc, int l, int i, int j) {
+    const Model *m = dc->m;
+    const FlashConfig *c = &m->cfg;
+    const LayerParams *P = &m->p.layer[l];
+    const int n = dc->nseq, e = config_hidden(c), s = c->query_key_dim, C = c->group_size;
+    const real inv_C = (real)1 / C, bias_scale = R_SQRT((real)s);
+    real *kv = dc->kv + (size_t)l * n * s * e;
+    real *gq = dc->gq + (size_t)l * n * C * s, *gk = dc->gk + (size_t)l * n * C * s;
+    real *gv = dc->gv + (size_t)l * n * C * e;
+    const real *qq = dc->qk4 + (size_t)i * s, *ql = dc->qk4 + ((size_t)n + i) * s;
+    const real *kq = dc->qk4 + (2 * (size_t)n + i) * s, *kl = dc->qk4 + (3 * (size_t)n + i) * s;
+    const real *v = dc->hid + (size_t)i * 2 * e;
+    real *Gq = gq + (size_t)i * C * s, *Gk = gk + (size_t)i * C * s, *Gv = gv + (size_t)i * C * e;
+    real *S = kv + (size_t)i * s * e, *att = dc->att + (size_t)i * e;
+    memcpy(Gq + (size_t)j * s, kq, sizeof(real) * s);
+    memcpy(Gk + (size_t)j * s, kl, sizeof(real) * s);
+    memcpy(Gv + (size_t)j * e, v, sizeof(real) * e);
+    /* quadratic: a_k = phi(q . k_k / C + sqrt(s) bias[bucket(j - k)]) for k <= j */
+    real *sim = dc->sim + (size_t)i * C;
+    gemv(0, j + 1, s, inv_C, Gq, s, qq, 0, sim);
+    for (int k = 0; k <= j; k++)
+        sim[k] = attn_phi(sim[k] + bias_scale * P->rel_bias[rel_pos_bucket(j - k)], c->laplace_attn_fn);
+    gemv(1, j + 1, e, 1, Gv, e, sim, 0, att);         /* quad_out = sum_k a_k v_k */
+    gemv(1, s, e, 1, S, e, ql, 1, att);               /* + lin_out = lin_q S */
+    if (j == C - 1)                                   /* group done: S += lin_k^T v / C */
+        gemm(1, 0, s, e, C, inv_C, Gk, s, Gv, e, 1, S, e);
+}
+
 void decoder_step(Decoder *dc, const int *tokens, real *logits) {
     Model *m = dc->m;
     const FlashConfig *c = &m->cfg;
@@ -80,7 +110,6 @@ void decoder_step(Decoder *dc, const int *tokens, real *logits) {
     const int C = c->group_size, V = c->num_tokens, r = config_rotary(c), L = c->depth;
     const long t = dc->pos;
     const int j = (int)(t % C);                 /* index in the current group */
-    const real inv_C = (real)1 / C, bias_scale = R_SQRT((real)s);
 
     /* position features at t (as pos_table_fill / rotary_table_fill for one row) */
     for (int i = 0; i < d / 2; i++) {
@@ -99,9 +128,7 @@ void decoder_step(Decoder *dc, const int *tokens, real *logits) {
 
     for (int l = 0; l < L; l++) {
         const LayerParams *P = &m->p.layer[l];
-        real *kv = dc->kv + (size_t)l * n * s * e, *prev = dc->prev + (size_t)l * n * d;
-        real *gq = dc->gq + (size_t)l * n * C * s, *gk = dc->gk + (size_t)l * n * C * s;
-        real *gv = dc->gv + (size_t)l * n * C * e;
+        real *prev = dc->prev + (size_t)l * n * d;
         if (c->norm_type == NORM_SCALENORM) scalenorm_forward(dc->xn, dc->stat, dc->h, P->norm_g, n, d);
         else layernorm_forward(dc->xn, dc->stat, dc->h, P->norm_w, P->norm_b, n, d);
         /* token shift: the first ceil(d/2) features come from position t-1 (zeros at t = 0) */
@@ -119,23 +146,15 @@ void decoder_step(Decoder *dc, const int *tokens, real *logits) {
         silu_forward(dc->z, dc->z_u, (size_t)n * s);
         /* one "sequence" of length 1 per row, rotated at position t by the tables above */
         offset_scale_rotary_forward(dc->qk4, dc->z, P->gamma, P->beta, dc->rot_cos, dc->rot_sin, n, 1, s, r);
-        for (int i = 0; i < n; i++) {
-            const real *qq = dc->qk4 + (size_t)i * s, *ql = dc->qk4 + ((size_t)n + i) * s;
-            const real *kq = dc->qk4 + (2 * (size_t)n + i) * s, *kl = dc->qk4 + (3 * (size_t)n + i) * s;
-            const real *v = dc->hid + (size_t)i * 2 * e;
-            real *Gq = gq + (size_t)i * C * s, *Gk = gk + (size_t)i * C * s, *Gv = gv + (size_t)i * C * e;
-            real *S = kv + (size_t)i * s * e, *att = dc->att + (size_t)i * e;
-            memcpy(Gq + (size_t)j * s, kq, sizeof(real) * s);
-            memcpy(Gk + (size_t)j * s, kl, sizeof(real) * s);
-            memcpy(Gv + (size_t)j * e, v, sizeof(real) * e);
-            /* quadratic: a_k = phi(q . k_k / C + sqrt(s) bias[bucket(j - k)]) for k <= j */
-            gemv(0, j + 1, s, inv_C, Gq, s, qq, 0, dc->sim);
-            for (int k = 0; k <= j; k++)
-                dc->sim[k] = attn_phi(dc->sim[k] + bias_scale * P->rel_bias[rel_pos_bucket(j - k)], c->laplace_attn_fn);
-            gemv(1, j + 1, e, 1, Gv, e, dc->sim, 0, att);     /* quad_out = sum_k a_k v_k */
-            gemv(1, s, e, 1, S, e, ql, 1, att);               /* + lin_out = lin_q S */
-            if (j == C - 1)                                   /* group done: S += lin_k^T v / C */
-                gemm(1, 0, s, e, C, inv_C, Gk, s, Gv, e, 1, S, e);
+        /* each sequence's attention on its own thread; one sequence: BLAS's threads instead
+           (even an inactive parallel region makes OpenBLAS run single-threaded) */
+        if (n == 1) {
+            attend(dc, l, 0, j);
+        } else {
+            const int blas_saved = blas_serial_begin();
+#pragma omp parallel for schedule(static)
+            for (int i = 0; i < n; i++) attend(dc, l, i, j);
+            blas_serial_end(blas_saved);
         }
         gate_forward(dc->gated, dc->hid + e, 2 * e, dc->att, n, e);
         rows_linear(dc->tmp, dc->gated, P->wo, P->bo, n, e, d);
