@@ -33,9 +33,21 @@
 #define ERR_MAX 4096   /* messages quote paths of up to OPT_PATH_MAX bytes */
 #define SAMPLE_SEED_SALT 0x5a3c9e1f7b2d4608ULL   /* separates the sample stream from the data's */
 
+/* The first SIGINT/SIGTERM asks for a checkpoint at the end of the current step. A second
+   one leaves at once, unless it comes within 2 s of the first: tools such as timeout(1)
+   deliver the same signal twice (to the process and to its group), and Ctrl-C twice in a
+   row is a user who means it only when the presses are apart. */
 static volatile sig_atomic_t g_signal = 0;
+static struct timespec g_signal_time;
 static void on_signal(int sig) {
-    if (g_signal) _exit(128 + sig);   /* a second signal: leave at once */
+    struct timespec now;
+    clock_gettime(CLOCK_MONOTONIC, &now);   /* async-signal-safe */
+    if (g_signal) {
+        double dt = (now.tv_sec - g_signal_time.tv_sec) + (now.tv_nsec - g_signal_time.tv_nsec) * 1e-9;
+        if (dt > 2.0) _exit(128 + sig);
+        return;
+    }
+    g_signal_time = now;
     g_signal = sig;
 }
 
