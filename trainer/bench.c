@@ -32,6 +32,11 @@ double flops_per_token_forward(const FlashConfig *c) {
     return c->depth * layer + 2 * d * V;
 }
 
+static int cmp_double(const void *a, const void *b) {
+    double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+
 static void cpu_name(char *buf, size_t n) {
     snprintf(buf, n, "unknown CPU");
     FILE *f = fopen("/proc/cpuinfo", "r");
@@ -128,6 +133,7 @@ int cmd_bench(int argc, char **argv, const char *core_note) {
            "activations %.0f MiB\n", m.table.n_trained, c->dim, c->depth, config_hidden(c),
            c->query_key_dim, c->group_size, A, B, T, m.acts.bytes / 1048576.0);
     double t_run = 0, loss = 0, t_opt = 0;
+    double *step_s = malloc(sizeof(double) * (size_t)steps);
     double prof[2 * PROF_PHASES];
     for (int s = -2; s < steps; s++) {     /* two warm-up steps, then the timed ones */
         if (s == 0) { memset(prof, 0, sizeof prof); m.prof = prof; }
@@ -141,15 +147,18 @@ int cmd_bench(int argc, char **argv, const char *core_note) {
         double gn = grad_global_norm(&m.table, m.grads);
         clip_grads(&o.opt, &m.table, m.grads, gn);
         adamw_step(&o.opt, &m.table, m.params, m.grads, am, av, s + 3, lr_at(&o.opt, s < 0 ? 0 : s));
-        if (s >= 0) { t_run += now_s() - t0; t_opt += now_s() - t1; }
+        if (s >= 0) { step_s[s] = now_s() - t0; t_run += step_s[s]; t_opt += now_s() - t1; }
     }
-    double tokens = (double)steps * A * B * T;
-    double tps = tokens / t_run;
+    /* the median step: a moment of load elsewhere on a shared machine moves the mean */
+    qsort(step_s, (size_t)steps, sizeof(double), cmp_double);
+    double median = steps % 2 ? step_s[steps / 2] : 0.5 * (step_s[steps / 2 - 1] + step_s[steps / 2]);
+    double tps = (double)A * B * T / median;
     double step_gflops = 3 * flops_per_token_forward(c) * tps / 1e9;
     struct rusage ru;
     getrusage(RUSAGE_SELF, &ru);
-    printf("steps: %d timed in %.2f s (%.3f s each), last loss %.4f\n", steps, t_run, t_run / steps, loss);
-    printf("throughput: %.0f tokens/s; %.1f GFLOP/s by the FLOP model (%.1f MFLOP per token, fwd+bwd = 3x fwd)\n",
+    printf("steps: %d timed in %.2f s (mean %.3f s, median %.3f s, min %.3f, max %.3f), last loss %.4f\n",
+           steps, t_run, t_run / steps, median, step_s[0], step_s[steps - 1], loss);
+    printf("throughput (median step): %.0f tokens/s; %.1f GFLOP/s by the FLOP model (%.1f MFLOP per token, fwd+bwd = 3x fwd)\n",
            tps, step_gflops, 3 * flops_per_token_forward(c) / 1e6);
     printf("ratio to the GEMM rate measured above: %.3f\n", step_gflops / gemm);
     printf("where a step's time goes (ms per step, forward / backward):\n");
@@ -160,7 +169,7 @@ int cmd_bench(int argc, char **argv, const char *core_note) {
     printf("peak resident memory: %.0f MiB\n", ru.ru_maxrss / 1024.0);
     printf("bench: tok_per_s=%.1f step_gflops=%.1f gemm_gflops=%.1f ratio=%.3f threads=%d core=%s\n",
            tps, step_gflops, gemm, step_gflops / gemm, omp_get_max_threads(), blas_core_name());
-    free(am); free(av); free(tok);
+    free(am); free(av); free(tok); free(step_s);
     model_destroy(&m);
     return 0;
 }
