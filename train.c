@@ -336,7 +336,11 @@ static int run_train(Options *cli, char **argv_unused) {
             loss += model_forward(&r.m, tok, B, T) / A;
             model_backward(&r.m, (real)(1.0 / A));
         }
-        double gnorm = grad_global_norm(&r.m.table, r.m.grads);
+        /* a non-finite loss stops before the update; a non-finite gradient norm stops
+           without one (optimizer_step leaves everything as it was) */
+        double lr = lr_at(&o->opt, s), gnorm = NAN;
+        if (isfinite(loss))
+            gnorm = optimizer_step(&o->opt, &r.m.table, r.m.params, r.m.grads, r.adam_m, r.adam_v, s + 1, lr);
         if (!isfinite(loss) || !isfinite(gnorm)) {
             uint64_t steps[1];
             char last[OPT_PATH_MAX + 32] = "none";
@@ -347,9 +351,6 @@ static int run_train(Options *cli, char **argv_unused) {
             exit_code = 1;
             break;
         }
-        clip_grads(&o->opt, &r.m.table, r.m.grads, gnorm);
-        double lr = lr_at(&o->opt, s);
-        adamw_step(&o->opt, &r.m.table, r.m.params, r.m.grads, r.adam_m, r.adam_v, s + 1, lr);
         r.st.step++;
         r.st.tokens += step_tokens;
         double dt = now_s() - t0, tps = step_tokens / dt;

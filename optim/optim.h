@@ -29,4 +29,12 @@ void clip_grads(const OptConfig *o, const ParamTable *t, real *grads, double glo
 void adamw_step(const OptConfig *o, const ParamTable *t, real *params, const real *grads,
                 real *m, real *v, long t_step, double lr);
 
+/* The whole update of a training step in two passes over the gradients: each tensor's
+   norm (the global norm is their sum), then AdamW with each tensor's clip factor applied
+   to its gradient on the fly (the same arithmetic as clip_grads then adamw_step, without
+   the pass that scales the gradients in memory). Returns the global norm before clipping;
+   when it is not finite, nothing is updated. */
+double optimizer_step(const OptConfig *o, const ParamTable *t, real *params, const real *grads,
+                      real *m, real *v, long t_step, double lr);
+
 #endif

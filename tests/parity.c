@@ -187,10 +187,8 @@ static int run_fixture(const char *dir, const char *name, const char *outdir) {
                 loss += model_forward(&m, bt, B, T) / accum;
                 model_backward(&m, (real)(1.0 / accum));
             }
-            double gn = grad_global_norm(t, m.grads);
-            clip_grads(&o, t, m.grads, gn);
             double lr = lr_at(&o, s);
-            adamw_step(&o, t, m.params, m.grads, mom, vel, s + 1, lr);
+            double gn = optimizer_step(&o, t, m.params, m.grads, mom, vel, s + 1, lr);
             losses[s] = (float)loss; lrs[s] = (float)lr; gnorms[s] = (float)gn;
         }
         free(mom); free(vel); free(batches);

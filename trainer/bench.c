@@ -144,9 +144,7 @@ int cmd_bench(int argc, char **argv, const char *core_note) {
             model_backward(&m, (real)(1.0 / A));
         }
         double t1 = now_s();
-        double gn = grad_global_norm(&m.table, m.grads);
-        clip_grads(&o.opt, &m.table, m.grads, gn);
-        adamw_step(&o.opt, &m.table, m.params, m.grads, am, av, s + 3, lr_at(&o.opt, s < 0 ? 0 : s));
+        optimizer_step(&o.opt, &m.table, m.params, m.grads, am, av, s + 3, lr_at(&o.opt, s < 0 ? 0 : s));
         if (s >= 0) { step_s[s] = now_s() - t0; t_run += step_s[s]; t_opt += now_s() - t1; }
     }
     /* the median step: a moment of load elsewhere on a shared machine moves the mean */
