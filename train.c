@@ -615,6 +615,7 @@ int cmd_bench(int argc, char **argv, const char *core_note);   /* trainer/bench.
 
 int main(int argc, char **argv) {
     choose_blas_core(argv);
+    flush_denormals();
     setvbuf(stdout, NULL, _IOLBF, 0);
     if (argc >= 2 && !strcmp(argv[1], "eval")) return cmd_eval(argc, argv);
     if (argc >= 2 && !strcmp(argv[1], "sample")) return cmd_sample(argc, argv);

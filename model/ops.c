@@ -14,6 +14,10 @@
 #define VEXP(x) exp(x)
 #else
 static inline float fast_expf(float x) {
+    /* below -87 the result is exactly 0, as libm's expf gives from -104 on: a clamped
+       1e-38 would make the products that use it denormal, which costs Intel CPUs a
+       microcode assist per operation */
+    const int underflow = x < -87.0f;
     x = x < -87.0f ? -87.0f : x;
     x = x > 88.0f ? 88.0f : x;
     /* n = round(x / ln2): adding and removing 1.5 * 2^23 rounds to the nearest integer
@@ -34,7 +38,7 @@ static inline float fast_expf(float x) {
     uint32_t bits = (uint32_t)((int32_t)n + 127) << 23;
     float scale;
     memcpy(&scale, &bits, sizeof scale);
-    return p * scale;
+    return underflow ? 0.0f : p * scale;
 }
 #define VEXP(x) fast_expf(x)
 #endif

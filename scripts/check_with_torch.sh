@@ -24,4 +24,5 @@ python3 scripts/flash_torch.py fixture "$fx" one_short_group --seq-len 50 --conf
   '{"num_tokens": 256, "dim": 32, "depth": 1, "group_size": 64, "query_key_dim": 64, "expansion_factor": 2.0, "causal": true, "norm_type": "scalenorm", "shift_tokens": false, "laplace_attn_fn": false}'
 python3 scripts/flash_torch.py fixture "$fx" blocked_groups --seq-len 300 --batch 1 --config \
   '{"num_tokens": 256, "dim": 32, "depth": 2, "group_size": 128, "query_key_dim": 16, "expansion_factor": 2.0, "causal": true, "norm_type": "scalenorm", "shift_tokens": true, "laplace_attn_fn": true}'
+mkdir -p "$out/parity"
 ./build/f32/parity "$fx" "$out/parity"

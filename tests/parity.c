@@ -12,6 +12,8 @@
  * (final weights). Prints the test harness's lines so tests/run.sh counts one test per
  * fixture. */
 #include <dirent.h>
+#include <errno.h>
+#include <sys/stat.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -232,6 +234,7 @@ static int cmp_str(const void *a, const void *b) { return strcmp(*(char *const *
 int main(int argc, char **argv) {
     if (argc != 3) { fprintf(stderr, "usage: parity FIXTURES_DIR OUT_DIR\n"); return 2; }
     const char *dir = argv[1], *outdir = argv[2];
+    if (mkdir(outdir, 0777) && errno != EEXIST) { perror(outdir); return 2; }
     DIR *dp = opendir(dir);
     if (!dp) { perror(dir); return 2; }
     char *names[256];

@@ -7,6 +7,8 @@
 #include <string.h>
 #include <strings.h>
 #include <unistd.h>
+#include <xmmintrin.h>
+#include <pmmintrin.h>
 
 /* OpenBLAS's own hooks (declared by its cblas.h in most builds; repeated for others) */
 char *openblas_get_corename(void);
@@ -54,6 +56,11 @@ void set_threads(int n) {
     if (n <= 0) n = omp_get_num_procs();
     omp_set_num_threads(n);
     openblas_set_num_threads(n);
+}
+
+void flush_denormals(void) {
+    _MM_SET_FLUSH_ZERO_MODE(_MM_FLUSH_ZERO_ON);
+    _MM_SET_DENORMALS_ZERO_MODE(_MM_DENORMALS_ZERO_ON);
 }
 
 const char *blas_core_note(void) { return g_core_note; }
