@@ -224,8 +224,7 @@ static void plot(Run *r) {
     if (metrics_plot(&r->mt, title, err, sizeof err)) fprintf(stderr, "\nwarning: %s\n", err);
 }
 
-static int run_train(Options *cli, char **argv_unused) {
-    (void)argv_unused;
+static int run_train(Options *cli) {
     Run r;
     memset(&r, 0, sizeof r);
     char err[ERR_MAX], ckpt_path[OPT_PATH_MAX];
@@ -519,19 +518,19 @@ static void sample_bench(Model *m, double temp, uint64_t seed) {
         if (rate[b] > hi) hi = rate[b];
     }
     double dec_rate = 4 * block / t_timed;   /* positions 1,000 to 5,000 */
-    /* the full forward per byte at a 1,024-byte context */
+    /* FLASH-pytorch's way at a 1,024-byte context: a full forward for every new byte */
     const int ctx = 1024, reps = 5;
     if (model_alloc_acts(m, 1, ctx, err, sizeof err)) die("error: %s", err);
-    int *toks = malloc(sizeof(int) * (ctx + 1));
-    for (int t = 0; t <= ctx; t++) toks[t] = (int)rng_below(&rng, 256);
-    model_forward(m, toks, 1, ctx);   /* warm-up */
+    uint8_t *prompt = malloc(ctx), out[reps];
+    for (int t = 0; t < ctx; t++) prompt[t] = (uint8_t)rng_below(&rng, 256);
+    generate_full_forward(m, prompt, ctx, 1, ctx, temp, &rng, out);   /* warm-up */
     double t0 = now_s();
-    for (int i = 0; i < reps; i++) model_forward(m, toks, 1, ctx);
+    generate_full_forward(m, prompt, ctx, reps, ctx, temp, &rng, out);
     double ff_rate = reps / (now_s() - t0);
     printf("full forward per byte at a %d-byte context: %.1f bytes/s\n", ctx, ff_rate);
     printf("sample-bench: decoder_bytes_per_s=%.0f flatness=%.3f full_forward_bytes_per_s=%.2f speedup=%.0f threads=%d\n",
            dec_rate, hi / lo - 1, ff_rate, dec_rate / ff_rate, omp_get_max_threads());
-    free(toks); free(logits);
+    free(prompt); free(logits);
     decoder_free(&dc);
 }
 
@@ -627,5 +626,5 @@ int main(int argc, char **argv) {
     int rc = options_parse(&o, argc, argv, 1, err, sizeof err);
     if (rc == 1) return 0;
     if (rc < 0) { fprintf(stderr, "error: %s\n", err); return 2; }
-    return run_train(&o, argv);
+    return run_train(&o);
 }

@@ -119,7 +119,6 @@ int model_alloc_acts(Model *m, int B, int T, char *err, size_t errlen) {
         acts_free(a);
         return -1;
     }
-    pos_table_fill(a->pos_table, m->p.inv_freq, T, (int)d);
     m->acts_ready = 1;
     return 0;
 }

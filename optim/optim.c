@@ -25,33 +25,8 @@ static double tensor_sumsq(const real *g, size_t n) {
     return ss;
 }
 
-double grad_global_norm(const ParamTable *t, const real *grads) {
-    double ss = 0;
-    for (int i = 0; i < t->n; i++)
-        if (t->info[i].trained) ss += tensor_sumsq(grads + t->info[i].offset, t->info[i].numel);
-    return sqrt(ss);
-}
 
-static void scale_tensor(real *g, size_t n, double c) {
-#pragma omp parallel for schedule(static)
-    for (size_t k = 0; k < n; k++) g[k] = (real)(g[k] * c);
-}
 
-void clip_grads(const OptConfig *o, const ParamTable *t, real *grads, double global_norm) {
-    if (o->clip_mode == CLIP_GLOBAL) {
-        double c = o->clip / (global_norm + CLIP_NORM_EPS);
-        if (c < 1)
-            for (int i = 0; i < t->n; i++)
-                if (t->info[i].trained) scale_tensor(grads + t->info[i].offset, t->info[i].numel, c);
-    } else if (o->clip_mode == CLIP_LOCAL) {
-        for (int i = 0; i < t->n; i++) {
-            const ParamInfo *p = &t->info[i];
-            if (!p->trained) continue;
-            double n = sqrt(tensor_sumsq(grads + p->offset, p->numel));
-            if (n > o->clip) scale_tensor(grads + p->offset, p->numel, o->clip / n);
-        }
-    }
-}
 
 /* One tensor's AdamW update with its gradient multiplied by clip (see adamw_step). */
 static void adamw_tensor(const OptConfig *o, const ParamInfo *p, real *params, const real *grads,
@@ -100,13 +75,4 @@ double optimizer_step(const OptConfig *o, const ParamTable *t, real *params, con
         adamw_tensor(o, p, params, grads, m, v, bc1, bc2, lr, clip);
     }
     return norm;
-}
-
-/* p -= lr wd p (decayed tensors);  m = b1 m + (1-b1) g;  v = b2 v + (1-b2) g^2;
-   p -= lr (m / (1-b1^t)) / (sqrt(v / (1-b2^t)) + eps). Arithmetic in double, stored in real. */
-void adamw_step(const OptConfig *o, const ParamTable *t, real *params, const real *grads,
-                real *m, real *v, long t_step, double lr) {
-    const double bc1 = 1 - pow(o->beta1, (double)t_step), bc2 = 1 - pow(o->beta2, (double)t_step);
-    for (int i = 0; i < t->n; i++)
-        if (t->info[i].trained) adamw_tensor(o, &t->info[i], params, grads, m, v, bc1, bc2, lr, 1);
 }

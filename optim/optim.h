@@ -18,22 +18,14 @@ typedef struct {
 /* lr at 0-based step s: P (s+1)/W while s < W, then P - (P - m)(s - W)/max(1, S - W). */
 double lr_at(const OptConfig *o, long step);
 
-/* L2 norm over all trained gradients (accumulated in double). */
-double grad_global_norm(const ParamTable *t, const real *grads);
-
-/* global: scale all by min(1, c/(N + 1e-6)); local: each tensor with norm n > c by c/n. */
-void clip_grads(const OptConfig *o, const ParamTable *t, real *grads, double global_norm);
-
-/* One AdamW step (t is the 1-based step count for bias correction). m, v share the
-   table's layout. Untrained entries are left alone. */
-void adamw_step(const OptConfig *o, const ParamTable *t, real *params, const real *grads,
-                real *m, real *v, long t_step, double lr);
-
-/* The whole update of a training step in two passes over the gradients: each tensor's
-   norm (the global norm is their sum), then AdamW with each tensor's clip factor applied
-   to its gradient on the fly (the same arithmetic as clip_grads then adamw_step, without
-   the pass that scales the gradients in memory). Returns the global norm before clipping;
-   when it is not finite, nothing is updated. */
+/* The whole update of a training step, in two passes over the gradients:
+   1. each tensor's norm; the global norm N is their root sum of squares;
+   2. AdamW on each tensor, its gradient scaled on the fly by the clip factor:
+      global: min(1, c/(N + 1e-6)); local: c/n for a tensor whose norm n > c.
+   AdamW: p -= lr wd p (decayed tensors); m = b1 m + (1-b1) g; v = b2 v + (1-b2) g^2;
+   p -= lr (m / (1-b1^t)) / (sqrt(v / (1-b2^t)) + eps); t is the 1-based step. m and v
+   share the table's layout; untrained entries are left alone. Returns N before clipping;
+   when N is not finite, nothing is updated. */
 double optimizer_step(const OptConfig *o, const ParamTable *t, real *params, const real *grads,
                       real *m, real *v, long t_step, double lr);
 
