@@ -145,7 +145,7 @@ void decoder_step(Decoder *dc, const int *tokens, real *logits) {
         rows_linear(dc->z_u, dc->xs, P->wqk, P->bqk, n, d, s);
         silu_forward(dc->z, dc->z_u, (size_t)n * s);
         /* one "sequence" of length 1 per row, rotated at position t by the tables above */
-        offset_scale_rotary_forward(dc->qk4, dc->z, P->gamma, P->beta, dc->rot_cos, dc->rot_sin, n, 1, s, r);
+        offset_scale_rotary_forward(dc->qk4, dc->z, s, P->gamma, P->beta, dc->rot_cos, dc->rot_sin, n, 1, s, r);
         /* each sequence's attention on its own thread; one sequence: BLAS's threads instead
            (even an inactive parallel region makes OpenBLAS run single-threaded) */
         if (n == 1) {
@@ -195,8 +195,9 @@ void decoder_prefill(Decoder *dc, const int *prompt, int P, real *logits) {
             const real *kv_last = a->kv + ((size_t)l * G + (G - 1)) * s * e;
             memcpy(S, kv_last, sizeof(real) * s * e);
             const real *lin_k = a->qk4 + ((size_t)l * 4 + 3) * P0 * s + (size_t)(G - 1) * C * s;
-            const real *v = a->hid + (size_t)l * P0 * 2 * e + (size_t)(G - 1) * C * 2 * e;
-            gemm(1, 0, s, e, C, (real)1 / C, lin_k, s, v, 2 * e, 1, S, e);
+            const int H = 2 * e + s;   /* the forward's rows: v | gate | z */
+            const real *v = a->hid + (size_t)l * P0 * H + (size_t)(G - 1) * C * H;
+            gemm(1, 0, s, e, C, (real)1 / C, lin_k, s, v, H, 1, S, e);
             /* previous normalized row: the norm of the layer's input at P0 - 1 */
             memcpy(row, a->res + ((size_t)l * P0 + P0 - 1) * d, sizeof(real) * d);
             if (c->norm_type == NORM_SCALENORM) scalenorm_forward(xn, dc->stat, row, Pl->norm_g, 1, d);

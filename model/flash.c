@@ -7,7 +7,7 @@
 #include <string.h>
 
 const char *const PROF_NAMES[PROF_PHASES] = {
-    "embedding", "norm", "token shift", "to_hidden", "to_qk", "silu", "offset-scale+rotary",
+    "embedding", "norm", "token shift", "to_hidden+to_qk", "silu", "offset-scale+rotary",
     "attention", "gate", "to_out+residual", "final norm+logits+loss"};
 
 /* Adds the time since the previous mark to phase k (no-op unless profiling). */
@@ -36,10 +36,10 @@ int model_create(Model *m, const FlashConfig *cfg, char *err, size_t errlen) {
 }
 
 static void acts_free(Acts *a) {
-    real **bufs[] = {&a->res, &a->nstat, &a->xs, &a->hid_u, &a->hid, &a->z_u, &a->z, &a->qk4,
+    real **bufs[] = {&a->res, &a->nstat, &a->xs, &a->hid_u, &a->hid, &a->qk4,
                      &a->sim, &a->attn, &a->kv, &a->att, &a->gated, &a->lnf_out, &a->lnf_stat,
                      &a->logits, &a->losses, &a->pos_table, &a->rot_cos, &a->rot_sin,
-                     &a->d_res, &a->d_xs, &a->d_hid, &a->d_z, &a->d_qk4, &a->d_att, &a->d_gated,
+                     &a->d_res, &a->d_xs, &a->d_hid, &a->d_qk4, &a->d_att, &a->d_gated,
                      &a->d_kv, &a->d_rel_partial, &a->dsim_scratch, &a->d_logits, &a->d_lnf,
                      &a->bias_dist};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) { free(*bufs[i]); *bufs[i] = NULL; }
@@ -82,10 +82,8 @@ int model_alloc_acts(Model *m, int B, int T, char *err, size_t errlen) {
     ALLOC(a->res, (L + 1) * N * d);
     ALLOC(a->nstat, L * N * 2);
     ALLOC(a->xs, L * N * d);
-    ALLOC(a->hid_u, L * N * 2 * e);
-    ALLOC(a->hid, L * N * 2 * e);
-    ALLOC(a->z_u, L * N * s);
-    ALLOC(a->z, L * N * s);
+    ALLOC(a->hid_u, L * N * (2 * e + s));
+    ALLOC(a->hid, L * N * (2 * e + s));
     ALLOC(a->qk4, L * 4 * N * s);
     ALLOC(a->sim, L * BG * C * C);
     ALLOC(a->attn, L * BG * C * C);
@@ -101,8 +99,7 @@ int model_alloc_acts(Model *m, int B, int T, char *err, size_t errlen) {
     ALLOC(a->rot_sin, (size_t)T * (r / 2));
     ALLOC(a->d_res, N * d);
     ALLOC(a->d_xs, N * d);
-    ALLOC(a->d_hid, N * 2 * e);
-    ALLOC(a->d_z, N * s);
+    ALLOC(a->d_hid, N * (2 * e + s));
     ALLOC(a->d_qk4, 4 * N * s);
     ALLOC(a->d_att, N * e);
     ALLOC(a->d_gated, N * e);
@@ -136,7 +133,7 @@ double model_forward(Model *m, const int *tokens, int B, int T) {
     const FlashConfig *c = &m->cfg;
     const int d = c->dim, e = config_hidden(c), s = c->query_key_dim, V = c->num_tokens;
     const int C = c->group_size, r = config_rotary(c), L = c->depth;
-    const int G = (T + C - 1) / C, N = B * T, ts = T + 1;
+    const int G = (T + C - 1) / C, N = B * T, ts = T + 1, H = 2 * e + s;
     if (!m->acts_ready || T > a->T || N > a->B * a->T || B * G > a->B * a->G) {
         fprintf(stderr, "internal error: forward of %d x %d exceeds the activations' %d x %d\n",
                 B, T, a->B, a->T);
@@ -153,8 +150,8 @@ double model_forward(Model *m, const int *tokens, int B, int T) {
         const real *h = a->res + (size_t)l * N * d;
         real *h_out = a->res + (size_t)(l + 1) * N * d;
         real *xs = a->xs + (size_t)l * N * d, *st = a->nstat + (size_t)l * N * 2;
-        real *hid_u = a->hid_u + (size_t)l * N * 2 * e, *hid = a->hid + (size_t)l * N * 2 * e;
-        real *z_u = a->z_u + (size_t)l * N * s, *z = a->z + (size_t)l * N * s;
+        /* one row per position: v (e) | gate (e) | z (s), H = 2e + s wide */
+        real *hid_u = a->hid_u + (size_t)l * N * H, *hid = a->hid + (size_t)l * N * H;
         real *qk4 = a->qk4 + (size_t)l * 4 * N * s;
         real *att = a->att + (size_t)l * N * e, *gated = a->gated + (size_t)l * N * e;
         const size_t BGCC = (size_t)B * G * C * C;
@@ -164,21 +161,19 @@ double model_forward(Model *m, const int *tokens, int B, int T) {
         mark(m, PROF_NORM);
         if (c->shift_tokens) token_shift_forward(xs, B, T, d);
         mark(m, PROF_SHIFT);
-        linear_forward(hid_u, xs, P->wh, P->bh, N, d, 2 * e);
+        /* to_hidden and to_qk in one GEMM: [W_hidden; W_qk] is one (2e + s) x d block */
+        linear_forward(hid_u, xs, P->wh, P->bh, N, d, H);
         mark(m, PROF_TO_HIDDEN);
-        silu_forward(hid, hid_u, (size_t)N * 2 * e);
+        silu_forward(hid, hid_u, (size_t)N * H);
         mark(m, PROF_SILU);
-        linear_forward(z_u, xs, P->wqk, P->bqk, N, d, s);
-        mark(m, PROF_TO_QK);
-        silu_forward(z, z_u, (size_t)N * s);
-        mark(m, PROF_SILU);
-        offset_scale_rotary_forward(qk4, z, P->gamma, P->beta, a->rot_cos, a->rot_sin, B, T, s, r);
+        offset_scale_rotary_forward(qk4, hid + 2 * e, H, P->gamma, P->beta, a->rot_cos, a->rot_sin,
+                                    B, T, s, r);
         mark(m, PROF_ROTARY);
         AttnShape as = {B, T, C, G, s, e, c->laplace_attn_fn, P->rel_bias, a->bias_dist};
         attention_forward(att, a->sim + l * BGCC, a->attn + l * BGCC,
-                          a->kv + (size_t)l * B * G * s * e, qk4, hid, 2 * e, &as);
+                          a->kv + (size_t)l * B * G * s * e, qk4, hid, H, &as);
         mark(m, PROF_ATTENTION);
-        gate_forward(gated, hid + e, 2 * e, att, N, e);
+        gate_forward(gated, hid + e, H, att, N, e);
         mark(m, PROF_GATE);
         /* h_out = h + gated Wo^T + bo */
         linear_forward(h_out, gated, P->wo, P->bo, N, e, d);
@@ -201,7 +196,7 @@ void model_backward(Model *m, real dloss) {
     const int *tokens = m->cur_tokens;
     const int d = c->dim, e = config_hidden(c), s = c->query_key_dim, V = c->num_tokens;
     const int C = c->group_size, r = config_rotary(c), L = c->depth;
-    const int G = (T + C - 1) / C, N = B * T;
+    const int G = (T + C - 1) / C, N = B * T, H = 2 * e + s;
     const size_t BGCC = (size_t)B * G * C * C;
 
     const int K = PROF_PHASES;   /* backward phases follow the forward's */
@@ -221,31 +216,28 @@ void model_backward(Model *m, real dloss) {
         LayerParams *D = &m->g.layer[l];
         const real *h = a->res + (size_t)l * N * d;
         const real *xs = a->xs + (size_t)l * N * d, *st = a->nstat + (size_t)l * N * 2;
-        real *hid_u = a->hid_u + (size_t)l * N * 2 * e, *hid = a->hid + (size_t)l * N * 2 * e;
-        real *z_u = a->z_u + (size_t)l * N * s, *z = a->z + (size_t)l * N * s;
+        real *hid_u = a->hid_u + (size_t)l * N * H, *hid = a->hid + (size_t)l * N * H;
         real *qk4 = a->qk4 + (size_t)l * 4 * N * s;
         real *att = a->att + (size_t)l * N * e, *gated = a->gated + (size_t)l * N * e;
 
         linear_backward(a->d_gated, 0, D->wo, D->bo, a->d_res, gated, P->wo, N, e, d);
         mark(m, K + PROF_TO_OUT);
-        gate_backward(a->d_hid + e, 2 * e, a->d_att, a->d_gated, hid + e, att, N, e);
+        gate_backward(a->d_hid + e, H, a->d_att, a->d_gated, hid + e, att, N, e);
         mark(m, K + PROF_GATE);
         AttnShape as = {B, T, C, G, s, e, c->laplace_attn_fn, P->rel_bias, a->bias_dist};
-        attention_backward(a->d_hid, 2 * e, a->d_qk4, D->rel_bias, a->d_att, a->sim + l * BGCC,
+        attention_backward(a->d_hid, H, a->d_qk4, D->rel_bias, a->d_att, a->sim + l * BGCC,
                            a->attn + l * BGCC, a->kv + (size_t)l * B * G * s * e, qk4, hid,
                            a->d_kv, a->d_rel_partial, a->dsim_scratch, &as);
         mark(m, K + PROF_ATTENTION);
-        offset_scale_rotary_backward(a->d_z, D->gamma, D->beta, a->d_qk4, z, P->gamma,
-                                     a->rot_cos, a->rot_sin, B, T, s, r);
+        offset_scale_rotary_backward(a->d_hid + 2 * e, D->gamma, D->beta, a->d_qk4, hid + 2 * e, H,
+                                     P->gamma, a->rot_cos, a->rot_sin, B, T, s, r);
         mark(m, K + PROF_ROTARY);
-        silu_backward(a->d_z, a->d_z, z_u, (size_t)N * s);
-        silu_backward(a->d_hid, a->d_hid, hid_u, (size_t)N * 2 * e);
+        silu_backward(a->d_hid, a->d_hid, hid_u, (size_t)N * H);
         mark(m, K + PROF_SILU);
-        /* both Linears read xs: their input gradients add up */
-        linear_backward(a->d_xs, 0, D->wh, D->bh, a->d_hid, xs, P->wh, N, d, 2 * e);
+        /* to_hidden and to_qk read the same xs: one GEMM gives the sum of their input
+           gradients, one the gradient of the fused weight block */
+        linear_backward(a->d_xs, 0, D->wh, D->bh, a->d_hid, xs, P->wh, N, d, H);
         mark(m, K + PROF_TO_HIDDEN);
-        linear_backward(a->d_xs, 1, D->wqk, D->bqk, a->d_z, xs, P->wqk, N, d, s);
-        mark(m, K + PROF_TO_QK);
         if (c->shift_tokens) token_shift_backward(a->d_xs, B, T, d);
         mark(m, K + PROF_SHIFT);
         if (c->norm_type == NORM_SCALENORM)

@@ -15,8 +15,8 @@ typedef struct {
     real *res;                 /* (L+1) x N x d: residual stream; res[l] enters layer l */
     real *nstat;               /* L x N x 2: scalenorm 1/norm; layernorm mean, rstd */
     real *xs;                  /* L x N x d: normalized, shifted layer input */
-    real *hid_u, *hid;         /* L x N x 2e: to_hidden pre-activation, silu of it (v | gate) */
-    real *z_u, *z;             /* L x N x s: to_qk pre-activation, silu of it */
+    real *hid_u, *hid;         /* L x N x (2e+s): to_hidden|to_qk pre-activation, silu of it:
+                                  v | gate | z per row */
     real *qk4;                 /* L x 4 x N x s: quad_q, lin_q, quad_k, lin_k (rotated) */
     real *sim, *attn;          /* L x B*G x C x C: scores and phi(scores), causal-masked */
     real *kv;                  /* L x B*G x s x e: exclusive prefix sums S_g */
@@ -28,14 +28,14 @@ typedef struct {
     real *pos_table;           /* T x d: unscaled sinusoids */
     real *rot_cos, *rot_sin;   /* T x r/2 */
     /* backward scratch, reused by every layer */
-    real *d_res, *d_xs, *d_hid, *d_z, *d_qk4, *d_att, *d_gated, *d_kv;
+    real *d_res, *d_xs, *d_hid, *d_qk4, *d_att, *d_gated, *d_kv;
     real *d_rel_partial, *dsim_scratch, *d_logits, *d_lnf, *bias_dist;
     size_t bytes;              /* total allocated, for reporting */
 } Acts;
 
 /* Where a step's time goes, when Model.prof is set (bench): seconds per phase, forward
    phases first, then the same phases of the backward (index + PROF_PHASES). */
-enum { PROF_EMBED, PROF_NORM, PROF_SHIFT, PROF_TO_HIDDEN, PROF_TO_QK, PROF_SILU, PROF_ROTARY,
+enum { PROF_EMBED, PROF_NORM, PROF_SHIFT, PROF_TO_HIDDEN, PROF_SILU, PROF_ROTARY,
        PROF_ATTENTION, PROF_GATE, PROF_TO_OUT, PROF_HEAD, PROF_PHASES };
 extern const char *const PROF_NAMES[PROF_PHASES];
 

@@ -70,8 +70,8 @@ static inline float fast_erff(float x) {
 /* dst[j] += sum_n src[n*ld + j] for j < M, as dst += src^T 1 through BLAS's transposed
    matrix-vector product, a block of rows at a time. (Columns summed by our own loops walked
    the rows 8 KB apart, a new page for nearly every read, and cost ~10% of the to_hidden
-   backward.) BLAS computes each output from all rows on one thread, so the sum does not
-   depend on the thread count, which bit-exact resume needs. */
+   backward.) Like every BLAS call here, it gives the same bits on every run with the same
+   thread count, which bit-exact resume needs. */
 #define ONES_ROWS 4096
 static real ones_rows[ONES_ROWS];
 static void colsum_add(real *dst, const real *src, int N, int M, int ld) {
@@ -300,13 +300,14 @@ void rotary_table_fill(real *rot_cos, real *rot_sin, const real *freqs, int T, i
         }
 }
 
-void offset_scale_rotary_forward(real *qk4, const real *z, const real *gamma, const real *beta,
-                                 const real *rot_cos, const real *rot_sin, int B, int T, int s, int r) {
+void offset_scale_rotary_forward(real *qk4, const real *z, int z_stride, const real *gamma,
+                                 const real *beta, const real *rot_cos, const real *rot_sin,
+                                 int B, int T, int s, int r) {
     const size_t N = (size_t)B * T;
 #pragma omp parallel for schedule(static)
     for (size_t n = 0; n < N; n++) {
         const int t = (int)(n % (size_t)T);
-        const real *zr = z + n * s, *c = rot_cos + (size_t)t * (r / 2), *sn = rot_sin + (size_t)t * (r / 2);
+        const real *zr = z + n * z_stride, *c = rot_cos + (size_t)t * (r / 2), *sn = rot_sin + (size_t)t * (r / 2);
         for (int k = 0; k < 4; k++) {
             real *o = qk4 + (size_t)k * N * s + n * s;
             for (int f = 0; f < s; f++) o[f] = zr[f] * gamma[k * s + f] + beta[k * s + f];
@@ -323,14 +324,14 @@ void offset_scale_rotary_forward(real *qk4, const real *z, const real *gamma, co
 /* rotation back (transpose): du = dy1 cos + dy2 sin, dw = dy2 cos - dy1 sin;
    o_k = z gamma_k + beta_k:  dz = sum_k do_k gamma_k;  dgamma_k += sum_n do_k z;  dbeta_k += sum_n do_k */
 void offset_scale_rotary_backward(real *dz, real *dgamma, real *dbeta, real *d_qk4,
-                                  const real *z, const real *gamma, const real *rot_cos,
-                                  const real *rot_sin, int B, int T, int s, int r) {
+                                  const real *z, int z_stride, const real *gamma,
+                                  const real *rot_cos, const real *rot_sin, int B, int T, int s, int r) {
     const size_t N = (size_t)B * T;
 #pragma omp parallel for schedule(static)
     for (size_t n = 0; n < N; n++) {
         const int t = (int)(n % (size_t)T);
         const real *c = rot_cos + (size_t)t * (r / 2), *sn = rot_sin + (size_t)t * (r / 2);
-        real *dzr = dz + n * s;
+        real *dzr = dz + n * z_stride;
         for (int f = 0; f < s; f++) dzr[f] = 0;
         for (int k = 0; k < 4; k++) {
             real *g = d_qk4 + (size_t)k * N * s + n * s;
@@ -351,7 +352,7 @@ void offset_scale_rotary_backward(real *dz, real *dgamma, real *dbeta, real *d_q
             const real *g = d_qk4 + (size_t)k * N * s;
             for (size_t n = 0; n < N; n++)
                 for (int j = j0; j < j1; j++) {
-                    ag[j - j0] += g[n * s + j] * z[n * s + j];
+                    ag[j - j0] += g[n * s + j] * z[n * z_stride + j];
                     ab[j - j0] += g[n * s + j];
                 }
             for (int j = j0; j < j1; j++) { dgamma[k * s + j] += ag[j - j0]; dbeta[k * s + j] += ab[j - j0]; }

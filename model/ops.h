@@ -46,12 +46,14 @@ void silu_backward(real *du, const real *dy, const real *u, size_t n); /* du may
 /* ---- offset-scale + rotary: o_k = rot(z * gamma[k] + beta[k]), k = 0..3 --------------
    qk4 holds 4 blocks of N x s: quad_q, lin_q, quad_k, lin_k. rot_cos/rot_sin: T x r/2. */
 void rotary_table_fill(real *rot_cos, real *rot_sin, const real *freqs, int T, int r);
-void offset_scale_rotary_forward(real *qk4, const real *z, const real *gamma, const real *beta,
-                                 const real *rot_cos, const real *rot_sin, int B, int T, int s, int r);
-/* d_qk4 is rotated back in place, then dz written, dgamma/dbeta accumulated. */
+void offset_scale_rotary_forward(real *qk4, const real *z, int z_stride, const real *gamma,
+                                 const real *beta, const real *rot_cos, const real *rot_sin,
+                                 int B, int T, int s, int r);
+/* d_qk4 is rotated back in place, then dz written, dgamma/dbeta accumulated. z and dz rows
+   are z_stride apart. */
 void offset_scale_rotary_backward(real *dz, real *dgamma, real *dbeta, real *d_qk4,
-                                  const real *z, const real *gamma, const real *rot_cos,
-                                  const real *rot_sin, int B, int T, int s, int r);
+                                  const real *z, int z_stride, const real *gamma,
+                                  const real *rot_cos, const real *rot_sin, int B, int T, int s, int r);
 
 /* ---- mixed-chunk attention (causal) ----------------------------------------------------
    Inputs per row: qk4 (above), v = hid[:, 0:e] (row stride 2e). Output att (N x e) =

@@ -40,9 +40,11 @@ static int build_specs(const FlashConfig *c, Spec *out) {
         }
         ADD(2, REL_POS_BUCKETS, 1, 1, 0, INIT_NORMAL1, 0,
             "layers.%d.rel_pos_bias.relative_attention_bias.weight", l);
+        /* to_qk right after to_hidden, weights and biases each: both read the same input,
+           so [W_hidden; W_qk] is one (2e + s) x d matrix and one GEMM (see flash.c) */
         ADD(2, 2 * e, d, 1, 1, INIT_LINEAR, d, "layers.%d.to_hidden.0.weight", l);
-        ADD(1, 2 * e, 0, 1, 0, INIT_LINEAR, d, "layers.%d.to_hidden.0.bias", l);
         ADD(2, s, d, 1, 1, INIT_LINEAR, d, "layers.%d.to_qk.0.weight", l);
+        ADD(1, 2 * e, 0, 1, 0, INIT_LINEAR, d, "layers.%d.to_hidden.0.bias", l);
         ADD(1, s, 0, 1, 0, INIT_LINEAR, d, "layers.%d.to_qk.0.bias", l);
         ADD(2, 4, s, 1, 0, INIT_GAMMA, 0, "layers.%d.qk_offset_scale.gamma", l);
         ADD(2, 4, s, 1, 0, INIT_ZEROS, 0, "layers.%d.qk_offset_scale.beta", l);
@@ -124,6 +126,14 @@ int params_point(ModelParams *p, const ParamTable *t, const FlashConfig *c, real
         P(bo, "to_out.bias");
         P(rot_freqs, "rotary_pos_emb.freqs");
 #undef P
+    }
+    for (int l = 0; l < c->depth; l++) {   /* the fused layout flash.c relies on */
+        const LayerParams *L = &p->layer[l];
+        const size_t e = config_hidden(c);
+        if (L->wqk != L->wh + 2 * e * c->dim || L->bqk != L->bh + 2 * e) {
+            fprintf(stderr, "internal error: to_qk does not follow to_hidden in the table\n");
+            abort();
+        }
     }
     p->lnf_w = at(t, buf, "to_logits.0.weight");
     p->lnf_b = at(t, buf, "to_logits.0.bias");

@@ -37,8 +37,8 @@ typedef struct {
     real *norm_g;               /* scalenorm: 1 */
     real *norm_w, *norm_b;      /* layernorm: d, d */
     real *rel_bias;             /* 32 (x 1) */
-    real *wh, *bh;              /* to_hidden.0: 2e x d, 2e */
-    real *wqk, *bqk;            /* to_qk.0: s x d, s */
+    real *wh, *bh;              /* to_hidden.0: 2e x d, 2e; to_qk.0 follows each directly, */
+    real *wqk, *bqk;            /* to_qk.0: s x d, s;        so wh/bh start (2e+s) x d, 2e+s */
     real *gamma, *beta;         /* qk_offset_scale: 4 x s */
     real *wo, *bo;              /* to_out: d x e, d */
     real *rot_freqs;            /* rotary_pos_emb.freqs: r/2 (buffer) */

@@ -343,7 +343,7 @@ static void test_silu(void) {
 typedef struct { int B, T, s, r; real *z, *gamma, *beta, *cs, *sn, *qk4, *w; } RotCtx;
 static double rot_loss(void *p) {
     RotCtx *c = p;
-    offset_scale_rotary_forward(c->qk4, c->z, c->gamma, c->beta, c->cs, c->sn, c->B, c->T, c->s, c->r);
+    offset_scale_rotary_forward(c->qk4, c->z, c->s, c->gamma, c->beta, c->cs, c->sn, c->B, c->T, c->s, c->r);
     return dot(c->w, c->qk4, (size_t)4 * c->B * c->T * c->s);
 }
 
@@ -362,7 +362,7 @@ static void test_offset_scale_rotary(void) {
         real *dq = copy_n(c.w, n4), *dz = rand_n(nz, 0, 100);
         real *dgm = rand_n(4 * (size_t)s, 0, 1), *dgm0 = copy_n(dgm, 4 * (size_t)s);
         real *dbt = rand_n(4 * (size_t)s, 0, 1), *dbt0 = copy_n(dbt, 4 * (size_t)s);
-        offset_scale_rotary_backward(dz, dgm, dbt, dq, c.z, c.gamma, c.cs, c.sn, B, T, s, r);
+        offset_scale_rotary_backward(dz, dgm, dbt, dq, c.z, s, c.gamma, c.cs, c.sn, B, T, s, r);
         real *ggm = added(dgm, dgm0, 4 * (size_t)s), *gbt = added(dbt, dbt0, 4 * (size_t)s);
         const char *tag = ci ? "partial" : "full";
         char wz[48], wg[48], wb[48];
