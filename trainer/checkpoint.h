@@ -14,7 +14,7 @@
 #include "options.h"
 #include "rng.h"
 
-#define CKPT_VERSION 1
+#define CKPT_VERSION 2   /* 2: to_qk follows to_hidden in the table (fused GEMM) */
 
 typedef struct {
     uint64_t step;            /* optimizer steps completed */
