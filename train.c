@@ -51,11 +51,6 @@ static void on_signal(int sig) {
     g_signal = sig;
 }
 
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec + ts.tv_nsec * 1e-9;
-}
 
 static void die(const char *fmt, const char *msg) {
     fprintf(stderr, fmt, msg);

@@ -56,7 +56,10 @@ void model_destroy(Model *m) {
     memset(m, 0, sizeof *m);
 }
 
-void model_init_params(Model *m, uint64_t seed) { params_init(&m->table, &m->cfg, m->params, seed); }
+void model_init_params(Model *m, uint64_t seed) {
+    params_init(&m->table, &m->cfg, m->params, seed);
+    m->tables_stale = 1;
+}
 
 void model_zero_grads(Model *m) { memset(m->grads, 0, m->table.total * sizeof(real)); }
 
@@ -117,15 +120,20 @@ int model_alloc_acts(Model *m, int B, int T, char *err, size_t errlen) {
         return -1;
     }
     m->acts_ready = 1;
+    m->tables_stale = 1;
     return 0;
 }
 
-/* The rotary tables depend on the (untrained) freqs buffer, which an import may replace;
-   refilling them per forward costs T*r/2 sin/cos, nothing next to a layer. */
-static void refresh_tables(Model *m, int T) {
+/* The position tables (sinusoids, rotary cos/sin) follow from the untrained buffers
+   inv_freq and freqs and the position only: filled once for the activations' capacity
+   and refilled only after something that may change those buffers (init, import, a new
+   allocation), not on every forward. */
+static void fill_tables(Model *m) {
     const FlashConfig *c = &m->cfg;
-    pos_table_fill(m->acts.pos_table, m->p.inv_freq, T, c->dim);
-    rotary_table_fill(m->acts.rot_cos, m->acts.rot_sin, m->p.layer[0].rot_freqs, T, config_rotary(c));
+    pos_table_fill(m->acts.pos_table, m->p.inv_freq, m->acts.T, c->dim);
+    rotary_table_fill(m->acts.rot_cos, m->acts.rot_sin, m->p.layer[0].rot_freqs, m->acts.T,
+                      config_rotary(c));
+    m->tables_stale = 0;
 }
 
 double model_forward(Model *m, const int *tokens, int B, int T) {
@@ -139,7 +147,7 @@ double model_forward(Model *m, const int *tokens, int B, int T) {
                 B, T, a->B, a->T);
         abort();
     }
-    refresh_tables(m, T);
+    if (m->tables_stale) fill_tables(m);
     m->cur_B = B; m->cur_T = T; m->cur_tokens = tokens;
 
     mark(m, -1);

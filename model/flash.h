@@ -48,6 +48,7 @@ typedef struct {
     int acts_ready;
     int cur_B, cur_T;          /* shape of the last forward */
     const int *cur_tokens;     /* tokens of the last forward (B x (T+1)), not owned */
+    int tables_stale;          /* position tables to refill before the next forward */
     double *prof;              /* NULL, or 2 * PROF_PHASES accumulators (seconds) */
     double prof_t;             /* time of the last mark */
 } Model;
@@ -56,6 +57,9 @@ typedef struct {
 int model_create(Model *m, const FlashConfig *cfg, char *err, size_t errlen);
 void model_destroy(Model *m);
 void model_init_params(Model *m, uint64_t seed);
+/* Code that writes m->params itself (imports, checkpoints) calls this afterwards: the
+   position tables derive from the untrained buffers among them. */
+static inline void model_params_changed(Model *m) { m->tables_stale = 1; }
 /* Activation buffers for batches up to B x T. 0, or -1 with a message. */
 int model_alloc_acts(Model *m, int B, int T, char *err, size_t errlen);
 

@@ -49,6 +49,7 @@ int model_import(Model *m, const StFile *f, const char *path, char *err, size_t 
             dst[k] = (real)v;
         }
     }
+    model_params_changed(m);
     return 0;
 }
 

@@ -17,11 +17,6 @@
 #include "runtime.h"
 
 
-static double now_s(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec + ts.tv_nsec * 1e-9;
-}
 
 /* Matrix-multiply FLOPs per token of one forward, counting the quadratic attention's full
    C x C blocks (as docs/performance.md does): per layer to_hidden 2*d*2e, to_qk 2*d*s,

@@ -196,6 +196,7 @@ int checkpoint_load(const char *path, Options *o, TrainState *st, Model *m, real
         }
     }
     free(buf);
+    model_params_changed(m);
     return 0;
 }
 

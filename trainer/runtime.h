@@ -14,6 +14,9 @@ const char *blas_core_name(void);   /* openblas_get_corename() */
    costing a microcode assist per operation on Intel CPUs. Call in main before any thread. */
 void flush_denormals(void);
 
+/* Seconds on a monotonic clock, for timing. */
+double now_s(void);
+
 /* OpenMP and OpenBLAS threads; n <= 0: all cores. */
 void set_threads(int n);
 
