@@ -8,6 +8,7 @@
 #ifndef FLASH_OPS_H
 #define FLASH_OPS_H
 #include "real.h"
+#include <stddef.h>
 
 /* ---- embedding: h = tok_emb[x] + scale * [sin(t w) | cos(t w)] ------------------- */
 /* pos_table: T x d unscaled sinusoids, filled by pos_table_fill. */
@@ -69,6 +70,13 @@ typedef struct {
    stop at its diagonal block. 64 by default; tests set small values so that the blocked
    path (several blocks, a short last one) runs on small groups. */
 extern int attn_block_rows;
+/* How the Linear layers' large GEMMs use the threads (see ops.c): timed both ways per shape
+   and the faster kept (GEMM_AUTO, the default), or one way always. */
+enum { GEMM_OPENBLAS, GEMM_TILES, GEMM_TILES_4, GEMM_WAYS };
+#define GEMM_AUTO (-1)
+extern int gemm_partition;
+/* One line per shape timed both ways so far; returns how many. */
+int gemm_tuning_report(char *buf, size_t size);
 int rel_pos_bucket(int n);  /* T5 causal bucket of distance n = i - j >= 0 */
 real attn_phi(real x, int laplace);  /* the attention function: laplace or relu^2 */
 void attention_forward(real *att, real *sim, real *attn, real *kv, const real *qk4,

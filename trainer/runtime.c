@@ -1,5 +1,6 @@
 /* trainer/runtime.c: the process's compute setup: BLAS kernels and thread count. */
 #include "runtime.h"
+#include "../model/ops.h"
 #include <cblas.h>
 #include <omp.h>
 #include <stdio.h>
@@ -57,6 +58,10 @@ void set_threads(int n) {
     if (n <= 0) n = omp_get_num_procs();
     omp_set_num_threads(n);
     openblas_set_num_threads(n);
+    const char *way = getenv("FLASH_GEMM");   /* experiments: auto, openblas, tiles, tiles4 */
+    if (way) gemm_partition = !strcmp(way, "openblas") ? GEMM_OPENBLAS
+                            : !strcmp(way, "tiles")    ? GEMM_TILES
+                            : !strcmp(way, "tiles4")   ? GEMM_TILES_4 : GEMM_AUTO;
 }
 
 double now_s(void) {
