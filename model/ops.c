@@ -259,48 +259,28 @@ void token_shift_backward(real *dx, int B, int T, int d) {
 
 /* ================================== linear ========================================= */
 
-/* The Linear layers' products, three ways; each shape is timed every way on its first calls
-   and then keeps the fastest (printed by `./train bench`).
+/* The Linear layers' products, two ways.
 
    OPENBLAS: one call, OpenBLAS's own threading. Its threads share one packed copy of each
    operand panel and wait for one another at every panel.
-   TILES: C cut into a grid of tiles, one per thread or about 4 per thread handed out
-   dynamically, each tile a single-threaded GEMM. Every tile packs its own rows of op(A) and
-   columns of op(B) (more copying), but no thread waits for another until the end; with 4 per
-   thread, a core that runs slowly (another tenant on it) takes fewer tiles instead of holding
-   everyone up.
+   TILES: C cut into a grid of about 4 tiles per thread, handed out dynamically, each tile a
+   single-threaded GEMM. Every tile packs its own rows of op(A) and columns of op(B) (more
+   copying), but no thread waits for another until the end, and a core that runs slowly
+   (another tenant on it) takes fewer tiles instead of holding everyone up.
 
-   On the device's 16-core Xeon, 16 threads, 4096 x 512 x 1024 and similar shapes: OpenBLAS
-   820-1,010 GFLOP/s, one row block per thread 970-1,250 (docs/performance-notes.md). At 2-4
-   threads there OpenBLAS's way was faster; on this 2-core EPYC the split one. Hence the
-   timing, not a rule. Every way computes each element of C as one dot product over the whole
-   K in OpenBLAS's kernel order, so they give the same bits (checked: equal checkpoints). */
+   Measured on the device's 16-core Xeon (docs/performance-notes.md): at 16 threads the tiles
+   ran the step's big shapes at 1,095-1,376 GFLOP/s where OpenBLAS's threading reached
+   950-1,154, and the step went from 7,380-7,680 to 7,918-9,113 tokens/s in the same run; at
+   2 and 4 threads OpenBLAS's way was as fast or faster. So: tiles from TILES_MIN_THREADS up.
+   The choice depends on the thread count only, never on timing: the two ways can round
+   differently (OpenBLAS uses other kernels for small tiles), and a resumed run must make the
+   same choice as the run it continues. */
 #define TILE_ROW_UNIT 16          /* AVX-512 sgemm tile height: tiles are whole multiples */
 #define TILE_COL_UNIT 16
-#define TUNE_TRIALS 3             /* timed calls of each way before choosing */
-#define TUNE_MIN_FLOP (1 << 24)   /* smaller products (decoding) just call OpenBLAS */
+#define TILES_PER_THREAD 4
+#define TILES_MIN_THREADS 8
+#define TILES_MIN_FLOP (1 << 24)  /* smaller products (decoding) just call OpenBLAS */
 int gemm_partition = GEMM_AUTO;
-
-typedef struct {
-    int ta, tb, M, N, K, threads;
-    int trials[GEMM_WAYS];
-    double best[GEMM_WAYS];  /* fastest call of each way, seconds */
-} GemmTune;
-#define MAX_TUNED 32
-static GemmTune tuned[MAX_TUNED];
-static int n_tuned;
-static const char *const GEMM_WAY_NAMES[GEMM_WAYS] = {"OpenBLAS", "tiles", "4x tiles"};
-
-static int least_tried(const GemmTune *g) {
-    int w = 0;
-    for (int i = 1; i < GEMM_WAYS; i++) if (g->trials[i] < g->trials[w]) w = i;
-    return w;
-}
-static int fastest_way(const GemmTune *g) {
-    int w = 0;
-    for (int i = 1; i < GEMM_WAYS; i++) if (g->best[i] < g->best[w]) w = i;
-    return w;
-}
 
 /* the grid: pm x pn >= want tiles, with the least packing (pn M + pm N) */
 static void tile_grid(int M, int N, int want, int *pm_out, int *pn_out) {
@@ -341,62 +321,23 @@ static void gemm_tiles(int ta, int tb, int M, int N, int K, real alpha, const re
     blas_serial_end(blas_saved);
 }
 
-static void gemm_way(int way, int ta, int tb, int M, int N, int K, real alpha, const real *A,
+void gemm_way(int way, int ta, int tb, int M, int N, int K, real alpha, const real *A,
                      int lda, const real *B, int ldb, real beta, real *C, int ldc, int T) {
     if (way == GEMM_OPENBLAS) gemm(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
-    else gemm_tiles(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc,
-                    way == GEMM_TILES_4 ? 4 * T : T);
+    else gemm_tiles(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, TILES_PER_THREAD * T);
+}
+
+int gemm_way_for(int threads) {
+    if (gemm_partition != GEMM_AUTO) return gemm_partition;
+    return threads >= TILES_MIN_THREADS ? GEMM_TILES : GEMM_OPENBLAS;
 }
 
 static void gemm_big(int ta, int tb, int M, int N, int K, real alpha, const real *A, int lda,
                      const real *B, int ldb, real beta, real *C, int ldc) {
     const int T = omp_get_max_threads();
-    if (T < 2 || omp_in_parallel() || 2.0 * M * N * K < TUNE_MIN_FLOP) {
-        gemm(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
-        return;
-    }
-    if (gemm_partition != GEMM_AUTO) {
-        gemm_way(gemm_partition, ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, T);
-        return;
-    }
-    GemmTune *g = NULL;
-    for (int i = 0; i < n_tuned && !g; i++)
-        if (tuned[i].ta == ta && tuned[i].tb == tb && tuned[i].M == M && tuned[i].N == N &&
-            tuned[i].K == K && tuned[i].threads == T)
-            g = &tuned[i];
-    if (!g && n_tuned < MAX_TUNED) {
-        g = &tuned[n_tuned++];
-        *g = (GemmTune){.ta = ta, .tb = tb, .M = M, .N = N, .K = K, .threads = T};
-    }
-    int way = GEMM_OPENBLAS;                               /* table full: OpenBLAS */
-    if (g) {
-        way = least_tried(g);
-        if (g->trials[way] >= TUNE_TRIALS) way = fastest_way(g), g = NULL;  /* chosen */
-    }
-    const double t0 = g ? omp_get_wtime() : 0;
+    const int way = T < 2 || omp_in_parallel() || 2.0 * M * N * K < TILES_MIN_FLOP
+                        ? GEMM_OPENBLAS : gemm_way_for(T);
     gemm_way(way, ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, T);
-    if (g) {
-        const double dt = omp_get_wtime() - t0;
-        if (g->trials[way]++ == 0 || dt < g->best[way]) g->best[way] = dt;
-    }
-}
-
-int gemm_tuning_report(char *buf, size_t size) {
-    size_t used = 0;
-    int n = 0;
-    for (int i = 0; i < n_tuned; i++) {
-        const GemmTune *g = &tuned[i];
-        if (g->trials[least_tried(g)] < TUNE_TRIALS) continue;
-        const double gf = 2.0 * g->M * g->N * g->K * 1e-9;
-        int w = snprintf(buf + used, used < size ? size - used : 0,
-                         "  %5d x %5d x %5d %-5s  OpenBLAS %6.1f  tiles %6.1f  4x tiles %6.1f  -> %s\n",
-                         g->M, g->N, g->K, g->ta ? "(A^T)" : g->tb ? "(B^T)" : "",
-                         gf / g->best[GEMM_OPENBLAS], gf / g->best[GEMM_TILES], gf / g->best[GEMM_TILES_4],
-                         GEMM_WAY_NAMES[fastest_way(g)]);
-        if (w > 0) used += (size_t)w;
-        n++;
-    }
-    return n;
 }
 
 void linear_forward(real *y, const real *x, const real *W, const real *b, int N, int in, int out) {

@@ -70,13 +70,16 @@ typedef struct {
    stop at its diagonal block. 64 by default; tests set small values so that the blocked
    path (several blocks, a short last one) runs on small groups. */
 extern int attn_block_rows;
-/* How the Linear layers' large GEMMs use the threads (see ops.c): timed both ways per shape
-   and the faster kept (GEMM_AUTO, the default), or one way always. */
-enum { GEMM_OPENBLAS, GEMM_TILES, GEMM_TILES_4, GEMM_WAYS };
+/* How the Linear layers' large GEMMs use the threads (see ops.c): one OpenBLAS call, or tiles
+   of C handed out to the threads. GEMM_AUTO (the default) picks by thread count. */
+enum { GEMM_OPENBLAS, GEMM_TILES };
 #define GEMM_AUTO (-1)
 extern int gemm_partition;
-/* One line per shape timed both ways so far; returns how many. */
-int gemm_tuning_report(char *buf, size_t size);
+int gemm_way_for(int threads);   /* the way used at this many threads */
+/* C = alpha op(A) op(B) + beta C (row-major, as gemm() in real.h) one given way, with this
+   many threads (tests compare the ways). */
+void gemm_way(int way, int ta, int tb, int M, int N, int K, real alpha, const real *A, int lda,
+              const real *B, int ldb, real beta, real *C, int ldc, int threads);
 int rel_pos_bucket(int n);  /* T5 causal bucket of distance n = i - j >= 0 */
 real attn_phi(real x, int laplace);  /* the attention function: laplace or relu^2 */
 void attention_forward(real *att, real *sim, real *attn, real *kv, const real *qk4,

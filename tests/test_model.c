@@ -8,11 +8,13 @@
 #endif
 #include "config.h"
 #include "flash.h"
+#include "ops.h"
 #include "params.h"
 #include "safetensors.h"
 #include "state_io.h"
 #include "test.h"
 
+#include <omp.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -548,6 +550,86 @@ static void test_fixture(void) {
     model_destroy(&m);
 }
 
+/* The Linear layers' GEMM ways (model/ops.c) agree with a double-precision product and
+   write every element of C (poisoned with NaN when beta = 0); odd sizes make short edge
+   tiles. Then linear_forward, at a thread count where it uses tiles, gives the same output
+   on every call. */
+static void test_gemm_ways(void) {
+    const int shapes[][5] = {  /* ta, tb, M, N, K */
+        {0, 1, 203, 157, 70}, {0, 0, 203, 157, 70}, {1, 0, 157, 203, 91}, {0, 1, 16, 300, 33},
+        {0, 0, 300, 17, 64}, {1, 0, 64, 512, 128}};
+    const int nshape = (int)(sizeof shapes / sizeof shapes[0]);
+    const int saved_threads = omp_get_max_threads();
+    for (int threads = 2; threads <= 3; threads++) {
+        omp_set_num_threads(threads);
+        for (int sh = 0; sh < nshape; sh++) {
+            const int ta = shapes[sh][0], tb = shapes[sh][1], M = shapes[sh][2], N = shapes[sh][3], K = shapes[sh][4];
+            const int lda = ta ? M : K, ldb = tb ? K : N;
+            float *A = malloc(sizeof(float) * M * K), *B = malloc(sizeof(float) * K * N);
+            float *C0 = malloc(sizeof(float) * M * N), *C1 = malloc(sizeof(float) * M * N), *Cin = malloc(sizeof(float) * M * N);
+            unsigned x = 12345u + (unsigned)sh;
+            for (int i = 0; i < M * K; i++) A[i] = (float)((x = x * 1664525u + 1013904223u) >> 8) / (1 << 24) - 0.5f;
+            for (int i = 0; i < K * N; i++) B[i] = (float)((x = x * 1664525u + 1013904223u) >> 8) / (1 << 24) - 0.5f;
+            for (int i = 0; i < M * N; i++) Cin[i] = (float)((x = x * 1664525u + 1013904223u) >> 8) / (1 << 24) - 0.5f;
+            for (int beta1 = 0; beta1 <= 1; beta1++) {
+                const float beta = (float)beta1;
+                for (int i = 0; i < M * N; i++) C0[i] = beta1 ? Cin[i] : NAN;
+                gemm(ta, tb, M, N, K, 0.75f, A, lda, B, ldb, beta, C0, N);
+                double worst = 0;
+                for (int i = 0; i < M; i++)
+                    for (int j = 0; j < N; j++) {
+                        double ref = beta1 ? Cin[i * N + j] : 0;
+                        for (int k = 0; k < K; k++)
+                            ref += 0.75 * (double)(ta ? A[k * lda + i] : A[i * lda + k]) *
+                                   (double)(tb ? B[j * ldb + k] : B[k * ldb + j]);
+                        double err = fabs(C0[i * N + j] - ref);
+                        if (!(err <= worst)) worst = err;   /* NaN counts as worst */
+                    }
+                CHECK(worst < 1e-4, "threads %d shape %d beta %d: OpenBLAS vs double %g", threads, sh, beta1, worst);
+                for (int way = GEMM_OPENBLAS; way <= GEMM_TILES; way++) {
+                    for (int i = 0; i < M * N; i++) C1[i] = beta1 ? Cin[i] : NAN;
+                    gemm_way(way, ta, tb, M, N, K, 0.75f, A, lda, B, ldb, beta, C1, N, threads);
+                    double diff = 0;
+                    for (int i = 0; i < M * N; i++) {
+                        double d = fabs((double)C1[i] - C0[i]);
+                        if (!(d <= diff)) diff = d;
+                    }
+                    CHECK(diff < 1e-4, "threads %d shape %d beta %d: way %d differs from one OpenBLAS call by %g",
+                          threads, sh, beta1, way, diff);
+                }
+            }
+            free(A); free(B); free(C0); free(C1); free(Cin);
+        }
+    }
+    /* tiles through linear_forward: a product past the size threshold, at 8 threads */
+    omp_set_num_threads(8);
+    CHECK(gemm_way_for(8) == GEMM_TILES, "8 threads should use tiles");
+    const int N = 2048, in = 96, out = 160;
+    float *x = malloc(sizeof(float) * N * in), *W = malloc(sizeof(float) * out * in), *b = malloc(sizeof(float) * out);
+    float *y0 = malloc(sizeof(float) * N * out), *y = malloc(sizeof(float) * N * out);
+    for (int i = 0; i < N * in; i++) x[i] = (float)((i * 37) % 101) / 101 - 0.5f;
+    for (int i = 0; i < out * in; i++) W[i] = (float)((i * 53) % 97) / 97 - 0.5f;
+    for (int i = 0; i < out; i++) b[i] = (float)i / out;
+    linear_forward(y0, x, W, b, N, in, out);
+    int same = 1;
+    for (int call = 0; call < 3; call++) {
+        linear_forward(y, x, W, b, N, in, out);
+        same &= memcmp(y, y0, sizeof(float) * N * out) == 0;
+    }
+    CHECK(same, "linear_forward changed its output between calls");
+    double worst = 0;
+    for (int n = 0; n < N; n += 97)
+        for (int o = 0; o < out; o++) {
+            double ref = b[o];
+            for (int i = 0; i < in; i++) ref += (double)x[n * in + i] * W[o * in + i];
+            double err = fabs(y0[n * out + o] - ref);
+            if (!(err <= worst)) worst = err;
+        }
+    CHECK(worst < 1e-4, "linear_forward with tiles vs double: %g", worst);
+    free(x); free(W); free(b); free(y0); free(y);
+    omp_set_num_threads(saved_threads);
+}
+
 int main(int argc, char **argv) {
     if (argc > 1) fixture_dir = argv[1];
     RUN(test_default_table);
@@ -559,5 +641,6 @@ int main(int argc, char **argv) {
     RUN(test_export_load_roundtrip);
     RUN(test_import_refusals);
     RUN(test_fixture);
+    RUN(test_gemm_ways);
     TEST_MAIN_END();
 }

@@ -108,7 +108,9 @@ int cmd_bench(int argc, char **argv, const char *core_note) {
     char cpu[256];
     cpu_name(cpu, sizeof cpu);
     printf("machine: %s, %d cores visible, %s %s\n", cpu, omp_get_num_procs(), un.sysname, un.machine);
-    printf("threads: %d; BLAS: OpenBLAS core %s (%s)\n", omp_get_max_threads(), blas_core_name(), core_note);
+    printf("threads: %d; BLAS: OpenBLAS core %s (%s); Linear GEMMs: %s\n", omp_get_max_threads(),
+           blas_core_name(), core_note,
+           gemm_way_for(omp_get_max_threads()) == GEMM_TILES ? "4 tiles per thread" : "OpenBLAS threading");
 
     const int M = B * T, N = 2 * config_hidden(c), K = c->dim;
     double gemm = gemm_rate(M, N, K);
@@ -160,9 +162,6 @@ int cmd_bench(int argc, char **argv, const char *core_note) {
         printf("  %-24s %8.1f %8.1f  (%4.1f%%)\n", PROF_NAMES[k], 1e3 * prof[k] / steps,
                1e3 * prof[PROF_PHASES + k] / steps, 100 * (prof[k] + prof[PROF_PHASES + k]) / t_run);
     printf("  %-24s %8.1f           (%4.1f%%)\n", "clip + AdamW", 1e3 * t_opt / steps, 100 * t_opt / t_run);
-    char tuning[2048];
-    if (gemm_tuning_report(tuning, sizeof tuning) > 0)
-        printf("Linear GEMMs, GFLOP/s of the fastest call each way on the first steps, and the way kept:\n%s", tuning);
     printf("peak resident memory: %.0f MiB\n", ru.ru_maxrss / 1024.0);
     printf("bench: tok_per_s=%.1f step_gflops=%.1f gemm_gflops=%.1f ratio=%.3f threads=%d core=%s\n",
            tps, step_gflops, gemm, step_gflops / gemm, omp_get_max_threads(), blas_core_name());

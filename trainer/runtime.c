@@ -58,10 +58,10 @@ void set_threads(int n) {
     if (n <= 0) n = omp_get_num_procs();
     omp_set_num_threads(n);
     openblas_set_num_threads(n);
-    const char *way = getenv("FLASH_GEMM");   /* experiments: auto, openblas, tiles, tiles4 */
+    /* for experiments (docs/performance-notes.md): FLASH_GEMM=openblas or tiles */
+    const char *way = getenv("FLASH_GEMM");
     if (way) gemm_partition = !strcmp(way, "openblas") ? GEMM_OPENBLAS
-                            : !strcmp(way, "tiles")    ? GEMM_TILES
-                            : !strcmp(way, "tiles4")   ? GEMM_TILES_4 : GEMM_AUTO;
+                            : !strcmp(way, "tiles")    ? GEMM_TILES : GEMM_AUTO;
 }
 
 double now_s(void) {
