@@ -40,7 +40,7 @@ static void acts_free(Acts *a) {
                      &a->sim, &a->attn, &a->kv, &a->att, &a->gated, &a->lnf_out, &a->lnf_stat,
                      &a->logits, &a->losses, &a->pos_table, &a->rot_cos, &a->rot_sin,
                      &a->d_res, &a->d_xs, &a->d_hid, &a->d_qk4, &a->d_att, &a->d_gated,
-                     &a->d_kv, &a->d_rel_partial, &a->dsim_scratch, &a->d_logits, &a->d_lnf,
+                     &a->d_kv, &a->d_rel_partial, &a->dsim, &a->d_logits, &a->d_lnf,
                      &a->bias_dist};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) { free(*bufs[i]); *bufs[i] = NULL; }
     a->bytes = 0;
@@ -72,7 +72,6 @@ int model_alloc_acts(Model *m, int B, int T, char *err, size_t errlen) {
     const size_t L = c->depth, d = c->dim, e = config_hidden(c), s = c->query_key_dim;
     const size_t C = c->group_size, V = c->num_tokens, r = config_rotary(c);
     const size_t G = ((size_t)T + C - 1) / C, N = (size_t)B * T, BG = (size_t)B * G;
-    const size_t nthreads = omp_get_max_threads();
     a->B = B; a->T = T; a->G = (int)G;
     int fail = 0;
 #define ALLOC(ptr, count)                                                     \
@@ -107,9 +106,9 @@ int model_alloc_acts(Model *m, int B, int T, char *err, size_t errlen) {
     ALLOC(a->d_att, N * e);
     ALLOC(a->d_gated, N * e);
     ALLOC(a->d_kv, BG * s * e);
-    ALLOC(a->d_rel_partial, BG * C);
+    ALLOC(a->d_rel_partial, BG * C * C);   /* one C-vector per row block: at most C blocks */
     ALLOC(a->bias_dist, C);
-    ALLOC(a->dsim_scratch, nthreads * C * C);
+    ALLOC(a->dsim, BG * C * C);
     ALLOC(a->d_logits, N * V);
     ALLOC(a->d_lnf, N * d);
 #undef ALLOC
@@ -235,7 +234,7 @@ void model_backward(Model *m, real dloss) {
         AttnShape as = {B, T, C, G, s, e, c->laplace_attn_fn, P->rel_bias, a->bias_dist};
         attention_backward(a->d_hid, H, a->d_qk4, D->rel_bias, a->d_att, a->sim + l * BGCC,
                            a->attn + l * BGCC, a->kv + (size_t)l * B * G * s * e, qk4, hid,
-                           a->d_kv, a->d_rel_partial, a->dsim_scratch, &as);
+                           a->d_kv, a->d_rel_partial, a->dsim, &as);
         mark(m, K + PROF_ATTENTION);
         offset_scale_rotary_backward(a->d_hid + 2 * e, D->gamma, D->beta, a->d_qk4, hid + 2 * e, H,
                                      P->gamma, a->rot_cos, a->rot_sin, B, T, s, r);

@@ -29,7 +29,7 @@ typedef struct {
     real *rot_cos, *rot_sin;   /* T x r/2 */
     /* backward scratch, reused by every layer */
     real *d_res, *d_xs, *d_hid, *d_qk4, *d_att, *d_gated, *d_kv;
-    real *d_rel_partial, *dsim_scratch, *d_logits, *d_lnf, *bias_dist;
+    real *d_rel_partial, *dsim, *d_logits, *d_lnf, *bias_dist;
     size_t bytes;              /* total allocated, for reporting */
 } Acts;
 

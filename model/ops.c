@@ -492,32 +492,39 @@ void attention_forward(real *att, real *sim, real *attn, real *kv, const real *q
     real *bias_dist = a->bias_dist;
     for (int k = 0; k < C; k++) bias_dist[k] = bias_scale * a->rel_bias[rel_pos_bucket(k)];
 
-    /* quadratic part and each group's KV = lin_k^T v / C, all groups in parallel */
+    /* quadratic part and each group's KV = lin_k^T v / C. Work items: per group, its KV
+       product and each causal row block, the largest first, handed out dynamically: with 16
+       threads and 16 groups, one item per group left every thread waiting for the slowest
+       core. The row block [i0, i0+ib) needs keys [0, i0+ib) only, so its products stop at
+       the diagonal block (with 64-row blocks and C = 256, 10/16 of the full square). */
+    const int nblk = (C + ATT_BLOCK - 1) / ATT_BLOCK;
 #pragma omp parallel for schedule(dynamic, 1)
-    for (int task = 0; task < ntask; task++) {
+    for (int item = 0; item < ntask * (nblk + 1); item++) {
+        const int rank = item / ntask, task = item % ntask;
         GROUP_ROWS(a, task, n0, Cg);
-        real *S = sim + (size_t)task * C * C, *A = attn + (size_t)task * C * C;
         const real *V = v + n0 * v_stride;
-        /* causal: row block [i0, i0+ib) needs keys [0, i0+ib) only, so the products stop at
-           the diagonal block (with 64-row blocks and C = 256, 10/16 of the full square) */
-        for (int i0 = 0; i0 < Cg; i0 += ATT_BLOCK) {
-            const int ib = Cg - i0 < ATT_BLOCK ? Cg - i0 : ATT_BLOCK, nk = i0 + ib;
-            /* sim = quad_q quad_k^T / C + sqrt(s) bias[bucket(i-j)] */
-            gemm(0, 1, ib, nk, s, inv_C, Qq + (n0 + i0) * s, s, Kq + n0 * s, s, 0, S + (size_t)i0 * C, C);
-            for (int i = i0; i < i0 + ib; i++) {
-                real *Si = S + (size_t)i * C, *Ai = A + (size_t)i * C;
-                if (a->laplace) {
-#pragma omp simd
-                    for (int j = 0; j <= i; j++) { Si[j] += bias_dist[i - j]; Ai[j] = phi(Si[j], 1); }
-                } else {
-#pragma omp simd
-                    for (int j = 0; j <= i; j++) { Si[j] += bias_dist[i - j]; Ai[j] = phi(Si[j], 0); }
-                }
-                for (int j = i + 1; j < nk; j++) Si[j] = Ai[j] = 0;   /* causal mask */
-            }
-            gemm(0, 0, ib, e, nk, 1, A + (size_t)i0 * C, C, V, v_stride, 0, att + (n0 + i0) * e, e);
+        if (rank == 0) {
+            gemm(1, 0, s, e, Cg, inv_C, Kl + n0 * s, s, V, v_stride, 0, kv + (size_t)task * s * e, e);
+            continue;
         }
-        gemm(1, 0, s, e, Cg, inv_C, Kl + n0 * s, s, V, v_stride, 0, kv + (size_t)task * s * e, e);
+        const int i0 = (nblk - rank) * ATT_BLOCK;
+        if (i0 >= Cg) continue;
+        const int ib = Cg - i0 < ATT_BLOCK ? Cg - i0 : ATT_BLOCK, nk = i0 + ib;
+        real *S = sim + (size_t)task * C * C, *A = attn + (size_t)task * C * C;
+        /* sim = quad_q quad_k^T / C + sqrt(s) bias[bucket(i-j)] */
+        gemm(0, 1, ib, nk, s, inv_C, Qq + (n0 + i0) * s, s, Kq + n0 * s, s, 0, S + (size_t)i0 * C, C);
+        for (int i = i0; i < i0 + ib; i++) {
+            real *Si = S + (size_t)i * C, *Ai = A + (size_t)i * C;
+            if (a->laplace) {
+#pragma omp simd
+                for (int j = 0; j <= i; j++) { Si[j] += bias_dist[i - j]; Ai[j] = phi(Si[j], 1); }
+            } else {
+#pragma omp simd
+                for (int j = 0; j <= i; j++) { Si[j] += bias_dist[i - j]; Ai[j] = phi(Si[j], 0); }
+            }
+            for (int j = i + 1; j < nk; j++) Si[j] = Ai[j] = 0;   /* causal mask */
+        }
+        gemm(0, 0, ib, e, nk, 1, A + (size_t)i0 * C, C, V, v_stride, 0, att + (n0 + i0) * e, e);
     }
     /* exclusive prefix sum over groups: S_0 = 0, S_g = KV_0 + ... + KV_{g-1} */
     const size_t se = (size_t)s * e;
@@ -532,7 +539,8 @@ void attention_forward(real *att, real *sim, real *attn, real *kv, const real *q
             run += here;
         }
     }
-    /* lin_out = lin_q S_g, added to quad_out */
+    /* lin_out = lin_q S_g, added to quad_out (per group: row blocks would pack S_g again
+       for each block) */
 #pragma omp parallel for schedule(dynamic, 1)
     for (int task = 0; task < ntask; task++) {
         GROUP_ROWS(a, task, n0, Cg);
@@ -543,7 +551,7 @@ void attention_forward(real *att, real *sim, real *attn, real *kv, const real *q
 
 void attention_backward(real *dv, int v_stride, real *d_qk4, real *d_rel_bias, const real *d_att,
                         const real *sim, const real *attn, const real *kv, const real *qk4,
-                        const real *v, real *d_kv, real *d_rel_partial, real *dsim_scratch,
+                        const real *v, real *d_kv, real *d_rel_partial, real *dsim,
                         const AttnShape *a) {
     const int C = a->C, s = a->s, e = a->e, ntask = a->B * a->G;
     const size_t N = (size_t)a->B * a->T, se = (size_t)s * e;
@@ -570,54 +578,70 @@ void attention_backward(real *dv, int v_stride, real *d_qk4, real *d_rel_bias, c
             run += here;
         }
     }
+    /* Two passes of work items, handed out dynamically, largest first, so that no thread
+       waits long for a slow one (one item per group left 16 threads waiting on the slowest
+       core). Pass 1: each group's linear part (it writes dV first), and each query row block
+       i of the quadratic part (its dsim rows, kept per group, and dQ). Pass 2: each key block
+       j (dV, dK: sums over the query rows i >= j). The linear part stays per group: cut into
+       row blocks, each would pack S_g and dKV again (measured slower on 2 cores). */
+    const int nblk = (C + ATT_BLOCK - 1) / ATT_BLOCK;
 #pragma omp parallel for schedule(dynamic, 1)
-    for (int task = 0; task < ntask; task++) {
+    for (int item = 0; item < ntask * (nblk + 1); item++) {
+        const int rank = item / ntask, task = item % ntask;
         GROUP_ROWS(a, task, n0, Cg);
-        const real *S = sim + (size_t)task * C * C, *A = attn + (size_t)task * C * C;
-        const real *V = v + n0 * v_stride, *dO = d_att + n0 * e;
-        const real *Sg = kv + (size_t)task * se, *dKV = d_kv + (size_t)task * se;
-        real *dV = dv + n0 * v_stride;
-        real *dS = dsim_scratch + (size_t)omp_get_thread_num() * C * C;
-        real *dist = d_rel_partial + (size_t)task * C;   /* d sim summed per distance i - j */
-        for (int k = 0; k < C; k++) dist[k] = 0;
-
-        /* row blocks as in the forward; dV and dK collect from every block below them */
-        for (int i = 0; i < Cg; i++) memset(dV + (size_t)i * v_stride, 0, sizeof(real) * e);
-        memset(dKq + n0 * s, 0, sizeof(real) * (size_t)Cg * s);
-        for (int i0 = 0; i0 < Cg; i0 += ATT_BLOCK) {
-            const int ib = Cg - i0 < ATT_BLOCK ? Cg - i0 : ATT_BLOCK, nk = i0 + ib;
-            real *dSb = dS + (size_t)i0 * C;
-            const real *Ab = A + (size_t)i0 * C, *dOb = dO + (size_t)i0 * e;
-            /* quad_out = A V:  dV += A^T dO;  dA = dO V^T */
-            gemm(1, 0, nk, e, ib, 1, Ab, C, dOb, e, 1, dV, v_stride);
-            gemm(0, 1, ib, nk, e, 1, dOb, e, V, v_stride, 0, dSb, C);
-            /* A = phi(sim) on j <= i:  dsim = dA phi'(sim);  d bias[bucket] += sqrt(s) dsim */
-            for (int i = i0; i < i0 + ib; i++) {
-                real *dSi = dS + (size_t)i * C;
-                const real *Si = S + (size_t)i * C;
-                if (a->laplace) {
-#pragma omp simd
-                    for (int j = 0; j <= i; j++) { dSi[j] *= phi_grad(Si[j], 1); dist[i - j] += dSi[j]; }
-                } else {
-#pragma omp simd
-                    for (int j = 0; j <= i; j++) { dSi[j] *= phi_grad(Si[j], 0); dist[i - j] += dSi[j]; }
-                }
-                for (int j = i + 1; j < nk; j++) dSi[j] = 0;
-            }
-            /* sim = Q K^T / C:  dQ = dsim K / C;  dK += dsim^T Q / C */
-            gemm(0, 0, ib, s, nk, inv_C, dSb, C, Kq + n0 * s, s, 0, dQq + (n0 + i0) * s, s);
-            gemm(1, 0, nk, s, ib, inv_C, dSb, C, Qq + (n0 + i0) * s, s, 1, dKq + n0 * s, s);
+        const real *dO = d_att + n0 * e;
+        if (rank == 0) {
+            const real *Sg = kv + (size_t)task * se, *dKV = d_kv + (size_t)task * se;
+            /* lin_out = lin_q S_g:  d lin_q = dO S_g^T */
+            gemm(0, 1, Cg, s, e, 1, dO, e, Sg, e, 0, dQl + n0 * s, s);
+            /* KV_g = lin_k^T V / C:  d lin_k = V dKV^T / C;  dV = lin_k dKV / C (+ pass 2) */
+            gemm(0, 1, Cg, s, e, inv_C, v + n0 * v_stride, v_stride, dKV, e, 0, dKl + n0 * s, s);
+            gemm(0, 0, Cg, e, s, inv_C, Kl + n0 * s, s, dKV, e, 0, dv + n0 * v_stride, v_stride);
+            continue;
         }
-        /* lin_out = lin_q S_g:  d lin_q = dO S_g^T */
-        gemm(0, 1, Cg, s, e, 1, dO, e, Sg, e, 0, dQl + n0 * s, s);
-        /* KV_g = lin_k^T V / C:  d lin_k = V dKV^T / C;  dV += lin_k dKV / C */
-        gemm(0, 1, Cg, s, e, inv_C, V, v_stride, dKV, e, 0, dKl + n0 * s, s);
-        gemm(0, 0, Cg, e, s, inv_C, Kl + n0 * s, s, dKV, e, 1, dV, v_stride);
+        const int i0 = (nblk - rank) * ATT_BLOCK;
+        real *dist = d_rel_partial + ((size_t)task * nblk + i0 / ATT_BLOCK) * C;  /* d sim per distance i - j */
+        for (int k = 0; k < C; k++) dist[k] = 0;
+        if (i0 >= Cg) continue;
+        const int ib = Cg - i0 < ATT_BLOCK ? Cg - i0 : ATT_BLOCK, nk = i0 + ib;
+        const real *S = sim + (size_t)task * C * C;
+        real *dS = dsim + (size_t)task * C * C;
+        /* quad_out = A V:  dA = dO V^T */
+        gemm(0, 1, ib, nk, e, 1, dO + (size_t)i0 * e, e, v + n0 * v_stride, v_stride, 0, dS + (size_t)i0 * C, C);
+        /* A = phi(sim) on j <= i:  dsim = dA phi'(sim);  d bias[bucket] += sqrt(s) dsim */
+        for (int i = i0; i < i0 + ib; i++) {
+            real *dSi = dS + (size_t)i * C;
+            const real *Si = S + (size_t)i * C;
+            if (a->laplace) {
+#pragma omp simd
+                for (int j = 0; j <= i; j++) { dSi[j] *= phi_grad(Si[j], 1); dist[i - j] += dSi[j]; }
+            } else {
+#pragma omp simd
+                for (int j = 0; j <= i; j++) { dSi[j] *= phi_grad(Si[j], 0); dist[i - j] += dSi[j]; }
+            }
+            for (int j = i + 1; j < nk; j++) dSi[j] = 0;
+        }
+        /* sim = Q K^T / C:  dQ = dsim K / C */
+        gemm(0, 0, ib, s, nk, inv_C, dS + (size_t)i0 * C, C, Kq + n0 * s, s, 0, dQq + (n0 + i0) * s, s);
+    }
+#pragma omp parallel for schedule(dynamic, 1)
+    for (int item = 0; item < ntask * nblk; item++) {
+        const int rank = item / ntask, task = item % ntask, j0 = rank * ATT_BLOCK;
+        GROUP_ROWS(a, task, n0, Cg);
+        if (j0 >= Cg) continue;
+        const int jb = Cg - j0 < ATT_BLOCK ? Cg - j0 : ATT_BLOCK, below = Cg - j0;
+        const real *A = attn + (size_t)task * C * C, *dS = dsim + (size_t)task * C * C;
+        /* quad_out = A V:  dV_j += sum_{i >= j} A_ij^T dO_i (A is 0 above the diagonal) */
+        gemm(1, 0, jb, e, below, 1, A + (size_t)j0 * C + j0, C, d_att + (n0 + j0) * e, e, 1,
+             dv + (n0 + j0) * v_stride, v_stride);
+        /* sim = Q K^T / C:  dK_j = sum_{i >= j} dsim_ij^T Q_i / C */
+        gemm(1, 0, jb, s, below, inv_C, dS + (size_t)j0 * C + j0, C, Qq + (n0 + j0) * s, s, 0,
+             dKq + (n0 + j0) * s, s);
     }
     blas_serial_end(blas_saved);
     for (int k = 0; k < C; k++) {
         real sum = 0;
-        for (int task = 0; task < ntask; task++) sum += d_rel_partial[(size_t)task * C + k];
+        for (int part = 0; part < ntask * nblk; part++) sum += d_rel_partial[(size_t)part * C + k];
         d_rel_bias[rel_pos_bucket(k)] += bias_scale * sum;
     }
 }

@@ -85,10 +85,10 @@ real attn_phi(real x, int laplace);  /* the attention function: laplace or relu^
 void attention_forward(real *att, real *sim, real *attn, real *kv, const real *qk4,
                        const real *v, int v_stride, const AttnShape *a);
 /* Writes dv (row stride v_stride) and d_qk4; d_kv is B*G x s x e scratch; d_rel_partial
-   is B*G x C scratch; d_rel_bias += its reduction. dsim_scratch: nthreads x C x C. */
+   (per row block) and dsim are B*G x C x C scratch; d_rel_bias += the reduction. */
 void attention_backward(real *dv, int v_stride, real *d_qk4, real *d_rel_bias, const real *d_att,
                         const real *sim, const real *attn, const real *kv, const real *qk4,
-                        const real *v, real *d_kv, real *d_rel_partial, real *dsim_scratch,
+                        const real *v, real *d_kv, real *d_rel_partial, real *dsim,
                         const AttnShape *a);
 
 /* ---- gating: out = gate * att --------------------------------------------------------- */

@@ -433,8 +433,8 @@ static void attention_case(int B, int T, int C, int s, int e, int laplace, doubl
     for (size_t n = 0; n < N; n++)
         for (int j = e; j < 2 * e; j++) dhid[n * 2 * e + j] = SENTINEL;
     real *drel = rand_n(32, 0, 1), *drel0 = copy_n(drel, 32);
-    real *d_kv = rand_n(BG * s * e, 0, 100), *d_part = rand_n(BG * C, 0, 100);
-    real *dsim = rand_n((size_t)omp_get_max_threads() * C * C, 0, 100);
+    real *d_kv = rand_n(BG * s * e, 0, 100), *d_part = rand_n((size_t)BG * C * C, 0, 100);
+    real *dsim = rand_n((size_t)BG * C * C, 0, 100);
     attention_backward(dhid, 2 * e, dq, drel, c.w, c.sim, c.attn, c.kv, c.qk4, c.hid, d_kv, d_part,
                        dsim, &c.as);
     real *grel = added(drel, drel0, 32);
