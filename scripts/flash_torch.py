@@ -171,11 +171,16 @@ def cmd_bench(a):
         opt.step()
     for _ in range(2):
         step()
-    t0 = time.perf_counter()
+    times = []
     for _ in range(a.steps):
+        t0 = time.perf_counter()
         step()
-    dt = time.perf_counter() - t0
-    tps = a.steps * a.batch * a.seq_len / dt
+        times.append(time.perf_counter() - t0)
+    # the median step, as ./train bench reports: a moment of load elsewhere moves the mean
+    times.sort()
+    n = len(times)
+    median = times[n // 2] if n % 2 else 0.5 * (times[n // 2 - 1] + times[n // 2])
+    tps = a.batch * a.seq_len / median
     print(f"torch-bench: tok_per_s={tps:.1f} threads={a.threads} steps={a.steps} batch={a.batch} "
           f"seq_len={a.seq_len} torch={torch.__version__}", flush=True)
 
