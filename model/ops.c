@@ -271,7 +271,11 @@ void token_shift_backward(real *dx, int B, int T, int d) {
    Measured on the device's 16-core Xeon (docs/performance-notes.md): at 16 threads the tiles
    ran the step's big shapes at 1,095-1,376 GFLOP/s where OpenBLAS's threading reached
    950-1,154, and the step went from 7,380-7,680 to 7,918-9,113 tokens/s in the same run; at
-   2 and 4 threads OpenBLAS's way was as fast or faster. So: tiles from TILES_MIN_THREADS up.
+   2 and 4 threads OpenBLAS's way was as fast or faster. So: tiles from TILES_MIN_THREADS up,
+   except for the weight gradients (op(A) = dy^T, K = all B*T rows): each of their tiles
+   packs K-long panels of both operands, and OpenBLAS's threading ran them faster (16
+   threads: step median 8,790 against 8,381 tokens/s with them as tiles, 3 rounds each).
+   Tiles per thread: 2, 4 and 8 gave 8,428, 8,381 and 8,395 (the same within noise).
    The choice depends on the thread count only, never on timing: the two ways can round
    differently (OpenBLAS uses other kernels for small tiles), and a resumed run must make the
    same choice as the run it continues. */
@@ -327,16 +331,16 @@ void gemm_way(int way, int ta, int tb, int M, int N, int K, real alpha, const re
     else gemm_tiles(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, TILES_PER_THREAD * T);
 }
 
-int gemm_way_for(int threads) {
+int gemm_way_for(int threads, int trans_a) {
     if (gemm_partition != GEMM_AUTO) return gemm_partition;
-    return threads >= TILES_MIN_THREADS ? GEMM_TILES : GEMM_OPENBLAS;
+    return threads >= TILES_MIN_THREADS && !trans_a ? GEMM_TILES : GEMM_OPENBLAS;
 }
 
 static void gemm_big(int ta, int tb, int M, int N, int K, real alpha, const real *A, int lda,
                      const real *B, int ldb, real beta, real *C, int ldc) {
     const int T = omp_get_max_threads();
     const int way = T < 2 || omp_in_parallel() || 2.0 * M * N * K < TILES_MIN_FLOP
-                        ? GEMM_OPENBLAS : gemm_way_for(T);
+                        ? GEMM_OPENBLAS : gemm_way_for(T, ta);
     gemm_way(way, ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, T);
 }
 

@@ -71,11 +71,11 @@ typedef struct {
    path (several blocks, a short last one) runs on small groups. */
 extern int attn_block_rows;
 /* How the Linear layers' large GEMMs use the threads (see ops.c): one OpenBLAS call, or tiles
-   of C handed out to the threads. GEMM_AUTO (the default) picks by thread count. */
+   of C handed out to the threads. GEMM_AUTO (the default) picks by thread count and shape. */
 enum { GEMM_OPENBLAS, GEMM_TILES };
 #define GEMM_AUTO (-1)
 extern int gemm_partition;
-int gemm_way_for(int threads);   /* the way used at this many threads */
+int gemm_way_for(int threads, int trans_a);   /* the way used at this many threads */
 /* C = alpha op(A) op(B) + beta C (row-major, as gemm() in real.h) one given way, with this
    many threads (tests compare the ways). */
 void gemm_way(int way, int ta, int tb, int M, int N, int K, real alpha, const real *A, int lda,

@@ -603,7 +603,7 @@ static void test_gemm_ways(void) {
     }
     /* tiles through linear_forward: a product past the size threshold, at 8 threads */
     omp_set_num_threads(8);
-    CHECK(gemm_way_for(8) == GEMM_TILES, "8 threads should use tiles");
+    CHECK(gemm_way_for(8, 0) == GEMM_TILES, "8 threads should use tiles");
     const int N = 2048, in = 96, out = 160;
     float *x = malloc(sizeof(float) * N * in), *W = malloc(sizeof(float) * out * in), *b = malloc(sizeof(float) * out);
     float *y0 = malloc(sizeof(float) * N * out), *y = malloc(sizeof(float) * N * out);
