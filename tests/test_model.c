@@ -630,6 +630,54 @@ static void test_gemm_ways(void) {
     omp_set_num_threads(saved_threads);
 }
 
+/* The tiled GEMMs and the attention's work items are handed out dynamically, so which thread
+   does what changes from run to run; the results must not. A model past the tiles' size
+   threshold: forward and backward twice at 8 threads give the same loss and gradients bit
+   for bit, and 2 threads (OpenBLAS's threading, other tile shapes) agree within float
+   rounding. */
+static void test_threads_reproducible(void) {
+    FlashConfig c = config_default();
+    c.dim = 64; c.depth = 2; c.group_size = 64; c.query_key_dim = 32;
+    const int B = 2, T = 256;   /* to_hidden: 512 x 288 x 64, 18.9 MFLOP: tiles at 8 threads */
+    Model m;
+    char err[256];
+    if (model_create(&m, &c, err, sizeof err) || model_alloc_acts(&m, B, T, err, sizeof err)) {
+        CHECK(0, "%s", err);
+        return;
+    }
+    model_init_params(&m, 5);
+    int *tok = malloc(sizeof(int) * B * (T + 1));
+    for (int i = 0; i < B * (T + 1); i++) tok[i] = (i * 131 + i / 7) % 256;
+    const size_t n = m.table.total;
+    float *g[3];
+    double loss[3];
+    const int threads[3] = {8, 8, 2};
+    const int saved = omp_get_max_threads();
+    for (int run = 0; run < 3; run++) {
+        omp_set_num_threads(threads[run]);
+        model_zero_grads(&m);
+        loss[run] = model_forward(&m, tok, B, T);
+        model_backward(&m, 1);
+        g[run] = malloc(sizeof(float) * n);
+        memcpy(g[run], m.grads, sizeof(float) * n);
+    }
+    omp_set_num_threads(saved);
+    CHECK(gemm_way_for(8, 0) == GEMM_TILES, "8 threads should use tiles");
+    CHECK(loss[0] == loss[1] && memcmp(g[0], g[1], sizeof(float) * n) == 0,
+          "two runs at 8 threads differ (loss %.9g vs %.9g)", loss[0], loss[1]);
+    double num = 0, den = 0;
+    for (size_t i = 0; i < n; i++) {
+        double dlt = (double)g[2][i] - g[0][i];
+        num += dlt * dlt;
+        den += (double)g[0][i] * g[0][i];
+    }
+    CHECK(fabs(loss[2] - loss[0]) < 1e-5 * fabs(loss[0]) && sqrt(num / den) < 1e-5,
+          "2 vs 8 threads: loss %.9g vs %.9g, gradients rel %.3g", loss[2], loss[0], sqrt(num / den));
+    for (int run = 0; run < 3; run++) free(g[run]);
+    free(tok);
+    model_destroy(&m);
+}
+
 int main(int argc, char **argv) {
     if (argc > 1) fixture_dir = argv[1];
     RUN(test_default_table);
@@ -642,5 +690,6 @@ int main(int argc, char **argv) {
     RUN(test_import_refusals);
     RUN(test_fixture);
     RUN(test_gemm_ways);
+    RUN(test_threads_reproducible);
     TEST_MAIN_END();
 }
