@@ -3,7 +3,6 @@
 #include "ops.h"
 #include <omp.h>
 #include <stdint.h>
-#include <stdio.h>
 #include <string.h>
 
 /* exp for the element-wise loops. libm's expf is a call the compiler cannot vectorize
@@ -325,8 +324,8 @@ static void gemm_tiles(int ta, int tb, int M, int N, int K, real alpha, const re
     blas_serial_end(blas_saved);
 }
 
-void gemm_way(int way, int ta, int tb, int M, int N, int K, real alpha, const real *A,
-                     int lda, const real *B, int ldb, real beta, real *C, int ldc, int T) {
+void gemm_way(int way, int ta, int tb, int M, int N, int K, real alpha, const real *A, int lda,
+              const real *B, int ldb, real beta, real *C, int ldc, int T) {
     if (way == GEMM_OPENBLAS) gemm(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
     else gemm_tiles(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, TILES_PER_THREAD * T);
 }
