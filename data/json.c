@@ -217,6 +217,43 @@ static int skip_value_depth(const char **pp, const char *end, int depth) {
 
 int json_skip_value(const char **pp, const char *end) { return skip_value_depth(pp, end, 0); }
 
+int json_object_open(JsonObject *o, const char **pp, const char *end) {
+    const char *p = json_skip_ws(*pp, end);
+    if (p >= end || *p != '{') return -1;
+    *pp = p + 1;
+    o->members = 0;
+    return 0;
+}
+
+int json_object_next(JsonObject *o, const char **pp, const char *end, char **key) {
+    const char *p = json_skip_ws(*pp, end);
+    *key = NULL;
+    if (p < end && *p == '}') {          /* the end, after the last member or at once */
+        *pp = p + 1;
+        return 0;
+    }
+    if (o->members > 0) {                /* after a value: a comma, then the next key */
+        if (p >= end || *p != ',') {
+            *pp = p;
+            return JSON_BAD_SEPARATOR;
+        }
+        p = json_skip_ws(p + 1, end);
+    }
+    const char *at = p;
+    if (json_parse_string(&p, end, key, NULL) != 0) {
+        *pp = at;
+        return JSON_BAD_KEY;
+    }
+    p = json_skip_ws(p, end);
+    if (p >= end || *p != ':') {
+        *pp = p;
+        return JSON_BAD_COLON;
+    }
+    *pp = json_skip_ws(p + 1, end);
+    o->members++;
+    return 1;
+}
+
 int json_utf8_valid(const char *s, size_t n) {
     const unsigned char *p = (const unsigned char *)s, *e = p + n;
     while (p < e) {
@@ -252,35 +289,19 @@ int json_utf8_valid(const char *s, size_t n) {
    Returns 0 if found, 1 if absent, -1 if json is not a well-formed object. */
 static int find_member(const char *json, const char *key, const char **val) {
     if (!json || !key) return -1;
-    const char *end = json + strlen(json);
-    const char *p = json_skip_ws(json, end);
+    const char *end = json + strlen(json), *p = json;
     *val = NULL;
-    if (p >= end || *p != '{') return -1;
-    p = json_skip_ws(p + 1, end);
-    if (p < end && *p == '}') {
-        p++;
-    } else {
-        for (;;) {
-            char *k;
-            p = json_skip_ws(p, end);
-            if (json_parse_string(&p, end, &k, NULL) != 0) return -1;
-            int hit = (strcmp(k, key) == 0);
-            free(k);
-            p = json_skip_ws(p, end);
-            if (p >= end || *p != ':') return -1;
-            p = json_skip_ws(p + 1, end);
-            if (hit) *val = p;
-            if (json_skip_value(&p, end) != 0) return -1;
-            p = json_skip_ws(p, end);
-            if (p >= end) return -1;
-            if (*p == '}') {
-                p++;
-                break;
-            }
-            if (*p != ',') return -1;
-            p++;
-        }
+    JsonObject o;
+    char *k;
+    int rc;
+    if (json_object_open(&o, &p, end) != 0) return -1;
+    while ((rc = json_object_next(&o, &p, end, &k)) == 1) {
+        if (strcmp(k, key) == 0) *val = p;
+        free(k);
+        if (json_skip_value(&p, end) != 0) return -1;
     }
+    free(k);   /* set only by JSON_BAD_COLON */
+    if (rc < 0) return -1;
     if (json_skip_ws(p, end) != end) return -1; /* trailing garbage */
     return *val ? 0 : 1;
 }

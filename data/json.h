@@ -45,6 +45,29 @@ int json_parse_uint(const char **p, const char *end, uint64_t *out);
    cannot exhaust the stack. */
 #define JSON_MAX_DEPTH 128
 int json_skip_value(const char **p, const char *end);
+/* An object's members, one at a time:
+
+       JsonObject o;
+       char *key;
+       int rc;
+       if (json_object_open(&o, &p, end) != 0) ...not an object...
+       while ((rc = json_object_next(&o, &p, end, &key)) == 1) {
+           ...the member's value is at p: read or skip it, moving p past it...
+           free(key);
+       }
+       if (rc < 0) ...malformed: JSON_BAD_KEY, JSON_BAD_COLON or JSON_BAD_SEPARATOR...
+
+   open reads the '{' (after any whitespace). next returns 1 with *key (a malloc'd decoded
+   copy, the caller frees it) and p at the value; 0 after the closing '}', p past it; or a
+   negative code with p where the error is (*key is then NULL, except for JSON_BAD_COLON,
+   where it holds the key, for messages; the caller frees it). */
+typedef struct {
+    int members;   /* read so far */
+} JsonObject;
+enum { JSON_BAD_KEY = -1, JSON_BAD_COLON = -2, JSON_BAD_SEPARATOR = -3 };
+int json_object_open(JsonObject *o, const char **p, const char *end);
+int json_object_next(JsonObject *o, const char **p, const char *end, char **key);
+
 /* 1 if s[0..n) is valid UTF-8 (no overlongs, surrogates or code points past U+10FFFF). */
 int json_utf8_valid(const char *s, size_t n);
 

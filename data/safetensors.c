@@ -121,47 +121,32 @@ static int parse_metadata(StFile *f, const char **pp, const char *end, char *why
         *pp = p + 4;
         return 0;
     }
-    if (p >= end || *p != '{') {
+    JsonObject o;
+    if (json_object_open(&o, &p, end) != 0) {
         set_err(why, wl, "\"__metadata__\" is not an object");
         return -1;
     }
-    p = json_skip_ws(p + 1, end);
-    if (p < end && *p == '}') {
-        *pp = p + 1;
-        return 0;
-    }
-    for (;;) {
-        char *k = NULL, *v = NULL;
-        p = json_skip_ws(p, end);
-        if (json_parse_string(&p, end, &k, NULL) != 0) {
-            set_err(why, wl, "invalid JSON in \"__metadata__\" (bad key)");
-            return -1;
-        }
-        p = json_skip_ws(p, end);
-        if (p >= end || *p != ':') {
-            set_err(why, wl, "invalid JSON in \"__metadata__\" (expected ':' after \"%.64s\")", k);
-            free(k);
-            return -1;
-        }
-        p = json_skip_ws(p + 1, end);
+    char *k;
+    int rc;
+    while ((rc = json_object_next(&o, &p, end, &k)) == 1) {
+        char *v;
         if (json_parse_string(&p, end, &v, NULL) != 0) {
             set_err(why, wl, "\"__metadata__\" value of \"%.64s\" is not a valid string", k);
             free(k);
             return -1;
         }
-        if (meta_put(f, k, v) != 0) {
+        if (meta_put(f, k, v) != 0) {   /* takes k and v */
             set_err(why, wl, "out of memory");
             return -1;
         }
-        p = json_skip_ws(p, end);
-        if (p < end && *p == '}') break;
-        if (p >= end || *p != ',') {
-            set_err(why, wl, "invalid JSON in \"__metadata__\" (expected ',' or '}')");
-            return -1;
-        }
-        p++;
     }
-    *pp = p + 1;
+    if (rc == JSON_BAD_KEY) set_err(why, wl, "invalid JSON in \"__metadata__\" (bad key)");
+    if (rc == JSON_BAD_COLON)
+        set_err(why, wl, "invalid JSON in \"__metadata__\" (expected ':' after \"%.64s\")", k);
+    if (rc == JSON_BAD_SEPARATOR) set_err(why, wl, "invalid JSON in \"__metadata__\" (expected ',' or '}')");
+    free(k);
+    if (rc < 0) return -1;
+    *pp = p;
     return 0;
 }
 
@@ -190,92 +175,81 @@ static int parse_uint_array(const char **pp, const char *end, uint64_t *out, int
     return 0;
 }
 
+static int bad_entry(const StTensor *t, char *why, size_t wl) {
+    set_err(why, wl, "invalid JSON in the entry of tensor \"%s\"", t->name);
+    return -1;
+}
+
 /* Parses one tensor's {"dtype", "shape", "data_offsets"} at *pp into t, checking the
    fields themselves (not yet their place in the data region). Unknown fields are
    skipped, as Python's safetensors does. */
 static int parse_tensor(StTensor *t, uint64_t off[2], const char **pp, const char *end, char *why,
                         size_t wl) {
     int have_dtype = 0, have_shape = 0, have_off = 0;
-    const char *p = json_skip_ws(*pp, end);
-    if (p >= end || *p != '{') {
+    const char *p = *pp;
+    JsonObject o;
+    if (json_object_open(&o, &p, end) != 0) {
         set_err(why, wl, "tensor \"%s\": entry is not an object", t->name);
         return -1;
     }
-    p = json_skip_ws(p + 1, end);
-    if (p < end && *p == '}') {
-        p++;
-    } else {
-        for (;;) {
-            char *k;
-            p = json_skip_ws(p, end);
-            if (json_parse_string(&p, end, &k, NULL) != 0) goto bad_json;
-            p = json_skip_ws(p, end);
-            if (p >= end || *p != ':') {
-                free(k);
-                goto bad_json;
+    char *k;
+    int rc;
+    while ((rc = json_object_next(&o, &p, end, &k)) == 1) {
+        if (strcmp(k, "dtype") == 0) {
+            char *s;
+            free(k);
+            if (json_parse_string(&p, end, &s, NULL) != 0) {
+                set_err(why, wl, "tensor \"%s\": \"dtype\" is not a string", t->name);
+                return -1;
             }
-            p = json_skip_ws(p + 1, end);
-            if (strcmp(k, "dtype") == 0) {
-                char *s;
-                free(k);
-                if (json_parse_string(&p, end, &s, NULL) != 0) {
-                    set_err(why, wl, "tensor \"%s\": \"dtype\" is not a string", t->name);
-                    return -1;
-                }
-                size_t i = 0;
-                while (i < N_DTYPES && strcmp(DTYPES[i].name, s) != 0) i++;
-                if (i == N_DTYPES) {
-                    set_err(why, wl, "tensor \"%s\": unsupported dtype \"%.32s\"", t->name, s);
-                    free(s);
-                    return -1;
-                }
+            size_t i = 0;
+            while (i < N_DTYPES && strcmp(DTYPES[i].name, s) != 0) i++;
+            if (i == N_DTYPES) {
+                set_err(why, wl, "tensor \"%s\": unsupported dtype \"%.32s\"", t->name, s);
                 free(s);
-                t->dtype = DTYPES[i].dtype;
-                snprintf(t->dtype_str, sizeof t->dtype_str, "%s", DTYPES[i].name);
-                have_dtype = 1;
-            } else if (strcmp(k, "shape") == 0) {
-                uint64_t dims[8];
-                int n, rc = parse_uint_array(&p, end, dims, 8, &n);
-                free(k);
-                if (rc == -2) {
-                    set_err(why, wl, "tensor \"%s\": more than 8 dimensions (unsupported)", t->name);
-                    return -1;
-                }
-                if (rc != 0) {
-                    set_err(why, wl, "tensor \"%s\": \"shape\" is not an array of non-negative integers",
-                            t->name);
-                    return -1;
-                }
-                t->ndim = n;
-                for (int i = 0; i < n; i++) {
-                    if (dims[i] > (uint64_t)INT64_MAX) {
-                        set_err(why, wl, "tensor \"%s\": dimension %" PRIu64 " too large", t->name, dims[i]);
-                        return -1;
-                    }
-                    t->shape[i] = (int64_t)dims[i];
-                }
-                have_shape = 1;
-            } else if (strcmp(k, "data_offsets") == 0) {
-                int n, rc = parse_uint_array(&p, end, off, 2, &n);
-                free(k);
-                if (rc != 0 || n != 2) {
-                    set_err(why, wl, "tensor \"%s\": \"data_offsets\" is not [begin, end]", t->name);
-                    return -1;
-                }
-                have_off = 1;
-            } else {
-                free(k);
-                if (json_skip_value(&p, end) != 0) goto bad_json;
+                return -1;
             }
-            p = json_skip_ws(p, end);
-            if (p < end && *p == '}') {
-                p++;
-                break;
+            free(s);
+            t->dtype = DTYPES[i].dtype;
+            snprintf(t->dtype_str, sizeof t->dtype_str, "%s", DTYPES[i].name);
+            have_dtype = 1;
+        } else if (strcmp(k, "shape") == 0) {
+            uint64_t dims[8];
+            int n, rc2 = parse_uint_array(&p, end, dims, 8, &n);
+            free(k);
+            if (rc2 == -2) {
+                set_err(why, wl, "tensor \"%s\": more than 8 dimensions (unsupported)", t->name);
+                return -1;
             }
-            if (p >= end || *p != ',') goto bad_json;
-            p++;
+            if (rc2 != 0) {
+                set_err(why, wl, "tensor \"%s\": \"shape\" is not an array of non-negative integers",
+                        t->name);
+                return -1;
+            }
+            t->ndim = n;
+            for (int i = 0; i < n; i++) {
+                if (dims[i] > (uint64_t)INT64_MAX) {
+                    set_err(why, wl, "tensor \"%s\": dimension %" PRIu64 " too large", t->name, dims[i]);
+                    return -1;
+                }
+                t->shape[i] = (int64_t)dims[i];
+            }
+            have_shape = 1;
+        } else if (strcmp(k, "data_offsets") == 0) {
+            int n, rc2 = parse_uint_array(&p, end, off, 2, &n);
+            free(k);
+            if (rc2 != 0 || n != 2) {
+                set_err(why, wl, "tensor \"%s\": \"data_offsets\" is not [begin, end]", t->name);
+                return -1;
+            }
+            have_off = 1;
+        } else {
+            free(k);
+            if (json_skip_value(&p, end) != 0) return bad_entry(t, why, wl);
         }
     }
+    free(k);   /* set only by JSON_BAD_COLON */
+    if (rc < 0) return bad_entry(t, why, wl);
     if (!have_dtype || !have_shape || !have_off) {
         set_err(why, wl, "tensor \"%s\": missing \"%s\"", t->name,
                 !have_dtype ? "dtype" : !have_shape ? "shape" : "data_offsets");
@@ -283,9 +257,6 @@ static int parse_tensor(StTensor *t, uint64_t off[2], const char **pp, const cha
     }
     *pp = p;
     return 0;
-bad_json:
-    set_err(why, wl, "invalid JSON in the entry of tensor \"%s\"", t->name);
-    return -1;
 }
 
 /* Checks one tensor's byte range against dtype * shape and the data region's size,
@@ -405,64 +376,48 @@ static int parse_header(StFile *f, const char *h, size_t n, size_t data_size, ch
     }
     /* safetensors requires the header to start with '{' itself (no leading spaces). */
     const char *p = h;
-    if (p >= end || *p != '{') {
+    JsonObject o;
+    if (p >= end || *p != '{' || json_object_open(&o, &p, end) != 0) {
         set_err(why, wl, "invalid JSON header: it does not start with '{'");
         return -1;
     }
-    p = json_skip_ws(p + 1, end);
-    if (p < end && *p == '}') {
-        p++;
-    } else {
-        for (;;) {
-            char *key;
-            uint64_t off[2];
-            p = json_skip_ws(p, end);
-            if (json_parse_string(&p, end, &key, NULL) != 0) goto bad_json;
-            p = json_skip_ws(p, end);
-            if (p >= end || *p != ':') {
-                free(key);
-                goto bad_json;
-            }
-            p++;
-            if (strcmp(key, "__metadata__") == 0) {
-                free(key);
-                if (parse_metadata(f, &p, end, why, wl) != 0) return -1;
-            } else {
-                size_t klen = strlen(key);
-                if (klen >= sizeof f->tensors[0].name) {
-                    set_err(why, wl, "tensor name of %zu bytes is too long (max %zu): \"%.64s...\"", klen,
-                            sizeof f->tensors[0].name - 1, key);
-                    free(key);
-                    return -1;
-                }
-                if (f->n_tensors == cap) {
-                    int ncap = cap ? 2 * cap : 64;
-                    StTensor *nt = realloc(f->tensors, (size_t)ncap * sizeof *nt);
-                    if (!nt) {
-                        free(key);
-                        set_err(why, wl, "out of memory");
-                        return -1;
-                    }
-                    f->tensors = nt;
-                    cap = ncap;
-                }
-                StTensor *t = &f->tensors[f->n_tensors];
-                memset(t, 0, sizeof *t);
-                memcpy(t->name, key, klen + 1);
-                free(key);
-                if (parse_tensor(t, off, &p, end, why, wl) != 0) return -1;
-                if (check_tensor_range(t, off, data_size, why, wl) != 0) return -1;
-                f->n_tensors++;
-            }
-            p = json_skip_ws(p, end);
-            if (p < end && *p == '}') {
-                p++;
-                break;
-            }
-            if (p >= end || *p != ',') goto bad_json;
-            p++;
+    char *key;
+    int rc;
+    while ((rc = json_object_next(&o, &p, end, &key)) == 1) {
+        if (strcmp(key, "__metadata__") == 0) {
+            free(key);
+            if (parse_metadata(f, &p, end, why, wl) != 0) return -1;
+            continue;
         }
+        size_t klen = strlen(key);
+        if (klen >= sizeof f->tensors[0].name) {
+            set_err(why, wl, "tensor name of %zu bytes is too long (max %zu): \"%.64s...\"", klen,
+                    sizeof f->tensors[0].name - 1, key);
+            free(key);
+            return -1;
+        }
+        if (f->n_tensors == cap) {
+            int ncap = cap ? 2 * cap : 64;
+            StTensor *nt = realloc(f->tensors, (size_t)ncap * sizeof *nt);
+            if (!nt) {
+                free(key);
+                set_err(why, wl, "out of memory");
+                return -1;
+            }
+            f->tensors = nt;
+            cap = ncap;
+        }
+        StTensor *t = &f->tensors[f->n_tensors];
+        uint64_t off[2];
+        memset(t, 0, sizeof *t);
+        memcpy(t->name, key, klen + 1);
+        free(key);
+        if (parse_tensor(t, off, &p, end, why, wl) != 0) return -1;
+        if (check_tensor_range(t, off, data_size, why, wl) != 0) return -1;
+        f->n_tensors++;
     }
+    free(key);   /* set only by JSON_BAD_COLON */
+    if (rc < 0) goto bad_json;
     /* Only whitespace (the writer's padding) may follow the object. */
     if (json_skip_ws(p, end) != end) goto bad_json;
     return check_layout(f, data_size, why, wl);

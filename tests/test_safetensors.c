@@ -773,6 +773,46 @@ static void test_json_cursor(void) {
     CHECK(json_utf8_valid("\xf4\x90\x80\x80", 4) == 0, "past U+10FFFF");
 }
 
+/* The object-member iterator: every member in order with p at its value, the end, and each
+   kind of malformed object. Returns the keys joined by ',' and the final code. */
+static int walk_object(const char *text, char *keys, size_t cap) {
+    const char *p = text, *end = text + strlen(text);
+    JsonObject o;
+    keys[0] = '\0';
+    if (json_object_open(&o, &p, end) != 0) return 99;
+    char *k;
+    int rc;
+    while ((rc = json_object_next(&o, &p, end, &k)) == 1) {
+        snprintf(keys + strlen(keys), cap - strlen(keys), "%s%s", keys[0] ? "," : "", k);
+        free(k);
+        if (json_skip_value(&p, end) != 0) return 98;
+    }
+    if (rc == JSON_BAD_COLON) {
+        snprintf(keys + strlen(keys), cap - strlen(keys), "|%s", k);
+        free(k);
+    } else {
+        CHECK(k == NULL, "key left set after code %d", rc);
+    }
+    if (rc == 0) CHECK(strcmp(p, " tail") == 0 || *p == '\0', "p after '}': \"%s\"", p);
+    return rc;
+}
+
+static void test_json_object_iterator(void) {
+    char keys[128];
+    CHECK(walk_object(" {} tail", keys, sizeof keys) == 0 && !strcmp(keys, ""), "empty: %s", keys);
+    CHECK(walk_object("{\"a\": 1, \"b\" : [1, {\"c\": 2}], \"\\u00e9\": null} tail", keys, sizeof keys) == 0 &&
+          !strcmp(keys, "a,b,\xc3\xa9"), "members: %s", keys);
+    CHECK(walk_object("{\"a\" 1}", keys, sizeof keys) == JSON_BAD_COLON && !strcmp(keys, "|a"), "colon: %s", keys);
+    CHECK(walk_object("{\"a\": 1 \"b\": 2}", keys, sizeof keys) == JSON_BAD_SEPARATOR && !strcmp(keys, "a"),
+          "separator: %s", keys);
+    CHECK(walk_object("{\"a\": 1,}", keys, sizeof keys) == JSON_BAD_KEY, "trailing comma");
+    CHECK(walk_object("{1: 2}", keys, sizeof keys) == JSON_BAD_KEY, "number key");
+    CHECK(walk_object("{\"a\": 1", keys, sizeof keys) == JSON_BAD_SEPARATOR, "unclosed");
+    CHECK(walk_object("{", keys, sizeof keys) == JSON_BAD_KEY, "only '{'");
+    CHECK(walk_object("[1]", keys, sizeof keys) == 99, "an array is not an object");
+    CHECK(walk_object("", keys, sizeof keys) == 99, "empty text");
+}
+
 int main(int argc, char **argv) {
     if (argc > 1) fixture_dir = argv[1];
     RUN(test_roundtrip);
@@ -788,5 +828,6 @@ int main(int argc, char **argv) {
     RUN(test_json_strings);
     RUN(test_json_escape);
     RUN(test_json_cursor);
+    RUN(test_json_object_iterator);
     TEST_MAIN_END();
 }
