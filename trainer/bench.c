@@ -77,8 +77,10 @@ static const char BENCH_HELP[] =
     "Measures, in one process: the GEMM rate of the step's largest product (B*T x 2e x d); then\n"
     "2 warm-up and N (default 20) timed training steps (forward, backward, clipping, AdamW) of\n"
     "the configuration (default: the train.py model, 4 x 1024 tokens, --accum 1). Prints tokens\n"
-    "per second, the step's GFLOP/s by the FLOP model, its ratio to the GEMM rate, peak resident\n"
-    "memory, threads and BLAS kernels. The last line is machine-readable.\n";
+    "per second, the step's GFLOP/s by the FLOP model, its ratio to the GEMM rate (OpenBLAS's\n"
+    "own threading), where the step's time goes, peak resident memory, threads, BLAS kernels\n"
+    "and how the Linear GEMMs use the threads (tiles from 8 threads up). The last line is\n"
+    "machine-readable.\n";
 
 int cmd_bench(int argc, char **argv, const char *core_note) {
     int steps_given = 0, accum_given = 0;
