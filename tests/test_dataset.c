@@ -65,6 +65,14 @@ static uint8_t *make_text(size_t n, uint64_t seed) {
     return buf;
 }
 
+/* make_text(n, seed), gzipped; NULL if zlib failed. */
+static uint8_t *gzip_text(size_t n, uint64_t seed, size_t *nz) {
+    uint8_t *data = make_text(n, seed);
+    uint8_t *gz = gzip_mem(data, n, nz);
+    free(data);
+    return gz;
+}
+
 /* Loads path expecting failure; checks the message names the file and contains `want`. */
 static void expect_load_error(const char *path, const char *want) {
     uint8_t *bytes = (uint8_t *)1;   /* must be reset to NULL on failure */
@@ -207,15 +215,13 @@ static void test_gzip_corrupt_body(void) {
     char path[256];
     tmp_path(path, sizeof path, "corrupt.gz");
     size_t n = 200000, nz = 0;
-    uint8_t *data = make_text(n, 3);
-    uint8_t *gz = gzip_mem(data, n, &nz);
+    uint8_t *gz = gzip_text(n, 3, &nz);
     CHECK(gz != NULL && nz > 100, "gzip_mem failed");
-    if (!gz) { free(data); return; }
+    if (!gz) return;
     gz[nz / 2] ^= 0x55;   /* well inside the deflate body (header 10 bytes, trailer 8) */
     CHECK(write_file(path, gz, nz) == 0, "cannot write %s", path);
     expect_load_error(path, "corrupt");
     free(gz);
-    free(data);
     remove(path);
 }
 
@@ -224,15 +230,13 @@ static void test_gzip_bad_crc(void) {
     char path[256];
     tmp_path(path, sizeof path, "badcrc.gz");
     size_t n = 10000, nz = 0;
-    uint8_t *data = make_text(n, 4);
-    uint8_t *gz = gzip_mem(data, n, &nz);
+    uint8_t *gz = gzip_text(n, 4, &nz);
     CHECK(gz != NULL, "gzip_mem failed");
-    if (!gz) { free(data); return; }
+    if (!gz) return;
     gz[nz - 8] ^= 0x01;   /* first byte of the CRC32 */
     CHECK(write_file(path, gz, nz) == 0, "cannot write %s", path);
     expect_load_error(path, "corrupt");
     free(gz);
-    free(data);
     remove(path);
 }
 
@@ -240,10 +244,9 @@ static void test_gzip_truncated(void) {
     char path[256];
     tmp_path(path, sizeof path, "half.gz");
     size_t n = 200000, nz = 0;
-    uint8_t *data = make_text(n, 5);
-    uint8_t *gz = gzip_mem(data, n, &nz);
+    uint8_t *gz = gzip_text(n, 5, &nz);
     CHECK(gz != NULL, "gzip_mem failed");
-    if (!gz) { free(data); return; }
+    if (!gz) return;
     CHECK(write_file(path, gz, nz / 2) == 0, "cannot write %s", path);
     expect_load_error(path, "truncated");
     /* Cut inside the 8-byte trailer: all data decodes, the trailer is incomplete. */
@@ -253,7 +256,6 @@ static void test_gzip_truncated(void) {
     CHECK(write_file(path, gz, 2) == 0, "cannot write %s", path);
     expect_load_error(path, "truncated");
     free(gz);
-    free(data);
     remove(path);
 }
 
@@ -275,10 +277,9 @@ static void test_gzip_trailing_garbage(void) {
     char path[256];
     tmp_path(path, sizeof path, "garbage.gz");
     size_t n = 5000, nz = 0;
-    uint8_t *data = make_text(n, 6);
-    uint8_t *gz = gzip_mem(data, n, &nz);
+    uint8_t *gz = gzip_text(n, 6, &nz);
     CHECK(gz != NULL, "gzip_mem failed");
-    if (!gz) { free(data); return; }
+    if (!gz) return;
     uint8_t *z = malloc(nz + 5);
     memcpy(z, gz, nz);
     memcpy(z + nz, "junk!", 5);
@@ -286,7 +287,6 @@ static void test_gzip_trailing_garbage(void) {
     expect_load_error(path, "corrupt");
     free(z);
     free(gz);
-    free(data);
     remove(path);
 }
 
