@@ -30,8 +30,10 @@ ASAN_OBJ = $(LIB_SRC:%.c=build/asan/%.o)
 TEST_BINS = $(F32_TESTS:tests/%.c=build/f32/%) $(F64_TESTS:tests/%.c=build/f64/%) build/f32/parity
 ASAN_BINS = $(F32_TESTS:tests/%.c=build/asan/%) $(F64_TESTS:tests/%.c=build/asan/%) build/asan/parity build/asan/train
 
-FIXTURES ?= ../shared/fixtures
-DATA     ?= ../shared/data/enwik8-head.gz
+# the shared test data: ../shared, or as scripts/find_shared.sh finds it (FLASH_SHARED=DIR)
+SHARED   ?= $(or $(shell bash scripts/find_shared.sh),../shared)
+FIXTURES ?= $(SHARED)/fixtures
+DATA     ?= $(SHARED)/data/enwik8-head.gz
 OUT      ?= build/parity-out
 
 .PHONY: all test test-fast test-asan parity clean
@@ -84,6 +86,8 @@ test-asan: $(ASAN_BINS)
 
 # Both suites; the runner's last line counts them together.
 test: all $(ASAN_BINS)
+	@[ -d "$(FIXTURES)" ] && [ -f "$(DATA)" ] && echo "shared test data: $(FIXTURES), $(DATA)" || \
+	    echo "WARNING: shared test data not found ($(FIXTURES), $(DATA)): the fixture and data tests will fail; set FLASH_SHARED=DIR"
 	@bash tests/run.sh build/f32 build/f64 -- $(FIXTURES) $(DATA) > build/test-f32.log; r1=$$?; cat build/test-f32.log; \
 	$(ASAN_ENV) bash tests/run.sh build/asan build/asan -- $(FIXTURES) $(DATA) > build/test-asan.log; r2=$$?; \
 	sed 's/^/[asan] /' build/test-asan.log | grep -v '^\[asan\] [0-9]* passed'; \
