@@ -112,6 +112,16 @@ int model_alloc_acts(Model *m, int B, int T, char *err, size_t errlen) {
     ALLOC(a->d_logits, N * V);
     ALLOC(a->d_lnf, N * d);
 #undef ALLOC
+    /* the weight gradients' partial sums at this thread count (model/ops.c, SPLITK) */
+    const int threads = omp_get_max_threads();
+    if (!fail && gemm_way_for(threads, 1) == GEMM_SPLITK) {
+        size_t biggest = (2 * e + s) * d;
+        if (d * e > biggest) biggest = d * e;
+        if (V * d > biggest) biggest = V * d;
+        const size_t floats = (size_t)gemm_splitk_chunks((int)N, threads) * biggest;
+        if (gemm_reserve(floats)) fail = 1;
+        else a->bytes += floats * sizeof(real);
+    }
     if (fail) {
         snprintf(err, errlen, "out of memory for activations of batch %d x %d (%.1f GiB)", B, T,
                  a->bytes / 1073741824.0);
@@ -169,10 +179,10 @@ double model_forward(Model *m, const int *tokens, int B, int T) {
         if (c->shift_tokens) token_shift_forward(xs, B, T, d);
         mark(m, PROF_SHIFT);
         /* to_hidden and to_qk in one GEMM: [W_hidden; W_qk] is one (2e + s) x d block */
-        linear_forward(hid_u, xs, P->wh, P->bh, N, d, H);
+        /* (the forward's silu is done tile by tile inside this product: its time is
+           counted here, and the profile's silu line is the backward's) */
+        linear_silu_forward(hid_u, hid, xs, P->wh, P->bh, N, d, H);
         mark(m, PROF_TO_HIDDEN);
-        silu_forward(hid, hid_u, (size_t)N * H);
-        mark(m, PROF_SILU);
         offset_scale_rotary_forward(qk4, hid + 2 * e, H, P->gamma, P->beta, a->rot_cos, a->rot_sin,
                                     B, T, s, r);
         mark(m, PROF_ROTARY);
@@ -183,9 +193,7 @@ double model_forward(Model *m, const int *tokens, int B, int T) {
         gate_forward(gated, hid + e, H, att, N, e);
         mark(m, PROF_GATE);
         /* h_out = h + gated Wo^T + bo */
-        linear_forward(h_out, gated, P->wo, P->bo, N, e, d);
-#pragma omp parallel for schedule(static)
-        for (size_t k = 0; k < (size_t)N * d; k++) h_out[k] += h[k];
+        linear_forward_add(h_out, gated, P->wo, P->bo, h, N, e, d);
         mark(m, PROF_TO_OUT);
     }
     const real *hL = a->res + (size_t)L * N * d;

@@ -36,6 +36,12 @@ void token_shift_backward(real *dx, int B, int T, int d); /* in place */
 
 /* ---- linear: y = x W^T + b, W (out x in) ---------------------------------------------- */
 void linear_forward(real *y, const real *x, const real *W, const real *b, int N, int in, int out);
+/* y = x W^T + b + res (res N x out, may not alias y) */
+void linear_forward_add(real *y, const real *x, const real *W, const real *b, const real *res,
+                        int N, int in, int out);
+/* u = x W^T + b and y = silu(u) in one go (the Linear+SiLU of to_hidden and to_qk) */
+void linear_silu_forward(real *u, real *y, const real *x, const real *W, const real *b, int N,
+                         int in, int out);
 /* dx = dy W (beta: 0 writes, 1 adds); dW += dy^T x; db += colsum(dy). dx may be NULL. */
 void linear_backward(real *dx, real dx_beta, real *dW, real *db, const real *dy, const real *x,
                      const real *W, int N, int in, int out);
@@ -72,10 +78,16 @@ typedef struct {
 extern int attn_block_rows;
 /* How the Linear layers' large GEMMs use the threads (see ops.c): one OpenBLAS call, or tiles
    of C handed out to the threads. GEMM_AUTO (the default) picks by thread count and shape. */
-enum { GEMM_OPENBLAS, GEMM_TILES };
+enum { GEMM_OPENBLAS, GEMM_TILES, GEMM_SPLITK };
 #define GEMM_AUTO (-1)
-extern int gemm_partition;
+extern int gemm_partition;        /* forces one way for every large product */
+extern int gemm_partition_wgrad;  /* forces one way for the weight gradients (op(A) = A^T) */
 int gemm_way_for(int threads, int trans_a);   /* the way used at this many threads */
+/* SPLITK's partial sums: how many chunks a K-long product is cut into at this many threads,
+   and a buffer of at least this many floats, kept for later calls (0, or -1 when out of
+   memory). The model reserves what its weight gradients need, so a step allocates nothing. */
+int gemm_splitk_chunks(int K, int threads);
+int gemm_reserve(size_t floats);
 /* C = alpha op(A) op(B) + beta C (row-major, as gemm() in real.h) one given way, with this
    many threads (tests compare the ways). */
 void gemm_way(int way, int ta, int tb, int M, int N, int K, real alpha, const real *A, int lda,

@@ -557,7 +557,7 @@ static void test_fixture(void) {
 static void test_gemm_ways(void) {
     const int shapes[][5] = {  /* ta, tb, M, N, K */
         {0, 1, 203, 157, 70}, {0, 0, 203, 157, 70}, {1, 0, 157, 203, 91}, {0, 1, 16, 300, 33},
-        {0, 0, 300, 17, 64}, {1, 0, 64, 512, 128}};
+        {0, 0, 300, 17, 64}, {1, 0, 64, 512, 128}, {1, 0, 47, 96, 200}, {0, 1, 33, 20, 333}};
     const int nshape = (int)(sizeof shapes / sizeof shapes[0]);
     const int saved_threads = omp_get_max_threads();
     for (int threads = 2; threads <= 3; threads++) {
@@ -586,7 +586,7 @@ static void test_gemm_ways(void) {
                         if (!(err <= worst)) worst = err;   /* NaN counts as worst */
                     }
                 CHECK(worst < 1e-4, "threads %d shape %d beta %d: OpenBLAS vs double %g", threads, sh, beta1, worst);
-                for (int way = GEMM_OPENBLAS; way <= GEMM_TILES; way++) {
+                for (int way = GEMM_OPENBLAS; way <= GEMM_SPLITK; way++) {
                     for (int i = 0; i < M * N; i++) C1[i] = beta1 ? Cin[i] : NAN;
                     gemm_way(way, ta, tb, M, N, K, 0.75f, A, lda, B, ldb, beta, C1, N, threads);
                     double diff = 0;
@@ -662,7 +662,8 @@ static void test_threads_reproducible(void) {
         memcpy(g[run], m.grads, sizeof(float) * n);
     }
     omp_set_num_threads(saved);
-    CHECK(gemm_way_for(8, 0) == GEMM_TILES, "8 threads should use tiles");
+    CHECK(gemm_way_for(8, 0) == GEMM_TILES && gemm_way_for(8, 1) == GEMM_SPLITK,
+          "8 threads should use tiles, and split K for the weight gradients");
     CHECK(loss[0] == loss[1] && memcmp(g[0], g[1], sizeof(float) * n) == 0,
           "two runs at 8 threads differ (loss %.9g vs %.9g)", loss[0], loss[1]);
     double num = 0, den = 0;

@@ -110,10 +110,12 @@ int cmd_bench(int argc, char **argv, const char *core_note) {
     char cpu[256];
     cpu_name(cpu, sizeof cpu);
     printf("machine: %s, %d cores visible, %s %s\n", cpu, omp_get_num_procs(), un.sysname, un.machine);
-    printf("threads: %d; BLAS: OpenBLAS core %s (%s); Linear GEMMs: %s\n", omp_get_max_threads(),
-           blas_core_name(), core_note,
-           gemm_way_for(omp_get_max_threads(), 0) == GEMM_TILES
-               ? "4 tiles per thread (weight gradients: OpenBLAS threading)" : "OpenBLAS threading");
+    static const char *const way_names[] = {"OpenBLAS threading", "4 tiles per thread",
+                                            "K split into one chunk per thread"};
+    printf("threads: %d; BLAS: OpenBLAS core %s (%s); Linear GEMMs: %s; weight gradients: %s\n",
+           omp_get_max_threads(), blas_core_name(), core_note,
+           way_names[gemm_way_for(omp_get_max_threads(), 0)],
+           way_names[gemm_way_for(omp_get_max_threads(), 1)]);
 
     const int M = B * T, N = 2 * config_hidden(c), K = c->dim;
     double gemm = gemm_rate(M, N, K);

@@ -54,14 +54,22 @@ void choose_blas_core(char **argv) {
     }
 }
 
+static int gemm_way_named(const char *name) {
+    if (!name) return GEMM_AUTO;
+    if (!strcmp(name, "openblas")) return GEMM_OPENBLAS;
+    if (!strcmp(name, "tiles")) return GEMM_TILES;
+    if (!strcmp(name, "splitk")) return GEMM_SPLITK;
+    return GEMM_AUTO;
+}
+
 void set_threads(int n) {
     if (n <= 0) n = omp_get_num_procs();
     omp_set_num_threads(n);
     openblas_set_num_threads(n);
-    /* for experiments (docs/performance-notes.md): FLASH_GEMM=openblas or tiles */
-    const char *way = getenv("FLASH_GEMM");
-    if (way) gemm_partition = !strcmp(way, "openblas") ? GEMM_OPENBLAS
-                            : !strcmp(way, "tiles")    ? GEMM_TILES : GEMM_AUTO;
+    /* for experiments (docs/performance-notes.md): FLASH_GEMM forces one way for every
+       large product, FLASH_GEMM_WGRAD for the weight gradients: openblas, tiles or splitk */
+    gemm_partition = gemm_way_named(getenv("FLASH_GEMM"));
+    gemm_partition_wgrad = gemm_way_named(getenv("FLASH_GEMM_WGRAD"));
 }
 
 double now_s(void) {
