@@ -12,7 +12,8 @@
 #  * linear in context, at the last thread count: 16,384 tokens per step as 16 x 1,024 and
 #    as 2 x 8,192.
 # Build first with `make train`. Each run's last line goes to stdout; the summary lines start
-# with "compare:", "efficiency:" and "context:".
+# with "compare:", "efficiency:", "gemm-efficiency:" (the same medians for the GEMM rate each
+# bench measured) and "context:".
 set -euo pipefail
 cd "$(dirname "$0")/.."
 reps=3
@@ -48,13 +49,18 @@ for t in "${threads[@]}"; do
 done
 
 t=${threads[-1]}
-one=(); many=()
+one=(); many=(); gone=(); gmany=()
+gemm() { sed 's/.*gemm_gflops=\([0-9.]*\).*/\1/'; }
 for r in $(seq "$reps"); do
-    o=$(ours 1); echo "$o"; one+=("$(tok <<<"$o")")
-    o=$(ours "$t"); echo "$o"; many+=("$(tok <<<"$o")")
+    o=$(ours 1); echo "$o"; one+=("$(tok <<<"$o")"); gone+=("$(gemm <<<"$o")")
+    o=$(ours "$t"); echo "$o"; many+=("$(tok <<<"$o")"); gmany+=("$(gemm <<<"$o")")
 done
 m1=$(printf '%s\n' "${one[@]}" | median); mt=$(printf '%s\n' "${many[@]}" | median)
+g1=$(printf '%s\n' "${gone[@]}" | median); gt=$(printf '%s\n' "${gmany[@]}" | median)
 echo "efficiency: threads=1->$t rounds=$reps tok_per_s_1=$m1 tok_per_s_$t=$mt efficiency=$(awk -v a="$m1" -v b="$mt" -v t="$t" 'BEGIN{printf "%.3f", b/(t*a)}')"
+# the same for the one GEMM each bench measured first (OpenBLAS's threading, the step's
+# largest shape): how well the machine's own GEMM scales in these runs
+echo "gemm-efficiency: threads=1->$t rounds=$reps gemm_gflops_1=$g1 gemm_gflops_$t=$gt efficiency=$(awk -v a="$g1" -v b="$gt" -v t="$t" 'BEGIN{printf "%.3f", b/(t*a)}')"
 
 short=$(./train bench --threads "$t" --batch 16 --seq-len 1024 --steps 5 | tail -1)
 long=$(./train bench --threads "$t" --batch 2 --seq-len 8192 --steps 5 | tail -1)
