@@ -275,6 +275,7 @@ void token_shift_backward(real *dx, int B, int T, int d) {
    except for the weight gradients (op(A) = dy^T, K = all B*T rows): each of their tiles
    packs K-long panels of both operands, and OpenBLAS's threading ran them faster (16
    threads: step median 8,790 against 8,381 tokens/s with them as tiles, 3 rounds each).
+   They now split K instead (SPLITK below), faster than both.
    Tiles per thread: 2, 4 and 8 gave 8,428, 8,381 and 8,395 (the same within noise).
    The choice depends on the thread count only, never on timing: the two ways can round
    differently (OpenBLAS uses other kernels for small tiles), and a resumed run must make the
