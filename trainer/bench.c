@@ -79,8 +79,10 @@ static const char BENCH_HELP[] =
     "the configuration (default: the train.py model, 4 x 1024 tokens, --accum 1). Prints tokens\n"
     "per second, the step's GFLOP/s by the FLOP model, its ratio to the GEMM rate (OpenBLAS's\n"
     "own threading), where the step's time goes, peak resident memory, threads, BLAS kernels\n"
-    "and how the Linear GEMMs use the threads (tiles from 8 threads up). The last line is\n"
-    "machine-readable.\n";
+    "and how the Linear GEMMs use the threads (from 8 threads up: tiles, and the weight\n"
+    "gradients split along the rows). \"activations\" includes that split's partial sums.\n"
+    "The profile's silu line is the backward's: the forward's silu runs inside to_hidden.\n"
+    "The last line is machine-readable.\n";
 
 int cmd_bench(int argc, char **argv, const char *core_note) {
     int steps_given = 0, accum_given = 0;
