@@ -76,8 +76,9 @@ typedef struct {
    stop at its diagonal block. 64 by default; tests set small values so that the blocked
    path (several blocks, a short last one) runs on small groups. */
 extern int attn_block_rows;
-/* How the Linear layers' large GEMMs use the threads (see ops.c): one OpenBLAS call, or tiles
-   of C handed out to the threads. GEMM_AUTO (the default) picks by thread count and shape. */
+/* How the Linear layers' large GEMMs use the threads (see ops.c): one OpenBLAS call, tiles
+   of C handed out to the threads, or (weight gradients) K split into per-thread partial
+   sums. GEMM_AUTO (the default) picks by thread count and shape. */
 enum { GEMM_OPENBLAS, GEMM_TILES, GEMM_SPLITK };
 #define GEMM_AUTO (-1)
 extern int gemm_partition;        /* forces one way for every large product */
