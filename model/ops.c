@@ -452,11 +452,12 @@ void linear_forward(real *y, const real *x, const real *W, const real *b, int N,
     linear_forward_add(y, x, W, b, NULL, N, in, out);
 }
 
-/* u = x W^T + b, y = silu(u): the bias and silu are done on each tile of the product while
-   it is in cache (with OpenBLAS's threading: one pass after the product), which saves two
-   passes over the N x out outputs (writing the bias before the product, reading u again
-   after it). The same arithmetic on every element either way: the bits depend only on
-   the product's. */
+/* u = x W^T + b, y = silu(u). On the tiles way the bias and silu are done on each tile
+   right after its product, while it is in cache, instead of a bias pass before the product
+   and a silu pass reading u back after it. (With beta = 0 OpenBLAS first zeroes C, but only
+   the tile, in cache.) With OpenBLAS's threading nothing is saved: its zeroing of all of C
+   replaces the bias pass, and one pass after the product does bias and silu. The same
+   arithmetic on every element either way: the bits depend only on the product's. */
 typedef struct {
     real *u, *y;
     const real *b;
