@@ -44,6 +44,10 @@ static inline float fast_expf(float x) {
 #define VEXP(x) fast_expf(x)
 #endif
 
+/* silu and the logistic sigmoid, vectorizable */
+static inline real silu(real u) { return u / (1 + VEXP(-u)); }
+static inline real sigmoid(real u) { return 1 / (1 + VEXP(-u)); }
+
 /* erf for the laplace attention function, vectorizable: Abramowitz & Stegun 7.1.26,
    absolute error below 1.5e-7 (float32 rounding near 1 is 6e-8). Double build: libm. */
 #ifdef FLASH_DOUBLE
@@ -393,8 +397,10 @@ static void gemm_splitk(int ta, int tb, int M, int N, int K, real alpha, const r
         real *c = C + (size_t)i * ldc;
         const real *p = splitk_partial + (size_t)i * N;
         if (beta == 0) memcpy(c, p, sizeof(real) * N);
-        else
+        else {
+#pragma omp simd
             for (int j = 0; j < N; j++) c[j] = beta * c[j] + p[j];
+        }
         for (int ch = 1; ch < chunks; ch++) {
             const real *q = p + ch * MN;
 #pragma omp simd
@@ -472,7 +478,7 @@ static void bias_silu_tile(void *ctx, int m0, int m1, int n0, int n1) {
         for (int j = n0; j < n1; j++) {
             const real v = u[j] + t->b[j];
             u[j] = v;
-            y[j] = v / (1 + VEXP(-v));
+            y[j] = silu(v);
         }
     }
 }
@@ -504,14 +510,14 @@ void linear_backward(real *dx, real dx_beta, real *dW, real *db, const real *dy,
 
 void silu_forward(real *y, const real *u, size_t n) {
 #pragma omp parallel for simd schedule(static)
-    for (size_t i = 0; i < n; i++) y[i] = u[i] / (1 + VEXP(-u[i]));
+    for (size_t i = 0; i < n; i++) y[i] = silu(u[i]);
 }
 
 /* silu'(u) = sig(u) (1 + u (1 - sig(u))) */
 void silu_backward(real *du, const real *dy, const real *u, size_t n) {
 #pragma omp parallel for simd schedule(static)
     for (size_t i = 0; i < n; i++) {
-        real sg = 1 / (1 + VEXP(-u[i]));
+        real sg = sigmoid(u[i]);
         du[i] = dy[i] * sg * (1 + u[i] * (1 - sg));
     }
 }
@@ -619,6 +625,8 @@ real attn_phi(real x, int laplace) { return phi(x, laplace); }
 
 int attn_block_rows = 64;
 #define ATT_BLOCK attn_block_rows
+/* rows in the block that starts at row i0 of a group of Cg rows (the last one is short) */
+static inline int block_len(int Cg, int i0) { return Cg - i0 < ATT_BLOCK ? Cg - i0 : ATT_BLOCK; }
 
 /* Rows of group g of sequence b: n0 = b*T + g*C, Cg of them (the last group is short;
    its padding rows would be zero queries/keys/values, masked, so they are never formed). */
@@ -655,7 +663,7 @@ void attention_forward(real *att, real *sim, real *attn, real *kv, const real *q
         }
         const int i0 = (nblk - rank) * ATT_BLOCK;
         if (i0 >= Cg) continue;
-        const int ib = Cg - i0 < ATT_BLOCK ? Cg - i0 : ATT_BLOCK, nk = i0 + ib;
+        const int ib = block_len(Cg, i0), nk = i0 + ib;
         real *S = sim + (size_t)task * C * C, *A = attn + (size_t)task * C * C;
         /* sim = quad_q quad_k^T / C + sqrt(s) bias[bucket(i-j)] */
         gemm(0, 1, ib, nk, s, inv_C, Qq + (n0 + i0) * s, s, Kq + n0 * s, s, 0, S + (size_t)i0 * C, C);
@@ -749,7 +757,7 @@ void attention_backward(real *dv, int v_stride, real *d_qk4, real *d_rel_bias, c
         real *dist = d_rel_partial + ((size_t)task * nblk + i0 / ATT_BLOCK) * C;  /* d sim per distance i - j */
         for (int k = 0; k < C; k++) dist[k] = 0;
         if (i0 >= Cg) continue;
-        const int ib = Cg - i0 < ATT_BLOCK ? Cg - i0 : ATT_BLOCK, nk = i0 + ib;
+        const int ib = block_len(Cg, i0), nk = i0 + ib;
         const real *S = sim + (size_t)task * C * C;
         real *dS = dsim + (size_t)task * C * C;
         /* quad_out = A V:  dA = dO V^T */
@@ -775,7 +783,7 @@ void attention_backward(real *dv, int v_stride, real *d_qk4, real *d_rel_bias, c
         const int rank = item / ntask, task = item % ntask, j0 = rank * ATT_BLOCK;
         GROUP_ROWS(a, task, n0, Cg);
         if (j0 >= Cg) continue;
-        const int jb = Cg - j0 < ATT_BLOCK ? Cg - j0 : ATT_BLOCK, below = Cg - j0;
+        const int jb = block_len(Cg, j0), below = Cg - j0;
         const real *A = attn + (size_t)task * C * C, *dS = dsim + (size_t)task * C * C;
         /* quad_out = A V:  dV_j += sum_{i >= j} A_ij^T dO_i (A is 0 above the diagonal) */
         gemm(1, 0, jb, e, below, 1, A + (size_t)j0 * C + j0, C, d_att + (n0 + j0) * e, e, 1,
