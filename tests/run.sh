@@ -38,6 +38,9 @@ for bin in "${bins[@]}"; do
     [ -x "$bin" ] || continue
     run_one "$(basename "$bin")" "$bin" "$fixtures" "$data"
 done
+# the golden record (tests/golden.sh): outputs byte for byte as the record has them (the
+# sanitizer build at -O1 gives the same bits)
+run_one golden bash tests/golden.sh check "${FLASH_TRAIN_BIN:-./train}" "$data"
 if [ -x "$f32/parity" ]; then
     mkdir -p "$f32/parity-out"
     run_one parity "$f32/parity" "$fixtures" "$f32/parity-out"
