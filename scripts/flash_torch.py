@@ -2,8 +2,10 @@
 
 Same parameter names as FLASH-pytorch 0.1.9's state_dict, so that files exported by
 `./train export` load here with strict=True. Used on the device machine (which has PyTorch
-but not FLASH-pytorch) for: the speed comparison of issue 4 (`bench`), checking exports
-(`check-export FILE`), and making extra parity fixtures of other shapes (`fixture DIR`).
+but not FLASH-pytorch) for: the speed comparisons (`bench`: on the CPU for issue 4,
+scripts/bench_compare.sh; on a GPU, `--device cuda --mode eager-fp32|eager-bf16|compiled-bf16
+--splits`, for issue 12, scripts/bench_compare_gpu.sh), checking exports (`check-export
+FILE`), and making extra parity fixtures of other shapes (`fixture DIR`).
 """
 import argparse, json, math, os, sys, time
 
@@ -157,32 +159,212 @@ def loss_of(model, tokens):
     return F.cross_entropy(logits.transpose(1, 2), tokens[:, 1:]), logits
 
 
-def cmd_bench(a):
-    torch.set_num_threads(a.threads)
+class LossOf(nn.Module):
+    """tokens (b, T+1) -> the mean next-byte cross-entropy, as FLASH-pytorch's
+    AutoregressiveWrapper.forward (what train.py calls, and what its users compile)."""
+    def __init__(self, net):
+        super().__init__()
+        self.net = net
+
+    def forward(self, tokens):
+        logits = self.net(tokens[:, :-1])
+        return F.cross_entropy(logits.transpose(1, 2), tokens[:, 1:])
+
+
+MODES = ("eager-fp32", "eager-bf16", "compiled-bf16", "compiled-fp32")
+
+
+def add_bench_args(b):
+    """The bench options, shared with scripts/flash_pytorch_ref_bench.py."""
+    b.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    b.add_argument("--mode", choices=MODES, default="eager-fp32",
+                   help="fp32: no TF32 anywhere; bf16: torch.autocast(bfloat16) with fp32 master "
+                        "weights; compiled: torch.compile(model) (static shapes) (default eager-fp32)")
+    b.add_argument("--threads", type=int, default=2, help="CPU threads (--device cpu)")
+    b.add_argument("--steps", type=int, default=None, help="timed steps (default 5 on cpu, 20 on cuda)")
+    b.add_argument("--warmup", type=int, default=None,
+                   help="untimed steps first (default 2; 3 when compiled: the first one compiles)")
+    b.add_argument("--batch", type=int, default=4, help="sequences per micro-batch B")
+    b.add_argument("--accum", type=int, default=1, help="micro-batches per optimizer step A")
+    b.add_argument("--seq-len", type=int, default=1024)
+    b.add_argument("--optim", choices=("adam", "adamw"), default=None,
+                   help="adam: train.py's Adam(lr 2e-4); adamw: AdamW(lr 1e-4), as ./train bench on "
+                        "the CPU (default: adamw on cpu, adam on cuda)")
+    b.add_argument("--splits", nargs="?", const="auto", default=None, metavar="BxA,...",
+                   help="try these splits of one step into A micro-batches of B sequences (same "
+                        "tokens per step) and report the fastest; alone: B*A sequences as "
+                        "S x 1, S/2 x 2, S/4 x 4 (16x1,8x2,4x4 for --batch 16)")
+
+
+def parse_splits(a):
+    if a.splits is None:
+        return [(a.batch, a.accum)]
+    seqs = a.batch * a.accum
+    if a.splits == "auto":
+        out = []
+        for k in range(3):
+            if seqs % (1 << k) == 0 and (seqs >> k, 1 << k) not in out:
+                out.append((seqs >> k, 1 << k))
+        return out
+    out = []
+    for s in a.splits.split(","):
+        try:
+            b, n = (int(x) for x in s.lower().split("x"))
+        except ValueError:
+            sys.exit(f"error: --splits: {s!r} is not BxA (e.g. 16x1,8x2,4x4)")
+        if b < 1 or n < 1:
+            sys.exit(f"error: --splits: {s!r}: B and A must be at least 1")
+        out.append((b, n))
+    if len({b * n for b, n in out}) > 1:
+        print("warning: --splits with different tokens per step; tokens/s still compares them",
+              file=sys.stderr)
+    return out
+
+
+def device_name(dev):
+    if dev.type == "cuda":
+        return torch.cuda.get_device_name(dev)
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return "unknown CPU"
+
+
+def set_fp32_exact():
+    """No TF32 in matrix products or cuDNN: fp32 means fp32. PyTorch >= 2.9 has the
+    fp32_precision settings (mixing them with allow_tf32 can raise); older ones allow_tf32."""
+    m, conv = torch.backends.cuda.matmul, getattr(torch.backends.cudnn, "conv", None)
+    if hasattr(m, "fp32_precision"):
+        m.fp32_precision = "ieee"
+        said = f"matmul.fp32_precision={m.fp32_precision}"
+        if conv is not None and hasattr(conv, "fp32_precision"):
+            conv.fp32_precision = "ieee"
+            said += f" cudnn.conv.fp32_precision={conv.fp32_precision}"
+        return said
+    m.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
+    return f"matmul.allow_tf32={m.allow_tf32} cudnn.allow_tf32={torch.backends.cudnn.allow_tf32}"
+
+
+def median_of(times):
+    times = sorted(times)
+    n = len(times)
+    return times[n // 2] if n % 2 else 0.5 * (times[n // 2 - 1] + times[n // 2])
+
+
+def bench_split(make_model, a, dev, B, A):
+    """One optimizer step = A micro-batches of B sequences of T tokens: forward and backward
+    of each (the gradients averaged), global clipping 0.5, the optimizer. Returns a dict."""
+    compiled, bf16 = a.mode.startswith("compiled"), a.mode.endswith("bf16")
+    if compiled:
+        torch._dynamo.reset()  # each split compiles afresh, for its own shapes
     torch.manual_seed(0)
-    model = FLASHTransformer()
-    tokens = torch.randint(0, 256, (a.batch, a.seq_len + 1))
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    model = make_model().to(dev)
+    fn = torch.compile(model, dynamic=False) if compiled else model
+    if a.optim == "adam":
+        opt = torch.optim.Adam(model.parameters(), lr=2e-4)
+    else:
+        opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    g = torch.Generator().manual_seed(1)
+    # one tensor per micro-batch (not views of one: a compiled model sees the same input)
+    tokens = [torch.randint(0, 256, (B, a.seq_len + 1), generator=g).to(dev) for _ in range(A)]
+    cuda = dev.type == "cuda"
+    sync = torch.cuda.synchronize if cuda else (lambda: None)
+
     def step():
-        opt.zero_grad(set_to_none=True)
-        loss, _ = loss_of(model, tokens)
-        loss.backward()
+        for i in range(A):
+            if bf16:
+                with torch.autocast(device_type=dev.type, dtype=torch.bfloat16):
+                    loss = fn(tokens[i])
+            else:
+                loss = fn(tokens[i])
+            (loss if A == 1 else loss / A).backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 0.5)
         opt.step()
-    for _ in range(2):
-        step()
-    times = []
-    for _ in range(a.steps):
+        opt.zero_grad(set_to_none=True)
+        return loss
+
+    first = None
+    for w in range(a.warmup):
+        sync()
         t0 = time.perf_counter()
         step()
+        sync()
+        if w == 0:
+            first = time.perf_counter() - t0
+    if cuda:
+        torch.cuda.reset_peak_memory_stats(dev)
+    times = []
+    for _ in range(a.steps):
+        sync()
+        t0 = time.perf_counter()
+        loss = step()
+        sync()
         times.append(time.perf_counter() - t0)
-    # the median step, as ./train bench reports: a moment of load elsewhere moves the mean
-    times.sort()
-    n = len(times)
-    median = times[n // 2] if n % 2 else 0.5 * (times[n // 2 - 1] + times[n // 2])
-    tps = a.batch * a.seq_len / median
-    print(f"torch-bench: tok_per_s={tps:.1f} threads={a.threads} steps={a.steps} batch={a.batch} "
-          f"seq_len={a.seq_len} torch={torch.__version__}", flush=True)
+    med = median_of(times)
+    r = dict(B=B, A=A, step_s=med, tok_per_s=B * A * a.seq_len / med, first_s=first,
+             min_s=min(times), max_s=max(times), loss=float(loss.detach().float().item()),
+             peak_mib=torch.cuda.max_memory_allocated(dev) / 2**20 if cuda else 0.0)
+    del model, fn, opt, tokens
+    if cuda:
+        torch.cuda.empty_cache()
+    return r
+
+
+def run_bench(make_model, a, impl):
+    """The bench of `make_model()` (a module: tokens (b, T+1) -> loss) for one mode, over one
+    split or several; the last line (torch-bench: ...) is machine-readable."""
+    dev = torch.device(a.device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        sys.exit(f"error: --device cuda, but this PyTorch ({torch.__version__}) sees no GPU")
+    if a.mode.startswith("compiled") and not hasattr(torch, "compile"):
+        sys.exit(f"error: --mode {a.mode} needs torch.compile (PyTorch >= 2.0; this is {torch.__version__})")
+    if a.steps is None:
+        a.steps = 20 if dev.type == "cuda" else 5
+    if a.warmup is None:
+        a.warmup = 3 if a.mode.startswith("compiled") else 2
+    a.warmup = max(a.warmup, 1)
+    if a.optim is None:
+        a.optim = "adam" if dev.type == "cuda" else "adamw"
+    if dev.type == "cpu":
+        torch.set_num_threads(a.threads)
+    precision = "autocast bfloat16, fp32 master weights" if a.mode.endswith("bf16") else "fp32"
+    if dev.type == "cuda" and a.mode.endswith("fp32"):
+        precision += ", " + set_fp32_exact()
+    name = device_name(dev)
+    key = "gpu" if dev.type == "cuda" else "cpu"
+    splits = parse_splits(a)
+    print(f"torch {torch.__version__}; {impl}; device {a.device} ({name}); mode {a.mode} ({precision}); "
+          f"optimizer {a.optim} + global clipping 0.5; T {a.seq_len}; {a.warmup} warm-up and "
+          f"{a.steps} timed steps per split", flush=True)
+    extra = f" threads={a.threads}" if dev.type == "cpu" else ""
+    peak = (lambda r: f"peak {r['peak_mib']:,.0f} MiB allocated; ") if dev.type == "cuda" else (lambda r: "")
+    results = []
+    for B, A in splits:
+        r = bench_split(make_model, a, dev, B, A)
+        results.append(r)
+        line = (f"impl={impl} mode={a.mode} device={a.device} B={B} A={A} T={a.seq_len} "
+                f"tok_per_s={r['tok_per_s']:.1f} step_s={r['step_s']:.5f}{extra} optim={a.optim} "
+                f"steps={a.steps} torch={torch.__version__} {key}=\"{name}\"")
+        print(f"  {B} x {A} x {a.seq_len}: median step {r['step_s']:.4f} s (min {r['min_s']:.4f}, "
+              f"max {r['max_s']:.4f}), {r['tok_per_s']:,.0f} tokens/s; first step {r['first_s']:.1f} s; "
+              f"{peak(r)}last loss {r['loss']:.4f}", flush=True)
+        if len(splits) > 1:
+            print("torch-bench-split: " + line, flush=True)
+    best = max(results, key=lambda r: r["tok_per_s"])
+    tried = ",".join(f"{r['B']}x{r['A']}" for r in results)
+    print(f"torch-bench: impl={impl} mode={a.mode} device={a.device} B={best['B']} A={best['A']} "
+          f"T={a.seq_len} tok_per_s={best['tok_per_s']:.1f} step_s={best['step_s']:.5f}{extra} "
+          f"optim={a.optim} steps={a.steps} splits={tried} torch={torch.__version__} {key}=\"{name}\"",
+          flush=True)
+
+
+def cmd_bench(a):
+    run_bench(lambda: LossOf(FLASHTransformer()), a, "spec")
 
 
 def cmd_check_export(a):
@@ -226,11 +408,8 @@ def cmd_fixture(a):
 def main():
     p = argparse.ArgumentParser(description=__doc__)
     sub = p.add_subparsers(dest="cmd", required=True)
-    b = sub.add_parser("bench")
-    b.add_argument("--threads", type=int, default=2)
-    b.add_argument("--steps", type=int, default=5)
-    b.add_argument("--batch", type=int, default=4)
-    b.add_argument("--seq-len", type=int, default=1024)
+    b = sub.add_parser("bench", help="time training steps of the train.py model (CPU or CUDA)")
+    add_bench_args(b)
     c = sub.add_parser("check-export")
     c.add_argument("file")
     f = sub.add_parser("fixture")
