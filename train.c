@@ -5,10 +5,8 @@
  *                                    checkpoint)* ; see ./train --help
  *   ./train eval | sample | export | bench ...
  */
-#include <cblas.h>
 #include <errno.h>
 #include <math.h>
-#include <omp.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -21,8 +19,8 @@
 #include "checkpoint.h"
 #include "dataset.h"
 #include "evaluate.h"
-#include "flash.h"
 #include "metrics.h"
+#include "model.h"
 #include "options.h"
 #include "runtime.h"
 #include "optim.h"
@@ -109,13 +107,13 @@ static void load_data(const char *path, int T, uint8_t **bytes, DataSplit *sp) {
 }
 
 /* A checkpoint argument may be a file or a run directory (its newest valid checkpoint). */
-static int load_checkpoint_arg(const char *arg, Options *o, TrainState *st, Model *m,
-                               real **am, real **av, char *path_out, char *err, size_t errlen) {
+static int load_checkpoint_arg(const char *arg, Options *o, TrainState *st, CkptState *cs,
+                               char *path_out, char *err, size_t errlen) {
     struct stat sb;
     if (stat(arg, &sb)) { snprintf(err, errlen, "cannot open %s: %s", arg, strerror(errno)); return -1; }
     if (!S_ISDIR(sb.st_mode)) {
         snprintf(path_out, OPT_PATH_MAX, "%s", arg);
-        return checkpoint_load(arg, o, st, m, am, av, err, errlen);
+        return checkpoint_load(arg, o, st, cs, err, errlen);
     }
     uint64_t steps[4096];
     int n = checkpoint_list(arg, steps, 4096);
@@ -123,32 +121,50 @@ static int load_checkpoint_arg(const char *arg, Options *o, TrainState *st, Mode
     for (int i = 0; i < n; i++) {
         checkpoint_path(path_out, OPT_PATH_MAX, arg, steps[i]);
         char e[ERR_MAX / 2];
-        if (!checkpoint_load(path_out, o, st, m, am, av, e, sizeof e)) return 0;
+        if (!checkpoint_load(path_out, o, st, cs, e, sizeof e)) return 0;
         fprintf(stderr, "warning: skipping %s\n", e);
         snprintf(err, errlen, "no valid checkpoint in %s (newest problem: %s)", arg, e);
     }
     return -1;
 }
 
+/* The model options of a command: its device, precision and threads, activations for
+   batches of up to B x T. */
+static ModelOptions model_options(const Options *o, int B, int T) {
+    ModelOptions mo = {.device = o->device, .precision = o->precision, .threads = o->threads,
+                       .gpu = 0, .max_B = B, .max_T = T};
+    return mo;
+}
+
+/* Opens a model of the checkpoint's config on the command's device and loads its state
+   (with moments: both Adam moments too); exits with the message on failure. */
+static Model *open_checkpointed(const Options *o, const CkptState *cs, int B, int T, int moments) {
+    char err[ERR_MAX];
+    ModelOptions mo = model_options(o, B, T);
+    Model *m = model_open(&o->model, &mo, err, sizeof err);
+    if (!m) die("error: %s", err);
+    if (checkpoint_apply(cs, m, moments, err, sizeof err)) die("error: %s", err);
+    return m;
+}
+
 /* ================================== training ======================================= */
 
 typedef struct {
     Options o;
-    Model m;
-    real *adam_m, *adam_v;
+    Model *m;
     TrainState st;
     uint8_t *bytes;
     DataSplit sp;
     int *tokens;          /* accum x B x (T+1): one step's micro-batches */
     Metrics mt;
-    Decoder dec;          /* for the periodic samples */
+    int sample_prime;     /* bytes of validation text before each periodic sample */
     int tty;
 } Run;
 
 static void save_checkpoint(Run *r) {
     char path[OPT_PATH_MAX + 32], err[1024];
     checkpoint_path(path, sizeof path, r->o.out_dir, r->st.step);
-    if (checkpoint_save(path, &r->o, &r->st, &r->m, r->adam_m, r->adam_v, err, sizeof err)) {
+    if (checkpoint_save(path, &r->o, &r->st, r->m, err, sizeof err)) {
         fprintf(stderr, "\nerror: %s\n", err);
         return;
     }
@@ -181,13 +197,18 @@ static void truncate_samples(const char *path, uint64_t step) {
 
 static void do_sample(Run *r, FILE *samples) {
     const Options *o = &r->o;
-    int prime = o->sample_prime < (int)r->sp.n_val ? o->sample_prime : (int)r->sp.n_val;
-    if (prime > o->seq_len) prime = o->seq_len;
+    const int prime = r->sample_prime;
     size_t start = rng_below(&r->st.sample_rng, r->sp.n_val - (size_t)prime + 1);
     const uint8_t *p = r->sp.val + start;
     uint8_t *out = malloc((size_t)o->sample_len);
+    char err[ERR_MAX];
     double t0 = now_s();
-    generate(&r->dec, p, prime, o->sample_len, 1.0, &r->st.sample_rng, out);
+    if (!out || generate(r->m, 1, p, prime, o->sample_len, 1.0, &r->st.sample_rng, out, err, sizeof err)) {
+        fprintf(stderr, "%swarning: no sample at step %llu: %s\n", r->tty ? "\n" : "",
+                (unsigned long long)r->st.step, out ? err : "out of memory");
+        free(out);
+        return;
+    }
     double dt = now_s() - t0;
     if (r->tty) printf("\r\033[K");
     printf("--- sample at step %llu (%d bytes in %.1f s; primed with %d bytes of validation text) ---\n",
@@ -209,7 +230,7 @@ static void do_sample(Run *r, FILE *samples) {
 static double do_eval(Run *r) {
     const Options *o = &r->o;
     int *tok = r->tokens;   /* the step's token buffer is free between steps */
-    return eval_windows(&r->m, r->sp.val, r->sp.n_val, o->eval_windows, o->batch, o->seq_len, tok);
+    return eval_windows(r->m, r->sp.val, r->sp.n_val, o->eval_windows, o->batch, o->seq_len, tok);
 }
 
 static void plot(Run *r) {
@@ -226,13 +247,12 @@ static int run_train(Options *cli) {
     int resuming = cli->resume_dir[0] != 0;
     r.tty = isatty(STDOUT_FILENO);
 
+    CkptState cs = {0};
     if (resuming) {
         if (cli->model_flags_given || cli->recipe_flags_given || cli->init_from[0])
-            die("error: %s", "--resume continues a run with its saved settings; only --threads "
-                "and the data FILE may be given with it");
-        set_threads(cli->threads);
-        if (load_checkpoint_arg(cli->resume_dir, &r.o, &r.st, &r.m, &r.adam_m, &r.adam_v,
-                                ckpt_path, err, sizeof err))
+            die("error: %s", "--resume continues a run with its saved settings; only --threads, "
+                "--device, --precision and the data FILE may be given with it");
+        if (load_checkpoint_arg(cli->resume_dir, &r.o, &r.st, &cs, ckpt_path, err, sizeof err))
             die("error: cannot resume: %s", err);
         /* the run directory: DIR itself, or the directory of a checkpoint file */
         snprintf(r.o.out_dir, sizeof r.o.out_dir, "%s", cli->resume_dir);
@@ -242,38 +262,45 @@ static int run_train(Options *cli) {
             if (slash) *slash = 0; else snprintf(r.o.out_dir, sizeof r.o.out_dir, ".");
         }
         r.o.threads = cli->threads;
+        r.o.device = cli->device;
+        r.o.precision = cli->precision;
         if (cli->data_path[0]) snprintf(r.o.data_path, sizeof r.o.data_path, "%s", cli->data_path);
         printf("resuming %s at step %llu\n", ckpt_path, (unsigned long long)r.st.step);
         load_data(r.o.data_path, r.o.seq_len, &r.bytes, &r.sp);
+        r.m = open_checkpointed(&r.o, &cs, r.o.batch, r.o.seq_len, 1);
+        checkpoint_state_free(&cs);
     } else {
         r.o = *cli;
         if (options_validate(&r.o, err, sizeof err)) die("error: %s", err);
-        set_threads(r.o.threads);
         load_data(r.o.data_path, r.o.seq_len, &r.bytes, &r.sp);   /* bad data fails first */
+        ModelOptions mo = model_options(&r.o, r.o.batch, r.o.seq_len);
         if (r.o.init_from[0]) {
-            if (model_load_safetensors(&r.m, r.o.init_from, &r.o.model, err, sizeof err))
-                die("error: --init-from: %s", err);
-            if (cli->model_flags_given && memcmp(&r.m.cfg, &r.o.model, sizeof r.o.model))
+            r.m = model_load_safetensors(r.o.init_from, &r.o.model, &mo, err, sizeof err);
+            if (!r.m) die("error: --init-from: %s", err);
+            const FlashConfig *fc = model_config(r.m);
+            if (cli->model_flags_given && memcmp(fc, &r.o.model, sizeof r.o.model))
                 fprintf(stderr, "notice: the model options come from %s's config, not the command line\n",
                         r.o.init_from);
-            r.o.model = r.m.cfg;
+            r.o.model = *fc;
         } else {
-            if (model_create(&r.m, &r.o.model, err, sizeof err)) die("error: %s", err);
-            model_init_params(&r.m, r.o.seed);
+            r.m = model_open(&r.o.model, &mo, err, sizeof err);
+            if (!r.m) die("error: %s", err);
+            if (model_init_params(r.m, r.o.seed, err, sizeof err)) die("error: %s", err);
         }
-        r.adam_m = calloc(r.m.table.total, sizeof(real));
-        r.adam_v = calloc(r.m.table.total, sizeof(real));
         rng_seed(&r.st.data_rng, r.o.seed);
         rng_seed(&r.st.sample_rng, r.o.seed ^ SAMPLE_SEED_SALT);
     }
     Options *o = &r.o;
-    if (!r.adam_m || !r.adam_v) die("error: %s", "out of memory for the optimizer state");
     if (mkdir_p(o->out_dir, err, sizeof err)) die("error: %s", err);
     const int B = o->batch, T = o->seq_len, A = o->accum;
-    if (model_alloc_acts(&r.m, B, T, err, sizeof err)) die("error: %s", err);
     r.tokens = malloc(sizeof(int) * (size_t)A * B * (T + 1));
     if (!r.tokens) die("error: %s", "out of memory");
-    if (o->sample_every > 0 && decoder_init(&r.dec, &r.m, 1, err, sizeof err)) die("error: %s", err);
+    r.sample_prime = o->sample_prime < (int)r.sp.n_val ? o->sample_prime : (int)r.sp.n_val;
+    if (r.sample_prime > o->seq_len) r.sample_prime = o->seq_len;
+    if (o->sample_every > 0 && model_decoder_open(r.m, 1, r.sample_prime, err, sizeof err))
+        die("error: %s", err);
+    ModelInfo info;
+    model_info(r.m, &info);
 
     char json[8192];
     options_to_json(o, json, sizeof json);
@@ -296,17 +323,18 @@ static int run_train(Options *cli) {
 
     const uint64_t step_tokens = (uint64_t)A * B * T;
     printf("model: %zu trained parameters (d %d, L %d, e %d, s %d, C %d, %s%s, %s); "
-           "activations %.0f MiB\n", r.m.table.n_trained, o->model.dim, o->model.depth,
+           "activations %.0f MiB\n", model_table(r.m)->n_trained, o->model.dim, o->model.depth,
            config_hidden(&o->model), o->model.query_key_dim, o->model.group_size,
            o->model.norm_type == NORM_LAYERNORM ? "layernorm" : "scalenorm",
            o->model.shift_tokens ? ", token shift" : "", o->model.laplace_attn_fn ? "laplace" : "relu^2",
-           r.m.acts.bytes / 1048576.0);
+           info.activation_bytes / 1048576.0);
     printf("recipe: %ld steps of %d x %d x %d = %llu tokens, lr %g (warmup %ld, linear to %g), "
-           "wd %g, eps %g, clip %s %g; threads %d, BLAS core %s (%s)\n",
+           "wd %g, eps %g, clip %s %g\n",
            total, A, B, T, (unsigned long long)step_tokens, o->opt.peak_lr, o->opt.warmup,
            o->opt.min_lr, o->opt.weight_decay, o->opt.eps,
            o->opt.clip_mode == CLIP_LOCAL ? "local" : o->opt.clip_mode == CLIP_GLOBAL ? "global" : "none",
-           o->opt.clip, omp_get_max_threads(), openblas_get_corename(), blas_core_note());
+           o->opt.clip);
+    printf("device: %s; %s; BLAS kernels %s\n", info.device, info.precision, blas_core_note());
     printf("run directory: %s\n", o->out_dir);
     fflush(stdout);
 
@@ -322,19 +350,14 @@ static int run_train(Options *cli) {
     while (r.st.step < (uint64_t)total) {
         const long s = (long)r.st.step;
         double t0 = now_s();
-        model_zero_grads(&r.m);
-        double loss = 0;
-        for (int a = 0; a < A; a++) {
-            int *tok = r.tokens + (size_t)a * B * (T + 1);
-            data_sample_batch(r.sp.train, r.sp.n_train, B, T, &r.st.data_rng, tok);
-            loss += model_forward(&r.m, tok, B, T) / A;
-            model_backward(&r.m, (real)(1.0 / A));
-        }
+        for (int a = 0; a < A; a++)
+            data_sample_batch(r.sp.train, r.sp.n_train, B, T, &r.st.data_rng,
+                              r.tokens + (size_t)a * B * (T + 1));
+        double loss = model_accumulate(r.m, r.tokens, A * B, B, T, A);
         /* a non-finite loss stops before the update; a non-finite gradient norm stops
-           without one (optimizer_step leaves everything as it was) */
+           without one (model_update leaves everything as it was) */
         double lr = lr_at(&o->opt, s), gnorm = NAN;
-        if (isfinite(loss))
-            gnorm = optimizer_step(&o->opt, &r.m.table, r.m.params, r.m.grads, r.adam_m, r.adam_v, s + 1, lr);
+        if (isfinite(loss)) gnorm = model_update(r.m, &o->opt, s + 1, lr);
         if (!isfinite(loss) || !isfinite(gnorm)) {
             uint64_t steps[1];
             char last[OPT_PATH_MAX + 32] = "none";
@@ -389,9 +412,8 @@ static int run_train(Options *cli) {
     }
     fclose(samples);
     metrics_close(&r.mt);
-    free(r.tokens); free(r.adam_m); free(r.adam_v); free(r.bytes);
-    if (o->sample_every > 0) decoder_free(&r.dec);
-    model_destroy(&r.m);
+    free(r.tokens); free(r.bytes);
+    model_close(r.m);
     return exit_code;
 }
 
@@ -421,11 +443,34 @@ static const char EVAL_HELP[] =
     "CHECKPOINT is a ckpt-*.bin file or a run directory (its newest valid checkpoint).\n"
     "Defaults: --split test, --seq-len and --batch of the training run.\n";
 
+/* --device / --precision for the subcommands' own parsers: 1 when argv[i] was one */
+static int device_flag(int argc, char **argv, int *i, ModelDevice *dev, ModelPrecision *prec) {
+    if (!strcmp(argv[*i], "--device")) {
+        const char *v = argv[*i = need_value(*i, argc, "--device")];
+        if (!strcmp(v, "auto")) *dev = DEVICE_AUTO;
+        else if (!strcmp(v, "cpu")) *dev = DEVICE_CPU;
+        else if (!strcmp(v, "cuda")) *dev = DEVICE_CUDA;
+        else { fprintf(stderr, "error: --device: expected auto, cpu or cuda, got \"%s\"\n", v); exit(2); }
+        return 1;
+    }
+    if (!strcmp(argv[*i], "--precision")) {
+        const char *v = argv[*i = need_value(*i, argc, "--precision")];
+        if (!strcmp(v, "fp32")) *prec = PRECISION_FP32;
+        else if (!strcmp(v, "bf16")) *prec = PRECISION_BF16;
+        else { fprintf(stderr, "error: --precision: expected fp32 or bf16, got \"%s\"\n", v); exit(2); }
+        return 1;
+    }
+    return 0;
+}
+
 static int cmd_eval(int argc, char **argv) {
     const char *ckpt = NULL, *file = NULL, *split = "test";
     int T = 0, B = 0, threads = 0;
+    ModelDevice dev = DEVICE_AUTO;
+    ModelPrecision prec = PRECISION_DEFAULT;
     for (int i = 2; i < argc; i++) {
         if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) { fputs(EVAL_HELP, stdout); return 0; }
+        else if (device_flag(argc, argv, &i, &dev, &prec)) continue;
         else if (!strcmp(argv[i], "--split")) split = argv[i = need_value(i, argc, "--split")];
         else if (!strcmp(argv[i], "--seq-len")) T = (int)int_arg("--seq-len", argv[i = need_value(i, argc, "--seq-len")], 1, 1 << 24);
         else if (!strcmp(argv[i], "--batch")) B = (int)int_arg("--batch", argv[i = need_value(i, argc, "--batch")], 1, 1 << 20);
@@ -440,12 +485,12 @@ static int cmd_eval(int argc, char **argv) {
         fprintf(stderr, "error: --split must be val or test, got \"%s\"\n", split);
         return 2;
     }
-    set_threads(threads);
     Options o;
     TrainState st;
-    Model m;
+    CkptState cs;
     char err[ERR_MAX], path[OPT_PATH_MAX];
-    if (load_checkpoint_arg(ckpt, &o, &st, &m, NULL, NULL, path, err, sizeof err)) die("error: %s", err);
+    if (load_checkpoint_arg(ckpt, &o, &st, &cs, path, err, sizeof err)) die("error: %s", err);
+    o.threads = threads; o.device = dev; o.precision = prec;
     if (!T) T = o.seq_len;
     if (!B) B = o.batch;
     uint8_t *bytes;
@@ -455,17 +500,19 @@ static int cmd_eval(int argc, char **argv) {
     size_t n = strcmp(split, "val") ? sp.n_test : sp.n_val;
     if (n < 2) die("error: the %s split is too short", split);
     if ((size_t)T > n - 1) T = (int)(n - 1);
-    if (model_alloc_acts(&m, B, T, err, sizeof err)) die("error: %s", err);
+    Model *m = open_checkpointed(&o, &cs, B, T, 0);
+    checkpoint_state_free(&cs);
     int *tok = malloc(sizeof(int) * (size_t)B * (T + 1));
+    if (!tok) die("error: %s", "out of memory");
     size_t count;
     double t0 = now_s();
-    double nats = eval_split(&m, data, n, B, T, tok, &count, NULL);
+    double nats = eval_split(m, data, n, B, T, tok, &count, NULL);
     double dt = now_s() - t0;
     printf("%s: step %llu, %s split of %s: %zu bytes predicted in windows of %d, %.0f s\n",
            path, (unsigned long long)st.step, split, file, count, T, dt);
     printf("eval: split=%s loss_nats=%.6f bpc=%.6f bytes=%zu\n", split, nats, nats / LN2, count);
     free(tok); free(bytes);
-    model_destroy(&m);
+    model_close(m);
     return 0;
 }
 
@@ -483,21 +530,22 @@ static const char SAMPLE_HELP[] =
     "context (FLASH-pytorch's way).\n";
 
 /* Bytes per second of the decoder over positions [1000, 5000) in blocks of 1000, and of
-   full-forward recomputation at a 1024-byte context. */
+   full-forward recomputation at a 1024-byte context (the model's activations hold 1 x 1024). */
+#define FULL_FORWARD_CTX 1024
 static void sample_bench(Model *m, double temp, uint64_t seed) {
     char err[ERR_MAX];
-    Decoder dc;
-    if (decoder_init(&dc, m, 1, err, sizeof err)) die("error: %s", err);
+    if (model_decoder_open(m, 1, 1, err, sizeof err)) die("error: %s", err);
     Rng rng;
     rng_seed(&rng, seed);
-    const int V = m->cfg.num_tokens, total = 5000, block = 1000;
-    real *logits = malloc(sizeof(real) * V);
+    const int V = model_config(m)->num_tokens, total = 5000, block = 1000;
+    float *logits = malloc(sizeof(float) * V);
+    if (!logits) die("error: %s", "out of memory");
     int tok = '\n';
-    decoder_prefill(&dc, &tok, 1, logits);
+    if (model_decoder_prefill(m, &tok, 1, logits)) die("error: %s", "decoder prefill failed");
     double t_block = now_s(), rate[5] = {0}, t_timed = 0;
     for (int pos = 1; pos < total; pos++) {
         tok = sample_topk(logits, V, temp, &rng);
-        decoder_step(&dc, &tok, logits);
+        model_decoder_step(m, &tok, logits);
         if ((pos + 1) % block == 0) {
             double t = now_s();
             rate[(pos + 1) / block - 1] = block / (t - t_block);
@@ -514,19 +562,22 @@ static void sample_bench(Model *m, double temp, uint64_t seed) {
     }
     double dec_rate = 4 * block / t_timed;   /* positions 1,000 to 5,000 */
     /* FLASH-pytorch's way at a 1,024-byte context: a full forward for every new byte */
-    const int ctx = 1024, reps = 5;
-    if (model_alloc_acts(m, 1, ctx, err, sizeof err)) die("error: %s", err);
+    const int ctx = FULL_FORWARD_CTX, reps = 5;
     uint8_t *prompt = malloc(ctx), out[reps];
+    if (!prompt) die("error: %s", "out of memory");
     for (int t = 0; t < ctx; t++) prompt[t] = (uint8_t)rng_below(&rng, 256);
-    generate_full_forward(m, prompt, ctx, 1, ctx, temp, &rng, out);   /* warm-up */
+    /* a warm-up, then the timed bytes */
+    if (generate_full_forward(m, prompt, ctx, 1, ctx, temp, &rng, out, err, sizeof err)) die("error: %s", err);
     double t0 = now_s();
-    generate_full_forward(m, prompt, ctx, reps, ctx, temp, &rng, out);
+    if (generate_full_forward(m, prompt, ctx, reps, ctx, temp, &rng, out, err, sizeof err)) die("error: %s", err);
     double ff_rate = reps / (now_s() - t0);
+    ModelInfo info;
+    model_info(m, &info);
     printf("full forward per byte at a %d-byte context: %.1f bytes/s\n", ctx, ff_rate);
     printf("sample-bench: decoder_bytes_per_s=%.0f flatness=%.3f full_forward_bytes_per_s=%.2f speedup=%.0f threads=%d\n",
-           dec_rate, hi / lo - 1, ff_rate, dec_rate / ff_rate, omp_get_max_threads());
+           dec_rate, hi / lo - 1, ff_rate, dec_rate / ff_rate, info.threads);
     free(prompt); free(logits);
-    decoder_free(&dc);
+    model_decoder_close(m);
 }
 
 static int cmd_sample(int argc, char **argv) {
@@ -535,8 +586,11 @@ static int cmd_sample(int argc, char **argv) {
     double temp = 1.0;
     uint64_t seed = 1;
     int bench = 0;
+    ModelDevice dev = DEVICE_AUTO;
+    ModelPrecision prec = PRECISION_DEFAULT;
     for (int i = 2; i < argc; i++) {
         if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) { fputs(SAMPLE_HELP, stdout); return 0; }
+        else if (device_flag(argc, argv, &i, &dev, &prec)) continue;
         else if (!strcmp(argv[i], "--prompt")) prompt = argv[i = need_value(i, argc, "--prompt")];
         else if (!strcmp(argv[i], "--len")) len = int_arg("--len", argv[i = need_value(i, argc, "--len")], 1, 1 << 24);
         else if (!strcmp(argv[i], "--num-samples")) nsamples = int_arg("--num-samples", argv[i = need_value(i, argc, "--num-samples")], 1, 4096);
@@ -555,22 +609,24 @@ static int cmd_sample(int argc, char **argv) {
     }
     if (!ckpt) { fprintf(stderr, "error: sample needs a CHECKPOINT\n\n%s", SAMPLE_HELP); return 2; }
     if (!*prompt) prompt = "\n";   /* an empty prompt starts from a newline */
-    set_threads((int)threads);
     Options o;
     TrainState st;
-    Model m;
+    CkptState cs;
     char err[ERR_MAX], path[OPT_PATH_MAX];
-    if (load_checkpoint_arg(ckpt, &o, &st, &m, NULL, NULL, path, err, sizeof err)) die("error: %s", err);
-    if (bench) { sample_bench(&m, temp, seed); model_destroy(&m); return 0; }
-    int plen = (int)strlen(prompt);
-    int rows = decoder_prefill_rows(&m, plen);
-    if (model_alloc_acts(&m, 1, rows > 0 ? rows : 1, err, sizeof err)) die("error: %s", err);
-    Decoder dc;
-    if (decoder_init(&dc, &m, (int)nsamples, err, sizeof err)) die("error: %s", err);
+    if (load_checkpoint_arg(ckpt, &o, &st, &cs, path, err, sizeof err)) die("error: %s", err);
+    o.threads = (int)threads; o.device = dev; o.precision = prec;
+    const int plen = (int)strlen(prompt);
+    /* activations for the full forwards of --bench; the decoder reserves its own */
+    Model *m = open_checkpointed(&o, &cs, 1, bench ? FULL_FORWARD_CTX : 1, 0);
+    checkpoint_state_free(&cs);
+    if (bench) { sample_bench(m, temp, seed); model_close(m); return 0; }
+    if (model_decoder_open(m, (int)nsamples, plen, err, sizeof err)) die("error: %s", err);
     uint8_t *out = malloc((size_t)len * nsamples);
+    if (!out) die("error: %s", "out of memory");
     Rng rng;
     rng_seed(&rng, seed);
-    generate(&dc, (const uint8_t *)prompt, plen, (int)len, temp, &rng, out);
+    if (generate(m, (int)nsamples, (const uint8_t *)prompt, plen, (int)len, temp, &rng, out, err, sizeof err))
+        die("error: %s", err);
     for (long q = 0; q < nsamples; q++) {
         if (nsamples > 1) printf("--- sample %ld ---\n", q + 1);
         print_bytes(stdout, (const uint8_t *)prompt, plen);
@@ -578,8 +634,7 @@ static int cmd_sample(int argc, char **argv) {
         printf("\n");
     }
     free(out);
-    decoder_free(&dc);
-    model_destroy(&m);
+    model_close(m);
     return 0;
 }
 
@@ -594,14 +649,17 @@ static int cmd_export(int argc, char **argv) {
     if (argc != 4) { fprintf(stderr, "error: usage: ./train export CHECKPOINT OUT.safetensors\n"); return 2; }
     Options o;
     TrainState st;
-    Model m;
+    CkptState cs;
     char err[ERR_MAX], path[OPT_PATH_MAX], stepbuf[32];
-    if (load_checkpoint_arg(argv[2], &o, &st, &m, NULL, NULL, path, err, sizeof err)) die("error: %s", err);
+    if (load_checkpoint_arg(argv[2], &o, &st, &cs, path, err, sizeof err)) die("error: %s", err);
+    o.device = DEVICE_CPU;   /* the state only passes through host memory */
+    Model *m = open_checkpointed(&o, &cs, 1, 1, 0);
+    checkpoint_state_free(&cs);
     snprintf(stepbuf, sizeof stepbuf, "%llu", (unsigned long long)st.step);
     const char *keys[] = {"step"}, *vals[] = {stepbuf};
-    if (model_export(&m, argv[3], keys, vals, 1, err, sizeof err)) die("error: %s", err);
-    printf("wrote %s (%d tensors, step %llu)\n", argv[3], m.table.n, (unsigned long long)st.step);
-    model_destroy(&m);
+    if (model_export(m, argv[3], keys, vals, 1, err, sizeof err)) die("error: %s", err);
+    printf("wrote %s (%d tensors, step %llu)\n", argv[3], model_table(m)->n, (unsigned long long)st.step);
+    model_close(m);
     return 0;
 }
 

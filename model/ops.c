@@ -348,34 +348,24 @@ static void gemm_tiles(int ta, int tb, int M, int N, int K, real alpha, const re
    step went from 8,544 to 9,190 tokens/s (medians of 3, same run) against OpenBLAS's
    threading; at 2 threads it was slower there, so it too starts at TILES_MIN_THREADS. */
 #define SPLITK_MIN_ROWS 64        /* no chunk shorter than this: fewer chunks instead */
-static real *splitk_partial;      /* chunks x M x N, grown on first need, kept */
-static size_t splitk_capacity;
-
 int gemm_splitk_chunks(int K, int threads) {
     int chunks = K / SPLITK_MIN_ROWS;
     if (chunks > threads) chunks = threads;
     return chunks < 1 ? 1 : chunks;
 }
 
-int gemm_reserve(size_t floats) {
-    if (floats <= splitk_capacity) return 0;
-    real *p = realloc(splitk_partial, sizeof(real) * floats);
-    if (!p) return -1;
-    splitk_partial = p;
-    splitk_capacity = floats;
-    return 0;
-}
-
 static void gemm_splitk(int ta, int tb, int M, int N, int K, real alpha, const real *A, int lda,
-                        const real *B, int ldb, real beta, real *C, int ldc, int threads) {
+                        const real *B, int ldb, real beta, real *C, int ldc, int threads,
+                        const GemmScratch *ws) {
     const int chunks = gemm_splitk_chunks(K, threads);
     const size_t MN = (size_t)M * N;
-    /* the model reserved the buffer with its activations; other callers (tests) grow it
-       here. Out of memory: one OpenBLAS call instead (the same sum, other rounding). */
-    if (gemm_reserve(chunks * MN)) {
+    /* the partial sums go to the caller's buffer; without room, one OpenBLAS call instead
+       (the same sum, other rounding) */
+    if (!ws || ws->floats < chunks * MN) {
         gemm(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
         return;
     }
+    real *splitk_partial = ws->buf;
     const int halves = M >= 2 * TILE_ROW_UNIT ? 2 : 1;
     const int mid = halves == 2 ? (M / 2 + TILE_ROW_UNIT - 1) / TILE_ROW_UNIT * TILE_ROW_UNIT : M;
     const int blas_saved = blas_serial_begin();
@@ -410,9 +400,9 @@ static void gemm_splitk(int ta, int tb, int M, int N, int K, real alpha, const r
 }
 
 void gemm_way(int way, int ta, int tb, int M, int N, int K, real alpha, const real *A, int lda,
-              const real *B, int ldb, real beta, real *C, int ldc, int T) {
+              const real *B, int ldb, real beta, real *C, int ldc, int T, const GemmScratch *ws) {
     if (way == GEMM_OPENBLAS) gemm(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
-    else if (way == GEMM_SPLITK) gemm_splitk(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, T);
+    else if (way == GEMM_SPLITK) gemm_splitk(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, T, ws);
     else gemm_tiles(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, TILES_PER_THREAD * T, NULL);
 }
 
@@ -432,9 +422,9 @@ static int gemm_big_way(int ta, int M, int N, int K) {
 }
 
 static void gemm_big(int ta, int tb, int M, int N, int K, real alpha, const real *A, int lda,
-                     const real *B, int ldb, real beta, real *C, int ldc) {
+                     const real *B, int ldb, real beta, real *C, int ldc, const GemmScratch *ws) {
     gemm_way(gemm_big_way(ta, M, N, K), ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc,
-             omp_get_max_threads());
+             omp_get_max_threads(), ws);
 }
 
 /* y = x W^T + b (+ res): y starts as b (+ res), one pass, and the product adds to it */
@@ -451,7 +441,7 @@ void linear_forward_add(real *y, const real *x, const real *W, const real *b, co
 #pragma omp simd
         for (int j = 0; j < out; j++) yn[j] = rn[j] + b[j];
     }
-    gemm_big(0, 1, N, out, in, 1, x, in, W, in, 1, y, out);
+    gemm_big(0, 1, N, out, in, 1, x, in, W, in, 1, y, out, NULL);
 }
 
 void linear_forward(real *y, const real *x, const real *W, const real *b, int N, int in, int out) {
@@ -493,16 +483,16 @@ void linear_silu_forward(real *u, real *y, const real *x, const real *W, const r
                    TILES_PER_THREAD * omp_get_max_threads(), &epi);
         return;
     }
-    gemm_way(way, 0, 1, N, out, in, 1, x, in, W, in, 0, u, out, omp_get_max_threads());
+    gemm_way(way, 0, 1, N, out, in, 1, x, in, W, in, 0, u, out, omp_get_max_threads(), NULL);
 #pragma omp parallel for schedule(static)
     for (int n = 0; n < N; n++) bias_silu_tile(&t, n, n + 1, 0, out);
 }
 
 /* y = x W^T + b:  dx = dy W;  dW += dy^T x;  db += colsum(dy) */
 void linear_backward(real *dx, real dx_beta, real *dW, real *db, const real *dy, const real *x,
-                     const real *W, int N, int in, int out) {
-    if (dx) gemm_big(0, 0, N, in, out, 1, dy, out, W, in, dx_beta, dx, in);
-    gemm_big(1, 0, out, in, N, 1, dy, out, x, in, 1, dW, in);
+                     const real *W, int N, int in, int out, const GemmScratch *ws) {
+    if (dx) gemm_big(0, 0, N, in, out, 1, dy, out, W, in, dx_beta, dx, in, NULL);
+    gemm_big(1, 0, out, in, N, 1, dy, out, x, in, 1, dW, in, ws);
     colsum_add(db, dy, N, out, out);
 }
 

@@ -10,6 +10,10 @@
 #include "real.h"
 #include <stddef.h>
 
+/* Room for the split-K partial sums of the weight gradients (see gemm_way), owned by the
+   caller: the CPU model keeps it among its activations. */
+typedef struct { real *buf; size_t floats; } GemmScratch;
+
 /* ---- embedding: h = tok_emb[x] + scale * [sin(t w) | cos(t w)] ------------------- */
 /* pos_table: T x d unscaled sinusoids, filled by pos_table_fill. */
 void pos_table_fill(real *pos_table, const real *inv_freq, int T, int d);
@@ -42,9 +46,10 @@ void linear_forward_add(real *y, const real *x, const real *W, const real *b, co
 /* u = x W^T + b and y = silu(u) in one go (the Linear+SiLU of to_hidden and to_qk) */
 void linear_silu_forward(real *u, real *y, const real *x, const real *W, const real *b, int N,
                          int in, int out);
-/* dx = dy W (beta: 0 writes, 1 adds); dW += dy^T x; db += colsum(dy). dx may be NULL. */
+/* dx = dy W (beta: 0 writes, 1 adds); dW += dy^T x; db += colsum(dy). dx may be NULL.
+   ws: room for the weight gradient's split-K partial sums (may be NULL; see gemm_way). */
 void linear_backward(real *dx, real dx_beta, real *dW, real *db, const real *dy, const real *x,
-                     const real *W, int N, int in, int out);
+                     const real *W, int N, int in, int out, const GemmScratch *ws);
 
 /* ---- silu ------------------------------------------------------------------------------ */
 void silu_forward(real *y, const real *u, size_t n);
@@ -84,15 +89,15 @@ enum { GEMM_OPENBLAS, GEMM_TILES, GEMM_SPLITK };
 extern int gemm_partition;        /* forces one way for every large product */
 extern int gemm_partition_wgrad;  /* forces one way for the weight gradients (op(A) = A^T) */
 int gemm_way_for(int threads, int trans_a);   /* the way used at this many threads */
-/* SPLITK's partial sums: how many chunks a K-long product is cut into at this many threads,
-   and a buffer of at least this many floats, kept for later calls (0, or -1 when out of
-   memory). The model reserves what its weight gradients need, so a step allocates nothing. */
-int gemm_splitk_chunks(int K, int threads);
-int gemm_reserve(size_t floats);
+/* SPLITK's partial sums live in a buffer the caller owns (the CPU model reserves it with its
+   activations, sized by gemm_splitk_chunks at its thread count, so a step allocates nothing).
+   A product whose partial sums do not fit (or ws NULL) is one OpenBLAS call instead. */
+int gemm_splitk_chunks(int K, int threads);   /* chunks of a K-long product at this many threads */
 /* C = alpha op(A) op(B) + beta C (row-major, as gemm() in real.h) one given way, with this
    many threads (tests compare the ways). */
 void gemm_way(int way, int ta, int tb, int M, int N, int K, real alpha, const real *A, int lda,
-              const real *B, int ldb, real beta, real *C, int ldc, int threads);
+              const real *B, int ldb, real beta, real *C, int ldc, int threads,
+              const GemmScratch *ws);
 int rel_pos_bucket(int n);  /* T5 causal bucket of distance n = i - j >= 0 */
 real attn_phi(real x, int laplace);  /* the attention function: laplace or relu^2 */
 void attention_forward(real *att, real *sim, real *attn, real *kv, const real *qk4,

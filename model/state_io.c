@@ -12,7 +12,7 @@ static void shape_str(char *buf, size_t n, int ndim, const int64_t *shape) {
 }
 
 int model_import(Model *m, const StFile *f, const char *path, char *err, size_t errlen) {
-    const ParamTable *t = &m->table;
+    const ParamTable *t = model_table(m);
     for (int i = 0; i < f->n_tensors; i++)
         if (!params_find(t, f->tensors[i].name)) {
             snprintf(err, errlen, "%s: unexpected tensor \"%s\" (not a parameter of this model)",
@@ -41,44 +41,55 @@ int model_import(Model *m, const StFile *f, const char *path, char *err, size_t 
                      got, want);
             return -1;
         }
-        const float *src = st_tensor_data(f, st);
-        real *dst = m->params + p->offset;
-        for (size_t k = 0; k < p->numel; k++) {
-            float v;
-            memcpy(&v, src + k, sizeof v);   /* the data region need not be aligned */
-            dst[k] = (real)v;
-        }
     }
-    model_params_changed(m);
-    return 0;
-}
-
-int model_load_safetensors(Model *m, const char *path, const FlashConfig *base,
-                           char *err, size_t errlen) {
-    StFile f;
-    if (st_load(&f, path, err, errlen)) return -1;
-    FlashConfig cfg = base ? *base : config_default();
-    const char *json = st_meta(&f, "config");
-    char cerr[256];
-    if (json && config_from_json(&cfg, json, cerr, sizeof cerr)) {
-        snprintf(err, errlen, "%s: %s", path, cerr);
-        st_free(&f);
-        return -1;
+    float *host = malloc(t->total * sizeof(float));
+    if (!host) { snprintf(err, errlen, "out of memory importing %s", path); return -1; }
+    for (int i = 0; i < t->n; i++) {
+        const ParamInfo *p = &t->info[i];
+        /* the data region need not be aligned: memcpy */
+        memcpy(host + p->offset, st_tensor_data(f, st_find(f, p->name)), p->numel * sizeof(float));
     }
-    if (model_create(m, &cfg, cerr, sizeof cerr)) {
-        snprintf(err, errlen, "%s: %s", path, cerr);
-        st_free(&f);
-        return -1;
-    }
-    int rc = model_import(m, &f, path, err, errlen);
-    st_free(&f);
-    if (rc) model_destroy(m);
+    int rc = model_write(m, STATE_PARAMS, host, err, errlen);
+    free(host);
     return rc;
 }
 
-int model_export(const Model *m, const char *path, const char *const *keys,
+int model_read_safetensors(StFile *f, const char *path, const FlashConfig *base, FlashConfig *cfg,
+                           char *err, size_t errlen) {
+    if (st_load(f, path, err, errlen)) return -1;
+    *cfg = base ? *base : config_default();
+    const char *json = st_meta(f, "config");
+    char cerr[256];
+    if ((json && config_from_json(cfg, json, cerr, sizeof cerr)) ||
+        (!json && config_validate(cfg, cerr, sizeof cerr))) {
+        snprintf(err, errlen, "%s: %s", path, cerr);
+        st_free(f);
+        return -1;
+    }
+    return 0;
+}
+
+Model *model_load_safetensors(const char *path, const FlashConfig *base, const ModelOptions *opt,
+                              char *err, size_t errlen) {
+    StFile f;
+    FlashConfig cfg;
+    if (model_read_safetensors(&f, path, base, &cfg, err, errlen)) return NULL;
+    char cerr[512];
+    Model *m = model_open(&cfg, opt, cerr, sizeof cerr);
+    if (!m) {
+        snprintf(err, errlen, "%s: %s", path, cerr);
+        st_free(&f);
+        return NULL;
+    }
+    int rc = model_import(m, &f, path, err, errlen);
+    st_free(&f);
+    if (rc) { model_close(m); return NULL; }
+    return m;
+}
+
+int model_export(Model *m, const char *path, const char *const *keys,
                  const char *const *vals, int n_extra, char *err, size_t errlen) {
-    const ParamTable *t = &m->table;
+    const ParamTable *t = model_table(m);
     float *copy = malloc(t->total * sizeof(float));
     StWriter *w = st_writer_new();
     if (!copy || !w) {
@@ -87,13 +98,17 @@ int model_export(const Model *m, const char *path, const char *const *keys,
         snprintf(err, errlen, "out of memory exporting %s", path);
         return -1;
     }
-    for (size_t k = 0; k < t->total; k++) copy[k] = (float)m->params[k];
+    if (model_read(m, STATE_PARAMS, copy, err, errlen)) {
+        free(copy);
+        st_writer_free(w);
+        return -1;
+    }
     for (int i = 0; i < t->n; i++) {
         const ParamInfo *p = &t->info[i];
         st_writer_add(w, p->name, ST_F32, p->ndim, p->shape, copy + p->offset);
     }
     char json[1024];
-    config_to_json(&m->cfg, json, sizeof json);
+    config_to_json(model_config(m), json, sizeof json);
     st_writer_meta(w, "config", json);
     for (int i = 0; i < n_extra; i++) st_writer_meta(w, keys[i], vals[i]);
     int rc = st_writer_save(w, path, err, errlen);

@@ -18,7 +18,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include "flash.h"
+#include "model.h"
 #include "optim.h"
 #include "safetensors.h"
 #include "state_io.h"
@@ -109,39 +109,59 @@ static int run_fixture(const char *dir, const char *name, const char *outdir) {
     snprintf(wpath, sizeof wpath, "%s/%s.weights.safetensors", dir, name);
     snprintf(epath, sizeof epath, "%s/%s.expected.safetensors", dir, name);
     snprintf(opath, sizeof opath, "%s/%s.computed.safetensors", outdir, name);
-    Model m;
-    if (model_load_safetensors(&m, wpath, NULL, err, sizeof err)) { printf("  %s: %s\n", name, err); return 0; }
-    StFile exp;
-    if (st_load(&exp, epath, err, sizeof err)) { printf("  %s: %s\n", name, err); model_destroy(&m); return 0; }
+    StFile exp, wf;
+    FlashConfig cfg;
+    if (st_load(&exp, epath, err, sizeof err)) { printf("  %s: %s\n", name, err); return 0; }
+    if (model_read_safetensors(&wf, wpath, NULL, &cfg, err, sizeof err)) {
+        printf("  %s: %s\n", name, err);
+        st_free(&exp);
+        return 0;
+    }
+    /* the model, on the CPU, with activations for the fixture's batches */
+    const StTensor *tt = NULL;
+    size_t ntok;
+    int *tokens = expected_tokens(&exp, "tokens", &ntok, &tt);
+    const int is_fwd = tokens != NULL;
+    int *batches = is_fwd ? NULL : expected_tokens(&exp, "batches", &ntok, &tt);
+    ModelOptions mo = {.device = DEVICE_CPU, .max_B = 1, .max_T = 1};
+    if (tt && (tt->ndim == 2 || tt->ndim == 4)) {
+        mo.max_B = (int)tt->shape[tt->ndim - 2];
+        mo.max_T = (int)tt->shape[tt->ndim - 1] - 1;
+    }
+    Model *m = model_open(&cfg, &mo, err, sizeof err);
+    if (!m || model_import(m, &wf, wpath, err, sizeof err)) {
+        printf("  %s: %s\n", name, err);
+        st_free(&wf); st_free(&exp); free(tokens); free(batches); model_close(m);
+        return 0;
+    }
+    st_free(&wf);
     Report rep = {0, "", 1};
     Worst w = {0, 0, 0, 0, 0, 0, ""};
     StWriter *out = st_writer_new();
-    const ParamTable *t = &m.table;
+    const ParamTable *t = model_table(m);
+    const int V = cfg.num_tokens;
+    float *grads = malloc(t->total * sizeof(float));
     /* keeps computed tensors alive until the writer saves */
     float **keep = calloc((size_t)t->n + 8, sizeof *keep);
     int nkeep = 0;
     char (*keys)[160] = calloc((size_t)t->n + 8, sizeof *keys);
-    const StTensor *tt;
-    size_t ntok;
-    int *tokens = expected_tokens(&exp, "tokens", &ntok, &tt);
-    int is_fwd = tokens != NULL;
+    if (!grads) { printf("  %s: out of memory\n", name); rep.ok = 0; goto done; }
 
     if (is_fwd) {
         const int B = (int)tt->shape[0], T = (int)tt->shape[1] - 1;
-        if (model_alloc_acts(&m, B, T, err, sizeof err)) { printf("  %s: %s\n", name, err); rep.ok = 0; goto done; }
-        model_zero_grads(&m);
-        float loss = (float)model_forward(&m, tokens, B, T);
-        model_backward(&m, 1);
-        size_t nl = (size_t)B * T * m.cfg.num_tokens;
+        size_t nl = (size_t)B * T * V;
         float *logits = keep[nkeep++] = malloc(nl * sizeof(float));
-        for (size_t k = 0; k < nl; k++) logits[k] = (float)m.acts.logits[k];
+        /* the logits of a forward; the loss and gradients of one step of one micro-batch */
+        model_forward(m, tokens, B, T, NULL, logits);
+        float loss = (float)model_accumulate(m, tokens, B, B, T, 1);
+        if (model_read(m, STATE_GRADS, grads, err, sizeof err)) { printf("  %s: %s\n", name, err); rep.ok = 0; goto done; }
         float *lossp = keep[nkeep++] = malloc(sizeof(float));
         *lossp = loss;
         compare(name, "logits", logits, &exp, 0, TOL_LOGITS, &rep);
         w.logits = rep.worst_grad; rep.worst_grad = 0;
         compare(name, "loss", lossp, &exp, 0, TOL_LOGITS, &rep);
         w.loss = rep.worst_grad; rep.worst_grad = 0;
-        int64_t lshape[3] = {B, T, m.cfg.num_tokens}, one = 1;
+        int64_t lshape[3] = {B, T, V}, one = 1;
         st_writer_add(out, "tokens", ST_I64, 2, tt->shape, st_tensor_data(&exp, tt));
         st_writer_add(out, "logits", ST_F32, 3, lshape, logits);
         st_writer_add(out, "loss", ST_F32, 1, &one, lossp);
@@ -149,7 +169,7 @@ static int run_fixture(const char *dir, const char *name, const char *outdir) {
             const ParamInfo *p = &t->info[i];
             if (!p->trained) continue;
             float *g = keep[nkeep++] = malloc(p->numel * sizeof(float));
-            for (size_t k = 0; k < p->numel; k++) g[k] = (float)m.grads[p->offset + k];
+            memcpy(g, grads + p->offset, p->numel * sizeof(float));
             snprintf(keys[i], sizeof keys[i], "grad.%s", p->name);
             compare(name, keys[i], g, &exp, 0, TOL_GRAD, &rep);
             st_writer_add(out, keys[i], ST_F32, p->ndim, p->shape, g);
@@ -157,7 +177,6 @@ static int run_fixture(const char *dir, const char *name, const char *outdir) {
         w.grad = rep.worst_grad;
         snprintf(w.grad_name, sizeof w.grad_name, "%s", rep.worst_grad_name);
     } else {
-        int *batches = expected_tokens(&exp, "batches", &ntok, &tt);
         if (!batches || tt->ndim != 4) { printf("  %s: neither `tokens` nor `batches` (steps, accum, B, T+1)\n", name); rep.ok = 0; goto done; }
         const int steps = (int)tt->shape[0], accum = (int)tt->shape[1], B = (int)tt->shape[2];
         const int T = (int)tt->shape[3] - 1;
@@ -175,26 +194,19 @@ static int run_fixture(const char *dir, const char *name, const char *outdir) {
         const char *mode = st_meta(&exp, "clip_mode");
         o.clip_mode = !mode ? CLIP_NONE : !strcmp(mode, "local") ? CLIP_LOCAL
                     : !strcmp(mode, "global") ? CLIP_GLOBAL : CLIP_NONE;
-        if (!ok || !mode) { printf("  %s: recipe metadata incomplete\n", name); rep.ok = 0; free(batches); goto done; }
-        if (model_alloc_acts(&m, B, T, err, sizeof err)) { printf("  %s: %s\n", name, err); rep.ok = 0; free(batches); goto done; }
-        real *mom = calloc(t->total, sizeof(real)), *vel = calloc(t->total, sizeof(real));
+        if (!ok || !mode) { printf("  %s: recipe metadata incomplete\n", name); rep.ok = 0; goto done; }
         float *losses = keep[nkeep++] = malloc(steps * sizeof(float));
         float *lrs = keep[nkeep++] = malloc(steps * sizeof(float));
         float *gnorms = keep[nkeep++] = malloc(steps * sizeof(float));
         for (int s = 0; s < steps; s++) {
-            model_zero_grads(&m);
-            double loss = 0;
-            for (int a = 0; a < accum; a++) {
-                const int *bt = batches + ((size_t)s * accum + a) * B * (T + 1);
-                loss += model_forward(&m, bt, B, T) / accum;
-                model_backward(&m, (real)(1.0 / accum));
-            }
+            const int *bt = batches + (size_t)s * accum * B * (T + 1);
+            double loss = model_accumulate(m, bt, accum * B, B, T, accum);
             double lr = lr_at(&o, s);
-            double gn = optimizer_step(&o, t, m.params, m.grads, mom, vel, s + 1, lr);
+            double gn = model_update(m, &o, s + 1, lr);
             losses[s] = (float)loss; lrs[s] = (float)lr; gnorms[s] = (float)gn;
         }
-        free(mom); free(vel); free(batches);
         int64_t sh = steps;
+        if (model_read(m, STATE_PARAMS, grads, err, sizeof err)) { printf("  %s: %s\n", name, err); rep.ok = 0; goto done; }
         compare(name, "loss", losses, &exp, 0, TOL_LOGITS, &rep); track(&w.loss, rep.worst_grad); rep.worst_grad = 0;
         compare(name, "lr", lrs, &exp, 0, TOL_LOGITS, &rep); track(&w.lr, rep.worst_grad); rep.worst_grad = 0;
         compare(name, "grad_norm", gnorms, &exp, 0, TOL_GRAD, &rep); track(&w.gnorm, rep.worst_grad); rep.worst_grad = 0;
@@ -204,7 +216,7 @@ static int run_fixture(const char *dir, const char *name, const char *outdir) {
         for (int i = 0; i < t->n; i++) {
             const ParamInfo *p = &t->info[i];
             float *f = keep[nkeep++] = malloc(p->numel * sizeof(float));
-            for (size_t k = 0; k < p->numel; k++) f[k] = (float)m.params[p->offset + k];
+            memcpy(f, grads + p->offset, p->numel * sizeof(float));   /* the final parameters */
             snprintf(keys[i], sizeof keys[i], "final.%s", p->name);
             compare(name, keys[i], f, &exp, 1, TOL_FINAL_ABS, &rep);
             st_writer_add(out, keys[i], ST_F32, p->ndim, p->shape, f);
@@ -222,10 +234,10 @@ static int run_fixture(const char *dir, const char *name, const char *outdir) {
                name, w.loss, w.lr, w.gnorm, w.final_abs, w.grad_name, rep.ok ? "ok" : "MISS");
 done:
     for (int i = 0; i < nkeep; i++) free(keep[i]);
-    free(keep); free(keys); free(tokens);
+    free(keep); free(keys); free(tokens); free(batches); free(grads);
     st_writer_free(out);
     st_free(&exp);
-    model_destroy(&m);
+    model_close(m);
     return rep.ok;
 }
 

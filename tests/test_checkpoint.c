@@ -14,41 +14,62 @@ static FlashConfig small(int dim) {
     return c;
 }
 
+static Model *open_cpu(const FlashConfig *c) {
+    ModelOptions mo = {.device = DEVICE_CPU, .threads = 2, .max_B = 1, .max_T = 8};
+    char err[512];
+    Model *m = model_open(c, &mo, err, sizeof err);
+    CHECK(m, "model_open: %s", err);
+    return m;
+}
+
 static void test_round_trip(void) {
     Options o;
     options_default(&o);
     o.model = small(32);
     o.seed = 99;
     o.opt.peak_lr = 1.25e-3;
-    Model m;
     char err[512];
-    CHECK(!model_create(&m, &o.model, err, sizeof err), "%s", err);
-    model_init_params(&m, 5);
-    real *am = malloc(sizeof(real) * m.table.total), *av = malloc(sizeof(real) * m.table.total);
-    for (size_t k = 0; k < m.table.total; k++) { am[k] = (real)k * 1e-3f; av[k] = (real)k * 1e-6f; }
+    Model *m = open_cpu(&o.model);
+    if (!m) return;
+    model_init_params(m, 5, err, sizeof err);
+    const size_t n = model_table(m)->total;
+    float *p = malloc(sizeof(float) * n), *am = malloc(sizeof(float) * n), *av = malloc(sizeof(float) * n);
+    for (size_t k = 0; k < n; k++) { am[k] = (float)k * 1e-3f; av[k] = (float)k * 1e-6f; }
+    CHECK(!model_write(m, STATE_ADAM_M, am, err, sizeof err) && !model_write(m, STATE_ADAM_V, av, err, sizeof err) &&
+          !model_read(m, STATE_PARAMS, p, err, sizeof err), "%s", err);
     TrainState st = {.step = 1234, .tokens = 5678, .elapsed_s = 9.5};
     rng_seed(&st.data_rng, 1);
     rng_seed(&st.sample_rng, 2);
     const char *path = "/tmp/flash_test_ckpt.bin";
-    CHECK(!checkpoint_save(path, &o, &st, &m, am, av, err, sizeof err), "%s", err);
+    CHECK(!checkpoint_save(path, &o, &st, m, err, sizeof err), "%s", err);
 
     Options o2;
     TrainState st2;
-    Model m2;
-    real *am2 = NULL, *av2 = NULL;
-    CHECK(!checkpoint_load(path, &o2, &st2, &m2, &am2, &av2, err, sizeof err), "%s", err);
+    CkptState cs;
+    CHECK(!checkpoint_load(path, &o2, &st2, &cs, err, sizeof err), "%s", err);
     CHECK(o2.model.dim == 32 && o2.seed == 99 && o2.opt.peak_lr == 1.25e-3, "settings differ");
     CHECK(st2.step == 1234 && st2.tokens == 5678 && st2.elapsed_s == 9.5, "state differs");
     CHECK(!memcmp(&st2.data_rng, &st.data_rng, sizeof st.data_rng) &&
           !memcmp(&st2.sample_rng, &st.sample_rng, sizeof st.sample_rng), "generator states differ");
-    CHECK(m2.table.total == m.table.total, "parameter count differs");
-    CHECK(!memcmp(m2.params, m.params, sizeof(real) * m.table.total), "parameters differ");
-    CHECK(!memcmp(am2, am, sizeof(real) * m.table.total) && !memcmp(av2, av, sizeof(real) * m.table.total),
-          "Adam moments differ");
-    free(am2); free(av2);
-    model_destroy(&m2);
-    free(am); free(av);
-    model_destroy(&m);
+    CHECK(cs.n == n, "parameter count differs");
+    if (cs.n == n) {
+        CHECK(!memcmp(cs.values, p, sizeof(float) * n), "parameters differ");
+        CHECK(!memcmp(cs.values + n, am, sizeof(float) * n) && !memcmp(cs.values + 2 * n, av, sizeof(float) * n),
+              "Adam moments differ");
+        /* and through a second model: what it reads back is what was saved */
+        Model *m2 = open_cpu(&o2.model);
+        if (m2) {
+            float *back = malloc(sizeof(float) * n);
+            CHECK(!checkpoint_apply(&cs, m2, 1, err, sizeof err), "%s", err);
+            CHECK(!model_read(m2, STATE_ADAM_V, back, err, sizeof err) && !memcmp(back, av, sizeof(float) * n),
+                  "the moments did not reach the model");
+            free(back);
+            model_close(m2);
+        }
+    }
+    checkpoint_state_free(&cs);
+    free(p); free(am); free(av);
+    model_close(m);
     unlink(path);
 }
 
@@ -56,24 +77,22 @@ static void test_other_model_refused(void) {
     Options o;
     options_default(&o);
     o.model = small(64);          /* the settings say dim 64 ... */
-    Model m;
     char err[512];
     FlashConfig c32 = small(32);  /* ... the parameters are of a dim-32 model */
-    CHECK(!model_create(&m, &c32, err, sizeof err), "%s", err);
-    model_init_params(&m, 1);
-    real *am = calloc(m.table.total, sizeof(real)), *av = calloc(m.table.total, sizeof(real));
+    Model *m = open_cpu(&c32);
+    if (!m) return;
+    model_init_params(m, 1, err, sizeof err);
     TrainState st = {0};
     const char *path = "/tmp/flash_test_ckpt_other.bin";
-    CHECK(!checkpoint_save(path, &o, &st, &m, am, av, err, sizeof err), "%s", err);
+    CHECK(!checkpoint_save(path, &o, &st, m, err, sizeof err), "%s", err);
     Options o2;
     TrainState st2;
-    Model m2;
-    int rc = checkpoint_load(path, &o2, &st2, &m2, NULL, NULL, err, sizeof err);
+    CkptState cs;
+    int rc = checkpoint_load(path, &o2, &st2, &cs, err, sizeof err);
     CHECK(rc != 0 && strstr(err, "parameters") && strstr(err, "model config"),
           "a checkpoint of another model must be refused, got rc %d: %s", rc, err);
-    if (rc == 0) model_destroy(&m2);
-    free(am); free(av);
-    model_destroy(&m);
+    if (rc == 0) checkpoint_state_free(&cs);
+    model_close(m);
     unlink(path);
 }
 

@@ -3,8 +3,8 @@
  * group, exactly whole groups, longer than one group), one or several sequences. */
 #include <stdlib.h>
 #include <string.h>
-#include "decode.h"
-#include "flash.h"
+#include "cpu_decode.h"
+#include "cpu_model.h"
 #include "ops.h"
 #include "rng.h"
 #include "test.h"
@@ -23,13 +23,13 @@ static double row_rel_err(const real *x, const real *ref, int n) {
 
 /* Every position's logits of the full forward over T tokens vs prefill(P) + steps. */
 static double worst_error(const FlashConfig *cfg, int T, int P, int nseq) {
-    Model m;
+    CpuModel m;
     char err[256];
-    if (model_create(&m, cfg, err, sizeof err) || model_alloc_acts(&m, 1, T, err, sizeof err)) {
+    if (cpu_create(&m, cfg, err, sizeof err) || cpu_alloc_acts(&m, 1, T, err, sizeof err)) {
         printf("  %s\n", err);
         return 1e9;
     }
-    model_init_params(&m, 7);
+    cpu_init_params(&m, 7);
     Rng rng;
     rng_seed(&rng, 11);
     /* move the constant-initialised parameters off their defaults so they all matter */
@@ -43,13 +43,13 @@ static double worst_error(const FlashConfig *cfg, int T, int P, int nseq) {
     }
     int *tok = malloc(sizeof(int) * (T + 1));
     for (int t = 0; t <= T; t++) tok[t] = (int)rng_below(&rng, 256);
-    model_forward(&m, tok, 1, T);
+    cpu_forward(&m, tok, 1, T);
     const int V = cfg->num_tokens;
     real *full = malloc(sizeof(real) * (size_t)T * V);
     memcpy(full, m.acts.logits, sizeof(real) * (size_t)T * V);
 
     Decoder dc;
-    if (decoder_init(&dc, &m, nseq, err, sizeof err)) { printf("  %s\n", err); return 1e9; }
+    if (decoder_init(&dc, &m, nseq, P, err, sizeof err)) { printf("  %s\n", err); return 1e9; }
     real *logits = malloc(sizeof(real) * (size_t)nseq * V);
     decoder_prefill(&dc, tok, P, logits);
     double worst = 0;
@@ -66,7 +66,7 @@ static double worst_error(const FlashConfig *cfg, int T, int P, int nseq) {
     }
     free(col); free(logits); free(full); free(tok);
     decoder_free(&dc);
-    model_destroy(&m);
+    cpu_destroy(&m);
     return worst;
 }
 
@@ -114,22 +114,22 @@ static void test_decode_several_sequences(void) {
 /* the check itself can fail: a decoder fed a different token must disagree */
 static void test_decode_detects_difference(void) {
     FlashConfig c = small_cfg(1, 1, 1, 16);
-    Model m;
+    CpuModel m;
     char err[256];
-    CHECK(!model_create(&m, &c, err, sizeof err) && !model_alloc_acts(&m, 1, 12, err, sizeof err), "%s", err);
-    model_init_params(&m, 3);
+    CHECK(!cpu_create(&m, &c, err, sizeof err) && !cpu_alloc_acts(&m, 1, 12, err, sizeof err), "%s", err);
+    cpu_init_params(&m, 3);
     int tok[13] = {10, 20, 30, 40, 50, 60, 70, 80, 90, 100, 110, 120, 0};
-    model_forward(&m, tok, 1, 12);
+    cpu_forward(&m, tok, 1, 12);
     Decoder dc;
     real logits[256];
-    decoder_init(&dc, &m, 1, err, sizeof err);
+    decoder_init(&dc, &m, 1, 11, err, sizeof err);
     decoder_prefill(&dc, tok, 11, logits);
     int other = 7;
     decoder_step(&dc, &other, logits);
     double e = row_rel_err(logits, m.acts.logits + 11 * 256, 256);
     CHECK(e > 1e-3, "a different last token should change the logits (error %.3e)", e);
     decoder_free(&dc);
-    model_destroy(&m);
+    cpu_destroy(&m);
 }
 
 int main(void) {

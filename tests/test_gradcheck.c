@@ -11,7 +11,7 @@
  * way: buffers that a backward ADDS into are pre-filled with random values and the
  * analytic gradient is what it added; buffers it WRITES are pre-filled with garbage;
  * columns outside a strided view must stay untouched. */
-#include "flash.h"
+#include "cpu_model.h"
 #include "gradcheck.h"
 #include "ops.h"
 #include "rng.h"
@@ -299,19 +299,19 @@ static void test_linear(void) {
                 rand_n(ny, 0, 1)};
     real *dx = rand_n(nx, 0, 100);                                 /* written: garbage */
     real *dW = rand_n(nw, 0, 1), *dW0 = copy_n(dW, nw), *db = rand_n(out, 0, 1), *db0 = copy_n(db, out);
-    linear_backward(dx, 0, dW, db, c.w, c.x, c.W, N, in, out);
+    linear_backward(dx, 0, dW, db, c.w, c.x, c.W, N, in, out, NULL);
     real *gW = added(dW, dW0, nw), *gb = added(db, db0, out);
     check_grad("linear", "x", linear_loss, &c, c.x, nx, dx, K_OP);
     check_grad("linear", "W", linear_loss, &c, c.W, nw, gW, K_OP);
     check_grad("linear", "b", linear_loss, &c, c.b, out, gb, K_OP);
     /* dx_beta = 1 adds into dx */
     real *dx1 = rand_n(nx, 0, 1), *dx10 = copy_n(dx1, nx);
-    linear_backward(dx1, 1, dW, db, c.w, c.x, c.W, N, in, out);
+    linear_backward(dx1, 1, dW, db, c.w, c.x, c.W, N, in, out, NULL);
     real *gx1 = added(dx1, dx10, nx);
     check_grad("linear", "x (dx_beta = 1)", linear_loss, &c, c.x, nx, gx1, K_OP);
     /* dx NULL: weight gradients only, same values */
     real *dW2 = calloc(nw, sizeof(real)), *db2 = calloc(out, sizeof(real));
-    linear_backward(NULL, 0, dW2, db2, c.w, c.x, c.W, N, in, out);
+    linear_backward(NULL, 0, dW2, db2, c.w, c.x, c.W, N, in, out, NULL);
     CHECK(rel_diff(dW2, gW, nw) < 1e-14 && rel_diff(db2, gb, out) < 1e-14, "dx = NULL changes dW/db");
     free(c.x); free(c.W); free(c.b); free(c.y); free(c.w); free(dx); free(dW); free(dW0);
     free(db); free(db0); free(gW); free(gb); free(dx1); free(dx10); free(gx1); free(dW2); free(db2);
@@ -555,10 +555,10 @@ static void test_crossentropy(void) {
 
 /* ================================== whole model ====================================== */
 
-typedef struct { Model *m; const int *tokens; int B, T; } ModelCtx;
+typedef struct { CpuModel *m; const int *tokens; int B, T; } ModelCtx;
 static double model_loss(void *p) {
     ModelCtx *c = p;
-    return model_forward(c->m, c->tokens, c->B, c->T);
+    return cpu_forward(c->m, c->tokens, c->B, c->T);
 }
 
 static int ends_with(const char *s, const char *suf) {
@@ -569,7 +569,7 @@ static int ends_with(const char *s, const char *suf) {
 /* The constant-initialised parameters get random values so every gradient is exercised
    (as the reference fixtures do); the relative bias is scaled so that sim falls where
    the laplace function is steep rather than saturated. */
-static void perturb_params(Model *m) {
+static void perturb_params(CpuModel *m) {
     const int s = m->cfg.query_key_dim;
     for (int i = 0; i < m->table.n; i++) {
         const ParamInfo *p = &m->table.info[i];
@@ -590,7 +590,7 @@ static void perturb_params(Model *m) {
 
 /* smallest |sim| over every layer's causal, unpadded scores of the last forward; *few
    gets the smallest count, over layers, of positive or of negative scores */
-static double model_min_abs_sim(const Model *m, int *few) {
+static double model_min_abs_sim(const CpuModel *m, int *few) {
     const int B = m->cur_B, T = m->cur_T, C = m->cfg.group_size, G = (T + C - 1) / C;
     double mn = INFINITY;
     *few = 1 << 30;
@@ -612,12 +612,12 @@ static double model_min_abs_sim(const Model *m, int *few) {
 }
 
 static void model_case(const char *tag, const FlashConfig *cfg, int B, int T) {
-    Model m;
+    CpuModel m;
     char err[256];
-    if (model_create(&m, cfg, err, sizeof err)) { CHECK(0, "%s: model_create: %s", tag, err); return; }
-    if (model_alloc_acts(&m, B, T, err, sizeof err)) {
+    if (cpu_create(&m, cfg, err, sizeof err)) { CHECK(0, "%s: model_create: %s", tag, err); return; }
+    if (cpu_alloc_acts(&m, B, T, err, sizeof err)) {
         CHECK(0, "%s: model_alloc_acts: %s", tag, err);
-        model_destroy(&m);
+        cpu_destroy(&m);
         return;
     }
     const int V = cfg->num_tokens;
@@ -631,15 +631,15 @@ static void model_case(const char *tag, const FlashConfig *cfg, int B, int T) {
     double loss, margin = INFINITY;
     int tries = 0, few = 1 << 30;
     do {
-        model_init_params(&m, 7 + (uint64_t)tries);
+        cpu_init_params(&m, 7 + (uint64_t)tries);
         perturb_params(&m);
         loss = model_loss(&c);
         if (!cfg->laplace_attn_fn) margin = model_min_abs_sim(&m, &few);
     } while ((margin < 1e-3 || few < 3) && ++tries < 100);
     CHECK(margin >= 1e-3 && few >= 3, "%s: min |sim| %g, %d scores of one sign", tag, margin, few);
-    model_zero_grads(&m);
+    cpu_zero_grads(&m);
     CHECK(isfinite(loss) && loss > 0, "%s: loss %g", tag, loss);
-    model_backward(&m, 1);
+    cpu_backward(&m, tokens, 1);
     real *g1 = copy_n(m.grads, tot);
 
     char op[64];
@@ -680,22 +680,22 @@ static void model_case(const char *tag, const FlashConfig *cfg, int B, int T) {
 
     /* dloss scales the gradient; two backwards accumulate */
     real *want = alloc_n(tot);
-    model_zero_grads(&m);
-    model_forward(&m, tokens, B, T);
-    model_backward(&m, 0.5);
+    cpu_zero_grads(&m);
+    cpu_forward(&m, tokens, B, T);
+    cpu_backward(&m, tokens, 0.5);
     for (size_t k = 0; k < tot; k++) want[k] = 0.5 * g1[k];
     double e_half = rel_diff(m.grads, want, tot);
     CHECK(e_half < 1e-12, "%s: backward(0.5) is not half the gradient: %g", tag, e_half);
-    model_zero_grads(&m);
+    cpu_zero_grads(&m);
     for (int rep = 0; rep < 2; rep++) {
-        model_forward(&m, tokens, B, T);
-        model_backward(&m, 1);
+        cpu_forward(&m, tokens, B, T);
+        cpu_backward(&m, tokens, 1);
     }
     for (size_t k = 0; k < tot; k++) want[k] = 2 * g1[k];
     double e_two = rel_diff(m.grads, want, tot);
     CHECK(e_two < 1e-12, "%s: two backwards do not accumulate: %g", tag, e_two);
     free(want); free(g1); free(tokens);
-    model_destroy(&m);
+    cpu_destroy(&m);
 }
 
 /* (a) scalenorm, token shift, laplace; T = 10, C = 4: groups 4, 4, 2 */

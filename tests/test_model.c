@@ -1,5 +1,5 @@
 /* tests/test_model.c: the model's configuration, parameter table, initialisation and
- * safetensors import/export (model/config.c, params.c, flash.c, state_io.c).
+ * safetensors import/export (model/config.c, params.c, cpu_model.c, state_io.c).
  *
  * Usage: test_model [FIXTURE_DIR [DATA]]   (default ../shared/fixtures, from the repo root)
  * Temporary files go to /tmp, named after the process id, and are removed at the end. */
@@ -7,7 +7,8 @@
 #define _POSIX_C_SOURCE 200809L /* getpid */
 #endif
 #include "config.h"
-#include "flash.h"
+#include "cpu_model.h"
+#include "model.h"
 #include "ops.h"
 #include "params.h"
 #include "safetensors.h"
@@ -131,12 +132,12 @@ static void test_default_table(void) {
     CHECK(config_hidden(&c) == 1024, "e = %d", config_hidden(&c));
 }
 
-/* The Model's named pointers point at the table's offsets, in params and in grads. */
+/* The CpuModel's named pointers point at the table's offsets, in params and in grads. */
 static void test_model_pointers(void) {
     FlashConfig c = small_config();
-    Model m;
+    CpuModel m;
     char err[256];
-    CHECK(model_create(&m, &c, err, sizeof err) == 0, "model_create: %s", err);
+    CHECK(cpu_create(&m, &c, err, sizeof err) == 0, "model_create: %s", err);
     const ParamTable *t = &m.table;
 #define AT(name) (m.params + params_find(t, name)->offset)
     CHECK(m.p.tok_emb == AT("token_emb.weight") && m.p.pos_scale == AT("abs_pos_emb.scale") &&
@@ -150,7 +151,7 @@ static void test_model_pointers(void) {
     int zero = 1;
     for (size_t k = 0; k < t->total; k++) zero &= m.params[k] == 0 && m.grads[k] == 0;
     CHECK(zero, "params and grads are not zeroed at creation");
-    model_destroy(&m);
+    cpu_destroy(&m);
 }
 
 /* ================================ configuration ===================================== */
@@ -160,9 +161,9 @@ static void expect_invalid(FlashConfig c, const char *field, const char *what) {
     int rc = config_validate(&c, err, sizeof err);
     CHECK(rc == -1, "%s: accepted", what);
     CHECK(strstr(err, field) != NULL, "%s: message \"%s\" does not name %s", what, err, field);
-    Model m;
+    CpuModel m;
     char err2[256] = "";
-    CHECK(model_create(&m, &c, err2, sizeof err2) == -1 && strstr(err2, field), "%s: model_create: \"%s\"", what, err2);
+    CHECK(cpu_create(&m, &c, err2, sizeof err2) == -1 && strstr(err2, field), "%s: model_create: \"%s\"", what, err2);
 }
 
 static void test_config_validate(void) {
@@ -224,10 +225,10 @@ static void test_config_json(void) {
 
 static void test_init_statistics(void) {
     FlashConfig c = config_default();
-    Model m;
+    CpuModel m;
     char err[256];
-    if (model_create(&m, &c, err, sizeof err)) { CHECK(0, "model_create: %s", err); return; }
-    model_init_params(&m, 1);
+    if (cpu_create(&m, &c, err, sizeof err)) { CHECK(0, "model_create: %s", err); return; }
+    cpu_init_params(&m, 1);
     const int d = c.dim, e = config_hidden(&c), s = c.query_key_dim, V = c.num_tokens;
     double mean, std;
 
@@ -289,12 +290,12 @@ static void test_init_statistics(void) {
     for (int i = 0; i < d; i++) lnf &= m.p.lnf_w[i] == 1 && m.p.lnf_b[i] == 0;
     CHECK(lnf, "to_logits.0 is not weight 1, bias 0");
     free(gam); free(rel);
-    model_destroy(&m);
+    cpu_destroy(&m);
 
     /* layernorm layers: weight 1, bias 0 */
     c = small_config();
-    if (model_create(&m, &c, err, sizeof err)) { CHECK(0, "model_create: %s", err); return; }
-    model_init_params(&m, 1);
+    if (cpu_create(&m, &c, err, sizeof err)) { CHECK(0, "model_create: %s", err); return; }
+    cpu_init_params(&m, 1);
     int ln = 1;
     for (int l = 0; l < c.depth; l++)
         for (int i = 0; i < c.dim; i++) ln &= m.p.layer[l].norm_w[i] == 1 && m.p.layer[l].norm_b[i] == 0;
@@ -302,19 +303,19 @@ static void test_init_statistics(void) {
     int rs = 1;   /* s = 36: r = 32 */
     for (int j = 0; j < 16; j++) rs &= m.p.layer[1].rot_freqs[j] == (real)pow(10000.0, -2.0 * j / 32);
     CHECK(rs, "rotary freqs for s = 36");
-    model_destroy(&m);
+    cpu_destroy(&m);
 }
 
 static void test_init_seed(void) {
     FlashConfig c = small_config();
-    Model a, b;
+    CpuModel a, b;
     char err[256];
-    CHECK(model_create(&a, &c, err, sizeof err) == 0 && model_create(&b, &c, err, sizeof err) == 0, "%s", err);
+    CHECK(cpu_create(&a, &c, err, sizeof err) == 0 && cpu_create(&b, &c, err, sizeof err) == 0, "%s", err);
     const size_t bytes = a.table.total * sizeof(real);
-    model_init_params(&a, 1234);
-    model_init_params(&b, 1234);
+    cpu_init_params(&a, 1234);
+    cpu_init_params(&b, 1234);
     CHECK(!memcmp(a.params, b.params, bytes), "same seed, different parameters");
-    model_init_params(&b, 1235);
+    cpu_init_params(&b, 1235);
     CHECK(memcmp(a.params, b.params, bytes) != 0, "different seeds, same parameters");
     /* every randomly initialised tensor differs; the constants and buffers do not */
     for (int i = 0; i < a.table.n; i++) {
@@ -329,47 +330,74 @@ static void test_init_seed(void) {
     }
     /* re-initialising overwrites whatever was there */
     for (size_t k = 0; k < a.table.total; k++) b.params[k] = 7;
-    model_init_params(&b, 1234);
+    cpu_init_params(&b, 1234);
     CHECK(!memcmp(a.params, b.params, bytes), "init does not overwrite every element");
-    model_destroy(&a);
-    model_destroy(&b);
+    cpu_destroy(&a);
+    cpu_destroy(&b);
 }
 
 /* ================================== safetensors ===================================== */
 
+static Model *open_cpu(const FlashConfig *c) {
+    ModelOptions mo = {.device = DEVICE_CPU, .max_B = 1, .max_T = 8};
+    char err[512];
+    Model *m = model_open(c, &mo, err, sizeof err);
+    CHECK(m, "model_open: %s", err);
+    return m;
+}
+
+static Model *load_cpu(const char *path, const FlashConfig *base, char *err, size_t errlen) {
+    ModelOptions mo = {.device = DEVICE_CPU, .max_B = 1, .max_T = 8};
+    return model_load_safetensors(path, base, &mo, err, errlen);
+}
+
+/* the model's parameters as host floats (free them) */
+static float *params_of(Model *m) {
+    float *p = malloc(sizeof(float) * model_table(m)->total);
+    char err[256];
+    if (p && model_read(m, STATE_PARAMS, p, err, sizeof err)) { free(p); p = NULL; }
+    return p;
+}
+
 static void test_export_load_roundtrip(void) {
     FlashConfig c = small_config();
-    Model m, back;
     char err[256];
-    if (model_create(&m, &c, err, sizeof err)) { CHECK(0, "model_create: %s", err); return; }
-    model_init_params(&m, 99);
-    m.p.pos_scale[0] = (real)0.123456789;     /* a non-default value survives too */
+    Model *m = open_cpu(&c);
+    if (!m) return;
+    model_init_params(m, 99, err, sizeof err);
+    float *mp = params_of(m);
+    const ParamTable *mt = model_table(m);
+    mp[params_find(mt, "abs_pos_emb.scale")->offset] = 0.123456789f;   /* a non-default value survives too */
+    model_write(m, STATE_PARAMS, mp, err, sizeof err);
     const char *path = tmp_path("roundtrip");
     const char *keys[] = {"step", "note"}, *vals[] = {"1234", "hello \"world\""};
-    CHECK(model_export(&m, path, keys, vals, 2, err, sizeof err) == 0, "model_export: %s", err);
+    CHECK(model_export(m, path, keys, vals, 2, err, sizeof err) == 0, "model_export: %s", err);
 
-    if (model_load_safetensors(&back, path, NULL, err, sizeof err)) {
+    Model *back = load_cpu(path, NULL, err, sizeof err);
+    if (!back) {
         CHECK(0, "model_load_safetensors: %s", err);
     } else {
-        CHECK(same_config(&back.cfg, &c), "config does not round-trip");
-        CHECK(back.table.total == m.table.total && back.table.n == m.table.n, "table differs");
-        CHECK(!memcmp(back.params, m.params, m.table.total * sizeof(real)), "parameters are not bit-exact");
-        model_destroy(&back);
+        CHECK(same_config(model_config(back), &c), "config does not round-trip");
+        CHECK(model_table(back)->total == mt->total && model_table(back)->n == mt->n, "table differs");
+        float *bp = params_of(back);
+        CHECK(bp && !memcmp(bp, mp, mt->total * sizeof(float)), "parameters are not bit-exact");
+        free(bp);
+        model_close(back);
     }
     /* a base config is overridden by the file's metadata */
     FlashConfig base = config_default();
-    if (model_load_safetensors(&back, path, &base, err, sizeof err) == 0) {
-        CHECK(same_config(&back.cfg, &c), "metadata does not override the base config");
-        model_destroy(&back);
+    if ((back = load_cpu(path, &base, err, sizeof err))) {
+        CHECK(same_config(model_config(back), &c), "metadata does not override the base config");
+        model_close(back);
     } else {
         CHECK(0, "model_load_safetensors with base: %s", err);
     }
 
     StFile f;
-    if (st_load(&f, path, err, sizeof err)) { CHECK(0, "st_load: %s", err); model_destroy(&m); return; }
-    CHECK(f.n_tensors == m.table.n, "%d tensors in the file, %d in the table", f.n_tensors, m.table.n);
-    for (int i = 0; i < m.table.n; i++) {
-        const ParamInfo *p = &m.table.info[i];
+    if (st_load(&f, path, err, sizeof err)) { CHECK(0, "st_load: %s", err); model_close(m); free(mp); return; }
+    CHECK(f.n_tensors == mt->n, "%d tensors in the file, %d in the table", f.n_tensors, mt->n);
+    for (int i = 0; i < mt->n; i++) {
+        const ParamInfo *p = &mt->info[i];
         const StTensor *t = st_find(&f, p->name);
         CHECK(t != NULL, "%s missing from the file", p->name);
         if (!t) continue;
@@ -380,7 +408,7 @@ static void test_export_load_roundtrip(void) {
         for (size_t k = 0; k < p->numel && same; k++) {
             float v;
             memcpy(&v, data + 4 * k, 4);
-            same = v == (float)m.params[p->offset + k];
+            same = v == mp[p->offset + k];
         }
         CHECK(same, "%s: data differs", p->name);
     }
@@ -394,19 +422,20 @@ static void test_export_load_roundtrip(void) {
     CHECK(st_meta(&f, "note") && !strcmp(st_meta(&f, "note"), vals[1]), "extra metadata note");
     st_free(&f);
     unlink(path);
-    model_destroy(&m);
+    free(mp);
+    model_close(m);
 }
 
 /* Writes the table's tensors of m, altered: `skip` left out, `extra` added, `bad_shape`
    written with shape `shape`, `bad_dtype` written as F64. NULL: no such change. */
-static int write_variant(const Model *m, const char *path, const char *skip, const char *extra,
+static int write_variant(Model *m, const char *path, const char *skip, const char *extra,
                          const char *bad_shape, int bad_ndim, const int64_t *shape,
                          const char *bad_dtype) {
-    const ParamTable *t = &m->table;
+    const ParamTable *t = model_table(m);
     StWriter *w = st_writer_new();
     double *f64 = malloc(sizeof(double) * t->total);
-    float *f32 = malloc(sizeof(float) * t->total);
-    for (size_t k = 0; k < t->total; k++) f64[k] = f32[k] = (float)m->params[k];
+    float *f32 = params_of(m);
+    for (size_t k = 0; k < t->total; k++) f64[k] = f32[k];
     /* F64 first so it stays aligned */
     for (int i = 0; i < t->n; i++) {
         const ParamInfo *p = &t->info[i];
@@ -426,7 +455,7 @@ static int write_variant(const Model *m, const char *path, const char *skip, con
         st_writer_add(w, extra, ST_F32, 1, &one, f32);
     }
     char json[1024], err[256];
-    config_to_json(&m->cfg, json, sizeof json);
+    config_to_json(model_config(m), json, sizeof json);
     st_writer_meta(w, "config", json);
     int rc = st_writer_save(w, path, err, sizeof err);
     if (rc) fprintf(stderr, "  write_variant: %s\n", err);
@@ -438,116 +467,122 @@ static int write_variant(const Model *m, const char *path, const char *skip, con
 
 /* Both model_import into a fresh model and model_load_safetensors must refuse PATH with a
    message naming `name` (and `also`, if given). */
-static void expect_refused(const Model *src, const char *path, const char *name, const char *also,
+static void expect_refused(Model *src, const char *path, const char *name, const char *also,
                            const char *what) {
     char err[512] = "";
     StFile f;
     if (st_load(&f, path, err, sizeof err)) { CHECK(0, "%s: st_load: %s", what, err); return; }
-    Model m;
-    if (model_create(&m, &src->cfg, err, sizeof err)) { CHECK(0, "model_create: %s", err); st_free(&f); return; }
+    Model *m = open_cpu(model_config(src));
+    if (!m) { st_free(&f); return; }
     err[0] = 0;
-    int rc = model_import(&m, &f, path, err, sizeof err);
+    int rc = model_import(m, &f, path, err, sizeof err);
     CHECK(rc == -1, "%s: model_import accepted the file", what);
     CHECK(strstr(err, name) && (!also || strstr(err, also)), "%s: message \"%s\" does not name \"%s\"%s%s",
           what, err, name, also ? " and " : "", also ? also : "");
-    model_destroy(&m);
+    model_close(m);
     st_free(&f);
-    Model m2;
     err[0] = 0;
-    rc = model_load_safetensors(&m2, path, NULL, err, sizeof err);
-    CHECK(rc == -1 && strstr(err, name), "%s: model_load_safetensors: rc %d \"%s\"", what, rc, err);
-    if (rc == 0) model_destroy(&m2);
+    Model *m2 = load_cpu(path, NULL, err, sizeof err);
+    CHECK(!m2 && strstr(err, name), "%s: model_load_safetensors: %s \"%s\"", what, m2 ? "loaded" : "refused", err);
+    model_close(m2);
     unlink(path);
 }
 
 static void test_import_refusals(void) {
     FlashConfig c = small_config();
-    Model m;
     char err[256];
-    if (model_create(&m, &c, err, sizeof err)) { CHECK(0, "model_create: %s", err); return; }
-    model_init_params(&m, 5);
+    Model *m = open_cpu(&c);
+    if (!m) return;
+    model_init_params(m, 5, err, sizeof err);
     const char *path = tmp_path("bad");
     /* the unaltered variant loads: the refusals below are due to the alteration */
-    if (write_variant(&m, path, NULL, NULL, NULL, 0, NULL, NULL) == 0) {
-        Model ok;
-        if (model_load_safetensors(&ok, path, NULL, err, sizeof err) == 0) {
-            CHECK(!memcmp(ok.params, m.params, m.table.total * sizeof(real)), "unaltered file differs");
-            model_destroy(&ok);
+    if (write_variant(m, path, NULL, NULL, NULL, 0, NULL, NULL) == 0) {
+        Model *ok = load_cpu(path, NULL, err, sizeof err);
+        if (ok) {
+            float *a = params_of(ok), *b = params_of(m);
+            CHECK(a && b && !memcmp(a, b, model_table(m)->total * sizeof(float)), "unaltered file differs");
+            free(a); free(b);
+            model_close(ok);
         } else {
             CHECK(0, "unaltered file refused: %s", err);
         }
         unlink(path);
     }
-    if (write_variant(&m, path, "layers.1.to_out.bias", NULL, NULL, 0, NULL, NULL) == 0)
-        expect_refused(&m, path, "layers.1.to_out.bias", "missing", "missing tensor");
-    if (write_variant(&m, path, "abs_pos_emb.inv_freq", NULL, NULL, 0, NULL, NULL) == 0)
-        expect_refused(&m, path, "abs_pos_emb.inv_freq", "missing", "missing buffer");
-    if (write_variant(&m, path, NULL, "layers.0.extra.weight", NULL, 0, NULL, NULL) == 0)
-        expect_refused(&m, path, "layers.0.extra.weight", NULL, "extra tensor");
+    if (write_variant(m, path, "layers.1.to_out.bias", NULL, NULL, 0, NULL, NULL) == 0)
+        expect_refused(m, path, "layers.1.to_out.bias", "missing", "missing tensor");
+    if (write_variant(m, path, "abs_pos_emb.inv_freq", NULL, NULL, 0, NULL, NULL) == 0)
+        expect_refused(m, path, "abs_pos_emb.inv_freq", "missing", "missing buffer");
+    if (write_variant(m, path, NULL, "layers.0.extra.weight", NULL, 0, NULL, NULL) == 0)
+        expect_refused(m, path, "layers.0.extra.weight", NULL, "extra tensor");
     const int s = c.query_key_dim, d = c.dim;
     int64_t transposed[2] = {d, s};           /* same numel, (in, out) instead of (out, in) */
-    if (write_variant(&m, path, NULL, NULL, "layers.0.to_qk.0.weight", 2, transposed, NULL) == 0)
-        expect_refused(&m, path, "layers.0.to_qk.0.weight", "shape", "transposed shape");
+    if (write_variant(m, path, NULL, NULL, "layers.0.to_qk.0.weight", 2, transposed, NULL) == 0)
+        expect_refused(m, path, "layers.0.to_qk.0.weight", "shape", "transposed shape");
     int64_t flat[1] = {(int64_t)s * d};       /* same numel, one dimension */
-    if (write_variant(&m, path, NULL, NULL, "layers.1.to_qk.0.weight", 1, flat, NULL) == 0)
-        expect_refused(&m, path, "layers.1.to_qk.0.weight", "shape", "flattened shape");
+    if (write_variant(m, path, NULL, NULL, "layers.1.to_qk.0.weight", 1, flat, NULL) == 0)
+        expect_refused(m, path, "layers.1.to_qk.0.weight", "shape", "flattened shape");
     int64_t shorter[1] = {d - 1};
-    if (write_variant(&m, path, NULL, NULL, "to_logits.0.bias", 1, shorter, NULL) == 0)
-        expect_refused(&m, path, "to_logits.0.bias", "shape", "shorter tensor");
-    if (write_variant(&m, path, NULL, NULL, NULL, 0, NULL, "layers.0.qk_offset_scale.gamma") == 0)
-        expect_refused(&m, path, "layers.0.qk_offset_scale.gamma", "F64", "wrong dtype");
+    if (write_variant(m, path, NULL, NULL, "to_logits.0.bias", 1, shorter, NULL) == 0)
+        expect_refused(m, path, "to_logits.0.bias", "shape", "shorter tensor");
+    if (write_variant(m, path, NULL, NULL, NULL, 0, NULL, "layers.0.qk_offset_scale.gamma") == 0)
+        expect_refused(m, path, "layers.0.qk_offset_scale.gamma", "F64", "wrong dtype");
     /* a file whose config metadata says another shape: refused, naming a tensor */
     FlashConfig other = c;
     other.dim = c.dim + 2;
-    Model o;
-    if (model_create(&o, &other, err, sizeof err) == 0) {
-        model_init_params(&o, 1);
+    Model *o = open_cpu(&other);
+    if (o) {
+        model_init_params(o, 1, err, sizeof err);
         const char *p2 = tmp_path("other");
-        CHECK(model_export(&o, p2, NULL, NULL, 0, err, sizeof err) == 0, "export: %s", err);
+        CHECK(model_export(o, p2, NULL, NULL, 0, err, sizeof err) == 0, "export: %s", err);
         StFile f;
         if (st_load(&f, p2, err, sizeof err) == 0) {
             char e2[512] = "";
-            CHECK(model_import(&m, &f, p2, e2, sizeof e2) == -1 && strstr(e2, "token_emb.weight"),
+            CHECK(model_import(m, &f, p2, e2, sizeof e2) == -1 && strstr(e2, "token_emb.weight"),
                   "a model of another width imported: \"%s\"", e2);
             st_free(&f);
         }
         unlink(p2);
-        model_destroy(&o);
+        model_close(o);
     }
-    model_destroy(&m);
+    model_close(m);
 }
 
 static void test_fixture(void) {
     char path[1024], err[512];
-    Model m;
     snprintf(path, sizeof path, "%s/flash_small.weights.safetensors", fixture_dir);
-    if (model_load_safetensors(&m, path, NULL, err, sizeof err)) { CHECK(0, "%s", err); return; }
-    CHECK(m.cfg.dim == 64 && m.cfg.depth == 2, "flash_small: dim %d depth %d, expected 64, 2", m.cfg.dim, m.cfg.depth);
-    CHECK(m.cfg.group_size == 16 && m.cfg.query_key_dim == 32 && m.cfg.norm_type == NORM_SCALENORM &&
-          m.cfg.shift_tokens && m.cfg.laplace_attn_fn,
-          "flash_small: C %d s %d norm %d shift %d laplace %d", m.cfg.group_size, m.cfg.query_key_dim,
-          m.cfg.norm_type, m.cfg.shift_tokens, m.cfg.laplace_attn_fn);
+    Model *m = load_cpu(path, NULL, err, sizeof err);
+    if (!m) { CHECK(0, "%s", err); return; }
+    const FlashConfig *mc = model_config(m);
+    const ParamTable *mt = model_table(m);
+    CHECK(mc->dim == 64 && mc->depth == 2, "flash_small: dim %d depth %d, expected 64, 2", mc->dim, mc->depth);
+    CHECK(mc->group_size == 16 && mc->query_key_dim == 32 && mc->norm_type == NORM_SCALENORM &&
+          mc->shift_tokens && mc->laplace_attn_fn,
+          "flash_small: C %d s %d norm %d shift %d laplace %d", mc->group_size, mc->query_key_dim,
+          mc->norm_type, mc->shift_tokens, mc->laplace_attn_fn);
     /* the values are the file's */
     StFile f;
-    if (st_load(&f, path, err, sizeof err) == 0) {
-        int same = f.n_tensors == m.table.n;
-        for (int i = 0; i < m.table.n && same; i++) {
-            const ParamInfo *p = &m.table.info[i];
+    float *mp = params_of(m);
+    if (mp && st_load(&f, path, err, sizeof err) == 0) {
+        int same = f.n_tensors == mt->n;
+        for (int i = 0; i < mt->n && same; i++) {
+            const ParamInfo *p = &mt->info[i];
             const StTensor *t = st_find(&f, p->name);
             same = t && (size_t)st_numel(t) == p->numel &&
-                   !memcmp(st_tensor_data(&f, t), m.params + p->offset, p->numel * 4);
+                   !memcmp(st_tensor_data(&f, t), mp + p->offset, p->numel * 4);
         }
         CHECK(same, "flash_small: imported values differ from the file");
         st_free(&f);
     }
-    model_destroy(&m);
+    free(mp);
+    model_close(m);
     snprintf(path, sizeof path, "%s/flash_small_ln.weights.safetensors", fixture_dir);
-    if (model_load_safetensors(&m, path, NULL, err, sizeof err)) { CHECK(0, "%s", err); return; }
-    CHECK(m.cfg.norm_type == NORM_LAYERNORM && !m.cfg.shift_tokens && !m.cfg.laplace_attn_fn &&
-          m.cfg.query_key_dim == 48 && config_rotary(&m.cfg) == 32,
-          "flash_small_ln: norm %d shift %d laplace %d s %d", m.cfg.norm_type, m.cfg.shift_tokens,
-          m.cfg.laplace_attn_fn, m.cfg.query_key_dim);
-    model_destroy(&m);
+    if (!(m = load_cpu(path, NULL, err, sizeof err))) { CHECK(0, "%s", err); return; }
+    mc = model_config(m);
+    CHECK(mc->norm_type == NORM_LAYERNORM && !mc->shift_tokens && !mc->laplace_attn_fn &&
+          mc->query_key_dim == 48 && config_rotary(mc) == 32,
+          "flash_small_ln: norm %d shift %d laplace %d s %d", mc->norm_type, mc->shift_tokens,
+          mc->laplace_attn_fn, mc->query_key_dim);
+    model_close(m);
 }
 
 /* The Linear layers' GEMM ways (model/ops.c) agree with a double-precision product and
@@ -586,9 +621,12 @@ static void test_gemm_ways(void) {
                         if (!(err <= worst)) worst = err;   /* NaN counts as worst */
                     }
                 CHECK(worst < 1e-4, "threads %d shape %d beta %d: OpenBLAS vs double %g", threads, sh, beta1, worst);
+                /* split K's partial sums: exactly the room its chunks need */
+                GemmScratch ws = {NULL, (size_t)gemm_splitk_chunks(K, threads) * M * N};
+                ws.buf = malloc(sizeof(float) * ws.floats);
                 for (int way = GEMM_OPENBLAS; way <= GEMM_SPLITK; way++) {
                     for (int i = 0; i < M * N; i++) C1[i] = beta1 ? Cin[i] : NAN;
-                    gemm_way(way, ta, tb, M, N, K, 0.75f, A, lda, B, ldb, beta, C1, N, threads);
+                    gemm_way(way, ta, tb, M, N, K, 0.75f, A, lda, B, ldb, beta, C1, N, threads, &ws);
                     double diff = 0;
                     for (int i = 0; i < M * N; i++) {
                         double d = fabs((double)C1[i] - C0[i]);
@@ -597,6 +635,7 @@ static void test_gemm_ways(void) {
                     CHECK(diff < 1e-4, "threads %d shape %d beta %d: way %d differs from one OpenBLAS call by %g",
                           threads, sh, beta1, way, diff);
                 }
+                free(ws.buf);
             }
             free(A); free(B); free(C0); free(C1); free(Cin);
         }
@@ -639,25 +678,28 @@ static void test_threads_reproducible(void) {
     FlashConfig c = config_default();
     c.dim = 64; c.depth = 2; c.group_size = 64; c.query_key_dim = 32;
     const int B = 2, T = 256;   /* to_hidden: 512 x 288 x 64, 18.9 MFLOP: tiles at 8 threads */
-    Model m;
+    CpuModel m;
     char err[256];
-    if (model_create(&m, &c, err, sizeof err) || model_alloc_acts(&m, B, T, err, sizeof err)) {
+    /* activations sized at 8 threads, where the weight gradients split K (their partial
+       sums are reserved for the thread count the model is sized at) */
+    const int saved = omp_get_max_threads();
+    omp_set_num_threads(8);
+    if (cpu_create(&m, &c, err, sizeof err) || cpu_alloc_acts(&m, B, T, err, sizeof err)) {
         CHECK(0, "%s", err);
         return;
     }
-    model_init_params(&m, 5);
+    cpu_init_params(&m, 5);
     int *tok = malloc(sizeof(int) * B * (T + 1));
     for (int i = 0; i < B * (T + 1); i++) tok[i] = (i * 131 + i / 7) % 256;
     const size_t n = m.table.total;
     float *g[3];
     double loss[3];
     const int threads[3] = {8, 8, 2};
-    const int saved = omp_get_max_threads();
     for (int run = 0; run < 3; run++) {
         omp_set_num_threads(threads[run]);
-        model_zero_grads(&m);
-        loss[run] = model_forward(&m, tok, B, T);
-        model_backward(&m, 1);
+        cpu_zero_grads(&m);
+        loss[run] = cpu_forward(&m, tok, B, T);
+        cpu_backward(&m, tok, 1);
         g[run] = malloc(sizeof(float) * n);
         memcpy(g[run], m.grads, sizeof(float) * n);
     }
@@ -676,7 +718,7 @@ static void test_threads_reproducible(void) {
           "2 vs 8 threads: loss %.9g vs %.9g, gradients rel %.3g", loss[2], loss[0], sqrt(num / den));
     for (int run = 0; run < 3; run++) free(g[run]);
     free(tok);
-    model_destroy(&m);
+    cpu_destroy(&m);
 }
 
 int main(int argc, char **argv) {

@@ -988,6 +988,9 @@ static void test_bad_arguments(void) {
     CASE("--clip", "%s --out %s --clip 0 --clip-mode local @DATA", M, out);
     CASE("--eval-windows", "%s --out %s --eval-windows 0 @DATA", M, out);
     CASE("--keep-ckpts", "%s --out %s --keep-ckpts 0 @DATA", M, out);
+    CASE("--device", "%s --out %s --device tpu @DATA", M, out);
+    CASE("--precision", "%s --out %s --precision fp8 @DATA", M, out);
+    CASE("fp32 only", "%s --out %s --device cpu --precision bf16 @DATA", M, out);
     CASE("non-empty", "%s --out= @DATA", M);
     CASE("no data FILE", "%s --out %s", M, out);
     CASE("one data FILE", "%s --out %s @DATA @DATA", M, out);
@@ -1014,6 +1017,7 @@ static void test_bad_arguments(void) {
     CASE("--seq-len", "eval %s @DATA --seq-len 0", ck);
     CASE("--batch", "eval %s @DATA --batch x", ck);
     CASE("unknown eval option", "eval %s @DATA --bogus", ck);
+    CASE("--device", "eval %s @DATA --device tpu", ck);
     CASE("unexpected argument", "eval %s @DATA extra", ck);
     CASE("cannot open", "eval %s @DATA", nofile);
     CASE("no checkpoint", "eval %s @DATA", E);
@@ -1033,6 +1037,7 @@ static void test_bad_arguments(void) {
     CASE("--num-samples", "sample %s --num-samples 0", ck);
     CASE("--num-samples", "sample %s --num-samples x", ck);
     CASE("unknown sample option", "sample %s --bogus", ck);
+    CASE("fp32 only", "sample %s --device cpu --precision bf16", ck);
     CASE("unexpected argument", "sample %s %s", ck, ck);
     CASE("cannot open", "sample %s", nofile);
     CASE("no checkpoint", "sample %s", E);

@@ -3,6 +3,7 @@
  * backward, clipping, AdamW); the step's FLOP rate by the FLOP model of
  * docs/performance.md and its ratio to the GEMM rate. */
 #include <cblas.h>
+#include <math.h>
 #include <omp.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -10,8 +11,7 @@
 #include <sys/resource.h>
 #include <sys/utsname.h>
 #include <time.h>
-#include "flash.h"
-#include "ops.h"
+#include "model.h"
 #include "optim.h"
 #include "options.h"
 #include "rng.h"
@@ -104,52 +104,47 @@ int cmd_bench(int argc, char **argv, const char *core_note) {
         fprintf(stderr, "error: %s\n", err);
         return 2;
     }
-    set_threads(o.threads);
     const int B = o.batch, T = o.seq_len, A = o.accum, steps = (int)o.opt.total;
     const FlashConfig *c = &o.model;
+    ModelOptions mo = {.device = o.device, .precision = o.precision, .threads = o.threads,
+                       .max_B = B, .max_T = T};
+    Model *m = model_open(c, &mo, err, sizeof err);   /* fixes the threads first */
+    if (!m || model_init_params(m, o.seed, err, sizeof err)) {
+        fprintf(stderr, "error: %s\n", err);
+        model_close(m);
+        return 1;
+    }
+    ModelInfo info;
+    model_info(m, &info);
     struct utsname un;
     uname(&un);
     char cpu[256];
     cpu_name(cpu, sizeof cpu);
     printf("machine: %s, %d cores visible, %s %s\n", cpu, omp_get_num_procs(), un.sysname, un.machine);
-    static const char *const way_names[] = {"OpenBLAS threading", "4 tiles per thread",
-                                            "K split into one chunk per thread"};
-    printf("threads: %d; BLAS: OpenBLAS core %s (%s); Linear GEMMs: %s; weight gradients: %s\n",
-           omp_get_max_threads(), blas_core_name(), core_note,
-           way_names[gemm_way_for(omp_get_max_threads(), 0)],
-           way_names[gemm_way_for(omp_get_max_threads(), 1)]);
+    printf("device: %s; %s; BLAS kernels %s (%s)\n", info.device, info.precision, blas_core_name(), core_note);
 
     const int M = B * T, N = 2 * config_hidden(c), K = c->dim;
     double gemm = gemm_rate(M, N, K);
     printf("gemm: %d x %d x %d (A B^T): %.1f GFLOP/s\n", M, N, K, gemm);
 
-    Model m;
-    if (model_create(&m, c, err, sizeof err) || model_alloc_acts(&m, B, T, err, sizeof err)) {
-        fprintf(stderr, "error: %s\n", err);
-        return 1;
-    }
-    model_init_params(&m, o.seed);
-    real *am = calloc(m.table.total, sizeof(real)), *av = calloc(m.table.total, sizeof(real));
-    int *tok = malloc(sizeof(int) * (size_t)B * (T + 1));
+    /* the same B sequences in each of the A micro-batches */
+    int *tok = malloc(sizeof(int) * (size_t)A * B * (T + 1));
+    double *step_s = malloc(sizeof(double) * (size_t)steps);
+    if (!tok || !step_s) { fprintf(stderr, "error: out of memory\n"); model_close(m); return 1; }
     Rng rng;
     rng_seed(&rng, o.seed);
     for (int i = 0; i < B * (T + 1); i++) tok[i] = (int)rng_below(&rng, (uint64_t)c->num_tokens);
+    for (int a = 1; a < A; a++) memcpy(tok + (size_t)a * B * (T + 1), tok, sizeof(int) * (size_t)B * (T + 1));
     printf("model: %zu trained parameters, d %d, L %d, e %d, s %d, C %d; batch %d x %d x %d tokens; "
-           "activations %.0f MiB\n", m.table.n_trained, c->dim, c->depth, config_hidden(c),
-           c->query_key_dim, c->group_size, A, B, T, m.acts.bytes / 1048576.0);
+           "activations %.0f MiB\n", model_table(m)->n_trained, c->dim, c->depth, config_hidden(c),
+           c->query_key_dim, c->group_size, A, B, T, info.activation_bytes / 1048576.0);
     double t_run = 0, loss = 0, t_opt = 0;
-    double *step_s = malloc(sizeof(double) * (size_t)steps);
-    double prof[2 * PROF_PHASES];
     for (int s = -2; s < steps; s++) {     /* two warm-up steps, then the timed ones */
-        if (s == 0) { memset(prof, 0, sizeof prof); m.prof = prof; }
+        if (s == 0) model_profile(m, 1);
         double t0 = now_s();
-        model_zero_grads(&m);
-        for (int a = 0; a < A; a++) {
-            loss = model_forward(&m, tok, B, T);
-            model_backward(&m, (real)(1.0 / A));
-        }
+        loss = model_accumulate(m, tok, A * B, B, T, A);
         double t1 = now_s();
-        optimizer_step(&o.opt, &m.table, m.params, m.grads, am, av, s + 3, lr_at(&o.opt, s < 0 ? 0 : s));
+        model_update(m, &o.opt, s + 3, lr_at(&o.opt, s < 0 ? 0 : s));
         if (s >= 0) { step_s[s] = now_s() - t0; t_run += step_s[s]; t_opt += now_s() - t1; }
     }
     /* the median step: a moment of load elsewhere on a shared machine moves the mean */
@@ -165,14 +160,22 @@ int cmd_bench(int argc, char **argv, const char *core_note) {
            tps, step_gflops, 3 * flops_per_token_forward(c) / 1e6);
     printf("ratio to the GEMM rate measured above: %.3f\n", step_gflops / gemm);
     printf("where a step's time goes (ms per step, forward / backward):\n");
-    for (int k = 0; k < PROF_PHASES; k++)
-        printf("  %-24s %8.1f %8.1f  (%4.1f%%)\n", PROF_NAMES[k], 1e3 * prof[k] / steps,
-               1e3 * prof[PROF_PHASES + k] / steps, 100 * (prof[k] + prof[PROF_PHASES + k]) / t_run);
-    printf("  %-24s %8.1f           (%4.1f%%)\n", "clip + AdamW", 1e3 * t_opt / steps, 100 * t_opt / t_run);
+    const char *names[64];
+    double secs[64];
+    const int np = model_profile_read(m, names, secs, 64);
+    for (int k = 0; k < np; k++) {
+        if (!strncmp(names[k], "backward ", 9)) continue;   /* printed beside its forward */
+        double bwd = NAN;
+        for (int j = 0; j < np; j++)
+            if (!strncmp(names[j], "backward ", 9) && !strcmp(names[j] + 9, names[k])) bwd = secs[j];
+        const double both = secs[k] + (isnan(bwd) ? 0 : bwd);
+        printf("  %-24s %8.1f %8.1f  (%4.1f%%)\n", names[k], 1e3 * secs[k] / steps,
+               1e3 * (isnan(bwd) ? 0 : bwd) / steps, 100 * both / t_run);
+    }
     printf("peak resident memory: %.0f MiB\n", ru.ru_maxrss / 1024.0);
     printf("bench: tok_per_s=%.1f step_gflops=%.1f gemm_gflops=%.1f ratio=%.3f threads=%d core=%s\n",
-           tps, step_gflops, gemm, step_gflops / gemm, omp_get_max_threads(), blas_core_name());
-    free(am); free(av); free(tok); free(step_s);
-    model_destroy(&m);
+           tps, step_gflops, gemm, step_gflops / gemm, info.threads, blas_core_name());
+    free(tok); free(step_s);
+    model_close(m);
     return 0;
 }

@@ -50,47 +50,43 @@ static void out_write(Out *o, const void *p, size_t n) {
     o->crc = crc32(o->crc, p, (uInt)n);
 }
 
-/* real arrays go out as float32, in chunks so no large buffer is needed */
-static void out_reals(Out *o, const real *x, size_t n) {
-    float buf[4096];
-    for (size_t k = 0; k < n; k += 4096) {
-        size_t c = n - k < 4096 ? n - k : 4096;
-        for (size_t i = 0; i < c; i++) buf[i] = (float)x[k + i];
-        out_write(o, buf, c * sizeof(float));
-    }
-}
-
-int checkpoint_save(const char *path, const Options *opts, const TrainState *st, const Model *m,
-                    const real *adam_m, const real *adam_v, char *err, size_t errlen) {
+int checkpoint_save(const char *path, const Options *opts, const TrainState *st, Model *m,
+                    char *err, size_t errlen) {
     char tmp[OPT_PATH_MAX + 16];
     snprintf(tmp, sizeof tmp, "%s.tmp", path);
+    const size_t n = model_table(m)->total;
     char *json = malloc(JSON_MAX);
-    if (!json) { snprintf(err, errlen, "out of memory"); return -1; }
+    float *host = malloc(n * sizeof(float));
+    if (!json || !host) { free(json); free(host); snprintf(err, errlen, "out of memory"); return -1; }
     int jlen = options_to_json(opts, json, JSON_MAX);
     Out o = {fopen(tmp, "wb"), crc32(0, Z_NULL, 0), 0};
     if (!o.f) {
         snprintf(err, errlen, "cannot write checkpoint %s: %s", tmp, strerror(errno));
-        free(json);
+        free(json); free(host);
         return -1;
     }
     unsigned char hdr[HEADER_BYTES] = {0}, state[STATE_BYTES];
     memcpy(hdr, CKPT_MAGIC, 8);
     put_u32(hdr + 8, CKPT_VERSION);
     put_u32(hdr + 12, (uint32_t)jlen);
-    put_u64(hdr + 16, m->table.total);
+    put_u64(hdr + 16, n);
     /* the checksum is known only at the end: write a placeholder, then seek back */
     if (fwrite(hdr, 1, HEADER_BYTES, o.f) != HEADER_BYTES) o.bad = errno ? errno : EIO;
     out_write(&o, json, (size_t)jlen);
     pack_state(state, st);
     out_write(&o, state, STATE_BYTES);
-    out_reals(&o, m->params, m->table.total);
-    out_reals(&o, adam_m, m->table.total);
-    out_reals(&o, adam_v, m->table.total);
+    const StateKind kinds[3] = {STATE_PARAMS, STATE_ADAM_M, STATE_ADAM_V};
+    for (int k = 0; k < 3 && !o.bad; k++) {
+        if (model_read(m, kinds[k], host, err, errlen)) { o.bad = -1; break; }
+        out_write(&o, host, n * sizeof(float));
+    }
     put_u32(hdr + 24, (uint32_t)o.crc);
     if (!o.bad && (fseek(o.f, 24, SEEK_SET) || fwrite(hdr + 24, 1, 4, o.f) != 4)) o.bad = errno ? errno : EIO;
     if (!o.bad && (fflush(o.f) || fsync(fileno(o.f)))) o.bad = errno ? errno : EIO;
     if (fclose(o.f) && !o.bad) o.bad = errno ? errno : EIO;
     free(json);
+    free(host);
+    if (o.bad == -1) { unlink(tmp); return -1; }   /* model_read's message */
     if (o.bad) {
         snprintf(err, errlen, "writing checkpoint %s failed: %s", tmp, strerror(o.bad));
         unlink(tmp);
@@ -111,8 +107,9 @@ int checkpoint_save(const char *path, const Options *opts, const TrainState *st,
     return 0;
 }
 
-int checkpoint_load(const char *path, Options *o, TrainState *st, Model *m, real **adam_m,
-                    real **adam_v, char *err, size_t errlen) {
+int checkpoint_load(const char *path, Options *o, TrainState *st, CkptState *cs,
+                    char *err, size_t errlen) {
+    memset(cs, 0, sizeof *cs);
     FILE *f = fopen(path, "rb");
     if (!f) { snprintf(err, errlen, "cannot open checkpoint %s: %s", path, strerror(errno)); return -1; }
     unsigned char hdr[HEADER_BYTES];
@@ -170,34 +167,44 @@ int checkpoint_load(const char *path, Options *o, TrainState *st, Model *m, real
     int rc = options_from_json(o, json, e2, sizeof e2);
     json[jlen] = saved;
     if (rc) { snprintf(err, errlen, "checkpoint %s: %s", path, e2); free(buf); return -1; }
-    if (model_create(m, &o->model, e2, sizeof e2)) {
-        snprintf(err, errlen, "checkpoint %s: %s", path, e2);
+    ParamTable table;
+    if (params_table_build(&table, &o->model)) {
+        snprintf(err, errlen, "out of memory reading %s", path);
         free(buf);
         return -1;
     }
-    if (m->table.total != n) {
+    const size_t need = table.total;
+    params_table_free(&table);
+    if (need != n) {
         snprintf(err, errlen, "checkpoint %s holds %llu parameters but its model config needs %zu",
-                 path, (unsigned long long)n, m->table.total);
-        model_destroy(m);
+                 path, (unsigned long long)n, need);
         free(buf);
         return -1;
     }
     unpack_state(buf + jlen, st);
-    const unsigned char *p = buf + jlen + STATE_BYTES;
-    real *dst[3] = {m->params, NULL, NULL};
-    if (adam_m) dst[1] = *adam_m = malloc(n * sizeof(real));
-    if (adam_v) dst[2] = *adam_v = malloc(n * sizeof(real));
-    for (int a = 0; a < 3; a++) {
-        if (!dst[a]) continue;
-        for (uint64_t k = 0; k < n; k++) {
-            float v;
-            memcpy(&v, p + ((uint64_t)a * n + k) * sizeof(float), sizeof v);
-            dst[a][k] = (real)v;
-        }
-    }
-    free(buf);
-    model_params_changed(m);
+    /* the arrays moved to the front of the buffer, which malloc aligned for floats */
+    memmove(buf, buf + jlen + STATE_BYTES, 3 * n * sizeof(float));
+    cs->values = (float *)(void *)buf;
+    cs->n = n;
     return 0;
+}
+
+int checkpoint_apply(const CkptState *cs, Model *m, int moments, char *err, size_t errlen) {
+    if (model_table(m)->total != cs->n) {
+        snprintf(err, errlen, "the checkpoint holds %zu parameters, the model %zu", cs->n,
+                 model_table(m)->total);
+        return -1;
+    }
+    if (model_write(m, STATE_PARAMS, cs->values, err, errlen)) return -1;
+    if (moments && (model_write(m, STATE_ADAM_M, cs->values + cs->n, err, errlen) ||
+                    model_write(m, STATE_ADAM_V, cs->values + 2 * cs->n, err, errlen)))
+        return -1;
+    return 0;
+}
+
+void checkpoint_state_free(CkptState *cs) {
+    free(cs->values);
+    memset(cs, 0, sizeof *cs);
 }
 
 static int cmp_desc(const void *a, const void *b) {

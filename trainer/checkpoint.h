@@ -10,7 +10,7 @@
 #define FLASH_CHECKPOINT_H
 #include <stddef.h>
 #include <stdint.h>
-#include "flash.h"
+#include "model.h"
 #include "options.h"
 #include "rng.h"
 
@@ -24,13 +24,24 @@ typedef struct {
     Rng sample_rng;           /* periodic samples */
 } TrainState;
 
-int checkpoint_save(const char *path, const Options *o, const TrainState *st, const Model *m,
-                    const real *adam_m, const real *adam_v, char *err, size_t errlen);
+/* Writes the settings, *st and the model's parameters and both moments (model_read). */
+int checkpoint_save(const char *path, const Options *o, const TrainState *st, Model *m,
+                    char *err, size_t errlen);
+
+/* A verified checkpoint's state, in host memory until it goes into a model. */
+typedef struct {
+    size_t n;                 /* parameters (the table's total) */
+    float *values;            /* params, Adam m, Adam v: n each */
+} CkptState;
 
 /* Reads and verifies PATH (magic, version, length, checksum, model shape), then fills *o,
-   *st, creates *m with the parameters, and allocates *adam_m, *adam_v (NULL to skip). */
-int checkpoint_load(const char *path, Options *o, TrainState *st, Model *m, real **adam_m,
-                    real **adam_v, char *err, size_t errlen);
+   *st and *cs. 0, or -1 with a message that says what is wrong. */
+int checkpoint_load(const char *path, Options *o, TrainState *st, CkptState *cs,
+                    char *err, size_t errlen);
+/* Writes the parameters (and with moments, both Adam moments) into m, a model of the
+   checkpoint's config. */
+int checkpoint_apply(const CkptState *cs, Model *m, int moments, char *err, size_t errlen);
+void checkpoint_state_free(CkptState *cs);
 
 /* DIR/ckpt-STEP.bin */
 void checkpoint_path(char *buf, size_t n, const char *dir, uint64_t step);

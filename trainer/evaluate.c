@@ -11,7 +11,7 @@ double eval_windows(Model *m, const uint8_t *split, size_t n, int nwin, int B, i
             size_t start = nwin > 1 ? span * (size_t)w / (size_t)(nwin - 1) : 0;
             for (int t = 0; t <= T; t++) tokbuf[b * (T + 1) + t] = split[start + t];
         }
-        total += model_forward(m, tokbuf, nb, T) * nb;
+        total += model_forward(m, tokbuf, nb, T, NULL, NULL) * nb;
     }
     return total / nwin;
 }
@@ -27,7 +27,7 @@ double eval_split(Model *m, const uint8_t *split, size_t n, int B, int T, int *t
             size_t start = (w0 + (size_t)b) * (size_t)T;
             for (int t = 0; t <= T; t++) tokbuf[b * (T + 1) + t] = split[start + t];
         }
-        nats += model_forward(m, tokbuf, nb, T) * nb * T;
+        nats += model_forward(m, tokbuf, nb, T, NULL, NULL) * nb * T;
         predicted += (size_t)nb * T;
         if (progress) progress(predicted, total);
     }
@@ -35,7 +35,7 @@ double eval_split(Model *m, const uint8_t *split, size_t n, int B, int T, int *t
     int rest = (int)(n - 1 - start);             /* the short last window */
     if (rest > 0) {
         for (int t = 0; t <= rest; t++) tokbuf[t] = split[start + t];
-        nats += model_forward(m, tokbuf, 1, rest) * rest;
+        nats += model_forward(m, tokbuf, 1, rest, NULL, NULL) * rest;
         predicted += (size_t)rest;
         if (progress) progress(predicted, total);
     }

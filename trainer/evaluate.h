@@ -3,7 +3,7 @@
 #define FLASH_EVALUATE_H
 #include <stddef.h>
 #include <stdint.h>
-#include "flash.h"
+#include "model.h"
 
 #define LN2 0.69314718055994530942
 

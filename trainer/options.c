@@ -30,6 +30,8 @@ void options_default(Options *o) {
     o->keep_ckpts = 3;
     o->log_every = 10;
     o->threads = 0;
+    o->device = DEVICE_AUTO;
+    o->precision = PRECISION_DEFAULT;
 }
 
 int options_preset(Options *o, const char *name, char *err, size_t errlen) {
@@ -82,7 +84,8 @@ int parse_double_arg(const char *s, double *out) {
     return 0;
 }
 
-typedef enum { K_INT, K_LONG, K_U64, K_DBL, K_STR, K_ON, K_OFF, K_NORM, K_ATTN, K_CLIP } Kind;
+typedef enum { K_INT, K_LONG, K_U64, K_DBL, K_STR, K_ON, K_OFF, K_NORM, K_ATTN, K_CLIP, K_DEVICE,
+               K_PREC } Kind;
 typedef enum { G_RUN, G_DATA, G_RECIPE, G_MODEL } Group;
 typedef struct {
     const char *flag;
@@ -99,6 +102,8 @@ static const Flag FLAGS[] = {
     {"--resume", K_STR, OFF(resume_dir), 0, 0, G_RUN, "DIR", "continue the run in DIR from its newest valid checkpoint, with its saved settings"},
     {"--init-from", K_STR, OFF(init_from), 0, 0, G_RUN, "FILE", "start from the weights of a .safetensors file (its config sets the model)"},
     {"--seed", K_U64, OFF(seed), 0, 0, G_RUN, "N", "seed of initialisation, data order and samples"},
+    {"--device", K_DEVICE, OFF(device), 0, 0, G_RUN, "auto|cpu|cuda", "where the model runs (auto: a CUDA GPU when this build has CUDA and one is visible, else the CPU)"},
+    {"--precision", K_PREC, OFF(precision), 0, 0, G_RUN, "fp32|bf16", "arithmetic (the CPU: fp32 only; default: the device's own)"},
     {"--threads", K_INT, OFF(threads), 0, 4096, G_RUN, "N", "threads (0: all cores)"},
     {"--eval-every", K_INT, OFF(eval_every), 0, 1e9, G_RUN, "N", "validate every N steps (0: never)"},
     {"--eval-windows", K_INT, OFF(eval_windows), 1, 1e6, G_RUN, "N", "validation windows of seq-len bytes, evenly spaced, the same every time"},
@@ -145,6 +150,16 @@ static void value_str(const Options *o, const Flag *f, char *buf, size_t n) {
     case K_OFF: buf[0] = 0; break;
     case K_NORM: snprintf(buf, n, "%s", *(const NormType *)p == NORM_LAYERNORM ? "layernorm" : "scalenorm"); break;
     case K_ATTN: snprintf(buf, n, "%s", *(const int *)p ? "laplace" : "relu2"); break;
+    case K_DEVICE: {
+        ModelDevice v = *(const ModelDevice *)p;
+        snprintf(buf, n, "%s", v == DEVICE_CPU ? "cpu" : v == DEVICE_CUDA ? "cuda" : "auto");
+        break;
+    }
+    case K_PREC: {
+        ModelPrecision v = *(const ModelPrecision *)p;
+        snprintf(buf, n, "%s", v == PRECISION_FP32 ? "fp32" : v == PRECISION_BF16 ? "bf16" : "the device's");
+        break;
+    }
     case K_CLIP: {
         ClipMode m = *(const ClipMode *)p;
         snprintf(buf, n, "%s", m == CLIP_LOCAL ? "local" : m == CLIP_GLOBAL ? "global" : "none");
@@ -247,6 +262,17 @@ static int set_flag(Options *o, const Flag *f, const char *val, char *err, size_
         else if (!strcmp(val, "none")) *(ClipMode *)p = CLIP_NONE;
         else { snprintf(err, errlen, "%s: expected local, global or none, got \"%s\"", f->flag, val); return -1; }
         return 0;
+    case K_DEVICE:
+        if (!strcmp(val, "auto")) *(ModelDevice *)p = DEVICE_AUTO;
+        else if (!strcmp(val, "cpu")) *(ModelDevice *)p = DEVICE_CPU;
+        else if (!strcmp(val, "cuda")) *(ModelDevice *)p = DEVICE_CUDA;
+        else { snprintf(err, errlen, "%s: expected auto, cpu or cuda, got \"%s\"", f->flag, val); return -1; }
+        return 0;
+    case K_PREC:
+        if (!strcmp(val, "fp32")) *(ModelPrecision *)p = PRECISION_FP32;
+        else if (!strcmp(val, "bf16")) *(ModelPrecision *)p = PRECISION_BF16;
+        else { snprintf(err, errlen, "%s: expected fp32 or bf16, got \"%s\"", f->flag, val); return -1; }
+        return 0;
     case K_ON: *(int *)p = 1; return 0;
     case K_OFF: *(int *)p = 0; return 0;
     }
@@ -312,6 +338,16 @@ int options_parse(Options *o, int argc, char **argv, int need_file, char *err, s
 
 int options_validate(const Options *o, char *err, size_t errlen) {
     if (config_validate(&o->model, err, errlen)) return -1;
+    ModelDevice dev;
+    char e[256];
+    if (model_resolve_device(o->device, &dev, e, sizeof e)) {
+        snprintf(err, errlen, "--device: %s", e);
+        return -1;
+    }
+    if (dev == DEVICE_CPU && o->precision == PRECISION_BF16) {
+        snprintf(err, errlen, "--precision bf16: the CPU backend computes in fp32 only (bf16 needs --device cuda)");
+        return -1;
+    }
     const OptConfig *p = &o->opt;
     if (p->warmup > p->total) {
         snprintf(err, errlen, "--warmup %ld is longer than --steps %ld", p->warmup, p->total);

@@ -4,7 +4,9 @@
 #define FLASH_OPTIONS_H
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 #include "config.h"
+#include "model.h"
 #include "optim.h"
 
 #define OPT_PATH_MAX 1024
@@ -24,6 +26,8 @@ typedef struct {
     int ckpt_every, keep_ckpts;
     int log_every;                     /* plain progress lines when stdout is not a terminal */
     int threads;                       /* 0: OpenMP's default (all cores) */
+    ModelDevice device;                /* --device: where the model runs (not saved) */
+    ModelPrecision precision;          /* --precision (not saved) */
     int model_flags_given;             /* a model option was on the command line */
     int recipe_flags_given;            /* a recipe or data option was on the command line */
 } Options;

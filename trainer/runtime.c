@@ -1,8 +1,6 @@
-/* trainer/runtime.c: the process's compute setup: BLAS kernels and thread count. */
+/* trainer/runtime.c: the process's compute setup (BLAS kernels, denormals) and its clock. */
 #include "runtime.h"
-#include "../model/ops.h"
 #include <cblas.h>
-#include <omp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -14,7 +12,6 @@
 
 /* OpenBLAS's own hooks (declared by its cblas.h in most builds; repeated for others) */
 char *openblas_get_corename(void);
-void openblas_set_num_threads(int);
 
 /* BLAS kernels. Debian's OpenBLAS 0.3.21 does not know recent CPUs and falls back to
    older kernels (Haswell/Zen on Zen 5, Prescott on a virtualised Sapphire Rapids) on CPUs that run its AVX-512 (SkylakeX) kernels nearly
@@ -52,24 +49,6 @@ void choose_blas_core(char **argv) {
         /* exec failed: carry on with the kernels already loaded */
         unsetenv("FLASH_CORE_CHOSEN");
     }
-}
-
-static int gemm_way_named(const char *name) {
-    if (!name) return GEMM_AUTO;
-    if (!strcmp(name, "openblas")) return GEMM_OPENBLAS;
-    if (!strcmp(name, "tiles")) return GEMM_TILES;
-    if (!strcmp(name, "splitk")) return GEMM_SPLITK;
-    return GEMM_AUTO;
-}
-
-void set_threads(int n) {
-    if (n <= 0) n = omp_get_num_procs();
-    omp_set_num_threads(n);
-    openblas_set_num_threads(n);
-    /* for experiments (docs/performance-notes.md): FLASH_GEMM forces one way for every
-       large product, FLASH_GEMM_WGRAD for the weight gradients: openblas, tiles or splitk */
-    gemm_partition = gemm_way_named(getenv("FLASH_GEMM"));
-    gemm_partition_wgrad = gemm_way_named(getenv("FLASH_GEMM_WGRAD"));
 }
 
 double now_s(void) {

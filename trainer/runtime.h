@@ -1,4 +1,5 @@
-/* trainer/runtime.h: BLAS kernel choice and threads, set once at start. */
+/* trainer/runtime.h: BLAS kernel choice and the floating-point environment, set once at
+ * start (the thread count is the model's: ModelOptions.threads), and the clock. */
 #ifndef FLASH_RUNTIME_H
 #define FLASH_RUNTIME_H
 
@@ -16,8 +17,5 @@ void flush_denormals(void);
 
 /* Seconds on a monotonic clock, for timing. */
 double now_s(void);
-
-/* OpenMP and OpenBLAS threads; n <= 0: all cores. */
-void set_threads(int n);
 
 #endif

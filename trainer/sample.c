@@ -1,10 +1,11 @@
 /* trainer/sample.c: top-k sampling and the reference full-forward generator. */
 #include "sample.h"
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-int sample_topk(const real *logits, int V, double temperature, Rng *rng) {
+int sample_topk(const float *logits, int V, double temperature, Rng *rng) {
     int k = (int)((1 - SAMPLE_FILTER_THRES) * V);
     if (k < 1) k = 1;
     if (k > 256) k = 256;   /* the byte model; larger vocabularies keep the 256 best */
@@ -34,43 +35,59 @@ int sample_topk(const real *logits, int V, double temperature, Rng *rng) {
     return idx[n - 1];
 }
 
-void generate_full_forward(Model *m, const uint8_t *prompt, int plen, int n, int ctx,
-                           double temperature, Rng *rng, uint8_t *out) {
-    const int V = m->cfg.num_tokens;
+int generate_full_forward(Model *m, const uint8_t *prompt, int plen, int n, int ctx,
+                          double temperature, Rng *rng, uint8_t *out, char *err, size_t errlen) {
+    const int V = model_config(m)->num_tokens;
     int total = plen + n;
     uint8_t *seq = malloc((size_t)total);
     int *tok = malloc(sizeof(int) * (size_t)(ctx + 1));
-    memcpy(seq, prompt, (size_t)plen);
-    for (int i = 0; i < n; i++) {
+    float *logits = malloc(sizeof(float) * (size_t)ctx * V);
+    int rc = 0;
+    if (!seq || !tok || !logits) { snprintf(err, errlen, "out of memory"); rc = -1; }
+    if (!rc) memcpy(seq, prompt, (size_t)plen);
+    for (int i = 0; i < n && !rc; i++) {
         int len = plen + i, T = len < ctx ? len : ctx;
         const uint8_t *w = seq + len - T;
         for (int t = 0; t < T; t++) tok[t] = w[t];
         tok[T] = 0;   /* the forward wants a target for every position; unused */
-        model_forward(m, tok, 1, T);
-        int next = sample_topk(m->acts.logits + (size_t)(T - 1) * V, V, temperature, rng);
+        model_forward(m, tok, 1, T, NULL, logits);
+        int next = sample_topk(logits + (size_t)(T - 1) * V, V, temperature, rng);
         seq[len] = (uint8_t)next;
         out[i] = (uint8_t)next;
     }
+    free(logits);
     free(tok);
     free(seq);
+    return rc;
 }
 
-void generate(Decoder *dc, const uint8_t *prompt, int plen, int n, double temperature,
-              Rng *rng, uint8_t *out) {
-    const int V = dc->m->cfg.num_tokens, ns = dc->nseq;
+int generate(Model *m, int ns, const uint8_t *prompt, int plen, int n, double temperature,
+             Rng *rng, uint8_t *out, char *err, size_t errlen) {
+    const int V = model_config(m)->num_tokens;
     int *tok = malloc(sizeof(int) * (size_t)(plen > ns ? plen : ns));
-    real *logits = malloc(sizeof(real) * (size_t)ns * V);
-    for (int t = 0; t < plen; t++) tok[t] = prompt[t];
-    decoder_prefill(dc, tok, plen, logits);
-    for (int i = 0; i < n; i++) {
+    float *logits = malloc(sizeof(float) * (size_t)ns * V);
+    int rc = 0;
+    if (!tok || !logits) { snprintf(err, errlen, "out of memory"); rc = -1; }
+    if (!rc) {
+        for (int t = 0; t < plen; t++) tok[t] = prompt[t];
+        if (model_decoder_prefill(m, tok, plen, logits)) {
+            snprintf(err, errlen, "the decoder cannot take a prompt of %d bytes", plen);
+            rc = -1;
+        }
+    }
+    for (int i = 0; i < n && !rc; i++) {
         for (int q = 0; q < ns; q++) {
             tok[q] = sample_topk(logits + (size_t)q * V, V, temperature, rng);
             out[(size_t)q * n + i] = (uint8_t)tok[q];
         }
-        if (i + 1 < n) decoder_step(dc, tok, logits);
+        if (i + 1 < n && model_decoder_step(m, tok, logits)) {
+            snprintf(err, errlen, "decoder step failed");
+            rc = -1;
+        }
     }
     free(logits);
     free(tok);
+    return rc;
 }
 
 void print_bytes(FILE *f, const uint8_t *b, int n) {

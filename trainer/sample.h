@@ -5,24 +5,24 @@
 #define FLASH_SAMPLE_H
 #include <stdint.h>
 #include <stdio.h>
-#include "decode.h"
-#include "flash.h"
+#include "model.h"
 #include "rng.h"
 
 #define SAMPLE_FILTER_THRES 0.9
 
-int sample_topk(const real *logits, int V, double temperature, Rng *rng);
+int sample_topk(const float *logits, int V, double temperature, Rng *rng);
 
 /* Reference generator: one full forward over the last `ctx` bytes for every new byte
-   (FLASH-pytorch's way; O(n^2)). The model's activations must hold B=1 x ctx. */
-void generate_full_forward(Model *m, const uint8_t *prompt, int plen, int n, int ctx,
-                           double temperature, Rng *rng, uint8_t *out);
+   (FLASH-pytorch's way; O(n^2)). The model's activations must hold B=1 x ctx.
+   0, or -1 with a message. */
+int generate_full_forward(Model *m, const uint8_t *prompt, int plen, int n, int ctx,
+                          double temperature, Rng *rng, uint8_t *out, char *err, size_t errlen);
 
-/* The fast path: prefill the prompt (plen >= 1) into the decoder, then n bytes per
-   sequence, each from the decoder's cached state. out: nseq x n. The model's activations
-   must hold 1 x decoder_prefill_rows(plen) (the trainer's always do). */
-void generate(Decoder *dc, const uint8_t *prompt, int plen, int n, double temperature,
-              Rng *rng, uint8_t *out);
+/* The fast path: prefill the prompt (plen >= 1) into the model's decoder (open, for nseq
+   sequences and prompts of at least plen), then n bytes per sequence, each from the
+   decoder's cached state. out: nseq x n. 0, or -1 with a message. */
+int generate(Model *m, int nseq, const uint8_t *prompt, int plen, int n, double temperature,
+             Rng *rng, uint8_t *out, char *err, size_t errlen);
 
 /* Bytes as text, values below 32 shown as a space (as the reference's decode_token). */
 void print_bytes(FILE *f, const uint8_t *b, int n);

@@ -1,4 +1,4 @@
-/* model/decode.h: incremental (recurrent) decoding of the causal FLASHTransformer.
+/* model/cpu_decode.h: the CPU backend's incremental (recurrent) decoding of the causal FLASHTransformer.
  *
  * A causal FLASH layer needs, to process position t, only: the linear attention's prefix
  * sum S = sum over finished groups of lin_k^T v / C (s x e), the current group's quad_k,
@@ -6,14 +6,14 @@
  * t. So each new byte costs the same work and memory at any position, where recomputing
  * the full forward per byte costs O(n) per byte. nseq sequences advance together and share
  * every pass over the weights (one GEMM of nseq rows instead of nseq matrix-vector products). */
-#ifndef FLASH_DECODE_H
-#define FLASH_DECODE_H
+#ifndef FLASH_CPU_DECODE_H
+#define FLASH_CPU_DECODE_H
 #include <stddef.h>
-#include "flash.h"
+#include "cpu_model.h"
 
 typedef struct {
-    Model *m;
-    int nseq;
+    CpuModel *m;
+    int nseq, max_prompt;
     long pos;              /* the next position to process */
     /* state, per layer l and sequence i */
     real *kv;              /* L x nseq x s x e: S over finished groups */
@@ -22,9 +22,12 @@ typedef struct {
     /* scratch for one position */
     real *h, *xn, *xs, *stat, *hid_u, *hid, *z_u, *z, *qk4, *att, *gated, *tmp, *lnf, *logits;
     real *pos_vec, *rot_cos, *rot_sin, *sim;
+    int *tok;              /* max(max_prompt + 1, nseq): the prefill's tokens, a step's column */
 } Decoder;
 
-int decoder_init(Decoder *dc, Model *m, int nseq, char *err, size_t errlen);
+/* State for nseq sequences and prompts of up to max_prompt tokens; the model's activations
+   must hold 1 x decoder_prefill_rows(m, max_prompt). 0, or -1 with a message. */
+int decoder_init(Decoder *dc, CpuModel *m, int nseq, int max_prompt, char *err, size_t errlen);
 void decoder_free(Decoder *dc);
 void decoder_reset(Decoder *dc);
 
@@ -34,9 +37,10 @@ void decoder_step(Decoder *dc, const int *tokens, real *logits);
 
 /* Starts every sequence from the same prompt of P >= 1 tokens: whole groups through the
    parallel forward (the model's activations must hold 1 x floor(P/C)*C; see
-   decoder_prefill_rows), the rest step by step. logits: the next byte's (nseq x V). */
-void decoder_prefill(Decoder *dc, const int *prompt, int P, real *logits);
+   decoder_prefill_rows), the rest step by step. logits: the next byte's (nseq x V).
+   0, or -1 when P is not in [1, max_prompt]. */
+int decoder_prefill(Decoder *dc, const int *prompt, int P, real *logits);
 /* Positions of a P-token prompt that decoder_prefill runs through the parallel forward. */
-int decoder_prefill_rows(const Model *m, int P);
+int decoder_prefill_rows(const CpuModel *m, int P);
 
 #endif

@@ -1,19 +1,31 @@
-/* model/decode.c: the recurrent form of the causal FLASH layer (see decode.h). Each line
- * mirrors a step of flash.c's parallel forward for one position t. */
-#include "decode.h"
+/* model/cpu_decode.c: the recurrent form of the causal FLASH layer (see cpu_decode.h). Each
+ * line mirrors a step of cpu_model.c's parallel forward for one position t. */
+#include "cpu_decode.h"
 #include "ops.h"
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-int decoder_init(Decoder *dc, Model *m, int nseq, char *err, size_t errlen) {
+int decoder_init(Decoder *dc, CpuModel *m, int nseq, int max_prompt, char *err, size_t errlen) {
     memset(dc, 0, sizeof *dc);
     const FlashConfig *c = &m->cfg;
     const size_t L = c->depth, d = c->dim, e = config_hidden(c), s = c->query_key_dim;
     const size_t C = c->group_size, V = c->num_tokens, r = config_rotary(c), n = nseq;
     dc->m = m;
     dc->nseq = nseq;
+    dc->max_prompt = max_prompt;
     int fail = 0;
+    if (nseq < 1 || max_prompt < 1) {
+        snprintf(err, errlen, "the decoder needs at least one sequence and a prompt of at least one token");
+        return -1;
+    }
+    if (decoder_prefill_rows(m, max_prompt) > 0 && !cpu_fits(m, 1, decoder_prefill_rows(m, max_prompt))) {
+        snprintf(err, errlen, "a prompt of %d tokens does not fit the activations (%d x %d)",
+                 max_prompt, m->acts.B, m->acts.T);
+        return -1;
+    }
+    dc->tok = malloc(sizeof(int) * (size_t)(max_prompt + 1 > nseq ? max_prompt + 1 : nseq));
+    if (!dc->tok) fail = 1;
 #define ALLOC(p, count) do { size_t k_ = (count); (p) = calloc(k_ ? k_ : 1, sizeof(real)); if (!(p)) fail = 1; } while (0)
     ALLOC(dc->kv, L * n * s * e);
     ALLOC(dc->gq, L * n * C * s);
@@ -53,6 +65,8 @@ void decoder_free(Decoder *dc) {
                      &dc->gated, &dc->tmp, &dc->lnf, &dc->logits, &dc->pos_vec, &dc->rot_cos,
                      &dc->rot_sin, &dc->sim};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) { free(*bufs[i]); *bufs[i] = NULL; }
+    free(dc->tok);
+    dc->tok = NULL;
 }
 
 void decoder_reset(Decoder *dc) {
@@ -76,7 +90,7 @@ static void rows_linear(real *y, const real *x, const real *W, const real *b, in
 /* Position t = group index j of sequence i, layer l: stores its keys and values in the
    group cache, writes att = quad_out + lin_out, and folds a finished group into S. */
 static void attend(Decoder *dc, int l, int i, int j) {
-    const Model *m = dc->m;
+    const CpuModel *m = dc->m;
     const FlashConfig *c = &m->cfg;
     const LayerParams *P = &m->p.layer[l];
     const int n = dc->nseq, e = config_hidden(c), s = c->query_key_dim, C = c->group_size;
@@ -104,7 +118,7 @@ static void attend(Decoder *dc, int l, int i, int j) {
 }
 
 void decoder_step(Decoder *dc, const int *tokens, real *logits) {
-    Model *m = dc->m;
+    CpuModel *m = dc->m;
     const FlashConfig *c = &m->cfg;
     const int n = dc->nseq, d = c->dim, e = config_hidden(c), s = c->query_key_dim;
     const int C = c->group_size, V = c->num_tokens, r = config_rotary(c), L = c->depth;
@@ -165,25 +179,25 @@ void decoder_step(Decoder *dc, const int *tokens, real *logits) {
     dc->pos++;
 }
 
-int decoder_prefill_rows(const Model *m, int P) {
+int decoder_prefill_rows(const CpuModel *m, int P) {
     const int C = m->cfg.group_size;
     return (P / C) * C;
 }
 
-void decoder_prefill(Decoder *dc, const int *prompt, int P, real *logits) {
-    Model *m = dc->m;
+int decoder_prefill(Decoder *dc, const int *prompt, int P, real *logits) {
+    CpuModel *m = dc->m;
     const FlashConfig *c = &m->cfg;
     const int n = dc->nseq, d = c->dim, e = config_hidden(c), s = c->query_key_dim;
     const int C = c->group_size, V = c->num_tokens, L = c->depth;
     const int P0 = decoder_prefill_rows(m, P);
+    if (P < 1 || P > dc->max_prompt) return -1;
     decoder_reset(dc);
     if (P0 > 0) {
         /* the parallel forward over the whole groups, then its state copied out */
-        int *tok = malloc(sizeof(int) * (size_t)(P0 + 1));
+        int *tok = dc->tok;
         memcpy(tok, prompt, sizeof(int) * P0);
         tok[P0] = P > P0 ? prompt[P0] : 0;   /* a target for the last row; unused */
-        model_forward(m, tok, 1, P0);
-        free(tok);
+        cpu_forward(m, tok, 1, P0);
         const Acts *a = &m->acts;
         const int G = P0 / C;
         real *row = dc->tmp, *xn = dc->xn;
@@ -212,10 +226,10 @@ void decoder_prefill(Decoder *dc, const int *prompt, int P, real *logits) {
                 memcpy(logits + (size_t)i * V, a->logits + (size_t)(P0 - 1) * V, sizeof(real) * V);
         dc->pos = P0;
     }
-    int *col = malloc(sizeof(int) * (size_t)n);
+    int *col = dc->tok;
     for (int t = P0; t < P; t++) {
         for (int i = 0; i < n; i++) col[i] = prompt[t];
         decoder_step(dc, col, logits);
     }
-    free(col);
+    return 0;
 }

@@ -1,5 +1,6 @@
-/* model/flash.c: FLASHTransformer forward and backward built from the ops of ops.h. */
-#include "flash.h"
+/* model/cpu_model.c: the FLASHTransformer's forward and backward on the CPU, built from the
+ * forward/backward pairs of autograd/ (docs/model.md gives the computation). */
+#include "cpu_model.h"
 #include "ops.h"
 #include <omp.h>
 #include <stdio.h>
@@ -11,14 +12,14 @@ const char *const PROF_NAMES[PROF_PHASES] = {
     "attention", "gate", "to_out+residual", "final norm+logits+loss"};
 
 /* Adds the time since the previous mark to phase k (no-op unless profiling). */
-static void mark(Model *m, int k) {
+static void mark(CpuModel *m, int k) {
     if (!m->prof) return;
     double t = omp_get_wtime();
     if (k >= 0) m->prof[k] += t - m->prof_t;
     m->prof_t = t;
 }
 
-int model_create(Model *m, const FlashConfig *cfg, char *err, size_t errlen) {
+int cpu_create(CpuModel *m, const FlashConfig *cfg, char *err, size_t errlen) {
     memset(m, 0, sizeof *m);
     if (config_validate(cfg, err, errlen)) return -1;
     m->cfg = *cfg;
@@ -29,24 +30,18 @@ int model_create(Model *m, const FlashConfig *cfg, char *err, size_t errlen) {
         params_point(&m->p, &m->table, cfg, m->params) ||
         params_point(&m->g, &m->table, cfg, m->grads)) {
         snprintf(err, errlen, "out of memory for %zu parameters", m->table.total);
-        model_destroy(m);
+        cpu_destroy(m);
         return -1;
     }
     return 0;
 }
 
 static void acts_free(Acts *a) {
-    real **bufs[] = {&a->res, &a->nstat, &a->xs, &a->hid_u, &a->hid, &a->qk4,
-                     &a->sim, &a->attn, &a->kv, &a->att, &a->gated, &a->lnf_out, &a->lnf_stat,
-                     &a->logits, &a->losses, &a->pos_table, &a->rot_cos, &a->rot_sin,
-                     &a->d_res, &a->d_xs, &a->d_hid, &a->d_qk4, &a->d_att, &a->d_gated,
-                     &a->d_kv, &a->d_rel_partial, &a->dsim, &a->d_logits, &a->d_lnf,
-                     &a->bias_dist};
-    for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) { free(*bufs[i]); *bufs[i] = NULL; }
-    a->bytes = 0;
+    free(a->base);
+    memset(a, 0, sizeof *a);
 }
 
-void model_destroy(Model *m) {
+void cpu_destroy(CpuModel *m) {
     acts_free(&m->acts);
     params_unpoint(&m->p);
     params_unpoint(&m->g);
@@ -56,88 +51,95 @@ void model_destroy(Model *m) {
     memset(m, 0, sizeof *m);
 }
 
-void model_init_params(Model *m, uint64_t seed) {
+void cpu_init_params(CpuModel *m, uint64_t seed) {
     params_init(&m->table, &m->cfg, m->params, seed);
     m->tables_stale = 1;
 }
 
-void model_zero_grads(Model *m) { memset(m->grads, 0, m->table.total * sizeof(real)); }
+void cpu_zero_grads(CpuModel *m) { memset(m->grads, 0, m->table.total * sizeof(real)); }
 
-int model_alloc_acts(Model *m, int B, int T, char *err, size_t errlen) {
+/* The size table: each buffer's element count for a capacity of B x T at this many threads,
+   in ACT_BUFFERS order. */
+enum {
+#define ACT_INDEX(name, count) ACT_##name,
+    ACT_BUFFERS(ACT_INDEX)
+#undef ACT_INDEX
+    ACT_COUNT
+};
+#define ACT_ALIGN 16   /* elements: each buffer starts on a 64-byte boundary */
+
+static void acts_sizes(const FlashConfig *c, int B, int T, int threads, size_t *count) {
+    const size_t L = c->depth, d = c->dim, e = config_hidden(c), s = c->query_key_dim;
+    const size_t C = c->group_size, V = c->num_tokens, r = config_rotary(c);
+    const size_t G = ((size_t)T + C - 1) / C, N = (size_t)B * T, BG = (size_t)B * G;
+    const size_t H = 2 * e + s;
+    /* the weight gradients' partial sums at this thread count (autograd/gemm.c, split K):
+       room for the largest weight */
+    size_t SK = 0;
+    if (gemm_way_for(threads, 1) == GEMM_SPLITK) {
+        size_t biggest = H * d;
+        if (d * e > biggest) biggest = d * e;
+        if (V * d > biggest) biggest = V * d;
+        SK = (size_t)gemm_splitk_chunks((int)N, threads) * biggest;
+    }
+    (void)T;
+    int i = 0;
+#define ACT_COUNT_OF(name, n) count[i++] = (n);
+    ACT_BUFFERS(ACT_COUNT_OF)
+#undef ACT_COUNT_OF
+}
+
+static size_t acts_total(const size_t *count) {
+    size_t total = 0;
+    for (int i = 0; i < ACT_COUNT; i++) total += (count[i] + ACT_ALIGN - 1) / ACT_ALIGN * ACT_ALIGN;
+    return total;
+}
+
+size_t cpu_acts_bytes(const FlashConfig *cfg, int B, int T, int threads) {
+    size_t count[ACT_COUNT];
+    acts_sizes(cfg, B, T, threads, count);
+    return acts_total(count) * sizeof(real);
+}
+
+int cpu_alloc_acts(CpuModel *m, int B, int T, char *err, size_t errlen) {
     Acts *a = &m->acts;
     const FlashConfig *c = &m->cfg;
     if (m->acts_ready && a->B == B && a->T == T) return 0;
     acts_free(a);
     m->acts_ready = 0;
-    const size_t L = c->depth, d = c->dim, e = config_hidden(c), s = c->query_key_dim;
-    const size_t C = c->group_size, V = c->num_tokens, r = config_rotary(c);
-    const size_t G = ((size_t)T + C - 1) / C, N = (size_t)B * T, BG = (size_t)B * G;
-    a->B = B; a->T = T; a->G = (int)G;
-    int fail = 0;
-#define ALLOC(ptr, count)                                                     \
-    do {                                                                      \
-        size_t n_ = (count);                                                  \
-        (ptr) = calloc(n_ ? n_ : 1, sizeof(real));                            \
-        a->bytes += n_ * sizeof(real);                                        \
-        if (!(ptr)) fail = 1;                                                 \
-    } while (0)
-    ALLOC(a->res, (L + 1) * N * d);
-    ALLOC(a->nstat, L * N * 2);
-    ALLOC(a->xs, L * N * d);
-    ALLOC(a->hid_u, L * N * (2 * e + s));
-    ALLOC(a->hid, L * N * (2 * e + s));
-    ALLOC(a->qk4, L * 4 * N * s);
-    ALLOC(a->sim, L * BG * C * C);
-    ALLOC(a->attn, L * BG * C * C);
-    ALLOC(a->kv, L * BG * s * e);
-    ALLOC(a->att, L * N * e);
-    ALLOC(a->gated, L * N * e);
-    ALLOC(a->lnf_out, N * d);
-    ALLOC(a->lnf_stat, N * 2);
-    ALLOC(a->logits, N * V);
-    ALLOC(a->losses, N);
-    ALLOC(a->pos_table, (size_t)T * d);
-    ALLOC(a->rot_cos, (size_t)T * (r / 2));
-    ALLOC(a->rot_sin, (size_t)T * (r / 2));
-    ALLOC(a->d_res, N * d);
-    ALLOC(a->d_xs, N * d);
-    ALLOC(a->d_hid, N * (2 * e + s));
-    ALLOC(a->d_qk4, 4 * N * s);
-    ALLOC(a->d_att, N * e);
-    ALLOC(a->d_gated, N * e);
-    ALLOC(a->d_kv, BG * s * e);
-    ALLOC(a->d_rel_partial, BG * C * C);   /* one C-vector per row block: at most C blocks */
-    ALLOC(a->bias_dist, C);
-    ALLOC(a->dsim, BG * C * C);
-    ALLOC(a->d_logits, N * V);
-    ALLOC(a->d_lnf, N * d);
-#undef ALLOC
-    /* the weight gradients' partial sums at this thread count (model/ops.c, SPLITK) */
-    const int threads = omp_get_max_threads();
-    if (!fail && gemm_way_for(threads, 1) == GEMM_SPLITK) {
-        size_t biggest = (2 * e + s) * d;
-        if (d * e > biggest) biggest = d * e;
-        if (V * d > biggest) biggest = V * d;
-        const size_t floats = (size_t)gemm_splitk_chunks((int)N, threads) * biggest;
-        if (gemm_reserve(floats)) fail = 1;
-        else a->bytes += floats * sizeof(real);
-    }
-    if (fail) {
+    size_t count[ACT_COUNT];
+    acts_sizes(c, B, T, omp_get_max_threads(), count);
+    const size_t total = acts_total(count);
+    a->base = calloc(total ? total : 1, sizeof(real));
+    if (!a->base) {
         snprintf(err, errlen, "out of memory for activations of batch %d x %d (%.1f GiB)", B, T,
-                 a->bytes / 1073741824.0);
-        acts_free(a);
+                 total * sizeof(real) / 1073741824.0);
         return -1;
     }
+    a->bytes = total * sizeof(real);
+    a->B = B; a->T = T; a->G = (T + c->group_size - 1) / c->group_size;
+    real *p = a->base;
+#define ACT_POINT(name, n) a->name = p; p += (count[ACT_##name] + ACT_ALIGN - 1) / ACT_ALIGN * ACT_ALIGN;
+    ACT_BUFFERS(ACT_POINT)
+#undef ACT_POINT
+    a->splitk_floats = count[ACT_splitk];
     m->acts_ready = 1;
     m->tables_stale = 1;
     return 0;
+}
+
+int cpu_fits(const CpuModel *m, int B, int T) {
+    const Acts *a = &m->acts;
+    const int C = m->cfg.group_size, G = (T + C - 1) / C;
+    return m->acts_ready && B >= 1 && T >= 1 && T <= a->T && (long)B * T <= (long)a->B * a->T &&
+           (long)B * G <= (long)a->B * a->G;
 }
 
 /* The position tables (sinusoids, rotary cos/sin) follow from the untrained buffers
    inv_freq and freqs and the position only: filled once for the activations' capacity
    and refilled only after something that may change those buffers (init, import, a new
    allocation), not on every forward. */
-static void fill_tables(Model *m) {
+static void fill_tables(CpuModel *m) {
     const FlashConfig *c = &m->cfg;
     pos_table_fill(m->acts.pos_table, m->p.inv_freq, m->acts.T, c->dim);
     rotary_table_fill(m->acts.rot_cos, m->acts.rot_sin, m->p.layer[0].rot_freqs, m->acts.T,
@@ -145,19 +147,15 @@ static void fill_tables(Model *m) {
     m->tables_stale = 0;
 }
 
-double model_forward(Model *m, const int *tokens, int B, int T) {
+double cpu_forward(CpuModel *m, const int *tokens, int B, int T) {
     Acts *a = &m->acts;
     const FlashConfig *c = &m->cfg;
     const int d = c->dim, e = config_hidden(c), s = c->query_key_dim, V = c->num_tokens;
     const int C = c->group_size, r = config_rotary(c), L = c->depth;
     const int G = (T + C - 1) / C, N = B * T, ts = T + 1, H = 2 * e + s;
-    if (!m->acts_ready || T > a->T || N > a->B * a->T || B * G > a->B * a->G) {
-        fprintf(stderr, "internal error: forward of %d x %d exceeds the activations' %d x %d\n",
-                B, T, a->B, a->T);
-        abort();
-    }
+    if (!cpu_fits(m, B, T)) return NAN;   /* the caller checks the capacity first */
     if (m->tables_stale) fill_tables(m);
-    m->cur_B = B; m->cur_T = T; m->cur_tokens = tokens;
+    m->cur_B = B; m->cur_T = T;
 
     mark(m, -1);
     embed_forward(a->res, tokens, ts, m->p.tok_emb, m->p.pos_scale, a->pos_table, B, T, d);
@@ -204,21 +202,21 @@ double model_forward(Model *m, const int *tokens, int B, int T) {
     return loss;
 }
 
-void model_backward(Model *m, real dloss) {
+void cpu_backward(CpuModel *m, const int *tokens, real dloss) {
     Acts *a = &m->acts;
     const FlashConfig *c = &m->cfg;
     const int B = m->cur_B, T = m->cur_T, ts = T + 1;
-    const int *tokens = m->cur_tokens;
     const int d = c->dim, e = config_hidden(c), s = c->query_key_dim, V = c->num_tokens;
     const int C = c->group_size, r = config_rotary(c), L = c->depth;
     const int G = (T + C - 1) / C, N = B * T, H = 2 * e + s;
     const size_t BGCC = (size_t)B * G * C * C;
 
     const int K = PROF_PHASES;   /* backward phases follow the forward's */
+    const GemmScratch ws = {a->splitk, a->splitk_floats};
     mark(m, -1);
     crossentropy_backward(a->d_logits, a->logits, tokens + 1, ts, B, T, V, dloss);
     linear_backward(a->d_lnf, 0, m->g.w_logits, m->g.b_logits, a->d_logits, a->lnf_out,
-                    m->p.w_logits, N, d, V);
+                    m->p.w_logits, N, d, V, &ws);
     memset(a->d_res, 0, sizeof(real) * (size_t)N * d);
     layernorm_backward(a->d_res, m->g.lnf_w, m->g.lnf_b, a->d_lnf, a->res + (size_t)L * N * d,
                        a->lnf_stat, m->p.lnf_w, N, d);
@@ -235,7 +233,7 @@ void model_backward(Model *m, real dloss) {
         real *qk4 = a->qk4 + (size_t)l * 4 * N * s;
         real *att = a->att + (size_t)l * N * e, *gated = a->gated + (size_t)l * N * e;
 
-        linear_backward(a->d_gated, 0, D->wo, D->bo, a->d_res, gated, P->wo, N, e, d);
+        linear_backward(a->d_gated, 0, D->wo, D->bo, a->d_res, gated, P->wo, N, e, d, &ws);
         mark(m, K + PROF_TO_OUT);
         gate_backward(a->d_hid + e, H, a->d_att, a->d_gated, hid + e, att, N, e);
         mark(m, K + PROF_GATE);
@@ -251,7 +249,7 @@ void model_backward(Model *m, real dloss) {
         mark(m, K + PROF_SILU);
         /* to_hidden and to_qk read the same xs: one GEMM gives the sum of their input
            gradients, one the gradient of the fused weight block */
-        linear_backward(a->d_xs, 0, D->wh, D->bh, a->d_hid, xs, P->wh, N, d, H);
+        linear_backward(a->d_xs, 0, D->wh, D->bh, a->d_hid, xs, P->wh, N, d, H, &ws);
         mark(m, K + PROF_TO_HIDDEN);
         if (c->shift_tokens) token_shift_backward(a->d_xs, B, T, d);
         mark(m, K + PROF_SHIFT);

@@ -1,0 +1,265 @@
+/* model/cpu_backend.c: the CPU implementation of model/model.h. The model of cpu_model.c
+ * (parameters, gradients, activations), the decoder of cpu_decode.c and both Adam moments,
+ * all in host memory. The thread count is fixed first, then every buffer is sized for it,
+ * so no step allocates or changes how a product is split (resume is bit for bit). */
+#include "backend.h"
+#include "cpu_decode.h"
+#include "cpu_model.h"
+#include "ops.h"
+#include <math.h>
+#include <omp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+char *openblas_get_corename(void);
+
+typedef struct {
+    CpuModel cm;
+    real *adam_m, *adam_v;             /* table.total each */
+    Decoder dec;
+    int dec_open;
+    real *dec_logits;                  /* the decoder's output in `real` (double build only) */
+    double prof[2 * PROF_PHASES];
+    const char *prof_names[2 * PROF_PHASES];
+    char bwd_names[PROF_PHASES][48];
+} CpuImpl;
+
+#define IMPL(m) ((CpuImpl *)(m)->impl)
+
+/* How the Linear GEMMs use the threads can be forced for experiments (FLASH_GEMM for every
+   large product, FLASH_GEMM_WGRAD for the weight gradients: openblas, tiles or splitk;
+   docs/performance-notes.md). */
+static int gemm_way_named(const char *name) {
+    if (!name) return GEMM_AUTO;
+    if (!strcmp(name, "openblas")) return GEMM_OPENBLAS;
+    if (!strcmp(name, "tiles")) return GEMM_TILES;
+    if (!strcmp(name, "splitk")) return GEMM_SPLITK;
+    return GEMM_AUTO;
+}
+
+/* OpenMP and OpenBLAS threads for the whole process, before anything is sized. */
+static void set_threads(int n) {
+    omp_set_num_threads(n);
+    openblas_set_num_threads(n);
+    gemm_partition = gemm_way_named(getenv("FLASH_GEMM"));
+    gemm_partition_wgrad = gemm_way_named(getenv("FLASH_GEMM_WGRAD"));
+}
+
+size_t cpu_activation_bytes(const FlashConfig *cfg, const ModelOptions *opt) {
+    return cpu_acts_bytes(cfg, opt->max_B, opt->max_T, opt->threads);
+}
+
+static void cpu_close(Model *m) {
+    CpuImpl *c = IMPL(m);
+    if (!c) return;
+    if (c->dec_open) decoder_free(&c->dec);
+    cpu_destroy(&c->cm);
+    free(c->adam_m);
+    free(c->adam_v);
+    free(c->dec_logits);
+    free(c);
+    m->impl = NULL;
+}
+
+static void cpu_info(const Model *m, ModelInfo *info) {
+    const CpuImpl *c = IMPL(m);
+    static const char *const way_names[] = {"OpenBLAS threading", "4 tiles per thread",
+                                            "K split into one chunk per thread"};
+    const int t = m->opt.threads;
+    snprintf(info->device, sizeof info->device, "cpu: %d threads, OpenBLAS core %s; Linear GEMMs: %s; "
+             "weight gradients: %s", t, openblas_get_corename(), way_names[gemm_way_for(t, 0)],
+             way_names[gemm_way_for(t, 1)]);
+    snprintf(info->precision, sizeof info->precision, "%s", sizeof(real) == 4 ? "fp32" : "fp64");
+    info->state_bytes = 4 * m->table.total * sizeof(real);
+    info->activation_bytes = c->cm.acts.bytes;
+    info->micro_batch = 0;
+    info->threads = t;
+}
+
+static int cpu_init(Model *m, uint64_t seed, char *err, size_t errlen) {
+    (void)err; (void)errlen;
+    cpu_init_params(&IMPL(m)->cm, seed);
+    return 0;
+}
+
+static real *state_array(Model *m, StateKind kind) {
+    CpuImpl *c = IMPL(m);
+    switch (kind) {
+    case STATE_PARAMS: return c->cm.params;
+    case STATE_GRADS: return c->cm.grads;
+    case STATE_ADAM_M: return c->adam_m;
+    case STATE_ADAM_V: return c->adam_v;
+    }
+    return NULL;
+}
+
+static int cpu_read(Model *m, StateKind kind, float *host, char *err, size_t errlen) {
+    const real *src = state_array(m, kind);
+    if (!src) { snprintf(err, errlen, "unknown state kind %d", (int)kind); return -1; }
+    for (size_t k = 0; k < m->table.total; k++) host[k] = (float)src[k];
+    return 0;
+}
+
+static int cpu_write(Model *m, StateKind kind, const float *host, char *err, size_t errlen) {
+    real *dst = state_array(m, kind);
+    if (!dst) { snprintf(err, errlen, "unknown state kind %d", (int)kind); return -1; }
+    for (size_t k = 0; k < m->table.total; k++) dst[k] = (real)host[k];
+    if (kind == STATE_PARAMS) cpu_params_changed(&IMPL(m)->cm);
+    return 0;
+}
+
+/* Zero the gradients, then each micro-batch's forward and backward with the loss scaled by
+   1 / divisor, in order. */
+static double cpu_accumulate(Model *m, const int *tokens, int n_seq, int B, int T, int divisor) {
+    CpuModel *cm = &IMPL(m)->cm;
+    if (B < 1 || n_seq % B || !cpu_fits(cm, B, T) || divisor < 1) return NAN;
+    cpu_zero_grads(cm);
+    double loss = 0;
+    for (int a = 0; a < n_seq / B; a++) {
+        const int *tok = tokens + (size_t)a * B * (T + 1);
+        loss += cpu_forward(cm, tok, B, T) / divisor;
+        cpu_backward(cm, tok, (real)(1.0 / divisor));
+    }
+    return loss;
+}
+
+static void *cpu_grad_buffer(Model *m, size_t *count, size_t *elem_size, int *on_device) {
+    *count = m->table.total;
+    *elem_size = sizeof(real);
+    *on_device = 0;
+    return IMPL(m)->cm.grads;
+}
+
+static double cpu_update(Model *m, const OptConfig *o, long t_step, double lr) {
+    CpuImpl *c = IMPL(m);
+    return optimizer_step(o, &m->table, c->cm.params, c->cm.grads, c->adam_m, c->adam_v, t_step, lr);
+}
+
+static double cpu_fwd(Model *m, const int *tokens, int B, int T, float *losses, float *logits) {
+    CpuModel *cm = &IMPL(m)->cm;
+    if (!cpu_fits(cm, B, T)) return NAN;
+    double loss = cpu_forward(cm, tokens, B, T);
+    const size_t N = (size_t)B * T, V = (size_t)m->cfg.num_tokens;
+    if (losses) for (size_t k = 0; k < N; k++) losses[k] = (float)cm->acts.losses[k];
+    if (logits) for (size_t k = 0; k < N * V; k++) logits[k] = (float)cm->acts.logits[k];
+    return loss;
+}
+
+static void cpu_dec_close(Model *m) {
+    CpuImpl *c = IMPL(m);
+    if (c->dec_open) decoder_free(&c->dec);
+    c->dec_open = 0;
+    free(c->dec_logits);
+    c->dec_logits = NULL;
+}
+
+static int cpu_dec_open(Model *m, int nseq, int max_prompt, char *err, size_t errlen) {
+    CpuImpl *c = IMPL(m);
+    cpu_dec_close(m);
+    /* the prefill runs a prompt's whole groups through the parallel forward, in the model's
+       activations: they grow to hold them if they do not */
+    const int rows = max_prompt > 0 ? decoder_prefill_rows(&c->cm, max_prompt) : 0;
+    if (rows > 0 && !cpu_fits(&c->cm, 1, rows) &&
+        cpu_alloc_acts(&c->cm, c->cm.acts.B, rows > c->cm.acts.T ? rows : c->cm.acts.T, err, errlen))
+        return -1;
+    if (decoder_init(&c->dec, &c->cm, nseq, max_prompt, err, errlen)) return -1;
+    c->dec_open = 1;
+    if (sizeof(real) != sizeof(float)) {
+        c->dec_logits = malloc(sizeof(real) * (size_t)nseq * m->cfg.num_tokens);
+        if (!c->dec_logits) {
+            snprintf(err, errlen, "out of memory for the decoder's logits");
+            cpu_dec_close(m);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+/* The decoder writes `real` logits: straight into the caller's floats in the float build. */
+static real *dec_out(CpuImpl *c, float *logits) {
+    return sizeof(real) == sizeof(float) ? (real *)(void *)logits : c->dec_logits;
+}
+static void dec_copy(CpuImpl *c, float *logits) {
+    if (sizeof(real) == sizeof(float)) return;
+    const size_t n = (size_t)c->dec.nseq * c->cm.cfg.num_tokens;
+    for (size_t k = 0; k < n; k++) logits[k] = (float)c->dec_logits[k];
+}
+
+static int cpu_dec_prefill(Model *m, const int *prompt, int P, float *logits) {
+    CpuImpl *c = IMPL(m);
+    if (!c->dec_open || decoder_prefill(&c->dec, prompt, P, dec_out(c, logits))) return -1;
+    dec_copy(c, logits);
+    return 0;
+}
+
+static int cpu_dec_step(Model *m, const int *tokens, float *logits) {
+    CpuImpl *c = IMPL(m);
+    if (!c->dec_open) return -1;
+    decoder_step(&c->dec, tokens, dec_out(c, logits));
+    dec_copy(c, logits);
+    return 0;
+}
+
+static void cpu_profile(Model *m, int on) {
+    CpuImpl *c = IMPL(m);
+    memset(c->prof, 0, sizeof c->prof);
+    c->cm.prof = on ? c->prof : NULL;
+}
+
+/* the forward's phases, then the backward's as "backward NAME" */
+static int cpu_profile_read(Model *m, const char **names, double *seconds, int max) {
+    CpuImpl *c = IMPL(m);
+    int n = 0;
+    for (int k = 0; k < 2 * PROF_PHASES && n < max; k++, n++) {
+        names[n] = c->prof_names[k];
+        seconds[n] = c->prof[k];
+    }
+    return n;
+}
+
+static const ModelBackend CPU_BACKEND = {
+    .name = "cpu",
+    .close = cpu_close,
+    .info = cpu_info,
+    .init_params = cpu_init,
+    .read = cpu_read,
+    .write = cpu_write,
+    .accumulate = cpu_accumulate,
+    .grad_buffer = cpu_grad_buffer,
+    .update = cpu_update,
+    .forward = cpu_fwd,
+    .decoder_open = cpu_dec_open,
+    .decoder_prefill = cpu_dec_prefill,
+    .decoder_step = cpu_dec_step,
+    .decoder_close = cpu_dec_close,
+    .profile = cpu_profile,
+    .profile_read = cpu_profile_read,
+};
+
+int cpu_model_open(Model *m, char *err, size_t errlen) {
+    m->impl = NULL;
+    m->be = &CPU_BACKEND;
+    set_threads(m->opt.threads);   /* first: the split-K buffer is sized by the thread count */
+    CpuImpl *c = calloc(1, sizeof *c);
+    if (!c) { snprintf(err, errlen, "out of memory"); return -1; }
+    if (cpu_create(&c->cm, &m->cfg, err, errlen)) { free(c); return -1; }
+    m->impl = c;
+    c->adam_m = calloc(m->table.total, sizeof(real));
+    c->adam_v = calloc(m->table.total, sizeof(real));
+    if (!c->adam_m || !c->adam_v) {
+        snprintf(err, errlen, "out of memory for the optimizer state (%zu parameters)", m->table.total);
+        cpu_close(m);
+        return -1;
+    }
+    if (cpu_alloc_acts(&c->cm, m->opt.max_B, m->opt.max_T, err, errlen)) {
+        cpu_close(m);
+        return -1;
+    }
+    for (int k = 0; k < PROF_PHASES; k++) {
+        snprintf(c->bwd_names[k], sizeof c->bwd_names[k], "backward %s", PROF_NAMES[k]);
+        c->prof_names[k] = PROF_NAMES[k];
+        c->prof_names[PROF_PHASES + k] = c->bwd_names[k];
+    }
+    return 0;
+}

@@ -1,0 +1,144 @@
+/* model/model.c: the backend-neutral half of model/model.h: device choice, the parameter
+ * table, and one dispatcher per call into the backend's table of functions (backend.h). */
+#include "backend.h"
+#include <omp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+int model_cuda_built(void) {
+#ifdef FLASH_CUDA
+    return 1;
+#else
+    return 0;
+#endif
+}
+
+int model_resolve_device(ModelDevice want, ModelDevice *got, char *err, size_t errlen) {
+    switch (want) {
+    case DEVICE_CPU:
+        *got = DEVICE_CPU;
+        return 0;
+    case DEVICE_AUTO:
+#ifdef FLASH_CUDA
+        *got = cuda_device_count() > 0 ? DEVICE_CUDA : DEVICE_CPU;
+#else
+        *got = DEVICE_CPU;
+#endif
+        return 0;
+    case DEVICE_CUDA:
+#ifdef FLASH_CUDA
+        if (cuda_device_count() > 0) { *got = DEVICE_CUDA; return 0; }
+        snprintf(err, errlen, "no CUDA GPU is visible");
+#else
+        snprintf(err, errlen, "this build has no CUDA support (rebuild with nvcc and cuBLAS installed)");
+#endif
+        return -1;
+    }
+    snprintf(err, errlen, "unknown device %d", (int)want);
+    return -1;
+}
+
+/* The options as a backend receives them: device concrete, precision and threads settled. */
+static int resolve_options(const ModelOptions *in, ModelOptions *out, char *err, size_t errlen) {
+    *out = *in;
+    if (model_resolve_device(in->device, &out->device, err, errlen)) return -1;
+    if (in->max_B < 1 || in->max_T < 1) {
+        snprintf(err, errlen, "the activations' capacity must be at least 1 x 1 (got %d x %d)",
+                 in->max_B, in->max_T);
+        return -1;
+    }
+    if (out->device == DEVICE_CPU) {
+        if (in->precision == PRECISION_BF16) {
+            snprintf(err, errlen, "the CPU backend computes in fp32 only (--precision bf16 needs --device cuda)");
+            return -1;
+        }
+        out->precision = PRECISION_FP32;
+        if (out->threads <= 0) out->threads = omp_get_num_procs();
+    }
+    return 0;
+}
+
+Model *model_open(const FlashConfig *cfg, const ModelOptions *opt, char *err, size_t errlen) {
+    ModelOptions o;
+    if (config_validate(cfg, err, errlen) || resolve_options(opt, &o, err, errlen)) return NULL;
+    Model *m = calloc(1, sizeof *m);
+    if (!m) { snprintf(err, errlen, "out of memory"); return NULL; }
+    m->cfg = *cfg;
+    m->opt = o;
+    if (params_table_build(&m->table, cfg)) {
+        snprintf(err, errlen, "out of memory for the parameter table");
+        free(m);
+        return NULL;
+    }
+    int rc;
+#ifdef FLASH_CUDA
+    if (o.device == DEVICE_CUDA) rc = cuda_model_open(m, err, errlen);
+    else
+#endif
+        rc = cpu_model_open(m, err, errlen);
+    if (rc) {
+        params_table_free(&m->table);
+        free(m);
+        return NULL;
+    }
+    return m;
+}
+
+void model_close(Model *m) {
+    if (!m) return;
+    if (m->be) m->be->close(m);
+    params_table_free(&m->table);
+    free(m);
+}
+
+const FlashConfig *model_config(const Model *m) { return &m->cfg; }
+const ParamTable *model_table(const Model *m) { return &m->table; }
+void model_info(const Model *m, ModelInfo *info) {
+    memset(info, 0, sizeof *info);
+    m->be->info(m, info);
+}
+
+size_t model_activation_bytes(const FlashConfig *cfg, const ModelOptions *opt) {
+    ModelOptions o;
+    char err[256];
+    if (config_validate(cfg, err, sizeof err) || resolve_options(opt, &o, err, sizeof err)) return 0;
+    if (o.device == DEVICE_CPU) return cpu_activation_bytes(cfg, &o);
+    return 0;   /* a device backend says so once open (model_info) */
+}
+
+int model_init_params(Model *m, uint64_t seed, char *err, size_t errlen) {
+    return m->be->init_params(m, seed, err, errlen);
+}
+int model_read(Model *m, StateKind kind, float *host, char *err, size_t errlen) {
+    return m->be->read(m, kind, host, err, errlen);
+}
+int model_write(Model *m, StateKind kind, const float *host, char *err, size_t errlen) {
+    return m->be->write(m, kind, host, err, errlen);
+}
+double model_accumulate(Model *m, const int *tokens, int n_seq, int B, int T, int divisor) {
+    return m->be->accumulate(m, tokens, n_seq, B, T, divisor);
+}
+void *model_grad_buffer(Model *m, size_t *count, size_t *elem_size, int *on_device) {
+    return m->be->grad_buffer(m, count, elem_size, on_device);
+}
+double model_update(Model *m, const OptConfig *o, long t_step, double lr) {
+    return m->be->update(m, o, t_step, lr);
+}
+double model_forward(Model *m, const int *tokens, int B, int T, float *losses, float *logits) {
+    return m->be->forward(m, tokens, B, T, losses, logits);
+}
+int model_decoder_open(Model *m, int nseq, int max_prompt, char *err, size_t errlen) {
+    return m->be->decoder_open(m, nseq, max_prompt, err, errlen);
+}
+int model_decoder_prefill(Model *m, const int *prompt, int P, float *logits) {
+    return m->be->decoder_prefill(m, prompt, P, logits);
+}
+int model_decoder_step(Model *m, const int *tokens, float *logits) {
+    return m->be->decoder_step(m, tokens, logits);
+}
+void model_decoder_close(Model *m) { m->be->decoder_close(m); }
+void model_profile(Model *m, int on) { m->be->profile(m, on); }
+int model_profile_read(Model *m, const char **names, double *seconds, int max) {
+    return m->be->profile_read(m, names, seconds, max);
+}
