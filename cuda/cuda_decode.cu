@@ -1,0 +1,341 @@
+/* cuda/cuda_decode.cu: the recurrent decoder on the GPU, the twin of model/cpu_decode.c.
+ *
+ * Per new byte and layer: the norm with the token shift against the previous position's
+ * row, one product for to_hidden and to_qk, one kernel for offset-scale, rotary, the
+ * quadratic attention over the current group's keys, the linear attention against the
+ * prefix sum S of the finished groups and the gate, and one product for to_out. The
+ * position lives in device memory and every launch reads it from there, so one step is
+ * the same sequence of launches at every position: it is captured once as a CUDA graph
+ * and replayed per byte (launching ~50 kernels one by one would cost more than they run). */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cuda_model.h"
+
+typedef struct CudaDecoder {
+    int nseq, max_prompt;
+    float *arena;
+    float *kv, *gq, *gk, *gv, *prev;        /* state per layer and sequence */
+    float *h, *xs, *stat, *hid_u, *hid, *gated, *lnf, *logits;
+    int *d_tok, *d_pos;
+    int *h_tok;                             /* pinned: the step's tokens */
+    float *h_logits;                        /* pinned: the step's logits */
+    int *prompt_buf;                        /* host: a prompt's whole groups + a target */
+    long pos;
+    cudaGraphExec_t graph;
+    int graph_ready, graph_failed;
+} CudaDecoder;
+
+__device__ __forceinline__ float dec_phi(float x, int laplace) {
+    if (laplace) return 0.5f * (1.0f + erff((x - 0.70710678118654752440f) / (0.28209479177387814347f * 1.41421356237309504880f)));
+    return x > 0 ? x * x : 0.0f;
+}
+__device__ __forceinline__ int dec_bucket(int n) {
+    if (n < 0) n = 0;
+    if (n < 16) return n;
+    int b = 16 + (int)(logf((float)n / 16.0f) / 2.0794415f * 16.0f);
+    return b < 31 ? b : 31;
+}
+
+/* h = tok_emb[token] + scale * [sin(t w) | cos(t w)] at the current position */
+__global__ void dec_embed_kernel(float *h, const int *tok, const int *pos, const float *tok_emb,
+                                 const float *pos_scale, const float *inv_freq, int n, int d) {
+    const int k = blockIdx.x * blockDim.x + threadIdx.x;
+    if (k >= n * d) return;
+    const int i = k / d, f = k % d, half = d / 2;
+    const double t = (double)pos[0];
+    float pe = 0;
+    if (f < half) pe = (float)sin(t * (double)inv_freq[f]);
+    else if (f < 2 * half) pe = (float)cos(t * (double)inv_freq[f - half]);
+    h[k] = tok_emb[(size_t)tok[i] * d + f] + pos_scale[0] * pe;
+}
+
+/* xn = norm(h); xs = xn with its first ceil(d/2) features from prev (the previous
+   position's xn, zeros at t = 0); prev = xn. One warp per sequence. */
+__global__ void dec_norm_shift_kernel(float *xs, float *prev, const float *h, const float *g,
+                                      const float *w, const float *b, int layernorm, int shift,
+                                      int n, int d) {
+    const int i = blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32, lane = threadIdx.x % 32;
+    if (i >= n) return;
+    const float *x = h + (size_t)i * d;
+    float *xo = xs + (size_t)i * d, *pv = prev + (size_t)i * d;
+    const int half = (d + 1) / 2;
+    float a = 0, bb = 0;
+    if (!layernorm) {
+        float ss = 0;
+        for (int k = lane; k < d; k += 32) ss += x[k] * x[k];
+        for (int o = 16; o > 0; o >>= 1) ss += __shfl_xor_sync(0xffffffffu, ss, o);
+        const float nrm = sqrtf(ss / d);
+        a = 1.0f / (nrm > 1e-5f ? nrm : 1e-5f);
+    } else {
+        float s = 0;
+        for (int k = lane; k < d; k += 32) s += x[k];
+        for (int o = 16; o > 0; o >>= 1) s += __shfl_xor_sync(0xffffffffu, s, o);
+        const float mean = s / d;
+        float v = 0;
+        for (int k = lane; k < d; k += 32) { const float c = x[k] - mean; v += c * c; }
+        for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+        a = rsqrtf(v / d + 1e-5f);
+        bb = mean;
+    }
+    for (int k = lane; k < d; k += 32) {
+        const float xn = layernorm ? (x[k] - bb) * a * w[k] + b[k] : x[k] * a * g[0];
+        if (shift && k < half) { xo[k] = pv[k]; pv[k] = xn; }
+        else { xo[k] = xn; if (shift) pv[k] = xn; }
+    }
+}
+
+/* One sequence (blockIdx.x) and 128 of the e value features (blockIdx.y) at position t,
+   group index j = t mod C: offset-scale and rotary of z, the current row's keys and
+   values into the group cache, a_k = phi(q . k_k / C + sqrt(s) bias[bucket(j - k)]) for
+   k <= j, att = sum_k a_k v_k + lin_q S, gated = gate * att; when the group is complete,
+   S += lin_k^T v / C. Shared: the four rotated rows (4 s) and the weights a (C). */
+__global__ void dec_attend_kernel(float *gated, float *kv, float *gq, float *gk, float *gv,
+                                  const float *hid, const int *pos, const float *gamma,
+                                  const float *beta, const float *freqs, const float *rel_bias,
+                                  int e, int s, int r, int C, int H, int laplace) {
+    extern __shared__ float sh[];
+    float *q4 = sh, *a = sh + 4 * s;
+    const int i = blockIdx.x, tid = threadIdx.x, nt = blockDim.x;
+    const long t = pos[0];
+    const int j = (int)(t % C), pairs = r / 2, units = pairs + (s - 2 * pairs);
+    const float *hrow = hid + (size_t)i * H, *z = hrow + 2 * e;
+    for (int u = tid; u < units; u += nt) {
+        int f0, f1 = -1;
+        if (u < pairs) { f0 = 2 * u; f1 = 2 * u + 1; } else f0 = 2 * pairs + (u - pairs);
+        float c = 1, sn = 0;
+        if (f1 >= 0) {
+            const double ang = (double)t * (double)freqs[u];
+            c = (float)cos(ang);
+            sn = (float)sin(ang);
+        }
+        for (int k = 0; k < 4; k++) {
+            const float o0 = z[f0] * gamma[k * s + f0] + beta[k * s + f0];
+            if (f1 < 0) { q4[k * s + f0] = o0; continue; }
+            const float o1 = z[f1] * gamma[k * s + f1] + beta[k * s + f1];
+            q4[k * s + f0] = o0 * c - o1 * sn;
+            q4[k * s + f1] = o1 * c + o0 * sn;
+        }
+    }
+    __syncthreads();
+    const float *qq = q4, *ql = q4 + s, *kq = q4 + 2 * s, *kl = q4 + 3 * s;
+    float *Gq = gq + (size_t)i * C * s, *Gk = gk + (size_t)i * C * s, *Gv = gv + (size_t)i * C * e;
+    float *S = kv + (size_t)i * s * e;
+    if (blockIdx.y == 0)
+        for (int f = tid; f < s; f += nt) { Gq[(size_t)j * s + f] = kq[f]; Gk[(size_t)j * s + f] = kl[f]; }
+    const float inv_C = 1.0f / C, bias_scale = sqrtf((float)s);
+    for (int k = tid; k <= j; k += nt) {
+        const float *key = k == j ? kq : Gq + (size_t)k * s;
+        float dot = 0;
+        for (int f = 0; f < s; f++) dot += qq[f] * key[f];
+        a[k] = dec_phi(dot * inv_C + bias_scale * rel_bias[dec_bucket(j - k)], laplace);
+    }
+    __syncthreads();
+    const int f = blockIdx.y * nt + tid;
+    if (f >= e) return;
+    const float v = hrow[f];
+    Gv[(size_t)j * e + f] = v;
+    float acc = 0;
+    for (int k = 0; k < j; k++) acc += a[k] * Gv[(size_t)k * e + f];
+    acc += a[j] * v;
+    float lin = 0;
+    for (int q = 0; q < s; q++) lin += ql[q] * S[(size_t)q * e + f];
+    gated[(size_t)i * e + f] = hrow[e + f] * (acc + lin);
+    if (j == C - 1)
+        for (int q = 0; q < s; q++) {
+            float sum = 0;
+            for (int k = 0; k < C; k++) sum += (k == j ? kl[q] : Gk[(size_t)k * s + q]) * Gv[(size_t)k * e + f];
+            S[(size_t)q * e + f] += inv_C * sum;
+        }
+}
+
+__global__ void dec_advance_kernel(int *pos) { pos[0] += 1; }
+
+/* the launches of one step (captured once into a graph) */
+static void dec_launch_step(Model *m) {
+    CudaModel *cm = (CudaModel *)m->impl;
+    CudaDecoder *dc = cm->dec;
+    const FlashConfig *c = &m->cfg;
+    const int n = dc->nseq, d = c->dim, e = config_hidden(c), s = c->query_key_dim;
+    const int C = c->group_size, V = c->num_tokens, r = config_rotary(c), L = c->depth, H = 2 * e + s;
+    cudaStream_t st = cm->st;
+    const ModelParams *p = &cm->p;
+    dec_embed_kernel<<<(n * d + 255) / 256, 256, 0, st>>>(dc->h, dc->d_tok, dc->d_pos, p->tok_emb,
+                                                          p->pos_scale, p->inv_freq, n, d);
+    const size_t shmem = sizeof(float) * (4 * (size_t)s + C);
+    for (int l = 0; l < L; l++) {
+        const LayerParams *P = &p->layer[l];
+        dec_norm_shift_kernel<<<(n + 3) / 4, 128, 0, st>>>(dc->xs, dc->prev + (size_t)l * n * d, dc->h,
+                                                           P->norm_g, P->norm_w, P->norm_b,
+                                                           c->norm_type == NORM_LAYERNORM, c->shift_tokens,
+                                                           n, d);
+        cuda_gemm(cm, 0, 1, n, H, d, 1, dc->xs, NULL, d, 0, P->wh, NULL, d, 0, 0, dc->hid_u, H, 0, 1);
+        bias_silu_cuda(dc->hid_u, dc->hid, P->bh, n, H, H, NULL, st);
+        dim3 grid(n, (e + 127) / 128);
+        dec_attend_kernel<<<grid, 128, shmem, st>>>(
+            dc->gated, dc->kv + (size_t)l * n * s * e, dc->gq + (size_t)l * n * C * s,
+            dc->gk + (size_t)l * n * C * s, dc->gv + (size_t)l * n * C * e, dc->hid, dc->d_pos, P->gamma,
+            P->beta, P->rot_freqs, P->rel_bias, e, s, r, C, H, c->laplace_attn_fn);
+        /* h += gated Wo^T + bo */
+        cuda_gemm(cm, 0, 1, n, d, e, 1, dc->gated, NULL, e, 0, P->wo, NULL, e, 0, 1, dc->h, d, 0, 1);
+        bias_add_cuda(dc->h, P->bo, dc->h, n, d, st);
+    }
+    layernorm_forward_cuda(dc->lnf, dc->stat, dc->h, p->lnf_w, p->lnf_b, n, d, 0, NULL, st);
+    bias_add_cuda(dc->logits, p->b_logits, NULL, n, V, st);
+    cuda_gemm(cm, 0, 1, n, V, d, 1, dc->lnf, NULL, d, 0, p->w_logits, NULL, d, 0, 1, dc->logits, V, 0, 1);
+    dec_advance_kernel<<<1, 1, 0, st>>>(dc->d_pos);
+    cudaMemcpyAsync(dc->h_logits, dc->logits, sizeof(float) * (size_t)n * V, cudaMemcpyDeviceToHost, st);
+}
+
+void cuda_decoder_close(Model *m) {
+    CudaModel *cm = (CudaModel *)m->impl;
+    if (!cm || !cm->dec) return;
+    CudaDecoder *dc = cm->dec;
+    if (dc->graph_ready) cudaGraphExecDestroy(dc->graph);
+    cudaFree(dc->arena);
+    cudaFree(dc->d_tok);
+    cudaFreeHost(dc->h_tok);
+    cudaFreeHost(dc->h_logits);
+    free(dc->prompt_buf);
+    free(dc);
+    cm->dec = NULL;
+}
+
+int cuda_decoder_open(Model *m, int nseq, int max_prompt, char *err, size_t errlen) {
+    CudaModel *cm = (CudaModel *)m->impl;
+    const FlashConfig *c = &m->cfg;
+    const size_t L = c->depth, d = c->dim, e = config_hidden(c), s = c->query_key_dim;
+    const size_t C = c->group_size, V = c->num_tokens, H = 2 * e + s, n = nseq;
+    cuda_decoder_close(m);
+    if (nseq < 1) { snprintf(err, errlen, "the decoder needs at least one sequence"); return -1; }
+    const int P0 = max_prompt / (int)C * (int)C;
+    if (P0 > cm->capTp) {
+        snprintf(err, errlen, "internal error: a prompt of %d tokens exceeds the model's capacity of %d",
+                 max_prompt, cm->capTp);
+        return -1;
+    }
+    CudaDecoder *dc = (CudaDecoder *)calloc(1, sizeof *dc);
+    if (!dc) { snprintf(err, errlen, "out of memory"); return -1; }
+    cm->dec = dc;
+    dc->nseq = nseq;
+    dc->max_prompt = max_prompt;
+    const size_t counts[] = {L * n * s * e, L * n * C * s, L * n * C * s, L * n * C * e, L * n * d,
+                             n * d, n * d, n * 2, n * H, n * H, n * e, n * d, n * V};
+    float **ptrs[] = {&dc->kv, &dc->gq, &dc->gk, &dc->gv, &dc->prev, &dc->h, &dc->xs, &dc->stat,
+                      &dc->hid_u, &dc->hid, &dc->gated, &dc->lnf, &dc->logits};
+    size_t total = 0;
+    for (size_t k = 0; k < sizeof counts / sizeof counts[0]; k++) total += (counts[k] + 63) / 64 * 64;
+    if (cuda_fail(cudaMalloc((void **)&dc->arena, total * sizeof(float)), "memory for the decoder", err, errlen) ||
+        cuda_fail(cudaMalloc((void **)&dc->d_tok, sizeof(int) * (n + 1)), "memory", err, errlen) ||
+        cuda_fail(cudaMallocHost((void **)&dc->h_tok, sizeof(int) * n), "pinned memory", err, errlen) ||
+        cuda_fail(cudaMallocHost((void **)&dc->h_logits, sizeof(float) * n * V), "pinned memory", err, errlen)) {
+        cuda_decoder_close(m);
+        return -1;
+    }
+    cudaMemset(dc->arena, 0, total * sizeof(float));
+    size_t at = 0;
+    for (size_t k = 0; k < sizeof counts / sizeof counts[0]; k++) {
+        *ptrs[k] = dc->arena + at;
+        at += (counts[k] + 63) / 64 * 64;
+    }
+    dc->d_pos = dc->d_tok + n;
+    dc->prompt_buf = (int *)malloc(sizeof(int) * ((size_t)(max_prompt > nseq ? max_prompt : nseq) + 2));
+    if (!dc->prompt_buf) { snprintf(err, errlen, "out of memory"); cuda_decoder_close(m); return -1; }
+    return 0;
+}
+
+/* one step: tokens in, logits out; the graph is made at the first step */
+static int dec_step(Model *m, const int *tokens, float *logits) {
+    CudaModel *cm = (CudaModel *)m->impl;
+    CudaDecoder *dc = cm->dec;
+    cudaStream_t st = cm->st;
+    const int n = dc->nseq, V = m->cfg.num_tokens;
+    memcpy(dc->h_tok, tokens, sizeof(int) * n);
+    cudaMemcpyAsync(dc->d_tok, dc->h_tok, sizeof(int) * n, cudaMemcpyHostToDevice, st);
+    if (!dc->graph_ready && !dc->graph_failed) {
+        cudaGraph_t g;
+        if (cudaStreamBeginCapture(st, cudaStreamCaptureModeThreadLocal) == cudaSuccess) {
+            dec_launch_step(m);
+            if (cudaStreamEndCapture(st, &g) == cudaSuccess &&
+                cudaGraphInstantiate(&dc->graph, g, 0) == cudaSuccess)
+                dc->graph_ready = 1;
+            cudaGraphDestroy(g);
+        }
+        if (!dc->graph_ready) { dc->graph_failed = 1; cudaGetLastError(); }
+    }
+    if (dc->graph_ready) cudaGraphLaunch(dc->graph, st);
+    else dec_launch_step(m);
+    cudaError_t e = cudaStreamSynchronize(st);
+    if (e != cudaSuccess) { fprintf(stderr, "CUDA error in the decoder: %s\n", cudaGetErrorString(e)); return -1; }
+    memcpy(logits, dc->h_logits, sizeof(float) * (size_t)n * V);
+    dc->pos++;
+    return 0;
+}
+
+int cuda_decoder_step(Model *m, const int *tokens, float *logits) {
+    CudaModel *cm = (CudaModel *)m->impl;
+    if (!cm->dec) return -1;
+    return dec_step(m, tokens, logits);
+}
+
+int cuda_decoder_prefill(Model *m, const int *prompt, int P, float *logits) {
+    CudaModel *cm = (CudaModel *)m->impl;
+    CudaDecoder *dc = cm->dec;
+    if (!dc || P < 1 || P > dc->max_prompt) return -1;
+    const FlashConfig *c = &m->cfg;
+    const int n = dc->nseq, d = c->dim, e = config_hidden(c), s = c->query_key_dim;
+    const int C = c->group_size, V = c->num_tokens, L = c->depth, H = 2 * e + s;
+    const int P0 = P / C * C;
+    cudaStream_t st = cm->st;
+    /* reset: S = 0, prev = 0, position 0 */
+    cudaMemsetAsync(dc->kv, 0, sizeof(float) * (size_t)L * n * s * e, st);
+    cudaMemsetAsync(dc->prev, 0, sizeof(float) * (size_t)L * n * d, st);
+    int zero = 0;
+    cudaMemcpyAsync(dc->d_pos, &zero, sizeof(int), cudaMemcpyHostToDevice, st);
+    cudaStreamSynchronize(st);
+    dc->pos = 0;
+    if (P0 > 0) {
+        /* whole groups through the parallel forward, then its state copied out */
+        memcpy(dc->prompt_buf, prompt, sizeof(int) * P0);
+        dc->prompt_buf[P0] = P > P0 ? prompt[P0] : 0;   /* a target for the last row; unused */
+        m->be->forward(m, dc->prompt_buf, 1, P0, NULL, NULL);
+        const size_t Nm = cm->Nmax, N = (size_t)P0;
+        const int G = P0 / C;
+        for (int l = 0; l < L; l++) {
+            const LayerParams *Pl = &cm->p.layer[l];
+            float *S = dc->kv + (size_t)l * n * s * e;
+            /* S after all G groups = S_{G-1} (stored, exclusive) + lin_k^T v / C of group G-1 */
+            const float *kv_last = ACT(cm, A_KV) + (size_t)l * (Nm / C) * s * e + (size_t)(G - 1) * s * e;
+            cudaMemcpyAsync(S, kv_last, sizeof(float) * (size_t)s * e, cudaMemcpyDeviceToDevice, st);
+            const float *lin_k = ACT(cm, A_QK4) + (size_t)l * 4 * Nm * s + 3 * N * s + (size_t)(G - 1) * C * s;
+            const float *v = ACT(cm, A_HID) + (size_t)l * Nm * H + (size_t)(G - 1) * C * H;
+            cuda_gemm(cm, 1, 0, s, e, C, 1.0f / C, lin_k, NULL, s, 0, v, NULL, H, 0, 1, S, e, 0, 1);
+            /* the previous normalized row: the norm of the layer's input at P0 - 1 */
+            const float *row = ACT(cm, A_RES) + ((size_t)l * Nm + P0 - 1) * d;
+            float *prev = dc->prev + (size_t)l * n * d;
+            if (c->norm_type == NORM_SCALENORM)
+                scalenorm_forward_cuda(prev, dc->stat, row, Pl->norm_g, 1, d, 0, NULL, st);
+            else
+                layernorm_forward_cuda(prev, dc->stat, row, Pl->norm_w, Pl->norm_b, 1, d, 0, NULL, st);
+            for (int i = 1; i < n; i++) {
+                cudaMemcpyAsync(S + (size_t)i * s * e, S, sizeof(float) * (size_t)s * e, cudaMemcpyDeviceToDevice, st);
+                cudaMemcpyAsync(prev + (size_t)i * d, prev, sizeof(float) * d, cudaMemcpyDeviceToDevice, st);
+            }
+        }
+        if (P0 == P)
+            for (int i = 0; i < n; i++)
+                cudaMemcpyAsync(logits + (size_t)i * V, ACT(cm, A_LOGITS) + (size_t)(P0 - 1) * V,
+                                sizeof(float) * V, cudaMemcpyDeviceToHost, st);
+        cudaMemcpyAsync(dc->d_pos, &P0, sizeof(int), cudaMemcpyHostToDevice, st);
+        cudaError_t err = cudaStreamSynchronize(st);
+        if (err != cudaSuccess) { fprintf(stderr, "CUDA error in the prefill: %s\n", cudaGetErrorString(err)); return -1; }
+        dc->pos = P0;
+    }
+    int *col = dc->prompt_buf;   /* free again after the forward */
+    for (int t = P0; t < P; t++) {
+        for (int i = 0; i < n; i++) col[i] = prompt[t];
+        if (dec_step(m, col, logits)) return -1;
+    }
+    return 0;
+}

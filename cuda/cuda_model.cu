@@ -1,0 +1,678 @@
+/* cuda/cuda_model.cu: the CUDA backend behind model/model.h.
+ *
+ * The model's whole state lives on the GPU: parameters, gradients and both Adam moments in
+ * one buffer (the parameter table's layout, four times), the activations in one arena cut
+ * by a size table at model_open. A training step sends the step's tokens (and, for the
+ * embedding's backward, the rows of each token) in one copy, runs every micro-batch's
+ * forward and backward, and brings back the loss; the update brings back the gradient
+ * norm. Nothing is allocated after model_open.
+ *
+ * Products go through cuBLAS (row-major calls mapped onto its column-major API); the rest
+ * are the kernels of cuda_ops.cu. Sequences run padded to whole groups (see cuda_ops.h).
+ * Precision: fp32 (no TF32) or bf16 (bf16 operands for every product, fp32 accumulation,
+ * fp32 master weights, moments, losses and norms): in bf16 each producer of a product's
+ * operand also writes a bf16 twin of it. */
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cuda_model.h"
+
+extern "C" int cuda_device_count(void) {
+    int n = 0;
+    if (cudaGetDeviceCount(&n) != cudaSuccess) { cudaGetLastError(); return 0; }
+    return n;
+}
+
+/* ---- products: row-major C = alpha op(A) op(B) + beta C, batched with strides --------- */
+/* cuBLAS is column-major: a row-major matrix is its transpose there, so C^T = op(B)^T op(A)^T
+   is the same call with the operands swapped. In bf16 the twins Ah, Bh are the operands. */
+void cuda_gemm(CudaModel *cm, int ta, int tb, int M, int N, int K, float alpha, const float *A,
+                 const bf16 *Ah, int lda, long long sA, const float *B, const bf16 *Bh, int ldb,
+                 long long sB, float beta, float *C, int ldc, long long sC, int batch) {
+    if (M <= 0 || N <= 0) return;
+    const cublasOperation_t opA = ta ? CUBLAS_OP_T : CUBLAS_OP_N, opB = tb ? CUBLAS_OP_T : CUBLAS_OP_N;
+    const void *a = A, *b = B;
+    cudaDataType_t type = CUDA_R_32F;
+    if (cm->use_bf16 && Ah && Bh) { a = Ah; b = Bh; type = CUDA_R_16BF; }
+    cublasGemmStridedBatchedEx(cm->blas, opB, opA, N, M, K, &alpha, b, type, ldb, sB, a, type, lda, sA,
+                               &beta, C, CUDA_R_32F, ldc, sC, batch, CUBLAS_COMPUTE_32F,
+                               CUBLAS_GEMM_DEFAULT);
+}
+
+/* ---- profiling: events between phases -------------------------------------------------- */
+enum { P_EMBED, P_NORM, P_TO_HIDDEN, P_ROTARY, P_ATTENTION, P_GATE, P_TO_OUT, P_HEAD, P_OPT, P_PHASES };
+/* forward phases, then the same phases of the backward (index + P_PHASES) */
+static const char *const P_NAMES[2 * P_PHASES] = {
+    "embedding", "norm+shift", "to_hidden+to_qk+silu", "offset-scale+rotary", "attention",
+    "gate", "to_out+residual", "final norm+logits+loss", "optimizer",
+    "backward embedding", "backward norm+shift", "backward to_hidden+to_qk+silu",
+    "backward offset-scale+rotary", "backward attention", "backward gate",
+    "backward to_out+residual", "backward final norm+logits+loss", "backward optimizer"};
+/* The profile times each phase by events; a run with profiling off records none. */
+typedef struct { int n; int phase[64]; } Marks;
+static void mark(CudaModel *cm, Marks *mk, int phase) {
+    if (!cm->prof || mk->n >= 63) return;
+    cudaEventRecord(cm->ev[mk->n], cm->st);
+    mk->phase[mk->n] = phase;
+    mk->n++;
+}
+static void marks_collect(CudaModel *cm, Marks *mk) {
+    if (!cm->prof || mk->n < 2) { mk->n = 0; return; }
+    cudaEventSynchronize(cm->ev[mk->n - 1]);
+    for (int i = 1; i < mk->n; i++) {
+        float ms = 0;
+        cudaEventElapsedTime(&ms, cm->ev[i - 1], cm->ev[i]);
+        if (mk->phase[i] >= 0) cm->prof_s[mk->phase[i]] += ms * 1e-3;
+    }
+    mk->n = 0;
+}
+/* Events are few (64): profile one layer pass at a time by collecting often. */
+#define MARK(ph) do { mark(cm, &mk, (ph)); if (mk.n >= 60) { marks_collect(cm, &mk); mark(cm, &mk, -1); } } while (0)
+
+/* ---- the forward over B sequences padded to Tp; tokens on the device -------------------- */
+void cuda_forward_pass(Model *m, const int *d_tok, int tstride, int B, int T, int Tp,
+                         double loss_weight, double *loss_acc) {
+    CudaModel *cm = CM(m);
+    const FlashConfig *c = &m->cfg;
+    const int d = c->dim, e = config_hidden(c), s = c->query_key_dim, V = c->num_tokens;
+    const int C = c->group_size, r = config_rotary(c), L = c->depth, H = 2 * e + s;
+    const int N = B * Tp, G = Tp / C, BG = B * G;
+    const size_t Nm = cm->Nmax;
+    const float inv_C = 1.0f / C;
+    cudaStream_t st = cm->st;
+    Marks mk = {0, {0}};
+    MARK(-1);
+    float *res = ACT(cm, A_RES);
+    embed_forward_cuda(res, d_tok, tstride, cm->p.tok_emb, cm->p.pos_scale, ACT(cm, A_POS), B, T, Tp,
+                       d, st);
+    MARK(P_EMBED);
+    for (int l = 0; l < L; l++) {
+        const LayerParams *P = &cm->p.layer[l];
+        const float *h = res + (size_t)l * Nm * d;
+        float *h_out = res + (size_t)(l + 1) * Nm * d;
+        float *xs = ACT(cm, A_XS) + (size_t)l * Nm * d, *stat = ACT(cm, A_NSTAT) + (size_t)l * Nm * 2;
+        float *hid_u = ACT(cm, A_HID_U) + (size_t)l * Nm * H, *hid = ACT(cm, A_HID) + (size_t)l * Nm * H;
+        float *qk4 = ACT(cm, A_QK4) + (size_t)l * 4 * Nm * s;
+        float *sim = ACT(cm, A_SIM) + (size_t)l * Nm * C, *attn = ACT(cm, A_ATTN) + (size_t)l * Nm * C;
+        float *kv = ACT(cm, A_KV) + (size_t)l * (Nm / C) * s * e;
+        float *att = ACT(cm, A_ATT) + (size_t)l * Nm * e, *gated = ACT(cm, A_GATED) + (size_t)l * Nm * e;
+        float *bias_dist = ACT(cm, A_BIAS_DIST) + (size_t)l * C;
+        bf16 *xs_h = cm->use_bf16 ? TWIN(cm, H_XS) + (size_t)l * Nm * d : NULL;
+        bf16 *hid_h = cm->use_bf16 ? TWIN(cm, H_HID) + (size_t)l * Nm * H : NULL;
+        bf16 *qk4_h = cm->use_bf16 ? TWIN(cm, H_QK4) + (size_t)l * 4 * Nm * s : NULL;
+        bf16 *attn_h = cm->use_bf16 ? TWIN(cm, H_ATTN) + (size_t)l * Nm * C : NULL;
+        bf16 *kv_h = cm->use_bf16 ? TWIN(cm, H_KV) + (size_t)l * (Nm / C) * s * e : NULL;
+        bf16 *gated_h = cm->use_bf16 ? TWIN(cm, H_GATED) + (size_t)l * Nm * e : NULL;
+        const bf16 *Wh_h = cm->params_h ? cm->params_h + (P->wh - cm->params) : NULL;
+        const bf16 *Wo_h = cm->params_h ? cm->params_h + (P->wo - cm->params) : NULL;
+        const int shift = c->shift_tokens ? Tp : 0;
+        const size_t Ns = (size_t)N * s;
+
+        if (c->norm_type == NORM_SCALENORM)
+            scalenorm_forward_cuda(xs, stat, h, P->norm_g, N, d, shift, TW(xs_h), st);
+        else
+            layernorm_forward_cuda(xs, stat, h, P->norm_w, P->norm_b, N, d, shift, TW(xs_h), st);
+        MARK(P_NORM);
+        /* [to_hidden; to_qk]: one (2e + s) x d product, then bias and silu */
+        cuda_gemm(cm, 0, 1, N, H, d, 1, xs, xs_h, d, 0, P->wh, Wh_h, d, 0, 0, hid_u, H, 0, 1);
+        bias_silu_cuda(hid_u, hid, P->bh, N, H, H, TW(hid_h), st);
+        MARK(P_TO_HIDDEN);
+        offset_scale_rotary_forward_cuda(qk4, hid + 2 * e, H, P->gamma, P->beta, ACT(cm, A_ROT_COS),
+                                         ACT(cm, A_ROT_SIN), N, Tp, s, r, TW(qk4_h), st);
+        MARK(P_ROTARY);
+        const float *Qq = qk4, *Ql = qk4 + Ns, *Kq = qk4 + 2 * Ns, *Kl = qk4 + 3 * Ns;
+        const bf16 *Qq_h = qk4_h, *Ql_h = qk4_h ? qk4_h + Ns : NULL, *Kq_h = qk4_h ? qk4_h + 2 * Ns : NULL,
+                   *Kl_h = qk4_h ? qk4_h + 3 * Ns : NULL;
+        const long long Cs = (long long)C * s, CC = (long long)C * C, CH = (long long)C * H,
+                        Ce = (long long)C * e, se = (long long)s * e;
+        attn_bias_dist_cuda(bias_dist, P->rel_bias, C, s, st);
+        /* sim = quad_q quad_k^T / C (+ bias, phi, causal mask in the kernel) */
+        cuda_gemm(cm, 0, 1, C, C, s, inv_C, Qq, Qq_h, s, Cs, Kq, Kq_h, s, Cs, 0, sim, C, CC, BG);
+        attn_phi_forward_cuda(sim, attn, bias_dist, BG, C, c->laplace_attn_fn, TW(attn_h), st);
+        /* quad_out = A v */
+        cuda_gemm(cm, 0, 0, C, e, C, 1, attn, attn_h, C, CC, hid, hid_h, H, CH, 0, att, e, Ce, BG);
+        /* KV_g = lin_k^T v / C, then S_g = KV_0 + ... + KV_{g-1} */
+        cuda_gemm(cm, 1, 0, s, e, C, inv_C, Kl, Kl_h, s, Cs, hid, hid_h, H, CH, 0, kv, e, se, BG);
+        group_scan_cuda(kv, B, G, (size_t)se, 0, TW(kv_h), st);
+        /* lin_out = lin_q S_g, added to quad_out */
+        cuda_gemm(cm, 0, 0, C, e, s, 1, Ql, Ql_h, s, Cs, kv, kv_h, e, se, 1, att, e, Ce, BG);
+        MARK(P_ATTENTION);
+        gate_forward_cuda(gated, hid + e, H, att, N, e, TW(gated_h), st);
+        MARK(P_GATE);
+        /* h_out = h + bo + gated Wo^T */
+        bias_add_cuda(h_out, P->bo, h, N, d, st);
+        cuda_gemm(cm, 0, 1, N, d, e, 1, gated, gated_h, e, 0, P->wo, Wo_h, e, 0, 1, h_out, d, 0, 1);
+        MARK(P_TO_OUT);
+    }
+    const float *hL = res + (size_t)L * Nm * d;
+    float *lnf_out = ACT(cm, A_LNF_OUT), *logits = ACT(cm, A_LOGITS);
+    bf16 *lnf_h = TWIN(cm, H_LNF_OUT);
+    const bf16 *Wl_h = cm->params_h ? cm->params_h + (cm->p.w_logits - cm->params) : NULL;
+    layernorm_forward_cuda(lnf_out, ACT(cm, A_LNF_STAT), hL, cm->p.lnf_w, cm->p.lnf_b, N, d, 0,
+                           TW(lnf_h), st);
+    bias_add_cuda(logits, cm->p.b_logits, NULL, N, V, st);
+    cuda_gemm(cm, 0, 1, N, V, d, 1, lnf_out, lnf_h, d, 0, cm->p.w_logits, Wl_h, d, 0, 1, logits, V, 0, 1);
+    crossentropy_forward_cuda(ACT(cm, A_LOSSES), loss_acc, logits, d_tok, tstride, B, T, Tp, V,
+                              loss_weight, st);
+    MARK(P_HEAD);
+    marks_collect(cm, &mk);
+}
+
+/* ---- the backward of the forward just run; adds into the gradients ---------------------- */
+static void backward_pass(Model *m, const int *d_tok, int tstride, int B, int T, int Tp, float dloss,
+                          const int *d_order, const int *d_start) {
+    CudaModel *cm = CM(m);
+    const FlashConfig *c = &m->cfg;
+    const int d = c->dim, e = config_hidden(c), s = c->query_key_dim, V = c->num_tokens;
+    const int C = c->group_size, r = config_rotary(c), L = c->depth, H = 2 * e + s;
+    const int N = B * Tp, G = Tp / C, BG = B * G;
+    const size_t Nm = cm->Nmax, Ns = (size_t)N * s;
+    const float inv_C = 1.0f / C;
+    cudaStream_t st = cm->st;
+    float *col = ACT(cm, A_COL_SCRATCH), *row = ACT(cm, A_ROW_SCRATCH);
+    float *d_res = ACT(cm, A_D_RES), *d_xs = ACT(cm, A_D_XS), *d_hid = ACT(cm, A_D_HID);
+    float *d_qk4 = ACT(cm, A_D_QK4), *d_att = ACT(cm, A_D_ATT), *d_gated = ACT(cm, A_D_GATED);
+    float *d_kv = ACT(cm, A_D_KV), *dsim = ACT(cm, A_DSIM), *d_logits = ACT(cm, A_D_LOGITS);
+    float *d_lnf = ACT(cm, A_D_LNF);
+    bf16 *d_res_h = TWIN(cm, H_D_RES), *d_att_h = TWIN(cm, H_D_ATT), *d_kv_h = TWIN(cm, H_D_KV);
+    bf16 *dsim_h = TWIN(cm, H_DSIM), *d_hid_h = TWIN(cm, H_D_HID), *d_logits_h = TWIN(cm, H_D_LOGITS);
+    Marks mk = {0, {0}};
+    MARK(-1);
+
+    const float *logits = ACT(cm, A_LOGITS), *lnf_out = ACT(cm, A_LNF_OUT);
+    const bf16 *Wl_h = cm->params_h ? cm->params_h + (cm->p.w_logits - cm->params) : NULL;
+    crossentropy_backward_cuda(d_logits, logits, d_tok, tstride, B, T, Tp, V, dloss, TW(d_logits_h), st);
+    /* logits = x W^T + b:  dx = dl W;  dW += dl^T x;  db += colsum(dl) */
+    cuda_gemm(cm, 0, 0, N, d, V, 1, d_logits, d_logits_h, V, 0, cm->p.w_logits, Wl_h, d, 0, 0, d_lnf, d, 0, 1);
+    cuda_gemm(cm, 1, 0, V, d, N, 1, d_logits, d_logits_h, V, 0, lnf_out, TWIN(cm, H_LNF_OUT), d, 0, 1,
+         cm->g.w_logits, d, 0, 1);
+    colsum_add_cuda(cm->g.b_logits, d_logits, V, NULL, 0, N, V, col, st);
+    cudaMemsetAsync(d_res, 0, sizeof(float) * (size_t)N * d, st);
+    layernorm_backward_cuda(d_res, cm->g.lnf_w, cm->g.lnf_b, d_lnf, ACT(cm, A_RES) + (size_t)L * Nm * d,
+                            ACT(cm, A_LNF_STAT), cm->p.lnf_w, N, d, 0, ACT(cm, A_XHAT_SCRATCH), col,
+                            TW(d_res_h), st);
+    MARK(P_PHASES + P_HEAD);
+
+    for (int l = L - 1; l >= 0; l--) {
+        const LayerParams *P = &cm->p.layer[l];
+        LayerParams *D = &cm->g.layer[l];
+        const float *h = ACT(cm, A_RES) + (size_t)l * Nm * d;
+        const float *xs = ACT(cm, A_XS) + (size_t)l * Nm * d, *stat = ACT(cm, A_NSTAT) + (size_t)l * Nm * 2;
+        const float *hid_u = ACT(cm, A_HID_U) + (size_t)l * Nm * H, *hid = ACT(cm, A_HID) + (size_t)l * Nm * H;
+        const float *qk4 = ACT(cm, A_QK4) + (size_t)l * 4 * Nm * s;
+        const float *sim = ACT(cm, A_SIM) + (size_t)l * Nm * C, *attn = ACT(cm, A_ATTN) + (size_t)l * Nm * C;
+        const float *kv = ACT(cm, A_KV) + (size_t)l * (Nm / C) * s * e;
+        const float *att = ACT(cm, A_ATT) + (size_t)l * Nm * e, *gated = ACT(cm, A_GATED) + (size_t)l * Nm * e;
+        const bf16 *xs_h = cm->use_bf16 ? TWIN(cm, H_XS) + (size_t)l * Nm * d : NULL;
+        const bf16 *hid_h = cm->use_bf16 ? TWIN(cm, H_HID) + (size_t)l * Nm * H : NULL;
+        const bf16 *qk4_h = cm->use_bf16 ? TWIN(cm, H_QK4) + (size_t)l * 4 * Nm * s : NULL;
+        const bf16 *attn_h = cm->use_bf16 ? TWIN(cm, H_ATTN) + (size_t)l * Nm * C : NULL;
+        const bf16 *kv_h = cm->use_bf16 ? TWIN(cm, H_KV) + (size_t)l * (Nm / C) * s * e : NULL;
+        const bf16 *gated_h = cm->use_bf16 ? TWIN(cm, H_GATED) + (size_t)l * Nm * e : NULL;
+        const bf16 *Wh_h = cm->params_h ? cm->params_h + (P->wh - cm->params) : NULL;
+        const bf16 *Wo_h = cm->params_h ? cm->params_h + (P->wo - cm->params) : NULL;
+        const int shift = c->shift_tokens ? Tp : 0;
+        const long long Cs = (long long)C * s, CC = (long long)C * C, CH = (long long)C * H,
+                        Ce = (long long)C * e, se = (long long)s * e;
+
+        /* to_out: d_gated = d_res Wo;  dWo += d_res^T gated;  dbo += colsum(d_res) */
+        cuda_gemm(cm, 0, 0, N, e, d, 1, d_res, d_res_h, d, 0, P->wo, Wo_h, e, 0, 0, d_gated, e, 0, 1);
+        cuda_gemm(cm, 1, 0, d, e, N, 1, d_res, d_res_h, d, 0, gated, gated_h, e, 0, 1, D->wo, e, 0, 1);
+        colsum_add_cuda(D->bo, d_res, d, NULL, 0, N, d, col, st);
+        MARK(P_PHASES + P_TO_OUT);
+        gate_backward_cuda(d_hid + e, H, d_att, d_gated, hid + e, att, N, e, TW(d_att_h), st);
+        MARK(P_PHASES + P_GATE);
+        const float *Qq = qk4, *Ql = qk4 + Ns, *Kq = qk4 + 2 * Ns, *Kl = qk4 + 3 * Ns;
+        const bf16 *Qq_h = qk4_h, *Ql_h = qk4_h ? qk4_h + Ns : NULL, *Kq_h = qk4_h ? qk4_h + 2 * Ns : NULL,
+                   *Kl_h = qk4_h ? qk4_h + 3 * Ns : NULL;
+        float *dQq = d_qk4, *dQl = d_qk4 + Ns, *dKq = d_qk4 + 2 * Ns, *dKl = d_qk4 + 3 * Ns;
+        /* lin_out = lin_q S_g:  dS_g = lin_q^T dO, then dKV_g = sum_{g' > g} dS_g' */
+        cuda_gemm(cm, 1, 0, s, e, C, 1, Ql, Ql_h, s, Cs, d_att, d_att_h, e, Ce, 0, d_kv, e, se, BG);
+        group_scan_cuda(d_kv, B, G, (size_t)se, 1, TW(d_kv_h), st);
+        /* d lin_q = dO S_g^T;  d lin_k = v dKV^T / C;  dv = lin_k dKV / C */
+        cuda_gemm(cm, 0, 1, C, s, e, 1, d_att, d_att_h, e, Ce, kv, kv_h, e, se, 0, dQl, s, Cs, BG);
+        cuda_gemm(cm, 0, 1, C, s, e, inv_C, hid, hid_h, H, CH, d_kv, d_kv_h, e, se, 0, dKl, s, Cs, BG);
+        cuda_gemm(cm, 0, 0, C, e, s, inv_C, Kl, Kl_h, s, Cs, d_kv, d_kv_h, e, se, 0, d_hid, H, CH, BG);
+        /* quad_out = A v:  dA = dO v^T;  dsim = dA phi'(sim) (causal) */
+        cuda_gemm(cm, 0, 1, C, C, e, 1, d_att, d_att_h, e, Ce, hid, hid_h, H, CH, 0, dsim, C, CC, BG);
+        attn_phi_backward_cuda(dsim, sim, BG, C, c->laplace_attn_fn, TW(dsim_h), st);
+        attn_rel_bias_backward_cuda(D->rel_bias, dsim, BG, C, s, ACT(cm, A_DIST_SCRATCH), st);
+        /* sim = Q K^T / C:  dQ = dsim K / C;  dK = dsim^T Q / C;  dv += A^T dO */
+        cuda_gemm(cm, 0, 0, C, s, C, inv_C, dsim, dsim_h, C, CC, Kq, Kq_h, s, Cs, 0, dQq, s, Cs, BG);
+        cuda_gemm(cm, 1, 0, C, s, C, inv_C, dsim, dsim_h, C, CC, Qq, Qq_h, s, Cs, 0, dKq, s, Cs, BG);
+        cuda_gemm(cm, 1, 0, C, e, C, 1, attn, attn_h, C, CC, d_att, d_att_h, e, Ce, 1, d_hid, H, CH, BG);
+        MARK(P_PHASES + P_ATTENTION);
+        offset_scale_rotary_backward_cuda(d_hid + 2 * e, D->gamma, D->beta, d_qk4, hid + 2 * e, H,
+                                          P->gamma, ACT(cm, A_ROT_COS), ACT(cm, A_ROT_SIN), N, Tp, s, r,
+                                          col, st);
+        MARK(P_PHASES + P_ROTARY);
+        silu_backward_cuda(d_hid, d_hid, hid_u, (size_t)N * H, TW(d_hid_h), st);
+        /* one product gives both inputs' gradient sum, one the fused weight block's */
+        cuda_gemm(cm, 0, 0, N, d, H, 1, d_hid, d_hid_h, H, 0, P->wh, Wh_h, d, 0, 0, d_xs, d, 0, 1);
+        cuda_gemm(cm, 1, 0, H, d, N, 1, d_hid, d_hid_h, H, 0, xs, xs_h, d, 0, 1, D->wh, d, 0, 1);
+        colsum_add_cuda(D->bh, d_hid, H, NULL, 0, N, H, col, st);
+        MARK(P_PHASES + P_TO_HIDDEN);
+        if (c->norm_type == NORM_SCALENORM)
+            scalenorm_backward_cuda(d_res, D->norm_g, d_xs, h, stat, P->norm_g, N, d, shift, row,
+                                    TW(d_res_h), st);
+        else
+            layernorm_backward_cuda(d_res, D->norm_w, D->norm_b, d_xs, h, stat, P->norm_w, N, d, shift,
+                                    ACT(cm, A_XHAT_SCRATCH), col, TW(d_res_h), st);
+        MARK(P_PHASES + P_NORM);
+    }
+    embed_backward_cuda(cm->g.tok_emb, cm->g.pos_scale, d_res, d_order, d_start, V, ACT(cm, A_POS), N,
+                        Tp, d, row, st);
+    MARK(P_PHASES + P_EMBED);
+    marks_collect(cm, &mk);
+}
+
+/* ---- tables, sizes ------------------------------------------------------------------------ */
+
+/* The position tables follow from the untrained buffers (inv_freq, rotary freqs), computed
+   in double on the host as the CPU does, and uploaded. */
+static int upload_tables(Model *m, const float *host_params, char *err, size_t errlen) {
+    CudaModel *cm = CM(m);
+    const FlashConfig *c = &m->cfg;
+    const int d = c->dim, r = config_rotary(c), half = d / 2, rh = r / 2, Tp = cm->capTp;
+    const ParamInfo *pi = params_find(&m->table, "abs_pos_emb.inv_freq");
+    const ParamInfo *pr = params_find(&m->table, "layers.0.rotary_pos_emb.freqs");
+    if (!pi || !pr) { snprintf(err, errlen, "internal error: position buffers missing"); return -1; }
+    const float *inv_freq = host_params + pi->offset, *freqs = host_params + pr->offset;
+    for (int t = 0; t < Tp; t++) {
+        for (int i = 0; i < half; i++) {
+            double a = (double)t * (double)inv_freq[i];
+            cm->h_pos[(size_t)t * d + i] = (float)sin(a);
+            cm->h_pos[(size_t)t * d + half + i] = (float)cos(a);
+        }
+        for (int j = 0; j < rh; j++) {
+            double a = (double)t * (double)freqs[j];
+            cm->h_rot[(size_t)t * rh + j] = (float)cos(a);
+            cm->h_rot[(size_t)Tp * rh + (size_t)t * rh + j] = (float)sin(a);
+        }
+    }
+    if (cuda_fail(cudaMemcpy(ACT(cm, A_POS), cm->h_pos, sizeof(float) * (size_t)Tp * d, cudaMemcpyHostToDevice), "upload", err, errlen) ||
+        cuda_fail(cudaMemcpy(ACT(cm, A_ROT_COS), cm->h_rot, sizeof(float) * (size_t)Tp * rh, cudaMemcpyHostToDevice), "upload", err, errlen) ||
+        cuda_fail(cudaMemcpy(ACT(cm, A_ROT_SIN), cm->h_rot + (size_t)Tp * rh, sizeof(float) * (size_t)Tp * rh, cudaMemcpyHostToDevice), "upload", err, errlen))
+        return -1;
+    return 0;
+}
+
+/* the arena's size table for rows Nm = capB * capTp */
+static size_t layout(const FlashConfig *c, int capB, int capTp, int bf16, size_t *off, size_t *size) {
+    const size_t L = c->depth, d = c->dim, e = config_hidden(c), s = c->query_key_dim;
+    const size_t C = c->group_size, V = c->num_tokens, r = config_rotary(c), H = 2 * e + s;
+    const size_t Nm = (size_t)capB * capTp, BG = Nm / C;
+    const size_t colmax = (H > V ? H : V) > 4 * s ? (H > V ? H : V) : 4 * s;
+    size_t n[A_COUNT] = {0}, el[A_COUNT];
+    for (int k = 0; k < A_COUNT; k++) el[k] = 4;
+    n[A_RES] = (L + 1) * Nm * d;      n[A_NSTAT] = L * Nm * 2;       n[A_XS] = L * Nm * d;
+    n[A_HID_U] = L * Nm * H;          n[A_HID] = L * Nm * H;         n[A_QK4] = L * 4 * Nm * s;
+    n[A_SIM] = L * Nm * C;            n[A_ATTN] = L * Nm * C;        n[A_KV] = L * BG * s * e;
+    n[A_ATT] = L * Nm * e;            n[A_GATED] = L * Nm * e;       n[A_LNF_OUT] = Nm * d;
+    n[A_LNF_STAT] = Nm * 2;           n[A_LOGITS] = Nm * V;          n[A_LOSSES] = Nm;
+    n[A_POS] = (size_t)capTp * d;     n[A_ROT_COS] = (size_t)capTp * (r / 2);
+    n[A_ROT_SIN] = (size_t)capTp * (r / 2);                          n[A_BIAS_DIST] = L * C;
+    n[A_D_RES] = Nm * d;              n[A_D_XS] = Nm * d;            n[A_D_HID] = Nm * H;
+    n[A_D_QK4] = 4 * Nm * s;          n[A_D_ATT] = Nm * e;           n[A_D_GATED] = Nm * e;
+    n[A_D_KV] = BG * s * e;           n[A_DSIM] = Nm * C;            n[A_D_LOGITS] = Nm * V;
+    n[A_D_LNF] = Nm * d;              n[A_ROW_SCRATCH] = Nm;         n[A_COL_SCRATCH] = 64 * colmax;
+    n[A_XHAT_SCRATCH] = c->norm_type == NORM_LAYERNORM || 1 ? 2 * Nm * d : 0;
+    n[A_DIST_SCRATCH] = C;
+    if (bf16) {
+        n[H_XS] = n[A_XS];      n[H_HID] = n[A_HID];      n[H_QK4] = n[A_QK4];
+        n[H_ATTN] = n[A_ATTN];  n[H_KV] = n[A_KV];        n[H_GATED] = n[A_GATED];
+        n[H_LNF_OUT] = n[A_LNF_OUT];  n[H_D_LOGITS] = n[A_D_LOGITS];  n[H_D_RES] = n[A_D_RES];
+        n[H_D_ATT] = n[A_D_ATT];      n[H_D_KV] = n[A_D_KV];          n[H_DSIM] = n[A_DSIM];
+        n[H_D_HID] = n[A_D_HID];
+        for (int k = H_XS; k < A_COUNT; k++) el[k] = 2;
+    }
+    size_t at = 0;
+    for (int k = 0; k < A_COUNT; k++) {
+        const size_t bytes = (n[k] * el[k] + 255) / 256 * 256;   /* 256-byte aligned */
+        if (off) off[k] = at;
+        if (size) size[k] = bytes;
+        at += bytes;
+    }
+    return at;
+}
+
+static int round_up(int x, int m) { return (x + m - 1) / m * m; }
+
+/* ---- the vtable --------------------------------------------------------------------------- */
+
+static void cu_close(Model *m) {
+    CudaModel *cm = CM(m);
+    if (!cm) return;
+    cudaSetDevice(cm->dev);
+    if (cm->st) cudaStreamSynchronize(cm->st);
+    cuda_decoder_close(m);
+    for (int i = 0; i < 64; i++) if (cm->ev[i]) cudaEventDestroy(cm->ev[i]);
+    if (cm->blas) cublasDestroy(cm->blas);
+    cudaFree(cm->blas_ws);
+    cudaFree(cm->state);
+    cudaFree(cm->params_h);
+    cudaFree(cm->arena);
+    cudaFree(cm->chunks); cudaFree(cm->first); cudaFree(cm->decays); cudaFree(cm->clip);
+    cudaFree(cm->chunk_ss); cudaFree(cm->scalars);
+    cudaFree(cm->d_stage);
+    cudaFreeHost(cm->h_stage);
+    free(cm->h_pos); free(cm->h_rot);
+    params_unpoint(&cm->p);
+    params_unpoint(&cm->g);
+    if (cm->st) cudaStreamDestroy(cm->st);
+    free(cm);
+    m->impl = NULL;
+}
+
+static void cu_info(const Model *m, ModelInfo *info) {
+    const CudaModel *cm = CM(m);
+    memset(info, 0, sizeof *info);
+    snprintf(info->device, sizeof info->device, "cuda:%d %.100s", cm->dev, cm->name);
+    snprintf(info->precision, sizeof info->precision, "%s",
+             cm->use_bf16 ? "bf16 (fp32 master weights)" : "fp32 (no TF32)");
+    info->state_bytes = cm->state_bytes;
+    info->activation_bytes = cm->arena_bytes;
+    info->micro_batch = cm->capB;
+}
+
+static void refresh_twin(CudaModel *cm, const ParamTable *t) {
+    if (cm->params_h) to_bf16_cuda((bf16_t *)cm->params_h, cm->params, t->total, cm->st);
+}
+
+static int cu_write(Model *m, StateKind kind, const float *host, char *err, size_t errlen) {
+    CudaModel *cm = CM(m);
+    const size_t n = m->table.total;
+    float *dst = kind == STATE_PARAMS ? cm->params : kind == STATE_GRADS ? cm->grads
+               : kind == STATE_ADAM_M ? cm->adam_m : cm->adam_v;
+    if (cuda_fail(cudaMemcpy(dst, host, n * sizeof(float), cudaMemcpyHostToDevice), "copy to the GPU", err, errlen))
+        return -1;
+    if (kind == STATE_PARAMS) {
+        if (upload_tables(m, host, err, errlen)) return -1;
+        refresh_twin(cm, &m->table);
+        if (cuda_fail(cudaStreamSynchronize(cm->st), "bf16 weights", err, errlen)) return -1;
+    }
+    return 0;
+}
+
+static int cu_read(Model *m, StateKind kind, float *host, char *err, size_t errlen) {
+    CudaModel *cm = CM(m);
+    const float *src = kind == STATE_PARAMS ? cm->params : kind == STATE_GRADS ? cm->grads
+                     : kind == STATE_ADAM_M ? cm->adam_m : cm->adam_v;
+    if (cuda_fail(cudaStreamSynchronize(cm->st), "step", err, errlen)) return -1;
+    return cuda_fail(cudaMemcpy(host, src, m->table.total * sizeof(float), cudaMemcpyDeviceToHost),
+                     "copy from the GPU", err, errlen);
+}
+
+static int cu_init_params(Model *m, uint64_t seed, char *err, size_t errlen) {
+    float *host = (float *)malloc(m->table.total * sizeof(float));
+    if (!host) { snprintf(err, errlen, "out of memory"); return -1; }
+    params_init(&m->table, &m->cfg, host, seed);
+    int rc = cu_write(m, STATE_PARAMS, host, err, errlen);
+    free(host);
+    return rc;
+}
+
+/* Rows n = b*Tp + t (t < T) of each token, listed token by token in row order: the
+   embedding's backward sums each token's rows in this fixed order. */
+static void rows_by_token(const int *tokens, int tstride, int B, int T, int Tp, int V, int *order,
+                          int *start) {
+    for (int v = 0; v <= V; v++) start[v] = 0;
+    for (int b = 0; b < B; b++)
+        for (int t = 0; t < T; t++) start[tokens[(size_t)b * tstride + t] + 1]++;
+    for (int v = 0; v < V; v++) start[v + 1] += start[v];
+    int fill[4096];
+    int *pos = V <= 4096 ? fill : (int *)malloc(sizeof(int) * (size_t)V);
+    for (int v = 0; v < V; v++) pos[v] = start[v];
+    for (int b = 0; b < B; b++)
+        for (int t = 0; t < T; t++) order[pos[tokens[(size_t)b * tstride + t]]++] = b * Tp + t;
+    if (pos != fill) free(pos);
+}
+
+/* The micro-batch that model_accumulate runs: the fixed one if set, else the largest
+   divisor of n_seq that fits the capacity. */
+static int micro_for(const CudaModel *cm, int n_seq, int B) {
+    int mb = cm->micro_fixed > 0 ? cm->micro_fixed : cm->capB;
+    if (mb > n_seq) mb = n_seq;
+    while (mb > 1 && (n_seq % mb || mb > cm->capB)) mb--;
+    (void)B;
+    return mb < 1 ? 1 : mb;
+}
+
+static double cu_accumulate(Model *m, const int *tokens, int n_seq, int B, int T, int divisor) {
+    CudaModel *cm = CM(m);
+    const int C = m->cfg.group_size, V = m->cfg.num_tokens, Tp = round_up(T, C);
+    const int mb = micro_for(cm, n_seq, B), chunks = n_seq / mb;
+    const size_t ntok = (size_t)n_seq * (T + 1);
+    const size_t per_chunk = (size_t)mb * T + V + 1;
+    if (Tp > cm->capTp || n_seq > cm->cap_seqs || ntok + chunks * per_chunk > cm->stage_ints) {
+        fprintf(stderr, "internal error: a step of %d x %d exceeds the CUDA model's capacity\n", n_seq, T);
+        return NAN;
+    }
+    memcpy(cm->h_stage, tokens, ntok * sizeof(int));
+    for (int q = 0; q < chunks; q++) {
+        int *order = cm->h_stage + ntok + q * per_chunk;
+        rows_by_token(tokens + (size_t)q * mb * (T + 1), T + 1, mb, T, Tp, V, order, order + (size_t)mb * T);
+    }
+    cudaStream_t st = cm->st;
+    cudaMemcpyAsync(cm->d_stage, cm->h_stage, (ntok + chunks * per_chunk) * sizeof(int),
+                    cudaMemcpyHostToDevice, st);
+    cudaMemsetAsync(cm->grads, 0, m->table.total * sizeof(float), st);
+    cudaMemsetAsync(cm->scalars + 1, 0, sizeof(double), st);
+    /* a micro-batch of k of the caller's micro-batches: its mean loss times k / divisor */
+    const double weight = (double)mb / B / divisor;
+    for (int q = 0; q < chunks; q++) {
+        const int *d_tok = cm->d_stage + (size_t)q * mb * (T + 1);
+        const int *d_order = cm->d_stage + ntok + q * per_chunk;
+        cuda_forward_pass(m, d_tok, T + 1, mb, T, Tp, weight, cm->scalars + 1);
+        backward_pass(m, d_tok, T + 1, mb, T, Tp, (float)weight, d_order, d_order + (size_t)mb * T);
+    }
+    double loss = NAN;
+    cudaMemcpyAsync(&loss, cm->scalars + 1, sizeof(double), cudaMemcpyDeviceToHost, st);
+    cudaError_t e = cudaStreamSynchronize(st);
+    if (e != cudaSuccess) { fprintf(stderr, "CUDA error in the step: %s\n", cudaGetErrorString(e)); return NAN; }
+    return isfinite(loss) ? loss : NAN;
+}
+
+static void *cu_grad_buffer(Model *m, size_t *count, size_t *elem_size, int *on_device) {
+    *count = m->table.total;
+    *elem_size = sizeof(float);
+    *on_device = 1;
+    cudaStreamSynchronize(CM(m)->st);
+    return CM(m)->grads;
+}
+
+static double cu_update(Model *m, const OptConfig *o, long t_step, double lr) {
+    CudaModel *cm = CM(m);
+    cudaStream_t st = cm->st;
+    Marks mk = {0, {0}};
+    MARK(-1);
+    opt_sumsq_cuda(cm->chunk_ss, cm->grads, cm->chunks, cm->nchunks, st);
+    opt_clip_cuda(cm->clip, cm->scalars, cm->chunk_ss, cm->first, m->table.n,
+                  o->clip_mode == CLIP_GLOBAL ? 1 : o->clip_mode == CLIP_LOCAL ? 2 : 0, o->clip, st);
+    /* the CPU's constants: formed in double, used in float */
+    const double bc1 = 1 - pow(o->beta1, (double)t_step), bc2 = 1 - pow(o->beta2, (double)t_step);
+    opt_adamw_cuda(cm->params, cm->grads, cm->adam_m, cm->adam_v, cm->chunks, cm->nchunks, cm->clip,
+                   cm->decays, (float)(1 - lr * o->weight_decay), cm->scalars, (float)o->beta1,
+                   (float)o->beta2, (float)(1 - o->beta1), (float)(1 - o->beta2), (float)(lr / bc1),
+                   (float)(1 / bc2), (float)o->eps, (bf16_t *)cm->params_h, st);
+    MARK(P_OPT);
+    marks_collect(cm, &mk);
+    double norm = NAN;
+    cudaMemcpyAsync(&norm, cm->scalars, sizeof(double), cudaMemcpyDeviceToHost, st);
+    cudaError_t e = cudaStreamSynchronize(st);
+    if (e != cudaSuccess) { fprintf(stderr, "CUDA error in the update: %s\n", cudaGetErrorString(e)); return NAN; }
+    return norm;
+}
+
+static double cu_forward(Model *m, const int *tokens, int B, int T, float *losses, float *logits) {
+    CudaModel *cm = CM(m);
+    const int C = m->cfg.group_size, V = m->cfg.num_tokens, Tp = round_up(T, C);
+    const size_t ntok = (size_t)B * (T + 1);
+    if (Tp > cm->capTp || B > cm->capB || ntok > cm->stage_ints) {
+        fprintf(stderr, "internal error: a forward of %d x %d exceeds the CUDA model's capacity\n", B, T);
+        return NAN;
+    }
+    cudaStream_t st = cm->st;
+    memcpy(cm->h_stage, tokens, ntok * sizeof(int));
+    cudaMemcpyAsync(cm->d_stage, cm->h_stage, ntok * sizeof(int), cudaMemcpyHostToDevice, st);
+    cudaMemsetAsync(cm->scalars + 1, 0, sizeof(double), st);
+    cuda_forward_pass(m, cm->d_stage, T + 1, B, T, Tp, 1.0, cm->scalars + 1);
+    double loss = NAN;
+    cudaMemcpyAsync(&loss, cm->scalars + 1, sizeof(double), cudaMemcpyDeviceToHost, st);
+    /* padded rows t >= T are left out */
+    if (losses)
+        cudaMemcpy2DAsync(losses, sizeof(float) * T, ACT(cm, A_LOSSES), sizeof(float) * Tp,
+                          sizeof(float) * T, B, cudaMemcpyDeviceToHost, st);
+    if (logits)
+        cudaMemcpy2DAsync(logits, sizeof(float) * (size_t)T * V, ACT(cm, A_LOGITS),
+                          sizeof(float) * (size_t)Tp * V, sizeof(float) * (size_t)T * V, B,
+                          cudaMemcpyDeviceToHost, st);
+    cudaError_t e = cudaStreamSynchronize(st);
+    if (e != cudaSuccess) { fprintf(stderr, "CUDA error in the forward: %s\n", cudaGetErrorString(e)); return NAN; }
+    return loss;
+}
+
+static void cu_profile(Model *m, int on) {
+    CudaModel *cm = CM(m);
+    cm->prof = on;
+    memset(cm->prof_s, 0, sizeof cm->prof_s);
+}
+static int cu_profile_read(Model *m, const char **names, double *seconds, int max) {
+    CudaModel *cm = CM(m);
+    int n = 2 * P_PHASES - 1 < max ? 2 * P_PHASES - 1 : max;   /* no "backward optimizer" */
+    for (int i = 0; i < n; i++) { names[i] = P_NAMES[i]; seconds[i] = cm->prof_s[i]; }
+    return n;
+}
+
+
+static const ModelBackend CUDA_BACKEND = {
+    "cuda", cu_close, cu_info, cu_init_params, cu_read, cu_write, cu_accumulate, cu_grad_buffer,
+    cu_update, cu_forward, cuda_decoder_open, cuda_decoder_prefill, cuda_decoder_step,
+    cuda_decoder_close, cu_profile, cu_profile_read};
+
+extern "C" int cuda_model_open(Model *m, char *err, size_t errlen) {
+    const FlashConfig *c = &m->cfg;
+    const ModelOptions *o = &m->opt;
+    CudaModel *cm = (CudaModel *)calloc(1, sizeof *cm);
+    if (!cm) { snprintf(err, errlen, "out of memory"); return -1; }
+    m->impl = cm;
+    m->be = &CUDA_BACKEND;
+    cm->dev = o->gpu;
+    cm->use_bf16 = o->precision == PRECISION_BF16;
+    int ndev = cuda_device_count();
+    if (ndev <= 0) { snprintf(err, errlen, "no CUDA GPU is visible"); goto fail; }
+    if (cm->dev < 0 || cm->dev >= ndev) {
+        snprintf(err, errlen, "GPU %d does not exist (%d visible)", cm->dev, ndev);
+        goto fail;
+    }
+    {
+        cudaDeviceProp prop;
+        if (cuda_fail(cudaSetDevice(cm->dev), "select the GPU", err, errlen) ||
+            cuda_fail(cudaGetDeviceProperties(&prop, cm->dev), "device properties", err, errlen))
+            goto fail;
+        snprintf(cm->name, sizeof cm->name, "%s", prop.name);
+    }
+    if (cuda_fail(cudaStreamCreateWithFlags(&cm->st, cudaStreamNonBlocking), "stream", err, errlen)) goto fail;
+    if (cublasCreate(&cm->blas) != CUBLAS_STATUS_SUCCESS) { snprintf(err, errlen, "cuBLAS could not start"); goto fail; }
+    cublasSetStream(cm->blas, cm->st);
+    /* a workspace of our own, fixed: the products then repeat bit for bit */
+    if (cuda_fail(cudaMalloc(&cm->blas_ws, 32u << 20), "cuBLAS workspace", err, errlen)) goto fail;
+    cublasSetWorkspace(cm->blas, cm->blas_ws, 32u << 20);
+    cublasSetMathMode(cm->blas, CUBLAS_DEFAULT_MATH);   /* no TF32 */
+    for (int i = 0; i < 64; i++) cudaEventCreate(&cm->ev[i]);
+    {
+        /* state */
+        const size_t n = m->table.total;
+        cm->state_bytes = 4 * n * sizeof(float);
+        if (cuda_fail(cudaMalloc((void **)&cm->state, cm->state_bytes), "memory for the parameters", err, errlen))
+            goto fail;
+        cudaMemset(cm->state, 0, cm->state_bytes);
+        cm->params = cm->state; cm->grads = cm->state + n; cm->adam_m = cm->state + 2 * n;
+        cm->adam_v = cm->state + 3 * n;
+        if (cm->use_bf16) {
+            if (cuda_fail(cudaMalloc((void **)&cm->params_h, n * sizeof(bf16)), "memory for the bf16 weights", err, errlen))
+                goto fail;
+            cm->state_bytes += n * sizeof(bf16);
+        }
+        if (params_point(&cm->p, &m->table, c, cm->params) || params_point(&cm->g, &m->table, c, cm->grads)) {
+            snprintf(err, errlen, "out of memory");
+            goto fail;
+        }
+        /* optimizer chunks: trained tensors cut into blocks of CHUNK_ELEMS */
+        const ParamTable *t = &m->table;
+        int nch = 0;
+        for (int i = 0; i < t->n; i++)
+            if (t->info[i].trained) nch += (int)((t->info[i].numel + CHUNK_ELEMS - 1) / CHUNK_ELEMS);
+        OptChunk *hc = (OptChunk *)calloc(nch ? nch : 1, sizeof *hc);
+        int *hf = (int *)calloc(t->n + 1, sizeof(int)), *hd = (int *)calloc(t->n, sizeof(int));
+        if (!hc || !hf || !hd) { free(hc); free(hf); free(hd); snprintf(err, errlen, "out of memory"); goto fail; }
+        int q = 0;
+        for (int i = 0; i < t->n; i++) {
+            hf[i] = q;
+            hd[i] = t->info[i].decay;
+            if (!t->info[i].trained) continue;
+            for (size_t s0 = 0; s0 < t->info[i].numel; s0 += CHUNK_ELEMS, q++) {
+                hc[q].tensor = i;
+                hc[q].start = t->info[i].offset + s0;
+                hc[q].count = t->info[i].numel - s0 < CHUNK_ELEMS ? t->info[i].numel - s0 : CHUNK_ELEMS;
+            }
+        }
+        hf[t->n] = q;
+        cm->nchunks = nch;
+        int bad = cuda_fail(cudaMalloc((void **)&cm->chunks, sizeof(OptChunk) * (nch ? nch : 1)), "memory", err, errlen) ||
+                  cuda_fail(cudaMalloc((void **)&cm->first, sizeof(int) * (t->n + 1)), "memory", err, errlen) ||
+                  cuda_fail(cudaMalloc((void **)&cm->decays, sizeof(int) * t->n), "memory", err, errlen) ||
+                  cuda_fail(cudaMalloc((void **)&cm->clip, sizeof(float) * t->n), "memory", err, errlen) ||
+                  cuda_fail(cudaMalloc((void **)&cm->chunk_ss, sizeof(double) * (nch ? nch : 1)), "memory", err, errlen) ||
+                  cuda_fail(cudaMalloc((void **)&cm->scalars, sizeof(double) * 4), "memory", err, errlen);
+        if (!bad) {
+            cudaMemcpy(cm->chunks, hc, sizeof(OptChunk) * nch, cudaMemcpyHostToDevice);
+            cudaMemcpy(cm->first, hf, sizeof(int) * (t->n + 1), cudaMemcpyHostToDevice);
+            cudaMemcpy(cm->decays, hd, sizeof(int) * t->n, cudaMemcpyHostToDevice);
+            cudaMemset(cm->scalars, 0, sizeof(double) * 4);
+        }
+        free(hc); free(hf); free(hd);
+        if (bad) goto fail;
+    }
+    {
+        /* capacity: a step's sequences in micro-batches of up to capB, each padded to Tp */
+        const int C = c->group_size;
+        const int maxB = o->max_B > 0 ? o->max_B : 1, maxT = o->max_T > 0 ? o->max_T : C;
+        const int seqs = o->step_seqs > maxB ? o->step_seqs : maxB;
+        cm->micro_fixed = o->micro_batch;
+        cm->capTp = round_up(maxT, C);
+        /* by default the whole step in one micro-batch (measured fastest: docs/) */
+        cm->capB = o->micro_batch > 0 ? o->micro_batch : seqs;
+        if (cm->capB < maxB) cm->capB = maxB;
+        cm->cap_seqs = seqs > cm->capB ? seqs : cm->capB;
+        cm->Nmax = (size_t)cm->capB * cm->capTp;
+        cm->arena_bytes = layout(c, cm->capB, cm->capTp, cm->use_bf16, cm->off, cm->size);
+        size_t free_b = 0, total_b = 0;
+        cudaMemGetInfo(&free_b, &total_b);
+        if (cm->arena_bytes > free_b) {
+            snprintf(err, errlen, "the activations of %d x %d tokens need %.1f GiB; the GPU has %.1f GiB free "
+                     "(use a smaller --batch or --seq-len, or --micro-batch)", cm->capB, cm->capTp,
+                     cm->arena_bytes / 1073741824.0, free_b / 1073741824.0);
+            goto fail;
+        }
+        if (cuda_fail(cudaMalloc(&cm->arena, cm->arena_bytes), "memory for the activations", err, errlen)) goto fail;
+        cudaMemset(cm->arena, 0, cm->arena_bytes);
+        const int V = c->num_tokens;
+        const size_t chunks = (size_t)cm->cap_seqs;   /* at most one chunk per sequence */
+        cm->stage_ints = (size_t)cm->cap_seqs * (cm->capTp + 1) + (size_t)cm->cap_seqs * cm->capTp + chunks * (V + 1);
+        if (cuda_fail(cudaMallocHost((void **)&cm->h_stage, cm->stage_ints * sizeof(int)), "pinned memory", err, errlen) ||
+            cuda_fail(cudaMalloc((void **)&cm->d_stage, cm->stage_ints * sizeof(int)), "memory", err, errlen))
+            goto fail;
+        const int r = config_rotary(c);
+        cm->h_pos = (float *)malloc(sizeof(float) * (size_t)cm->capTp * c->dim);
+        cm->h_rot = (float *)malloc(sizeof(float) * (size_t)cm->capTp * (r / 2 ? r / 2 : 1) * 2);
+        if (!cm->h_pos || !cm->h_rot) { snprintf(err, errlen, "out of memory"); goto fail; }
+    }
+    return 0;
+fail:
+    cu_close(m);
+    m->be = NULL;
+    return -1;
+}

@@ -1,0 +1,94 @@
+/* cuda/cuda_model.h: the CUDA backend's own state, shared by its files (cuda_model.cu:
+ * the model, the step and the update; cuda_decode.cu: the recurrent decoder). */
+#ifndef FLASH_CUDA_MODEL_H
+#define FLASH_CUDA_MODEL_H
+#include <cublas_v2.h>
+#include <cuda_bf16.h>
+#include <cuda_runtime.h>
+#include <stdio.h>
+
+extern "C" {
+#include "backend.h"
+#include "config.h"
+#include "params.h"
+}
+#include "cuda_ops.h"
+
+typedef __nv_bfloat16 bf16;
+
+#define CHUNK_ELEMS 16384    /* optimizer: elements per block */
+
+/* every buffer of the activation arena, named once */
+enum {
+    A_RES, A_NSTAT, A_XS, A_HID_U, A_HID, A_QK4, A_SIM, A_ATTN, A_KV, A_ATT, A_GATED,
+    A_LNF_OUT, A_LNF_STAT, A_LOGITS, A_LOSSES, A_POS, A_ROT_COS, A_ROT_SIN, A_BIAS_DIST,
+    A_D_RES, A_D_XS, A_D_HID, A_D_QK4, A_D_ATT, A_D_GATED, A_D_KV, A_DSIM, A_D_LOGITS, A_D_LNF,
+    A_ROW_SCRATCH, A_COL_SCRATCH, A_XHAT_SCRATCH, A_DIST_SCRATCH,
+    /* bf16 twins (bf16 precision only) */
+    H_XS, H_HID, H_QK4, H_ATTN, H_KV, H_GATED, H_LNF_OUT, H_D_LOGITS, H_D_RES, H_D_ATT, H_D_KV,
+    H_DSIM, H_D_HID,
+    A_COUNT
+};
+
+typedef struct {
+    int dev;
+    char name[256];
+    int use_bf16;                     /* precision */
+    cudaStream_t st;
+    cublasHandle_t blas;
+    void *blas_ws;
+    /* state: params | grads | m | v, table.total floats each */
+    float *state, *params, *grads, *adam_m, *adam_v;
+    bf16 *params_h;                   /* bf16 twin of the parameters (bf16 only) */
+    ModelParams p, g;                 /* named device pointers */
+    /* optimizer tables */
+    OptChunk *chunks;
+    int nchunks, *first, *decays;
+    float *clip;
+    double *chunk_ss, *scalars;       /* scalars: [0] grad norm, [1] loss accumulator */
+    /* capacity */
+    int capB, capTp, cap_seqs;        /* rows per forward capB * capTp; sequences per step */
+    size_t Nmax;
+    void *arena;
+    size_t arena_bytes, state_bytes;
+    size_t off[A_COUNT], size[A_COUNT];
+    /* host side: pinned staging for tokens and the embedding's row lists */
+    int *h_stage, *d_stage;
+    size_t stage_ints;
+    float *h_pos, *h_rot;             /* host tables, uploaded when the buffers change */
+    int micro_fixed;                  /* ModelOptions.micro_batch */
+    /* profiling */
+    int prof;
+    cudaEvent_t ev[64];
+    double prof_s[32];               /* seconds per profile phase */
+    /* the recurrent decoder's state (cuda_decode.cu), NULL until opened */
+    struct CudaDecoder *dec;
+} CudaModel;
+
+#define CM(m) ((CudaModel *)(m)->impl)
+#define ACT(cm, k) ((float *)((char *)(cm)->arena + (cm)->off[k]))
+#define TWIN(cm, k) ((cm)->use_bf16 ? (bf16 *)((char *)(cm)->arena + (cm)->off[k]) : (bf16 *)NULL)
+#define TW(p) ((bf16_t *)(p))
+
+static inline int cuda_fail(cudaError_t e, const char *what, char *err, size_t errlen) {
+    if (e == cudaSuccess) return 0;
+    snprintf(err, errlen, "CUDA: %s: %s", what, cudaGetErrorString(e));
+    return -1;
+}
+
+
+/* row-major C = alpha op(A) op(B) + beta C, batched with strides (cuda_model.cu) */
+void cuda_gemm(CudaModel *cm, int ta, int tb, int M, int N, int K, float alpha, const float *A,
+               const bf16 *Ah, int lda, long long sA, const float *B, const bf16 *Bh, int ldb,
+               long long sB, float beta, float *C, int ldc, long long sC, int batch);
+/* the forward over B sequences padded to Tp, tokens on the device (cuda_model.cu) */
+void cuda_forward_pass(Model *m, const int *d_tok, int tstride, int B, int T, int Tp,
+                       double loss_weight, double *loss_acc);
+
+/* decoder (cuda_decode.cu) */
+int cuda_decoder_open(Model *m, int nseq, int max_prompt, char *err, size_t errlen);
+int cuda_decoder_prefill(Model *m, const int *prompt, int P, float *logits);
+int cuda_decoder_step(Model *m, const int *tokens, float *logits);
+void cuda_decoder_close(Model *m);
+
+#endif

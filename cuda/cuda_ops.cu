@@ -1,0 +1,756 @@
+/* cuda/cuda_ops.cu: the GPU twins of the CPU ops (see cuda_ops.h). Each kernel says which
+ * CPU op it reproduces; the derivations are beside the CPU ops (autograd/) and are the
+ * same here. Every reduction runs in a fixed order (no atomics), so a run repeats bit for
+ * bit on the same GPU. */
+#include "cuda_ops.h"
+#include <cuda_bf16.h>
+#include <math.h>
+
+#define NORM_EPS 1e-5f
+#define LAPLACE_MU 0.70710678118654752440f
+#define LAPLACE_SIGMA 0.28209479177387814347f
+#define RED_SLICES 64        /* row slices of a column sum (scratch: 64 x M) */
+
+typedef __nv_bfloat16 bf16;
+
+static inline unsigned grid_for(size_t n, int block) {
+    size_t g = (n + block - 1) / block;
+    return (unsigned)(g > 65535u * 32u ? 65535u * 32u : (g ? g : 1));
+}
+
+__device__ __forceinline__ float warp_sum(float v) {
+    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+    return v;
+}
+__device__ __forceinline__ double warp_sum_d(double v) {
+    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+    return v;
+}
+__device__ __forceinline__ float warp_max(float v) {
+    for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
+    return v;
+}
+__device__ __forceinline__ void put_twin(bf16_t *twin, size_t k, float v) {
+    if (twin) reinterpret_cast<bf16 *>(twin)[k] = __float2bfloat16(v);
+}
+__device__ __forceinline__ float silu_f(float u) { return u / (1.0f + expf(-u)); }
+__device__ __forceinline__ float sigmoid_f(float u) { return 1.0f / (1.0f + expf(-u)); }
+
+/* ================================ reductions ======================================= */
+
+/* stage 1: partial[slice][j] = sum over the slice's rows (8 row lanes, combined in order) */
+__global__ void colsum_partial_kernel(float *partial, const float *A, int lda, const float *Bm,
+                                      int ldb, int N, int M) {
+    __shared__ float acc[8][33];
+    const int j = blockIdx.x * 32 + threadIdx.x, slice = blockIdx.y;
+    const int lo = (int)((long)N * slice / RED_SLICES), hi = (int)((long)N * (slice + 1) / RED_SLICES);
+    float s = 0;
+    if (j < M)
+        for (int n = lo + threadIdx.y; n < hi; n += 8) {
+            float a = A[(size_t)n * lda + j];
+            s += Bm ? a * Bm[(size_t)n * ldb + j] : a;
+        }
+    acc[threadIdx.y][threadIdx.x] = s;
+    __syncthreads();
+    if (threadIdx.y == 0 && j < M) {
+        float t = 0;
+        for (int y = 0; y < 8; y++) t += acc[y][threadIdx.x];
+        partial[(size_t)slice * M + j] = t;
+    }
+}
+__global__ void colsum_final_kernel(float *dst, const float *partial, int M) {
+    const int j = blockIdx.x * blockDim.x + threadIdx.x;
+    if (j >= M) return;
+    float t = 0;
+    for (int sl = 0; sl < RED_SLICES; sl++) t += partial[(size_t)sl * M + j];
+    dst[j] += t;
+}
+void colsum_add_cuda(float *dst, const float *A, int lda, const float *Bm, int ldb, int N, int M,
+                     float *scratch, cudaStream_t st) {
+    if (M <= 0) return;
+    dim3 grid((M + 31) / 32, RED_SLICES), block(32, 8);
+    colsum_partial_kernel<<<grid, block, 0, st>>>(scratch, A, lda, Bm, ldb, N, M);
+    colsum_final_kernel<<<(M + 255) / 256, 256, 0, st>>>(dst, scratch, M);
+}
+
+/* one block of 256 threads: strided partial sums, then a fixed tree */
+__global__ void sum_add_kernel(float *dst, const float *src, int n, float scale) {
+    __shared__ double part[256];
+    double s = 0;
+    for (int i = threadIdx.x; i < n; i += 256) s += src[i];
+    part[threadIdx.x] = s;
+    __syncthreads();
+    for (int w = 128; w > 0; w >>= 1) {
+        if (threadIdx.x < w) part[threadIdx.x] += part[threadIdx.x + w];
+        __syncthreads();
+    }
+    if (threadIdx.x == 0) dst[0] += (float)(scale * part[0]);
+}
+void sum_add_cuda(float *dst, const float *src, int n, float scale, cudaStream_t st) {
+    sum_add_kernel<<<1, 256, 0, st>>>(dst, src, n, scale);
+}
+
+/* ================================ embedding ======================================== */
+
+__global__ void embed_forward_kernel(float *h, const int *tokens, int tstride, const float *tok_emb,
+                                     const float *pos_scale, const float *pos_table, int B, int T,
+                                     int Tp, int d) {
+    const size_t total = (size_t)B * Tp * d;
+    const float scale = pos_scale[0];
+    for (size_t k = blockIdx.x * (size_t)blockDim.x + threadIdx.x; k < total;
+         k += (size_t)gridDim.x * blockDim.x) {
+        const int i = (int)(k % d);
+        const size_t n = k / d;
+        const int t = (int)(n % Tp), b = (int)(n / Tp);
+        const int tok = t < T ? tokens[(size_t)b * tstride + t] : 0;
+        h[k] = tok_emb[(size_t)tok * d + i] + scale * pos_table[(size_t)t * d + i];
+    }
+}
+void embed_forward_cuda(float *h, const int *tokens, int tstride, const float *tok_emb,
+                        const float *pos_scale, const float *pos_table, int B, int T, int Tp, int d,
+                        cudaStream_t st) {
+    size_t total = (size_t)B * Tp * d;
+    embed_forward_kernel<<<grid_for(total, 256), 256, 0, st>>>(h, tokens, tstride, tok_emb, pos_scale,
+                                                                pos_table, B, T, Tp, d);
+}
+
+/* d tok_emb[v] += sum of dh over v's rows, in the listed order */
+__global__ void embed_tok_backward_kernel(float *d_tok_emb, const float *dh, const int *order,
+                                          const int *start, int d) {
+    const int v = blockIdx.x, j = blockIdx.y * blockDim.x + threadIdx.x;
+    if (j >= d) return;
+    float s = 0;
+    for (int p = start[v]; p < start[v + 1]; p++) s += dh[(size_t)order[p] * d + j];
+    d_tok_emb[(size_t)v * d + j] += s;
+}
+/* row_out[n] = dh_n . pos_table[t] (one warp per row) */
+__global__ void row_dot_pos_kernel(float *row_out, const float *dh, const float *pos_table, int N,
+                                   int Tp, int d) {
+    const int n = blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32, lane = threadIdx.x % 32;
+    if (n >= N) return;
+    const float *g = dh + (size_t)n * d, *p = pos_table + (size_t)(n % Tp) * d;
+    float s = 0;
+    for (int i = lane; i < d; i += 32) s += g[i] * p[i];
+    s = warp_sum(s);
+    if (lane == 0) row_out[n] = s;
+}
+void embed_backward_cuda(float *d_tok_emb, float *d_pos_scale, const float *dh, const int *order,
+                         const int *start, int V, const float *pos_table, int N, int Tp, int d,
+                         float *row_scratch, cudaStream_t st) {
+    dim3 grid(V, (d + 127) / 128);
+    embed_tok_backward_kernel<<<grid, 128, 0, st>>>(d_tok_emb, dh, order, start, d);
+    row_dot_pos_kernel<<<(N + 3) / 4, 128, 0, st>>>(row_scratch, dh, pos_table, N, Tp, d);
+    sum_add_cuda(d_pos_scale, row_scratch, N, 1.0f, st);
+}
+
+/* ================================== norms ========================================== */
+
+/* Where feature i of norm output row n goes with the token shift: the first ceil(d/2)
+   features move to row n+1 (dropped at the sequence's last position), and row t = 0 gets
+   zeros there. */
+__device__ __forceinline__ void shifted_store(float *y, bf16_t *twin, int n, int i, int d,
+                                              int half, int shift_T, float val) {
+    if (shift_T && i < half) {
+        const int t = n % shift_T;
+        if (t + 1 < shift_T) {
+            y[(size_t)(n + 1) * d + i] = val;
+            put_twin(twin, (size_t)(n + 1) * d + i, val);
+        }
+        if (t == 0) {
+            y[(size_t)n * d + i] = 0;
+            put_twin(twin, (size_t)n * d + i, 0);
+        }
+    } else {
+        y[(size_t)n * d + i] = val;
+        put_twin(twin, (size_t)n * d + i, val);
+    }
+}
+/* The gradient of the norm's own output at (n, i), from the gradient of the shifted one:
+   dy[t, :h] = dys[t+1, :h], 0 at the last position. */
+__device__ __forceinline__ float unshifted_grad(const float *dys, int n, int i, int d, int half,
+                                                int shift_T) {
+    if (shift_T && i < half) {
+        const int t = n % shift_T;
+        return t + 1 < shift_T ? dys[(size_t)(n + 1) * d + i] : 0.0f;
+    }
+    return dys[(size_t)n * d + i];
+}
+
+/* scalenorm_forward: y = g x r, r = 1/max(||x|| d^-1/2, eps); one warp per row */
+__global__ void scalenorm_forward_kernel(float *y, float *stat, const float *x, const float *g,
+                                         int N, int d, int shift_T, bf16_t *twin) {
+    const int n = blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32, lane = threadIdx.x % 32;
+    if (n >= N) return;
+    const float *xr = x + (size_t)n * d;
+    float ss = 0;
+    for (int i = lane; i < d; i += 32) ss += xr[i] * xr[i];
+    ss = warp_sum(ss);
+    const float norm = sqrtf(ss / d);
+    const float r = 1.0f / (norm > NORM_EPS ? norm : NORM_EPS), gain = g[0];
+    if (lane == 0) stat[n] = r;
+    const int half = (d + 1) / 2;
+    for (int i = lane; i < d; i += 32) shifted_store(y, twin, n, i, d, half, shift_T, xr[i] * r * gain);
+}
+void scalenorm_forward_cuda(float *y, float *stat, const float *x, const float *g, int N, int d,
+                            int shift_T, bf16_t *twin, cudaStream_t st) {
+    scalenorm_forward_kernel<<<(N + 3) / 4, 128, 0, st>>>(y, stat, x, g, N, d, shift_T, twin);
+}
+
+/* scalenorm_backward: dx += g r (dy - x (x.dy) r^2 / d), or g r dy when clamped;
+   row_out[n] = (x.dy) r for dg */
+__global__ void scalenorm_backward_kernel(float *dx, float *row_out, const float *dys,
+                                          const float *x, const float *stat, const float *g, int N,
+                                          int d, int shift_T, bf16_t *twin) {
+    const int n = blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32, lane = threadIdx.x % 32;
+    if (n >= N) return;
+    const float *xr = x + (size_t)n * d;
+    const int half = (d + 1) / 2;
+    float ss = 0, xdy = 0;
+    for (int i = lane; i < d; i += 32) {
+        const float dy = unshifted_grad(dys, n, i, d, half, shift_T);
+        ss += xr[i] * xr[i];
+        xdy += xr[i] * dy;
+    }
+    ss = warp_sum(ss);
+    xdy = warp_sum(xdy);
+    const float r = stat[n], gain = g[0];
+    if (lane == 0) row_out[n] = xdy * r;
+    const int clamped = sqrtf(ss / d) < NORM_EPS;
+    const float cr = clamped ? 0.0f : xdy * r * r / d;
+    for (int i = lane; i < d; i += 32) {
+        const float dy = unshifted_grad(dys, n, i, d, half, shift_T);
+        const float nv = dx[(size_t)n * d + i] + gain * r * (dy - xr[i] * cr);
+        dx[(size_t)n * d + i] = nv;
+        put_twin(twin, (size_t)n * d + i, nv);
+    }
+}
+void scalenorm_backward_cuda(float *dx, float *dg, const float *dy, const float *x,
+                             const float *stat, const float *g, int N, int d, int shift_T,
+                             float *row_scratch, bf16_t *dx_twin, cudaStream_t st) {
+    scalenorm_backward_kernel<<<(N + 3) / 4, 128, 0, st>>>(dx, row_scratch, dy, x, stat, g, N, d,
+                                                           shift_T, dx_twin);
+    sum_add_cuda(dg, row_scratch, N, 1.0f, st);
+}
+
+/* layernorm_forward: y = (x - mean) rstd w + b; stat = (mean, rstd) */
+__global__ void layernorm_forward_kernel(float *y, float *stat, const float *x, const float *w,
+                                         const float *b, int N, int d, int shift_T, bf16_t *twin) {
+    const int n = blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32, lane = threadIdx.x % 32;
+    if (n >= N) return;
+    const float *xr = x + (size_t)n * d;
+    float s = 0;
+    for (int i = lane; i < d; i += 32) s += xr[i];
+    const float mean = warp_sum(s) / d;
+    float v = 0;
+    for (int i = lane; i < d; i += 32) { const float c = xr[i] - mean; v += c * c; }
+    const float var = warp_sum(v) / d;
+    const float rstd = rsqrtf(var + NORM_EPS);
+    if (lane == 0) { stat[2 * n] = mean; stat[2 * n + 1] = rstd; }
+    const int half = (d + 1) / 2;
+    for (int i = lane; i < d; i += 32)
+        shifted_store(y, twin, n, i, d, half, shift_T, (xr[i] - mean) * rstd * w[i] + b[i]);
+}
+void layernorm_forward_cuda(float *y, float *stat, const float *x, const float *w, const float *b,
+                            int N, int d, int shift_T, bf16_t *twin, cudaStream_t st) {
+    layernorm_forward_kernel<<<(N + 3) / 4, 128, 0, st>>>(y, stat, x, w, b, N, d, shift_T, twin);
+}
+
+/* layernorm_backward: g = dy w: dx += rstd (g - mean(g) - xhat mean(g xhat)); writes
+   dy xhat and dy (unshifted) for the dw, db column sums */
+__global__ void layernorm_backward_kernel(float *dx, float *p_dyxh, float *p_dy, const float *dys,
+                                          const float *x, const float *stat, const float *w, int N,
+                                          int d, int shift_T, bf16_t *twin) {
+    const int n = blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32, lane = threadIdx.x % 32;
+    if (n >= N) return;
+    const float *xr = x + (size_t)n * d;
+    const float mean = stat[2 * n], rstd = stat[2 * n + 1];
+    const int half = (d + 1) / 2;
+    float gs = 0, gxs = 0;
+    for (int i = lane; i < d; i += 32) {
+        const float dy = unshifted_grad(dys, n, i, d, half, shift_T);
+        const float gi = dy * w[i], xh = (xr[i] - mean) * rstd;
+        gs += gi;
+        gxs += gi * xh;
+        p_dyxh[(size_t)n * d + i] = dy * xh;
+        p_dy[(size_t)n * d + i] = dy;
+    }
+    const float gm = warp_sum(gs) / d, gxm = warp_sum(gxs) / d;
+    for (int i = lane; i < d; i += 32) {
+        const float dy = p_dy[(size_t)n * d + i];
+        const float xh = (xr[i] - mean) * rstd;
+        const float nv = dx[(size_t)n * d + i] + rstd * (dy * w[i] - gm - xh * gxm);
+        dx[(size_t)n * d + i] = nv;
+        put_twin(twin, (size_t)n * d + i, nv);
+    }
+}
+void layernorm_backward_cuda(float *dx, float *dw, float *db, const float *dy, const float *x,
+                             const float *stat, const float *w, int N, int d, int shift_T,
+                             float *xhat_scratch, float *col_scratch, bf16_t *dx_twin,
+                             cudaStream_t st) {
+    float *p_dyxh = xhat_scratch, *p_dy = xhat_scratch + (size_t)N * d;
+    layernorm_backward_kernel<<<(N + 3) / 4, 128, 0, st>>>(dx, p_dyxh, p_dy, dy, x, stat, w, N, d,
+                                                           shift_T, dx_twin);
+    colsum_add_cuda(dw, p_dyxh, d, NULL, 0, N, d, col_scratch, st);
+    colsum_add_cuda(db, p_dy, d, NULL, 0, N, d, col_scratch, st);
+}
+
+/* =============================== element-wise ====================================== */
+
+__global__ void bias_silu_kernel(float *u, float *y, const float *b, int N, int M, int ld,
+                                 bf16_t *twin) {
+    const size_t total = (size_t)N * M;
+    for (size_t k = blockIdx.x * (size_t)blockDim.x + threadIdx.x; k < total;
+         k += (size_t)gridDim.x * blockDim.x) {
+        const size_t n = k / M, j = k % M, at = n * ld + j;
+        const float v = u[at] + b[j];
+        u[at] = v;
+        const float s = silu_f(v);
+        y[at] = s;
+        put_twin(twin, at, s);
+    }
+}
+void bias_silu_cuda(float *u, float *y, const float *b, int N, int M, int ld, bf16_t *twin,
+                    cudaStream_t st) {
+    bias_silu_kernel<<<grid_for((size_t)N * M, 256), 256, 0, st>>>(u, y, b, N, M, ld, twin);
+}
+
+__global__ void bias_add_kernel(float *y, const float *b, const float *res, int N, int M) {
+    const size_t total = (size_t)N * M;
+    for (size_t k = blockIdx.x * (size_t)blockDim.x + threadIdx.x; k < total;
+         k += (size_t)gridDim.x * blockDim.x)
+        y[k] = b[k % M] + (res ? res[k] : 0.0f);
+}
+void bias_add_cuda(float *y, const float *b, const float *res, int N, int M, cudaStream_t st) {
+    bias_add_kernel<<<grid_for((size_t)N * M, 256), 256, 0, st>>>(y, b, res, N, M);
+}
+
+/* silu'(u) = sig(u) (1 + u (1 - sig(u))) */
+__global__ void silu_backward_kernel(float *du, const float *dy, const float *u, size_t n,
+                                     bf16_t *twin) {
+    for (size_t k = blockIdx.x * (size_t)blockDim.x + threadIdx.x; k < n;
+         k += (size_t)gridDim.x * blockDim.x) {
+        const float sg = sigmoid_f(u[k]);
+        const float g = dy[k] * sg * (1.0f + u[k] * (1.0f - sg));
+        du[k] = g;
+        put_twin(twin, k, g);
+    }
+}
+void silu_backward_cuda(float *du, const float *dy, const float *u, size_t n, bf16_t *twin,
+                        cudaStream_t st) {
+    silu_backward_kernel<<<grid_for(n, 256), 256, 0, st>>>(du, dy, u, n, twin);
+}
+
+__global__ void gate_forward_kernel(float *out, const float *gate, int gate_stride, const float *att,
+                                    int N, int e, bf16_t *twin) {
+    const size_t total = (size_t)N * e;
+    for (size_t k = blockIdx.x * (size_t)blockDim.x + threadIdx.x; k < total;
+         k += (size_t)gridDim.x * blockDim.x) {
+        const size_t n = k / e, i = k % e;
+        const float o = gate[n * gate_stride + i] * att[k];
+        out[k] = o;
+        put_twin(twin, k, o);
+    }
+}
+void gate_forward_cuda(float *out, const float *gate, int gate_stride, const float *att, int N,
+                       int e, bf16_t *twin, cudaStream_t st) {
+    gate_forward_kernel<<<grid_for((size_t)N * e, 256), 256, 0, st>>>(out, gate, gate_stride, att, N,
+                                                                       e, twin);
+}
+
+/* out = gate * att: d gate = d_out att; d att = d_out gate */
+__global__ void gate_backward_kernel(float *d_gate, int gate_stride, float *d_att, const float *d_out,
+                                     const float *gate, const float *att, int N, int e,
+                                     bf16_t *twin) {
+    const size_t total = (size_t)N * e;
+    for (size_t k = blockIdx.x * (size_t)blockDim.x + threadIdx.x; k < total;
+         k += (size_t)gridDim.x * blockDim.x) {
+        const size_t n = k / e, i = k % e, kg = n * gate_stride + i;
+        const float g = gate[kg], dout = d_out[k];
+        d_gate[kg] = dout * att[k];
+        const float da = dout * g;
+        d_att[k] = da;
+        put_twin(twin, k, da);
+    }
+}
+void gate_backward_cuda(float *d_gate, int gate_stride, float *d_att, const float *d_out,
+                        const float *gate, const float *att, int N, int e, bf16_t *d_att_twin,
+                        cudaStream_t st) {
+    gate_backward_kernel<<<grid_for((size_t)N * e, 256), 256, 0, st>>>(d_gate, gate_stride, d_att,
+                                                                        d_out, gate, att, N, e,
+                                                                        d_att_twin);
+}
+
+/* ============================ offset-scale + rotary ================================ */
+
+/* One thread per unit of a row: a rotary pair (2j, 2j+1), j < r/2, or a single feature
+   past the pairs. units = r/2 + (s - 2*(r/2)). */
+__device__ __forceinline__ void unit_features(int u, int pairs, int *f0, int *f1) {
+    if (u < pairs) { *f0 = 2 * u; *f1 = 2 * u + 1; }
+    else { *f0 = 2 * pairs + (u - pairs); *f1 = -1; }
+}
+
+/* o_k = z gamma_k + beta_k, then (u, w) -> (u cos - w sin, w cos + u sin) */
+__global__ void osr_forward_kernel(float *qk4, const float *z, int z_stride, const float *gamma,
+                                   const float *beta, const float *rot_cos, const float *rot_sin,
+                                   int N, int Tp, int s, int r, bf16_t *twin) {
+    const int pairs = r / 2, units = pairs + (s - 2 * pairs);
+    const size_t total = (size_t)N * units;
+    for (size_t q = blockIdx.x * (size_t)blockDim.x + threadIdx.x; q < total;
+         q += (size_t)gridDim.x * blockDim.x) {
+        const size_t n = q / units;
+        const int u = (int)(q % units), t = (int)(n % Tp);
+        int f0, f1;
+        unit_features(u, pairs, &f0, &f1);
+        const float *zr = z + n * z_stride;
+        for (int k = 0; k < 4; k++) {
+            float *o = qk4 + (size_t)k * N * s + n * s;
+            const float a = zr[f0] * gamma[k * s + f0] + beta[k * s + f0];
+            if (f1 < 0) {
+                o[f0] = a;
+                put_twin(twin, (size_t)k * N * s + n * s + f0, a);
+                continue;
+            }
+            const float b = zr[f1] * gamma[k * s + f1] + beta[k * s + f1];
+            const float c = rot_cos[(size_t)t * pairs + u], sn = rot_sin[(size_t)t * pairs + u];
+            const float o0 = a * c - b * sn, o1 = b * c + a * sn;
+            o[f0] = o0;
+            o[f1] = o1;
+            put_twin(twin, (size_t)k * N * s + n * s + f0, o0);
+            put_twin(twin, (size_t)k * N * s + n * s + f1, o1);
+        }
+    }
+}
+void offset_scale_rotary_forward_cuda(float *qk4, const float *z, int z_stride, const float *gamma,
+                                      const float *beta, const float *rot_cos, const float *rot_sin,
+                                      int N, int Tp, int s, int r, bf16_t *twin, cudaStream_t st) {
+    const int units = r / 2 + (s - 2 * (r / 2));
+    osr_forward_kernel<<<grid_for((size_t)N * units, 256), 256, 0, st>>>(
+        qk4, z, z_stride, gamma, beta, rot_cos, rot_sin, N, Tp, s, r, twin);
+}
+
+/* rotation back: du = g1 cos + g2 sin, dw = g2 cos - g1 sin; dz = sum_k back_k gamma_k */
+__global__ void osr_backward_kernel(float *dz, float *d_qk4, const float *gamma,
+                                    const float *rot_cos, const float *rot_sin, int z_stride, int N,
+                                    int Tp, int s, int r) {
+    const int pairs = r / 2, units = pairs + (s - 2 * pairs);
+    const size_t total = (size_t)N * units;
+    for (size_t q = blockIdx.x * (size_t)blockDim.x + threadIdx.x; q < total;
+         q += (size_t)gridDim.x * blockDim.x) {
+        const size_t n = q / units;
+        const int u = (int)(q % units), t = (int)(n % Tp);
+        int f0, f1;
+        unit_features(u, pairs, &f0, &f1);
+        float dz0 = 0, dz1 = 0;
+        for (int k = 0; k < 4; k++) {
+            float *g = d_qk4 + (size_t)k * N * s + n * s;
+            if (f1 < 0) {
+                dz0 += g[f0] * gamma[k * s + f0];
+                continue;
+            }
+            const float c = rot_cos[(size_t)t * pairs + u], sn = rot_sin[(size_t)t * pairs + u];
+            const float g1 = g[f0], g2 = g[f1];
+            const float b0 = g1 * c + g2 * sn, b1 = g2 * c - g1 * sn;
+            g[f0] = b0;
+            g[f1] = b1;
+            dz0 += b0 * gamma[k * s + f0];
+            dz1 += b1 * gamma[k * s + f1];
+        }
+        dz[n * z_stride + f0] = dz0;
+        if (f1 >= 0) dz[n * z_stride + f1] = dz1;
+    }
+}
+void offset_scale_rotary_backward_cuda(float *dz, float *dgamma, float *dbeta, float *d_qk4,
+                                       const float *z, int z_stride, const float *gamma,
+                                       const float *rot_cos, const float *rot_sin, int N, int Tp,
+                                       int s, int r, float *col_scratch, cudaStream_t st) {
+    const int units = r / 2 + (s - 2 * (r / 2));
+    osr_backward_kernel<<<grid_for((size_t)N * units, 256), 256, 0, st>>>(
+        dz, d_qk4, gamma, rot_cos, rot_sin, z_stride, N, Tp, s, r);
+    /* dgamma_k += sum_n back_k z;  dbeta_k += sum_n back_k */
+    for (int k = 0; k < 4; k++) {
+        const float *g = d_qk4 + (size_t)k * N * s;
+        colsum_add_cuda(dgamma + k * s, g, s, z, z_stride, N, s, col_scratch, st);
+        colsum_add_cuda(dbeta + k * s, g, s, NULL, 0, N, s, col_scratch, st);
+    }
+}
+
+/* ================================ attention ======================================== */
+
+__device__ __forceinline__ int rel_bucket(int n) {
+    if (n < 0) n = 0;
+    if (n < 16) return n;
+    int b = 16 + (int)(logf((float)n / 16.0f) / 2.0794415f * 16.0f);
+    return b < 31 ? b : 31;
+}
+__device__ __forceinline__ float phi_f(float x, int laplace) {
+    if (laplace) return 0.5f * (1.0f + erff((x - LAPLACE_MU) / (LAPLACE_SIGMA * 1.41421356237309504880f)));
+    return x > 0 ? x * x : 0.0f;
+}
+__device__ __forceinline__ float phi_grad_f(float x, int laplace) {
+    if (laplace) {
+        const float u = x - LAPLACE_MU;
+        return expf(-u * u / (2 * LAPLACE_SIGMA * LAPLACE_SIGMA)) / (LAPLACE_SIGMA * 2.50662827463100050242f);
+    }
+    return x > 0 ? 2 * x : 0.0f;
+}
+
+__global__ void attn_bias_dist_kernel(float *bias_dist, const float *rel_bias, int C, float scale) {
+    const int k = blockIdx.x * blockDim.x + threadIdx.x;
+    if (k < C) bias_dist[k] = scale * rel_bias[rel_bucket(k)];
+}
+void attn_bias_dist_cuda(float *bias_dist, const float *rel_bias, int C, int s, cudaStream_t st) {
+    attn_bias_dist_kernel<<<(C + 255) / 256, 256, 0, st>>>(bias_dist, rel_bias, C, sqrtf((float)s));
+}
+
+__global__ void attn_phi_forward_kernel(float *sim, float *attn, const float *bias_dist, int ntask,
+                                        int C, int laplace, bf16_t *twin) {
+    const size_t total = (size_t)ntask * C * C;
+    for (size_t k = blockIdx.x * (size_t)blockDim.x + threadIdx.x; k < total;
+         k += (size_t)gridDim.x * blockDim.x) {
+        const int j = (int)(k % C), i = (int)(k / C % C);
+        float a = 0;
+        if (j <= i) {
+            const float sv = sim[k] + bias_dist[i - j];
+            sim[k] = sv;
+            a = phi_f(sv, laplace);
+        } else {
+            sim[k] = 0;
+        }
+        attn[k] = a;
+        put_twin(twin, k, a);
+    }
+}
+void attn_phi_forward_cuda(float *sim, float *attn, const float *bias_dist, int ntask, int C,
+                           int laplace, bf16_t *attn_twin, cudaStream_t st) {
+    attn_phi_forward_kernel<<<grid_for((size_t)ntask * C * C, 256), 256, 0, st>>>(
+        sim, attn, bias_dist, ntask, C, laplace, attn_twin);
+}
+
+__global__ void attn_phi_backward_kernel(float *dA, const float *sim, int ntask, int C, int laplace,
+                                         bf16_t *twin) {
+    const size_t total = (size_t)ntask * C * C;
+    for (size_t k = blockIdx.x * (size_t)blockDim.x + threadIdx.x; k < total;
+         k += (size_t)gridDim.x * blockDim.x) {
+        const int j = (int)(k % C), i = (int)(k / C % C);
+        const float g = j <= i ? dA[k] * phi_grad_f(sim[k], laplace) : 0.0f;
+        dA[k] = g;
+        put_twin(twin, k, g);
+    }
+}
+void attn_phi_backward_cuda(float *dA, const float *sim, int ntask, int C, int laplace,
+                            bf16_t *twin, cudaStream_t st) {
+    attn_phi_backward_kernel<<<grid_for((size_t)ntask * C * C, 256), 256, 0, st>>>(dA, sim, ntask, C,
+                                                                                    laplace, twin);
+}
+
+/* dist[k] = sum over (task, i >= k) of dsim[task, i, i - k]: one block per distance */
+__global__ void attn_dist_sum_kernel(float *dist, const float *dsim, int ntask, int C) {
+    __shared__ float part[256];
+    const int k = blockIdx.x, rows = C - k;
+    const size_t items = (size_t)ntask * rows;
+    float s = 0;
+    for (size_t q = threadIdx.x; q < items; q += 256) {
+        const size_t task = q / rows;
+        const int i = k + (int)(q % rows);
+        s += dsim[(task * C + i) * C + (i - k)];
+    }
+    part[threadIdx.x] = s;
+    __syncthreads();
+    for (int w = 128; w > 0; w >>= 1) {
+        if (threadIdx.x < w) part[threadIdx.x] += part[threadIdx.x + w];
+        __syncthreads();
+    }
+    if (threadIdx.x == 0) dist[k] = part[0];
+}
+__global__ void attn_rel_bias_add_kernel(float *d_rel_bias, const float *dist, int C, float scale) {
+    for (int k = 0; k < C; k++) d_rel_bias[rel_bucket(k)] += scale * dist[k];
+}
+void attn_rel_bias_backward_cuda(float *d_rel_bias, const float *dsim, int ntask, int C, int s,
+                                 float *dist_scratch, cudaStream_t st) {
+    attn_dist_sum_kernel<<<C, 256, 0, st>>>(dist_scratch, dsim, ntask, C);
+    attn_rel_bias_add_kernel<<<1, 1, 0, st>>>(d_rel_bias, dist_scratch, C, sqrtf((float)s));
+}
+
+__global__ void group_scan_kernel(float *kv, int B, int G, size_t se, int reverse, bf16_t *twin) {
+    const size_t total = (size_t)B * se;
+    for (size_t idx = blockIdx.x * (size_t)blockDim.x + threadIdx.x; idx < total;
+         idx += (size_t)gridDim.x * blockDim.x) {
+        const size_t b = idx / se, k = idx % se;
+        float run = 0;
+        for (int q = 0; q < G; q++) {
+            const int g = reverse ? G - 1 - q : q;
+            const size_t at = ((size_t)b * G + g) * se + k;
+            const float here = kv[at];
+            kv[at] = run;
+            put_twin(twin, at, run);
+            run += here;
+        }
+    }
+}
+void group_scan_cuda(float *kv, int B, int G, size_t se, int reverse, bf16_t *twin,
+                     cudaStream_t st) {
+    group_scan_kernel<<<grid_for((size_t)B * se, 256), 256, 0, st>>>(kv, B, G, se, reverse, twin);
+}
+
+/* =============================== cross-entropy ===================================== */
+
+/* loss_n = logsumexp(l) - l[y], one warp per row */
+__global__ void ce_forward_kernel(float *losses, const float *logits, const int *tokens, int tstride,
+                                  int B, int T, int Tp, int V) {
+    const int n = blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32, lane = threadIdx.x % 32;
+    if (n >= B * Tp) return;
+    const int b = n / Tp, t = n % Tp;
+    if (t >= T) { if (lane == 0) losses[n] = 0; return; }
+    const float *l = logits + (size_t)n * V;
+    float mx = -INFINITY;
+    for (int i = lane; i < V; i += 32) mx = fmaxf(mx, l[i]);
+    mx = warp_max(mx);
+    double s = 0;
+    for (int i = lane; i < V; i += 32) s += exp((double)(l[i] - mx));
+    s = warp_sum_d(s);
+    if (lane == 0) {
+        const int y = tokens[(size_t)b * tstride + t + 1];
+        losses[n] = (float)(log(s) + mx - l[y]);
+    }
+}
+__global__ void loss_mean_kernel(double *acc, const float *losses, int N, double count, double weight) {
+    __shared__ double part[256];
+    double s = 0;
+    for (int i = threadIdx.x; i < N; i += 256) s += losses[i];
+    part[threadIdx.x] = s;
+    __syncthreads();
+    for (int w = 128; w > 0; w >>= 1) {
+        if (threadIdx.x < w) part[threadIdx.x] += part[threadIdx.x + w];
+        __syncthreads();
+    }
+    if (threadIdx.x == 0) acc[0] += part[0] / count * weight;
+}
+void crossentropy_forward_cuda(float *losses, double *loss_acc, const float *logits,
+                               const int *tokens, int tstride, int B, int T, int Tp, int V,
+                               double weight, cudaStream_t st) {
+    const int N = B * Tp;
+    ce_forward_kernel<<<(N + 3) / 4, 128, 0, st>>>(losses, logits, tokens, tstride, B, T, Tp, V);
+    if (loss_acc) loss_mean_kernel<<<1, 256, 0, st>>>(loss_acc, losses, N, (double)B * T, weight);
+}
+
+/* dl = (softmax(l) - onehot(y)) * dloss / (B*T) */
+__global__ void ce_backward_kernel(float *dlogits, const float *logits, const int *tokens, int tstride,
+                                   int B, int T, int Tp, int V, float scale, bf16_t *twin) {
+    const int n = blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32, lane = threadIdx.x % 32;
+    if (n >= B * Tp) return;
+    const int b = n / Tp, t = n % Tp;
+    float *dl = dlogits + (size_t)n * V;
+    if (t >= T) {
+        for (int i = lane; i < V; i += 32) { dl[i] = 0; put_twin(twin, (size_t)n * V + i, 0); }
+        return;
+    }
+    const float *l = logits + (size_t)n * V;
+    float mx = -INFINITY;
+    for (int i = lane; i < V; i += 32) mx = fmaxf(mx, l[i]);
+    mx = warp_max(mx);
+    float s = 0;
+    for (int i = lane; i < V; i += 32) s += expf(l[i] - mx);
+    s = warp_sum(s);
+    const int y = tokens[(size_t)b * tstride + t + 1];
+    for (int i = lane; i < V; i += 32) {
+        float g = expf(l[i] - mx) / s * scale;
+        if (i == y) g -= scale;
+        dl[i] = g;
+        put_twin(twin, (size_t)n * V + i, g);
+    }
+}
+void crossentropy_backward_cuda(float *dlogits, const float *logits, const int *tokens,
+                                int tstride, int B, int T, int Tp, int V, float dloss,
+                                bf16_t *twin, cudaStream_t st) {
+    const int N = B * Tp;
+    const float scale = dloss / ((float)B * T);
+    ce_backward_kernel<<<(N + 3) / 4, 128, 0, st>>>(dlogits, logits, tokens, tstride, B, T, Tp, V,
+                                                    scale, twin);
+}
+
+/* ================================ optimizer ======================================== */
+
+__global__ void opt_sumsq_kernel(double *chunk_ss, const float *grads, const OptChunk *chunks) {
+    __shared__ double part[256];
+    const OptChunk c = chunks[blockIdx.x];
+    double s = 0;
+    for (size_t k = threadIdx.x; k < c.count; k += 256) {
+        const double g = grads[c.start + k];
+        s += g * g;
+    }
+    part[threadIdx.x] = s;
+    __syncthreads();
+    for (int w = 128; w > 0; w >>= 1) {
+        if (threadIdx.x < w) part[threadIdx.x] += part[threadIdx.x + w];
+        __syncthreads();
+    }
+    if (threadIdx.x == 0) chunk_ss[blockIdx.x] = part[0];
+}
+void opt_sumsq_cuda(double *chunk_ss, const float *grads, const OptChunk *chunks, int nchunks,
+                    cudaStream_t st) {
+    if (nchunks > 0) opt_sumsq_kernel<<<nchunks, 256, 0, st>>>(chunk_ss, grads, chunks);
+}
+
+/* global: min(1, c / (N + 1e-6)); local: c / n for a tensor whose norm n > c */
+__global__ void opt_clip_kernel(float *clip, double *norm_out, const double *chunk_ss,
+                                const int *first, int ntensor, int mode, double c) {
+    double total = 0;
+    for (int i = 0; i < ntensor; i++) {
+        double ss = 0;
+        for (int q = first[i]; q < first[i + 1]; q++) ss += chunk_ss[q];
+        total += ss;
+        double f = 1;
+        if (mode == 2) { const double nrm = sqrt(ss); if (nrm > c) f = c / nrm; }
+        clip[i] = (float)f;
+    }
+    const double norm = sqrt(total);
+    if (mode == 1) {
+        const double f = c / (norm + 1e-6);
+        for (int i = 0; i < ntensor; i++) clip[i] = (float)(f < 1 ? f : 1);
+    }
+    norm_out[0] = norm;
+}
+void opt_clip_cuda(float *clip, double *norm_out, const double *chunk_ss, const int *tensor_first_chunk,
+                   int ntensor, int mode, double c, cudaStream_t st) {
+    opt_clip_kernel<<<1, 1, 0, st>>>(clip, norm_out, chunk_ss, tensor_first_chunk, ntensor, mode, c);
+}
+
+/* m = b1 m + (1-b1) g;  v = b2 v + (1-b2) g^2;  p = p decay - step m / (sqrt(v / bc2) + eps) */
+__global__ void opt_adamw_kernel(float *params, const float *grads, float *m, float *v,
+                                 const OptChunk *chunks, const float *clip, const int *decays,
+                                 float decay_val, const double *norm, float b1, float b2, float c1,
+                                 float c2, float step, float inv_bc2, float eps, bf16_t *twin) {
+    if (!isfinite(norm[0])) return;
+    const OptChunk c = chunks[blockIdx.x];
+    const float cl = clip[c.tensor], decay = decays[c.tensor] ? decay_val : 1.0f;
+    for (size_t q = threadIdx.x; q < c.count; q += blockDim.x) {
+        const size_t k = c.start + q;
+        const float gk = grads[k] * cl;
+        const float mk = b1 * m[k] + c1 * gk;
+        const float vk = b2 * v[k] + c2 * gk * gk;
+        m[k] = mk;
+        v[k] = vk;
+        const float w = params[k] * decay - step * mk / (sqrtf(vk * inv_bc2) + eps);
+        params[k] = w;
+        put_twin(twin, k, w);
+    }
+}
+void opt_adamw_cuda(float *params, const float *grads, float *m, float *v, const OptChunk *chunks,
+                    int nchunks, const float *clip, const int *decays, float decay_val,
+                    const double *norm, float b1, float b2, float c1, float c2, float step,
+                    float inv_bc2, float eps, bf16_t *twin, cudaStream_t st) {
+    if (nchunks > 0)
+        opt_adamw_kernel<<<nchunks, 256, 0, st>>>(params, grads, m, v, chunks, clip, decays, decay_val,
+                                                  norm, b1, b2, c1, c2, step, inv_bc2, eps, twin);
+}
+
+/* ================================ conversion ======================================= */
+
+__global__ void to_bf16_kernel(bf16 *dst, const float *src, size_t n) {
+    for (size_t k = blockIdx.x * (size_t)blockDim.x + threadIdx.x; k < n;
+         k += (size_t)gridDim.x * blockDim.x)
+        dst[k] = __float2bfloat16(src[k]);
+}
+void to_bf16_cuda(bf16_t *dst, const float *src, size_t n, cudaStream_t st) {
+    to_bf16_kernel<<<grid_for(n, 256), 256, 0, st>>>(reinterpret_cast<bf16 *>(dst), src, n);
+}

@@ -1,0 +1,145 @@
+/* cuda/cuda_ops.h: the GPU twins of the CPU ops (autograd/), one launcher per kernel.
+ *
+ * Each launcher takes device pointers and a stream and returns at once. Names pair with
+ * the CPU op they reproduce (scalenorm_forward -> scalenorm_forward_cuda), and
+ * tests/test_cuda_ops.c holds every one of them to its CPU twin.
+ *
+ * Layout: the CUDA backend runs every sequence padded to Tp = G*C positions (a whole
+ * number of groups). Positions t >= T ("dead rows") are computed like the others but
+ * carry no loss; by causality they influence no real position, and their gradients are
+ * exactly zero, so the spec's zero-padding of the last group is reproduced without any
+ * per-group special case. Rows are n = b*Tp + t; N = B*Tp.
+ *
+ * bf16 twins: where a launcher takes `bf16 *twin`, it also writes its output rounded to
+ * bfloat16 there (NULL: not written); the twins feed the bf16 matrix products. */
+#ifndef FLASH_CUDA_OPS_H
+#define FLASH_CUDA_OPS_H
+#include <stddef.h>
+#include <stdint.h>
+#include <cuda_runtime.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef uint16_t bf16_t;  /* storage of a bfloat16 (the kernels use __nv_bfloat16) */
+
+/* ---- reductions (deterministic: fixed order, no atomics) ----------------------------- */
+/* dst[j] += sum_n A[n*lda + j] * (Bm ? Bm[n*ldb + j] : 1), j < M. scratch: 64*M floats. */
+void colsum_add_cuda(float *dst, const float *A, int lda, const float *Bm, int ldb, int N, int M,
+                     float *scratch, cudaStream_t st);
+/* *dst += scale * sum_n src[n] (one float, summed in double) */
+void sum_add_cuda(float *dst, const float *src, int n, float scale, cudaStream_t st);
+
+/* ---- embedding ------------------------------------------------------------------------ */
+/* h[b,t] = tok_emb[tokens[b*tstride + t]] + scale * pos_table[t] for t < T; token 0 for
+   the dead rows t in [T, Tp). */
+void embed_forward_cuda(float *h, const int *tokens, int tstride, const float *tok_emb,
+                        const float *pos_scale, const float *pos_table, int B, int T, int Tp, int d,
+                        cudaStream_t st);
+/* d_tok_emb[v] += sum of dh over the rows whose token is v: order[start[v] .. start[v+1])
+   lists those rows (real rows only), so each sum runs in a fixed order.
+   d_pos_scale += sum_n dh_n . pos_table[t]. row_scratch: N floats. */
+void embed_backward_cuda(float *d_tok_emb, float *d_pos_scale, const float *dh, const int *order,
+                         const int *start, int V, const float *pos_table, int N, int Tp, int d,
+                         float *row_scratch, cudaStream_t st);
+
+/* ---- norms (with the token shift fused: shift_T = Tp when on, 0 when off) ------------ */
+void scalenorm_forward_cuda(float *y, float *stat, const float *x, const float *g, int N, int d,
+                            int shift_T, bf16_t *twin, cudaStream_t st);
+/* dx += ..., dy is the gradient of the (shifted) output; row_scratch: N floats */
+void scalenorm_backward_cuda(float *dx, float *dg, const float *dy, const float *x,
+                             const float *stat, const float *g, int N, int d, int shift_T,
+                             float *row_scratch, bf16_t *dx_twin, cudaStream_t st);
+void layernorm_forward_cuda(float *y, float *stat, const float *x, const float *w, const float *b,
+                            int N, int d, int shift_T, bf16_t *twin, cudaStream_t st);
+/* dx += ...; dw, db += ...; xhat_scratch: 2 x N x d floats, col_scratch: 64*d floats */
+void layernorm_backward_cuda(float *dx, float *dw, float *db, const float *dy, const float *x,
+                             const float *stat, const float *w, int N, int d, int shift_T,
+                             float *xhat_scratch, float *col_scratch, bf16_t *dx_twin,
+                             cudaStream_t st);
+
+/* ---- element-wise --------------------------------------------------------------------- */
+/* u[n, j] += b[j]; y[n, j] = silu(u[n, j]); rows of ld, M columns */
+void bias_silu_cuda(float *u, float *y, const float *b, int N, int M, int ld, bf16_t *twin,
+                    cudaStream_t st);
+/* y[n, j] = b[j] + (res ? res[n, j] : 0), N x M contiguous (y may be res) */
+void bias_add_cuda(float *y, const float *b, const float *res, int N, int M, cudaStream_t st);
+/* du = dy * silu'(u) over n elements (du may alias dy) */
+void silu_backward_cuda(float *du, const float *dy, const float *u, size_t n, bf16_t *twin,
+                        cudaStream_t st);
+/* out = gate * att (gate rows gate_stride apart) */
+void gate_forward_cuda(float *out, const float *gate, int gate_stride, const float *att, int N,
+                       int e, bf16_t *twin, cudaStream_t st);
+void gate_backward_cuda(float *d_gate, int gate_stride, float *d_att, const float *d_out,
+                        const float *gate, const float *att, int N, int e, bf16_t *d_att_twin,
+                        cudaStream_t st);
+
+/* ---- offset-scale + rotary ------------------------------------------------------------ */
+/* qk4: 4 blocks of N x s (quad_q, lin_q, quad_k, lin_k); z rows z_stride apart;
+   rot_cos/rot_sin: Tp x r/2 */
+void offset_scale_rotary_forward_cuda(float *qk4, const float *z, int z_stride, const float *gamma,
+                                      const float *beta, const float *rot_cos, const float *rot_sin,
+                                      int N, int Tp, int s, int r, bf16_t *twin, cudaStream_t st);
+/* d_qk4 is rotated back in place; dz written (rows z_stride apart); dgamma, dbeta += */
+void offset_scale_rotary_backward_cuda(float *dz, float *dgamma, float *dbeta, float *d_qk4,
+                                       const float *z, int z_stride, const float *gamma,
+                                       const float *rot_cos, const float *rot_sin, int N, int Tp,
+                                       int s, int r, float *col_scratch, cudaStream_t st);
+
+/* ---- attention pieces (the products are cuBLAS calls in cuda_model.cu) --------------- */
+/* sim[task, i, j] += bias_dist[i - j]; attn = phi(sim) for j <= i, else 0 (and sim 0);
+   ntask groups of C x C. bias_dist: C floats, sqrt(s) * rel_bias[bucket(k)]. */
+void attn_phi_forward_cuda(float *sim, float *attn, const float *bias_dist, int ntask, int C,
+                           int laplace, bf16_t *attn_twin, cudaStream_t st);
+void attn_bias_dist_cuda(float *bias_dist, const float *rel_bias, int C, int s, cudaStream_t st);
+/* dsim = dA * phi'(sim) on j <= i, 0 above; in place on dA. */
+void attn_phi_backward_cuda(float *dA, const float *sim, int ntask, int C, int laplace,
+                            bf16_t *twin, cudaStream_t st);
+/* d_rel_bias[bucket(k)] += sqrt(s) * sum over tasks and i of dsim[task, i, i - k].
+   dist_scratch: C floats. */
+void attn_rel_bias_backward_cuda(float *d_rel_bias, const float *dsim, int ntask, int C, int s,
+                                 float *dist_scratch, cudaStream_t st);
+/* exclusive prefix sum over the G groups of each of B sequences, blocks of se floats,
+   in place: S_0 = 0, S_g = KV_0 + ... + KV_{g-1}; reverse = 1: exclusive suffix sum. */
+void group_scan_cuda(float *kv, int B, int G, size_t se, int reverse, bf16_t *twin,
+                     cudaStream_t st);
+
+/* ---- cross-entropy -------------------------------------------------------------------- */
+/* losses[n] for real rows (t < T), 0 for dead ones; targets = tokens + 1 (stride tstride).
+   *loss_acc += (sum of losses / (B*T)) * weight, in double (loss_acc NULL: not summed). */
+void crossentropy_forward_cuda(float *losses, double *loss_acc, const float *logits,
+                               const int *tokens, int tstride, int B, int T, int Tp, int V,
+                               double weight, cudaStream_t st);
+/* dlogits = (softmax - onehot) * dloss / (B*T) on real rows, 0 on dead rows */
+void crossentropy_backward_cuda(float *dlogits, const float *logits, const int *tokens,
+                                int tstride, int B, int T, int Tp, int V, float dloss,
+                                bf16_t *twin, cudaStream_t st);
+
+/* ---- optimizer ------------------------------------------------------------------------ */
+/* One entry per block of the update: tensor index, first element, element count. */
+typedef struct { int tensor; size_t start, count; } OptChunk;
+/* chunk_ss[c] = sum of squares of grads over chunk c (nchunks of them) */
+void opt_sumsq_cuda(double *chunk_ss, const float *grads, const OptChunk *chunks, int nchunks,
+                    cudaStream_t st);
+/* Per tensor: ss = sum of its chunks' squares (in chunk order, double); total norm N;
+   clip factor per tensor (mode 0 none, 1 global, 2 local) into clip[]; *norm_out = N. */
+void opt_clip_cuda(float *clip, double *norm_out, const double *chunk_ss, const int *tensor_first_chunk,
+                   int ntensor, int mode, double c, cudaStream_t st);
+/* AdamW over the chunks (trained tensors only); nothing when *norm is not finite.
+   decays[tensor]: weight decay applies (the weight is first multiplied by decay_val =
+   1 - lr*wd). The bf16 twin of the weights (NULL: none) is refreshed. */
+void opt_adamw_cuda(float *params, const float *grads, float *m, float *v, const OptChunk *chunks,
+                    int nchunks, const float *clip, const int *decays, float decay_val,
+                    const double *norm,
+                    float b1, float b2, float c1, float c2, float step, float inv_bc2, float eps,
+                    bf16_t *twin,
+                    cudaStream_t st);
+
+/* ---- conversion ----------------------------------------------------------------------- */
+void to_bf16_cuda(bf16_t *dst, const float *src, size_t n, cudaStream_t st);
+
+#ifdef __cplusplus
+}
+#endif
+#endif
