@@ -13,6 +13,7 @@ installed (pip install flash-pytorch==0.1.9). Needs einops. Options and the last
 """
 import argparse, os, sys
 
+sys.dont_write_bytecode = True  # no scripts/__pycache__ from importing flash_torch
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 import flash_torch  # noqa: E402  (the shared bench harness)
