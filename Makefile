@@ -13,14 +13,16 @@ BLAS_LIB ?= $(firstword $(wildcard /usr/lib/x86_64-linux-gnu/openblas-openmp /us
 WARN     = -Wall -Wextra
 CFLAGS  ?= $(OPT)
 ALL_CFLAGS = -std=c11 -D_POSIX_C_SOURCE=200809L -D_DEFAULT_SOURCE $(WARN) -g -fopenmp \
-             -Imodel -Idata -Iplot -Ioptim -Iautograd -Itrainer -Itests -I$(BLAS_INC) $(CFLAGS)
+             -Imodel -Iautograd -Ioptim -Idata -Iformats -Iplot -Itrainer -Itests -I$(BLAS_INC) $(CFLAGS)
 LDLIBS   = -L$(BLAS_LIB) -Wl,-rpath,$(BLAS_LIB) -lopenblas -lpng -lz -lm -fopenmp
 SAN      = -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
 
-LIB_SRC  = $(wildcard model/*.c data/*.c plot/*.c optim/*.c autograd/*.c trainer/*.c)
+LIB_SRC  = $(wildcard model/*.c autograd/*.c optim/*.c data/*.c formats/*.c plot/*.c trainer/*.c)
 TEST_SRC = $(wildcard tests/test_*.c)
-# tests/test_grad*.c check gradients by finite differences: they use the f64 library
+# tests/test_grad*.c check gradients by finite differences: they use the f64 library and the
+# checker tests/gradcheck.c (test code: not in the library, not in ./train)
 F64_TESTS = $(filter tests/test_grad%,$(TEST_SRC))
+GRADCHECK = tests/gradcheck.c
 F32_TESTS = $(filter-out $(F64_TESTS),$(TEST_SRC))
 
 F32_OBJ  = $(LIB_SRC:%.c=build/f32/%.o)
@@ -55,13 +57,13 @@ build/asan/%.o: %.c $(wildcard */*.h)
 
 build/f32/test_%: tests/test_%.c $(F32_OBJ) $(wildcard */*.h)
 	$(CC) $(ALL_CFLAGS) -o $@ $< $(F32_OBJ) $(LDLIBS)
-build/f64/test_%: tests/test_%.c $(F64_OBJ) $(wildcard */*.h)
-	$(CC) $(ALL_CFLAGS) -DFLASH_DOUBLE -o $@ $< $(F64_OBJ) $(LDLIBS)
+build/f64/test_%: tests/test_%.c $(GRADCHECK) $(F64_OBJ) $(wildcard */*.h)
+	$(CC) $(ALL_CFLAGS) -DFLASH_DOUBLE -o $@ $< $(GRADCHECK) $(F64_OBJ) $(LDLIBS)
 build/f32/parity: tests/parity.c $(F32_OBJ) $(wildcard */*.h)
 	$(CC) $(ALL_CFLAGS) -o $@ $< $(F32_OBJ) $(LDLIBS)
-build/asan/test_grad%: tests/test_grad%.c $(LIB_SRC) $(wildcard */*.h)
+build/asan/test_grad%: tests/test_grad%.c $(GRADCHECK) $(LIB_SRC) $(wildcard */*.h)
 	@mkdir -p build/asan/f64
-	$(CC) $(ALL_CFLAGS) -O1 $(SAN) -DFLASH_DOUBLE -o $@ $< $(LIB_SRC) $(LDLIBS) $(SAN)
+	$(CC) $(ALL_CFLAGS) -O1 $(SAN) -DFLASH_DOUBLE -o $@ $< $(GRADCHECK) $(LIB_SRC) $(LDLIBS) $(SAN)
 build/asan/test_%: tests/test_%.c $(ASAN_OBJ) $(wildcard */*.h)
 	$(CC) $(ALL_CFLAGS) -O1 $(SAN) -o $@ $< $(ASAN_OBJ) $(LDLIBS) $(SAN)
 build/asan/train: build/asan/train.o $(ASAN_OBJ)

@@ -334,7 +334,7 @@ static int run_train(Options *cli) {
            o->opt.min_lr, o->opt.weight_decay, o->opt.eps,
            o->opt.clip_mode == CLIP_LOCAL ? "local" : o->opt.clip_mode == CLIP_GLOBAL ? "global" : "none",
            o->opt.clip);
-    printf("device: %s; %s; BLAS kernels %s\n", info.device, info.precision, blas_core_note());
+    printf("device: %s, %s%s%s\n", info.device, info.precision, info.detail[0] ? "; " : "", info.detail);
     printf("run directory: %s\n", o->out_dir);
     fflush(stdout);
 
@@ -663,16 +663,15 @@ static int cmd_export(int argc, char **argv) {
     return 0;
 }
 
-int cmd_bench(int argc, char **argv, const char *core_note);   /* trainer/bench.c */
+int cmd_bench(int argc, char **argv);   /* trainer/bench.c */
 
 int main(int argc, char **argv) {
-    choose_blas_core(argv);
-    flush_denormals();
+    model_process_init(argv);
     setvbuf(stdout, NULL, _IOLBF, 0);
     if (argc >= 2 && !strcmp(argv[1], "eval")) return cmd_eval(argc, argv);
     if (argc >= 2 && !strcmp(argv[1], "sample")) return cmd_sample(argc, argv);
     if (argc >= 2 && !strcmp(argv[1], "export")) return cmd_export(argc, argv);
-    if (argc >= 2 && !strcmp(argv[1], "bench")) return cmd_bench(argc - 1, argv + 1, blas_core_note());
+    if (argc >= 2 && !strcmp(argv[1], "bench")) return cmd_bench(argc - 1, argv + 1);
     if (argc < 2) { options_print_help(stderr); return 2; }
     Options o;
     char err[ERR_MAX];

@@ -35,6 +35,8 @@ struct Model {
 /* Each backend's constructor: fills m->be and m->impl (m->cfg, m->table, m->opt are set).
    0, or -1 with a message (m->impl left NULL). */
 int cpu_model_open(Model *m, char *err, size_t errlen);
+/* The CPU's process setup (model_process_init): BLAS kernels, denormals. */
+void cpu_process_init(char **argv);
 /* What cpu_model_open would reserve for activations and scratch (opt resolved: threads > 0). */
 size_t cpu_activation_bytes(const FlashConfig *cfg, const ModelOptions *opt);
 #ifdef FLASH_CUDA

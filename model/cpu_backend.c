@@ -12,8 +12,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-char *openblas_get_corename(void);
-
 typedef struct {
     CpuModel cm;
     real *adam_m, *adam_v;             /* table.total each */
@@ -27,28 +25,11 @@ typedef struct {
 
 #define IMPL(m) ((CpuImpl *)(m)->impl)
 
-/* How the Linear GEMMs use the threads can be forced for experiments (FLASH_GEMM for every
-   large product, FLASH_GEMM_WGRAD for the weight gradients: openblas, tiles or splitk;
-   docs/performance-notes.md). */
-static int gemm_way_named(const char *name) {
-    if (!name) return GEMM_AUTO;
-    if (!strcmp(name, "openblas")) return GEMM_OPENBLAS;
-    if (!strcmp(name, "tiles")) return GEMM_TILES;
-    if (!strcmp(name, "splitk")) return GEMM_SPLITK;
-    return GEMM_AUTO;
-}
-
-/* OpenMP and OpenBLAS threads for the whole process, before anything is sized. */
-static void set_threads(int n) {
-    omp_set_num_threads(n);
-    openblas_set_num_threads(n);
-    gemm_partition = gemm_way_named(getenv("FLASH_GEMM"));
-    gemm_partition_wgrad = gemm_way_named(getenv("FLASH_GEMM_WGRAD"));
-}
-
 size_t cpu_activation_bytes(const FlashConfig *cfg, const ModelOptions *opt) {
     return cpu_acts_bytes(cfg, opt->max_B, opt->max_T, opt->threads);
 }
+
+void cpu_process_init(char **argv) { blas_process_init(argv); }
 
 static void cpu_close(Model *m) {
     CpuImpl *c = IMPL(m);
@@ -67,9 +48,10 @@ static void cpu_info(const Model *m, ModelInfo *info) {
     static const char *const way_names[] = {"OpenBLAS threading", "4 tiles per thread",
                                             "K split into one chunk per thread"};
     const int t = m->opt.threads;
-    snprintf(info->device, sizeof info->device, "cpu: %d threads, OpenBLAS core %s; Linear GEMMs: %s; "
-             "weight gradients: %s", t, openblas_get_corename(), way_names[gemm_way_for(t, 0)],
-             way_names[gemm_way_for(t, 1)]);
+    snprintf(info->device, sizeof info->device, "cpu: %d threads, OpenBLAS core %s", t, blas_core_name());
+    snprintf(info->kernels, sizeof info->kernels, "%s", blas_core_name());
+    snprintf(info->detail, sizeof info->detail, "BLAS kernels %s; Linear GEMMs: %s; weight gradients: %s",
+             blas_core_note(), way_names[gemm_way_for(t, 0)], way_names[gemm_way_for(t, 1)]);
     snprintf(info->precision, sizeof info->precision, "%s", sizeof(real) == 4 ? "fp32" : "fp64");
     info->state_bytes = 4 * m->table.total * sizeof(real);
     info->activation_bytes = c->cm.acts.bytes;
@@ -240,7 +222,7 @@ static const ModelBackend CPU_BACKEND = {
 int cpu_model_open(Model *m, char *err, size_t errlen) {
     m->impl = NULL;
     m->be = &CPU_BACKEND;
-    set_threads(m->opt.threads);   /* first: the split-K buffer is sized by the thread count */
+    blas_set_threads(m->opt.threads);   /* first: the split-K buffer is sized by the thread count */
     CpuImpl *c = calloc(1, sizeof *c);
     if (!c) { snprintf(err, errlen, "out of memory"); return -1; }
     if (cpu_create(&c->cm, &m->cfg, err, errlen)) { free(c); return -1; }

@@ -6,6 +6,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+void model_process_init(char **argv) { cpu_process_init(argv); }
+
 int model_cuda_built(void) {
 #ifdef FLASH_CUDA
     return 1;

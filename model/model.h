@@ -55,8 +55,14 @@ typedef struct {
     size_t activation_bytes;   /* activations and scratch at the reserved capacity */
     int micro_batch;           /* sequences per forward that model_accumulate uses (0: as given) */
     int threads;               /* CPU: OpenMP threads (0 for a device backend) */
+    char kernels[64];          /* CPU: the OpenBLAS core ("SkylakeX"); "" elsewhere */
+    char detail[256];          /* more for the logs: why these kernels, how products use threads */
 } ModelInfo;
 
+/* Call first in main, before any thread or BLAS call: the backends' process setup (the
+   CPU: the BLAS kernels for this CPU, which may re-execute the program once, and
+   flush-to-zero for denormals). */
+void model_process_init(char **argv);
 /* DEVICE_AUTO: CUDA when built in and a GPU is visible, else the CPU. Asking for CUDA
    without support or without a GPU is an error naming which. */
 int model_resolve_device(ModelDevice want, ModelDevice *got, char *err, size_t errlen);

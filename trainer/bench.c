@@ -84,7 +84,7 @@ static const char BENCH_HELP[] =
     "The profile's silu line is the backward's: the forward's silu runs inside to_hidden.\n"
     "The last line is machine-readable.\n";
 
-int cmd_bench(int argc, char **argv, const char *core_note) {
+int cmd_bench(int argc, char **argv) {
     int steps_given = 0, accum_given = 0;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) { fputs(BENCH_HELP, stdout); return 0; }
@@ -121,7 +121,7 @@ int cmd_bench(int argc, char **argv, const char *core_note) {
     char cpu[256];
     cpu_name(cpu, sizeof cpu);
     printf("machine: %s, %d cores visible, %s %s\n", cpu, omp_get_num_procs(), un.sysname, un.machine);
-    printf("device: %s; %s; BLAS kernels %s (%s)\n", info.device, info.precision, blas_core_name(), core_note);
+    printf("device: %s, %s%s%s\n", info.device, info.precision, info.detail[0] ? "; " : "", info.detail);
 
     const int M = B * T, N = 2 * config_hidden(c), K = c->dim;
     double gemm = gemm_rate(M, N, K);
@@ -174,7 +174,7 @@ int cmd_bench(int argc, char **argv, const char *core_note) {
     }
     printf("peak resident memory: %.0f MiB\n", ru.ru_maxrss / 1024.0);
     printf("bench: tok_per_s=%.1f step_gflops=%.1f gemm_gflops=%.1f ratio=%.3f threads=%d core=%s\n",
-           tps, step_gflops, gemm, step_gflops / gemm, info.threads, blas_core_name());
+           tps, step_gflops, gemm, step_gflops / gemm, info.threads, info.kernels[0] ? info.kernels : "none");
     free(tok); free(step_s);
     model_close(m);
     return 0;

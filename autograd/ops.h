@@ -1,4 +1,6 @@
-/* model/ops.h: the layers of FLASHTransformer as forward/backward pairs.
+/* autograd/ops.h: the layers of FLASHTransformer as forward/backward pairs, one file per
+ * family: embed.c, norm.c (and the token shift), linear.c (and SiLU), rotary.c (offset-scale
+ * and rotary), attention.c (and the gate), loss.c. docs/model.md gives the computation.
  *
  * Shapes: B batch, T sequence length, N = B*T rows, d model width, e hidden width,
  * s query/key width, C group size, G = ceil(T/C) groups, V vocabulary. Activations are
@@ -7,12 +9,10 @@
  * its comment says otherwise, WRITES the input gradient. */
 #ifndef FLASH_OPS_H
 #define FLASH_OPS_H
+#include "gemm.h"
 #include "real.h"
 #include <stddef.h>
 
-/* Room for the split-K partial sums of the weight gradients (see gemm_way), owned by the
-   caller: the CPU model keeps it among its activations. */
-typedef struct { real *buf; size_t floats; } GemmScratch;
 
 /* ---- embedding: h = tok_emb[x] + scale * [sin(t w) | cos(t w)] ------------------- */
 /* pos_table: T x d unscaled sinusoids, filled by pos_table_fill. */
@@ -81,23 +81,6 @@ typedef struct {
    stop at its diagonal block. 64 by default; tests set small values so that the blocked
    path (several blocks, a short last one) runs on small groups. */
 extern int attn_block_rows;
-/* How the Linear layers' large GEMMs use the threads (see ops.c): one OpenBLAS call, tiles
-   of C handed out to the threads, or (weight gradients) K split into per-thread partial
-   sums. GEMM_AUTO (the default) picks by thread count and shape. */
-enum { GEMM_OPENBLAS, GEMM_TILES, GEMM_SPLITK };
-#define GEMM_AUTO (-1)
-extern int gemm_partition;        /* forces one way for every large product */
-extern int gemm_partition_wgrad;  /* forces one way for the weight gradients (op(A) = A^T) */
-int gemm_way_for(int threads, int trans_a);   /* the way used at this many threads */
-/* SPLITK's partial sums live in a buffer the caller owns (the CPU model reserves it with its
-   activations, sized by gemm_splitk_chunks at its thread count, so a step allocates nothing).
-   A product whose partial sums do not fit (or ws NULL) is one OpenBLAS call instead. */
-int gemm_splitk_chunks(int K, int threads);   /* chunks of a K-long product at this many threads */
-/* C = alpha op(A) op(B) + beta C (row-major, as gemm() in real.h) one given way, with this
-   many threads (tests compare the ways). */
-void gemm_way(int way, int ta, int tb, int M, int N, int K, real alpha, const real *A, int lda,
-              const real *B, int ldb, real beta, real *C, int ldc, int threads,
-              const GemmScratch *ws);
 int rel_pos_bucket(int n);  /* T5 causal bucket of distance n = i - j >= 0 */
 real attn_phi(real x, int laplace);  /* the attention function: laplace or relu^2 */
 void attention_forward(real *att, real *sim, real *attn, real *kv, const real *qk4,

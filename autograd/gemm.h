@@ -1,0 +1,60 @@
+/* autograd/gemm.h: the BLAS and threading policy of the CPU backend: the process's BLAS
+ * kernels and thread count, and how the Linear layers' large products use the threads
+ * (autograd/gemm.c). Every choice depends on the thread count and the shape only, never on
+ * timing: the ways round differently, and a resumed run must choose as the run it continues. */
+#ifndef FLASH_GEMM_H
+#define FLASH_GEMM_H
+#include <stddef.h>
+#include "real.h"
+
+/* At process start, before any BLAS call: on a CPU with AVX-512 whose OpenBLAS kernels are
+   not AVX-512 ones (detected, or pinned by OPENBLAS_CORETYPE), re-executes the program with
+   OPENBLAS_CORETYPE=SkylakeX (FLASH_BLAS_CORE=env keeps the environment's choice); then
+   flush-to-zero and denormals-are-zero for this thread and those it creates. */
+void blas_process_init(char **argv);
+const char *blas_core_note(void);   /* why these kernels, for the logs */
+const char *blas_core_name(void);   /* openblas_get_corename() */
+
+/* OpenMP's and OpenBLAS's threads for the whole process (n >= 1), and FLASH_GEMM /
+   FLASH_GEMM_WGRAD (openblas, tiles or splitk) read into the forcing switches below. */
+void blas_set_threads(int n);
+
+/* The ways: one OpenBLAS call (its own threading), tiles of C handed out to the threads
+   (each a single-threaded GEMM), or (weight gradients) K split into per-thread partial
+   sums. GEMM_AUTO (the default) picks by thread count and shape. */
+enum { GEMM_OPENBLAS, GEMM_TILES, GEMM_SPLITK };
+#define GEMM_AUTO (-1)
+extern int gemm_partition;        /* forces one way for every large product */
+extern int gemm_partition_wgrad;  /* forces one way for the weight gradients (op(A) = A^T) */
+int gemm_way_for(int threads, int trans_a);   /* the way used at this many threads */
+
+/* Room for the split-K partial sums, owned by the caller (the CPU model keeps it among its
+   activations, sized by gemm_splitk_chunks at its thread count, so a step allocates
+   nothing). A product whose partial sums do not fit (or ws NULL) is one OpenBLAS call. */
+typedef struct { real *buf; size_t floats; } GemmScratch;
+int gemm_splitk_chunks(int K, int threads);   /* chunks of a K-long product at this many threads */
+
+/* C = alpha op(A) op(B) + beta C (row-major, as gemm() in real.h) one given way, with this
+   many threads (tests compare the ways). */
+void gemm_way(int way, int ta, int tb, int M, int N, int K, real alpha, const real *A, int lda,
+              const real *B, int ldb, real beta, real *C, int ldc, int threads,
+              const GemmScratch *ws);
+/* The way for a product of this shape now (the thread count, inside a parallel region or
+   not, its size), and the product done that way. */
+int gemm_big_way(int ta, int M, int N, int K);
+void gemm_big(int ta, int tb, int M, int N, int K, real alpha, const real *A, int lda,
+              const real *B, int ldb, real beta, real *C, int ldc, const GemmScratch *ws);
+
+/* Work done on each tile of C right after its product, while the tile is in cache: rows
+   m0..m1, columns n0..n1. */
+typedef struct {
+    void (*fn)(void *ctx, int m0, int m1, int n0, int n1);
+    void *ctx;
+} TileEpilogue;
+#define TILES_PER_THREAD 4
+/* The tiles way with an epilogue (about `tiles` tiles). */
+void gemm_tiles(int ta, int tb, int M, int N, int K, real alpha, const real *A, int lda,
+                const real *B, int ldb, real beta, real *C, int ldc, int tiles,
+                const TileEpilogue *epi);
+
+#endif
