@@ -14,7 +14,7 @@ WARN     = -Wall -Wextra
 CFLAGS  ?= $(OPT)
 ALL_CFLAGS = -std=c11 -D_POSIX_C_SOURCE=200809L -D_DEFAULT_SOURCE $(WARN) -g -fopenmp \
              -Imodel -Iautograd -Ioptim -Idata -Iformats -Iplot -Itrainer -Itests -I$(BLAS_INC) $(CFLAGS)
-LDLIBS   = -L$(BLAS_LIB) -Wl,-rpath,$(BLAS_LIB) -lopenblas -lpng -lz -lm -fopenmp
+LDLIBS   = -L$(BLAS_LIB) -Wl,-rpath,$(BLAS_LIB) -lopenblas -ljansson -lpng -lz -lm -fopenmp
 SAN      = -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
 
 LIB_SRC  = $(wildcard model/*.c autograd/*.c optim/*.c data/*.c formats/*.c plot/*.c trainer/*.c)

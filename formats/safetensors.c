@@ -5,6 +5,7 @@
 #include "safetensors.h"
 
 #include "json.h"
+#include <jansson.h>
 
 #include <errno.h>
 #include <inttypes.h>
@@ -88,174 +89,102 @@ void st_free(StFile *f) {
     memset(f, 0, sizeof *f);
 }
 
-/* Adds or (for a repeated key, last wins as in a JSON map) replaces a metadata entry;
-   takes ownership of k and v. */
-static int meta_put(StFile *f, char *k, char *v) {
-    for (int i = 0; i < f->n_meta; i++) {
-        if (strcmp(f->meta_keys[i], k) == 0) {
-            free(f->meta_vals[i]);
-            f->meta_vals[i] = v;
-            free(k);
-            return 0;
-        }
-    }
-    char **nk = realloc(f->meta_keys, (size_t)(f->n_meta + 1) * sizeof *nk);
+/* Adds a metadata entry (the parser has refused repeated keys); copies k and v. */
+static int meta_put(StFile *f, const char *k, const char *v) {
+    char *kc = strdup(k), *vc = strdup(v);
+    char **nk = kc && vc ? realloc(f->meta_keys, (size_t)(f->n_meta + 1) * sizeof *nk) : NULL;
     if (nk) f->meta_keys = nk;
-    char **nv = realloc(f->meta_vals, (size_t)(f->n_meta + 1) * sizeof *nv);
+    char **nv = nk ? realloc(f->meta_vals, (size_t)(f->n_meta + 1) * sizeof *nv) : NULL;
     if (nv) f->meta_vals = nv;
     if (!nk || !nv) {
-        free(k);
-        free(v);
+        free(kc);
+        free(vc);
         return -1;
     }
-    f->meta_keys[f->n_meta] = k;
-    f->meta_vals[f->n_meta] = v;
+    f->meta_keys[f->n_meta] = kc;
+    f->meta_vals[f->n_meta] = vc;
     f->n_meta++;
     return 0;
 }
 
-/* Parses the "__metadata__" value at *pp: an object of strings, or null. */
-static int parse_metadata(StFile *f, const char **pp, const char *end, char *why, size_t wl) {
-    const char *p = json_skip_ws(*pp, end);
-    if ((size_t)(end - p) >= 4 && memcmp(p, "null", 4) == 0) {
-        *pp = p + 4;
-        return 0;
-    }
-    JsonObject o;
-    if (json_object_open(&o, &p, end) != 0) {
+/* The "__metadata__" value: an object of strings, or null. */
+static int parse_metadata(StFile *f, const json_t *v, char *why, size_t wl) {
+    if (json_is_null(v)) return 0;
+    if (!json_is_object(v)) {
         set_err(why, wl, "\"__metadata__\" is not an object");
         return -1;
     }
-    char *k;
-    int rc;
-    while ((rc = json_object_next(&o, &p, end, &k)) == 1) {
-        char *v;
-        if (json_parse_string(&p, end, &v, NULL) != 0) {
+    const char *k;
+    json_t *x;
+    json_object_foreach((json_t *)v, k, x) {
+        if (!json_is_string(x)) {
             set_err(why, wl, "\"__metadata__\" value of \"%.64s\" is not a valid string", k);
-            free(k);
             return -1;
         }
-        if (meta_put(f, k, v) != 0) {   /* takes k and v */
+        if (meta_put(f, k, json_string_value(x)) != 0) {
             set_err(why, wl, "out of memory");
             return -1;
         }
     }
-    if (rc == JSON_BAD_KEY) set_err(why, wl, "invalid JSON in \"__metadata__\" (bad key)");
-    if (rc == JSON_BAD_COLON)
-        set_err(why, wl, "invalid JSON in \"__metadata__\" (expected ':' after \"%.64s\")", k);
-    if (rc == JSON_BAD_SEPARATOR) set_err(why, wl, "invalid JSON in \"__metadata__\" (expected ',' or '}')");
-    free(k);
-    if (rc < 0) return -1;
-    *pp = p;
     return 0;
 }
 
-/* Parses "[u, u, ...]" at *pp into out[0..max); *n gets the count. -2 if more than max. */
-static int parse_uint_array(const char **pp, const char *end, uint64_t *out, int max, int *n) {
-    const char *p = json_skip_ws(*pp, end);
+/* An array of up to max non-negative integers into out; *n gets the count. -2 if longer. */
+static int uint_array(const json_t *a, uint64_t *out, int max, int *n) {
     *n = 0;
-    if (p >= end || *p != '[') return -1;
-    p = json_skip_ws(p + 1, end);
-    if (p < end && *p == ']') {
-        *pp = p + 1;
-        return 0;
+    if (!json_is_array(a)) return -1;
+    if (json_array_size(a) > (size_t)max) return -2;
+    for (size_t i = 0; i < json_array_size(a); i++) {
+        const json_t *x = json_array_get(a, i);
+        if (!json_is_integer(x) || json_integer_value(x) < 0) return -1;
+        out[(*n)++] = (uint64_t)json_integer_value(x);
     }
-    for (;;) {
-        uint64_t v;
-        p = json_skip_ws(p, end);
-        if (json_parse_uint(&p, end, &v) != 0) return -1;
-        if (*n >= max) return -2;
-        out[(*n)++] = v;
-        p = json_skip_ws(p, end);
-        if (p < end && *p == ']') break;
-        if (p >= end || *p != ',') return -1;
-        p++;
-    }
-    *pp = p + 1;
     return 0;
 }
 
-static int bad_entry(const StTensor *t, char *why, size_t wl) {
-    set_err(why, wl, "invalid JSON in the entry of tensor \"%s\"", t->name);
-    return -1;
-}
-
-/* Parses one tensor's {"dtype", "shape", "data_offsets"} at *pp into t, checking the
-   fields themselves (not yet their place in the data region). Unknown fields are
-   skipped, as Python's safetensors does. */
-static int parse_tensor(StTensor *t, uint64_t off[2], const char **pp, const char *end, char *why,
-                        size_t wl) {
-    int have_dtype = 0, have_shape = 0, have_off = 0;
-    const char *p = *pp;
-    JsonObject o;
-    if (json_object_open(&o, &p, end) != 0) {
+/* One tensor's {"dtype", "shape", "data_offsets"} into t, checking the fields themselves
+   (not yet their place in the data region). Unknown fields are ignored, as Python's
+   safetensors does. */
+static int parse_tensor(StTensor *t, uint64_t off[2], const json_t *e, char *why, size_t wl) {
+    if (!json_is_object(e)) {
         set_err(why, wl, "tensor \"%s\": entry is not an object", t->name);
         return -1;
     }
-    char *k;
-    int rc;
-    while ((rc = json_object_next(&o, &p, end, &k)) == 1) {
-        if (strcmp(k, "dtype") == 0) {
-            char *s;
-            free(k);
-            if (json_parse_string(&p, end, &s, NULL) != 0) {
-                set_err(why, wl, "tensor \"%s\": \"dtype\" is not a string", t->name);
-                return -1;
-            }
-            size_t i = 0;
-            while (i < N_DTYPES && strcmp(DTYPES[i].name, s) != 0) i++;
-            if (i == N_DTYPES) {
-                set_err(why, wl, "tensor \"%s\": unsupported dtype \"%.32s\"", t->name, s);
-                free(s);
-                return -1;
-            }
-            free(s);
-            t->dtype = DTYPES[i].dtype;
-            snprintf(t->dtype_str, sizeof t->dtype_str, "%s", DTYPES[i].name);
-            have_dtype = 1;
-        } else if (strcmp(k, "shape") == 0) {
-            uint64_t dims[8];
-            int n, rc2 = parse_uint_array(&p, end, dims, 8, &n);
-            free(k);
-            if (rc2 == -2) {
-                set_err(why, wl, "tensor \"%s\": more than 8 dimensions (unsupported)", t->name);
-                return -1;
-            }
-            if (rc2 != 0) {
-                set_err(why, wl, "tensor \"%s\": \"shape\" is not an array of non-negative integers",
-                        t->name);
-                return -1;
-            }
-            t->ndim = n;
-            for (int i = 0; i < n; i++) {
-                if (dims[i] > (uint64_t)INT64_MAX) {
-                    set_err(why, wl, "tensor \"%s\": dimension %" PRIu64 " too large", t->name, dims[i]);
-                    return -1;
-                }
-                t->shape[i] = (int64_t)dims[i];
-            }
-            have_shape = 1;
-        } else if (strcmp(k, "data_offsets") == 0) {
-            int n, rc2 = parse_uint_array(&p, end, off, 2, &n);
-            free(k);
-            if (rc2 != 0 || n != 2) {
-                set_err(why, wl, "tensor \"%s\": \"data_offsets\" is not [begin, end]", t->name);
-                return -1;
-            }
-            have_off = 1;
-        } else {
-            free(k);
-            if (json_skip_value(&p, end) != 0) return bad_entry(t, why, wl);
-        }
-    }
-    free(k);   /* set only by JSON_BAD_COLON */
-    if (rc < 0) return bad_entry(t, why, wl);
-    if (!have_dtype || !have_shape || !have_off) {
-        set_err(why, wl, "tensor \"%s\": missing \"%s\"", t->name,
-                !have_dtype ? "dtype" : !have_shape ? "shape" : "data_offsets");
+    const json_t *dt = json_object_get(e, "dtype"), *sh = json_object_get(e, "shape");
+    const json_t *of = json_object_get(e, "data_offsets");
+    if (!dt || !sh || !of) {
+        set_err(why, wl, "tensor \"%s\": missing \"%s\"", t->name, !dt ? "dtype" : !sh ? "shape" : "data_offsets");
         return -1;
     }
-    *pp = p;
+    if (!json_is_string(dt)) {
+        set_err(why, wl, "tensor \"%s\": \"dtype\" is not a string", t->name);
+        return -1;
+    }
+    const char *ds = json_string_value(dt);
+    size_t i = 0;
+    while (i < N_DTYPES && strcmp(DTYPES[i].name, ds) != 0) i++;
+    if (i == N_DTYPES) {
+        set_err(why, wl, "tensor \"%s\": unsupported dtype \"%.32s\"", t->name, ds);
+        return -1;
+    }
+    t->dtype = DTYPES[i].dtype;
+    snprintf(t->dtype_str, sizeof t->dtype_str, "%s", DTYPES[i].name);
+    uint64_t dims[8];
+    int n, rc = uint_array(sh, dims, 8, &n);
+    if (rc == -2) {
+        set_err(why, wl, "tensor \"%s\": more than 8 dimensions (unsupported)", t->name);
+        return -1;
+    }
+    if (rc != 0) {
+        set_err(why, wl, "tensor \"%s\": \"shape\" is not an array of non-negative integers", t->name);
+        return -1;
+    }
+    t->ndim = n;
+    for (int k = 0; k < n; k++) t->shape[k] = (int64_t)dims[k];   /* < 2^63: JSON integers */
+    if (uint_array(of, off, 2, &n) != 0 || n != 2) {
+        set_err(why, wl, "tensor \"%s\": \"data_offsets\" is not [begin, end]", t->name);
+        return -1;
+    }
     return 0;
 }
 
@@ -309,11 +238,6 @@ static int check_tensor_range(StTensor *t, const uint64_t off[2], uint64_t data_
     return 0;
 }
 
-static int cmp_by_name(const void *a, const void *b) {
-    const StTensor *x = *(const StTensor *const *)a, *y = *(const StTensor *const *)b;
-    return strcmp(x->name, y->name);
-}
-
 static int cmp_by_offset(const void *a, const void *b) {
     const StTensor *x = *(const StTensor *const *)a, *y = *(const StTensor *const *)b;
     if (x->offset != y->offset) return x->offset < y->offset ? -1 : 1;
@@ -321,7 +245,8 @@ static int cmp_by_offset(const void *a, const void *b) {
     return 0;
 }
 
-/* Checks that names are unique and that the ranges, sorted, tile [0, data_size). */
+/* Checks that the ranges, sorted, tile [0, data_size) (names are unique: the parser refuses
+   a repeated key). */
 static int check_layout(StFile *f, size_t data_size, char *why, size_t wl) {
     if (f->n_tensors == 0) {
         if (data_size != 0) {
@@ -337,14 +262,7 @@ static int check_layout(StFile *f, size_t data_size, char *why, size_t wl) {
     }
     int rc = 0;
     for (int i = 0; i < f->n_tensors; i++) order[i] = &f->tensors[i];
-    qsort(order, (size_t)f->n_tensors, sizeof *order, cmp_by_name);
-    for (int i = 1; i < f->n_tensors && rc == 0; i++) {
-        if (strcmp(order[i - 1]->name, order[i]->name) == 0) {
-            set_err(why, wl, "tensor \"%s\" appears twice", order[i]->name);
-            rc = -1;
-        }
-    }
-    if (rc == 0) {
+    {
         qsort(order, (size_t)f->n_tensors, sizeof *order, cmp_by_offset);
         size_t expect = 0;
         for (int i = 0; i < f->n_tensors && rc == 0; i++) {
@@ -366,43 +284,48 @@ static int check_layout(StFile *f, size_t data_size, char *why, size_t wl) {
     return rc;
 }
 
-/* Parses the header JSON h[0..n) into f and checks it against the data region. */
+/* Parses the header JSON h[0..n) into f and checks it against the data region. jansson
+   parses strictly (RFC 8259) and refuses repeated keys, so a tensor cannot appear twice. */
 static int parse_header(StFile *f, const char *h, size_t n, size_t data_size, char *why, size_t wl) {
-    const char *end = h + n;
     int cap = 0;
     if (!json_utf8_valid(h, n)) {
         set_err(why, wl, "header is not valid UTF-8");
         return -1;
     }
-    /* safetensors requires the header to start with '{' itself (no leading spaces). */
-    const char *p = h;
-    JsonObject o;
-    if (p >= end || *p != '{' || json_object_open(&o, &p, end) != 0) {
+    /* safetensors requires the header to start with '{' itself (no leading spaces); only
+       whitespace (the writer's padding) may follow the object */
+    if (n == 0 || h[0] != '{') {
         set_err(why, wl, "invalid JSON header: it does not start with '{'");
         return -1;
     }
-    char *key;
-    int rc;
-    while ((rc = json_object_next(&o, &p, end, &key)) == 1) {
+    json_error_t je;
+    json_t *root = json_loadb(h, n, JSON_REJECT_DUPLICATES, &je);
+    if (!root) {
+        set_err(why, wl, "invalid JSON header (byte %d: %s)", je.position, je.text);
+        return -1;
+    }
+    int rc = 0;
+    const char *key;
+    json_t *v;
+    json_object_foreach(root, key, v) {
         if (strcmp(key, "__metadata__") == 0) {
-            free(key);
-            if (parse_metadata(f, &p, end, why, wl) != 0) return -1;
+            if ((rc = parse_metadata(f, v, why, wl)) != 0) break;
             continue;
         }
         size_t klen = strlen(key);
         if (klen >= sizeof f->tensors[0].name) {
             set_err(why, wl, "tensor name of %zu bytes is too long (max %zu): \"%.64s...\"", klen,
                     sizeof f->tensors[0].name - 1, key);
-            free(key);
-            return -1;
+            rc = -1;
+            break;
         }
         if (f->n_tensors == cap) {
             int ncap = cap ? 2 * cap : 64;
             StTensor *nt = realloc(f->tensors, (size_t)ncap * sizeof *nt);
             if (!nt) {
-                free(key);
                 set_err(why, wl, "out of memory");
-                return -1;
+                rc = -1;
+                break;
             }
             f->tensors = nt;
             cap = ncap;
@@ -411,19 +334,13 @@ static int parse_header(StFile *f, const char *h, size_t n, size_t data_size, ch
         uint64_t off[2];
         memset(t, 0, sizeof *t);
         memcpy(t->name, key, klen + 1);
-        free(key);
-        if (parse_tensor(t, off, &p, end, why, wl) != 0) return -1;
-        if (check_tensor_range(t, off, data_size, why, wl) != 0) return -1;
+        if ((rc = parse_tensor(t, off, v, why, wl)) != 0) break;
+        if ((rc = check_tensor_range(t, off, data_size, why, wl)) != 0) break;
         f->n_tensors++;
     }
-    free(key);   /* set only by JSON_BAD_COLON */
-    if (rc < 0) goto bad_json;
-    /* Only whitespace (the writer's padding) may follow the object. */
-    if (json_skip_ws(p, end) != end) goto bad_json;
+    json_decref(root);
+    if (rc) return -1;
     return check_layout(f, data_size, why, wl);
-bad_json:
-    set_err(why, wl, "invalid JSON header near byte %td", p - h);
-    return -1;
 }
 
 int st_load(StFile *f, const char *path, char *err, size_t errlen) {

@@ -8,12 +8,14 @@
 #                           oversubscribing the cores as the pthread build would
 #   zlib1g-dev              reading enwik8.gz
 #   libpng-dev              writing plots
+#   libjansson-dev          reading JSON (settings, configs, safetensors headers): strict
+#                           parsing, and JSON_REJECT_DUPLICATES refuses repeated keys
 #
 # Does nothing (not even apt-get update) when everything is already installed, so it is
 # safe to run before every build.
 set -euo pipefail
 
-packages=(build-essential libopenblas-openmp-dev zlib1g-dev libpng-dev)
+packages=(build-essential libopenblas-openmp-dev zlib1g-dev libpng-dev libjansson-dev)
 
 die() { echo "setup: error: $*" >&2; exit 1; }
 

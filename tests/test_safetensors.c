@@ -5,6 +5,7 @@
 #ifndef _POSIX_C_SOURCE
 #define _POSIX_C_SOURCE 200809L /* getpid, opendir, unlink */
 #endif
+#include "config.h"
 #include "json.h"
 #include "safetensors.h"
 #include "test.h"
@@ -469,14 +470,14 @@ static void test_malformed(void) {
         {"{\"a\":{\"dtype\":\"F32\",\"shape\":[-1],\"data_offsets\":[0,4]}}", 4, "shape"},
         {"{\"a\":{\"dtype\":\"F32\",\"shape\":[1.0],\"data_offsets\":[0,4]}}", 4, "shape"},
         {"{\"a\":{\"dtype\":\"F32\",\"shape\":[4611686018427387904,4611686018427387904],\"data_offsets\":[0,4]}}", 4, "too many elements"},
-        {"{\"a\":{\"dtype\":\"F32\",\"shape\":[99999999999999999999],\"data_offsets\":[0,4]}}", 4, "shape"},
+        {"{\"a\":{\"dtype\":\"F32\",\"shape\":[99999999999999999999],\"data_offsets\":[0,4]}}", 4, "integer"},
         {"{\"a\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0,4,8]}}", 4, "data_offsets"},
         {"{\"a\":{\"dtype\":\"F32\",\"shape\":[1]}}", 4, "missing \"data_offsets\""},
         {"{\"a\":{\"dtype\":7,\"shape\":[1],\"data_offsets\":[0,4]}}", 4, "dtype"},
         {"{\"a\":[0,4]}", 4, "not an object"},
         {"{\"__metadata__\":{\"k\":1},\"a\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0,4]}}", 4, "not a valid string"},
         {"{\"__metadata__\":[],\"a\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0,4]}}", 4, "not an object"},
-        {"{\"a\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0,4]},\"a\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[4,8]}}", 8, "appears twice"},
+        {"{\"a\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0,4]},\"a\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[4,8]}}", 8, "duplicate"},
         {"{\"a\xff\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0,4]}}", 4, "UTF-8"},
         {"{\"a\":{\"dtype\":\"F4\",\"shape\":[3],\"data_offsets\":[0,1]}}", 1, "whole bytes"},
     };
@@ -660,7 +661,7 @@ static void test_json_get(void) {
     /* whitespace, escaped keys, duplicates */
     CHECK(json_get_number(" \n\t{ \"dim\" \r\n : \t 3 \n} \n", "dim", &d) == 0 && d == 3, "whitespace");
     CHECK(json_get_number("{\"d\\u0069m\": 7}", "dim", &d) == 0 && d == 7, "escaped key");
-    CHECK(json_get_number("{\"dim\": 1, \"dim\": 2}", "dim", &d) == 0 && d == 2, "last duplicate wins");
+    CHECK(json_get_number("{\"dim\": 1, \"dim\": 2}", "dim", &d) == -1, "a repeated key is refused");
     CHECK(json_get_number("{}", "dim", &d) == 1, "empty object");
     /* malformed */
     CHECK(json_get_number("{\"dim\": 64", "dim", &d) == -1, "unterminated");
@@ -730,67 +731,39 @@ static void test_json_escape(void) {
     CHECK(json_get_string(obj, "all", back, sizeof back) == 0 && strcmp(back, all) == 0, "all ASCII round trip");
 }
 
-static void test_json_cursor(void) {
-    const char *t = "  [1, {\"a\": [true, false, null]}, \"x\"] rest";
-    const char *p = t, *end = t + strlen(t);
-    CHECK(json_skip_value(&p, end) == 0 && strcmp(p, " rest") == 0, "skip_value");
-    uint64_t u;
-    p = "18446744073709551615,";
-    CHECK(json_parse_uint(&p, p + 21, &u) == 0 && u == UINT64_MAX && *p == ',', "u64 max");
-    p = "18446744073709551616";
-    CHECK(json_parse_uint(&p, p + 20, &u) == -1, "u64 overflow");
-    p = "12";
-    CHECK(json_parse_uint(&p, p + 1, &u) == 0 && u == 1, "respects end");
-    p = "1e3";
-    CHECK(json_parse_uint(&p, p + 3, &u) == -1, "exponent is not a uint");
-    char *s;
-    p = "\"abc\"";
-    CHECK(json_parse_string(&p, p + 4, &s, NULL) == -1, "string cut by end");
+static void test_json_utf8(void) {
     CHECK(json_utf8_valid("a\xc3\xa9\xf0\x9f\x98\x80", 7) == 1, "valid utf8");
+    CHECK(json_utf8_valid("", 0) == 1, "empty");
     CHECK(json_utf8_valid("\xc0\xaf", 2) == 0, "overlong");
     CHECK(json_utf8_valid("\xed\xa0\x80", 3) == 0, "surrogate");
     CHECK(json_utf8_valid("\xc3", 1) == 0, "truncated sequence");
     CHECK(json_utf8_valid("\xf4\x90\x80\x80", 4) == 0, "past U+10FFFF");
+    CHECK(json_utf8_valid("\xff", 1) == 0, "0xff");
+    /* strings must be valid UTF-8 inside JSON too */
+    char s[16];
+    CHECK(json_get_string("{\"s\": \"\xc3\"}", "s", s, sizeof s) == -1, "invalid UTF-8 in a string");
 }
 
-/* The object-member iterator: every member in order with p at its value, the end, and each
-   kind of malformed object. Returns the keys joined by ',' and the final code. */
-static int walk_object(const char *text, char *keys, size_t cap) {
-    const char *p = text, *end = text + strlen(text);
-    JsonObject o;
-    keys[0] = '\0';
-    if (json_object_open(&o, &p, end) != 0) return 99;
-    char *k;
-    int rc;
-    while ((rc = json_object_next(&o, &p, end, &k)) == 1) {
-        snprintf(keys + strlen(keys), cap - strlen(keys), "%s%s", keys[0] ? "," : "", k);
-        free(k);
-        if (json_skip_value(&p, end) != 0) return 98;
-    }
-    if (rc == JSON_BAD_COLON) {
-        snprintf(keys + strlen(keys), cap - strlen(keys), "|%s", k);
-        free(k);
-    } else {
-        CHECK(k == NULL, "key left set after code %d", rc);
-    }
-    if (rc == 0) CHECK(strcmp(p, " tail") == 0 || *p == '\0', "p after '}': \"%s\"", p);
-    return rc;
-}
-
-static void test_json_object_iterator(void) {
-    char keys[128];
-    CHECK(walk_object(" {} tail", keys, sizeof keys) == 0 && !strcmp(keys, ""), "empty: %s", keys);
-    CHECK(walk_object("{\"a\": 1, \"b\" : [1, {\"c\": 2}], \"\\u00e9\": null} tail", keys, sizeof keys) == 0 &&
-          !strcmp(keys, "a,b,\xc3\xa9"), "members: %s", keys);
-    CHECK(walk_object("{\"a\" 1}", keys, sizeof keys) == JSON_BAD_COLON && !strcmp(keys, "|a"), "colon: %s", keys);
-    CHECK(walk_object("{\"a\": 1 \"b\": 2}", keys, sizeof keys) == JSON_BAD_SEPARATOR && !strcmp(keys, "a"),
-          "separator: %s", keys);
-    CHECK(walk_object("{\"a\": 1,}", keys, sizeof keys) == JSON_BAD_KEY, "trailing comma");
-    CHECK(walk_object("{1: 2}", keys, sizeof keys) == JSON_BAD_KEY, "number key");
-    CHECK(walk_object("{\"a\": 1", keys, sizeof keys) == JSON_BAD_SEPARATOR, "unclosed");
-    CHECK(walk_object("{", keys, sizeof keys) == JSON_BAD_KEY, "only '{'");
-    CHECK(walk_object("[1]", keys, sizeof keys) == 99, "an array is not an object");
-    CHECK(walk_object("", keys, sizeof keys) == 99, "empty text");
+/* A repeated key is refused wherever JSON is read: a lookup, a model config, a run's saved
+   settings, a safetensors header (its metadata, or a tensor named twice). */
+static void test_json_duplicate_keys(void) {
+    double d;
+    CHECK(json_get_number("{\"dim\": 1, \"dim\": 2}", "dim", &d) == -1, "a repeated key is refused");
+    CHECK(json_get_number("{\"a\": 1, \"b\": {\"x\": 1, \"x\": 2}}", "a", &d) == -1,
+          "a repeated key in a nested object is refused");
+    CHECK(json_get_number("{\"a\": 1, \"b\": {\"x\": 1}, \"c\": {\"x\": 2}}", "a", &d) == 0 && d == 1,
+          "the same key in two objects is fine");
+    FlashConfig c = config_default();
+    char err[256] = "";
+    CHECK(config_from_json(&c, "{\"dim\": 64, \"depth\": 2, \"dim\": 128}", err, sizeof err) == -1,
+          "a config with a repeated key was accepted");
+    const char *p = "/tmp/flash_test_dupkeys.safetensors";
+    const char *hdr = "{\"__metadata__\":{\"k\":\"a\",\"k\":\"b\"},\"a\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0,4]}}";
+    unsigned char zeros[8] = {0};
+    write_st(p, hdr, zeros, 4);
+    StFile f;
+    CHECK(st_load(&f, p, err, sizeof err) == -1 && strstr(err, "duplicate"), "metadata key twice: \"%s\"", err);
+    unlink(p);
 }
 
 int main(int argc, char **argv) {
@@ -807,7 +780,7 @@ int main(int argc, char **argv) {
     RUN(test_json_get);
     RUN(test_json_strings);
     RUN(test_json_escape);
-    RUN(test_json_cursor);
-    RUN(test_json_object_iterator);
+    RUN(test_json_utf8);
+    RUN(test_json_duplicate_keys);
     TEST_MAIN_END();
 }
