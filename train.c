@@ -16,6 +16,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "atomic.h"
 #include "checkpoint.h"
 #include "dataset.h"
 #include "evaluate.h"
@@ -63,17 +64,6 @@ static void fmt_duration(char *buf, size_t n, double s) {
     if (t >= 3600) snprintf(buf, n, "%ldh%02ldm", t / 3600, t / 60 % 60);
     else if (t >= 60) snprintf(buf, n, "%ldm%02lds", t / 60, t % 60);
     else snprintf(buf, n, "%lds", t);
-}
-
-static int write_text_atomic(const char *path, const char *text, char *err, size_t errlen) {
-    char tmp[OPT_PATH_MAX + 64];
-    snprintf(tmp, sizeof tmp, "%s.tmp", path);
-    FILE *f = fopen(tmp, "w");
-    if (!f || fputs(text, f) < 0 || fclose(f) || rename(tmp, path)) {
-        snprintf(err, errlen, "cannot write %s: %s", path, strerror(errno));
-        return -1;
-    }
-    return 0;
 }
 
 static int mkdir_p(const char *dir, char *err, size_t errlen) {
@@ -179,20 +169,23 @@ static void save_checkpoint(Run *r) {
     }
 }
 
-/* On resume, samples.txt loses the samples made after the checkpoint (a run killed after
-   its last checkpoint made them; the resumed run makes them again). */
-static void truncate_samples(const char *path, uint64_t step) {
-    FILE *f = fopen(path, "r+");
-    if (!f) return;
-    char line[4096];
-    long cut = -1, pos = 0;
-    while (fgets(line, sizeof line, f)) {
-        unsigned long long s;
-        if (sscanf(line, "=== step %llu ===", &s) == 1 && s > step) { cut = pos; break; }
-        pos = ftell(f);
+/* samples.txt as the run continues it: empty for a new run; on a resume without the samples
+   made after the checkpoint (a run killed after its last checkpoint made them; the resumed
+   run makes them again). Written atomically, then appended to. */
+static int start_samples(const char *path, int resuming, uint64_t step, char *err, size_t errlen) {
+    AtomicFile af;
+    if (afile_open(&af, path, err, errlen)) return -1;
+    FILE *in = resuming ? fopen(path, "r") : NULL;
+    if (in) {
+        char line[4096];
+        while (fgets(line, sizeof line, in)) {
+            unsigned long long s;
+            if (sscanf(line, "=== step %llu ===", &s) == 1 && s > step) break;
+            fputs(line, af.f);
+        }
+        fclose(in);
     }
-    fclose(f);
-    if (cut >= 0 && truncate(path, cut)) fprintf(stderr, "warning: cannot truncate %s\n", path);
+    return afile_commit(&af, err, errlen);
 }
 
 static void do_sample(Run *r, FILE *samples) {
@@ -306,12 +299,12 @@ static int run_train(Options *cli) {
     options_to_json(o, json, sizeof json);
     char cfg_path[OPT_PATH_MAX + 32], samples_path[OPT_PATH_MAX + 32];
     snprintf(cfg_path, sizeof cfg_path, "%s/config.json", o->out_dir);
-    if (write_text_atomic(cfg_path, json, err, sizeof err)) die("error: %s", err);
+    if (afile_write(cfg_path, json, strlen(json), err, sizeof err)) die("error: %s", err);
     long total = o->opt.total;
     if (metrics_open(&r.mt, o->out_dir, resuming ? (long)r.st.step : -1, total + 1, err, sizeof err))
         die("error: %s", err);
     snprintf(samples_path, sizeof samples_path, "%s/samples.txt", o->out_dir);
-    if (resuming) truncate_samples(samples_path, r.st.step);
+    if (start_samples(samples_path, resuming, r.st.step, err, sizeof err)) die("error: %s", err);
     FILE *samples = fopen(samples_path, "a");
     if (!samples) die("error: cannot write samples.txt: %s", strerror(errno));
 

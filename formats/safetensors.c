@@ -4,6 +4,7 @@
 #endif
 #include "safetensors.h"
 
+#include "atomic.h"
 #include "json.h"
 #include <jansson.h>
 
@@ -648,7 +649,6 @@ static int build_header(const StWriter *w, StrBuf *b) {
 
 int st_writer_save(StWriter *w, const char *path, char *err, size_t errlen) {
     StrBuf hdr = {0};
-    char *tmp = NULL;
     FILE *fp = NULL;
     if (err && errlen) err[0] = '\0';
     if (!path) path = "(null)";
@@ -672,44 +672,30 @@ int st_writer_save(StWriter *w, const char *path, char *err, size_t errlen) {
         set_err(err, errlen, "%s: header of %zu bytes exceeds the 100 MB limit", path, hdr.n);
         goto fail;
     }
-    size_t plen = strlen(path);
-    tmp = malloc(plen + 5);
-    if (!tmp) {
-        set_err(err, errlen, "%s: out of memory", path);
+    AtomicFile af;
+    char why[512];
+    if (afile_open(&af, path, why, sizeof why)) {
+        set_err(err, errlen, "%s: %s", path, why);
         goto fail;
     }
-    memcpy(tmp, path, plen);
-    memcpy(tmp + plen, ".tmp", 5);
-    fp = fopen(tmp, "wb");
-    if (!fp) {
-        set_err(err, errlen, "%s: cannot create %s: %s", path, tmp, strerror(errno));
-        goto fail;
-    }
+    fp = af.f;
     unsigned char lenbuf[8];
     for (int i = 0; i < 8; i++) lenbuf[i] = (unsigned char)((uint64_t)hdr.n >> (8 * i));
     int ok = fwrite(lenbuf, 1, 8, fp) == 8 && fwrite(hdr.s, 1, hdr.n, fp) == hdr.n;
     for (int i = 0; ok && i < w->n; i++)
         if (w->t[i].nbytes > 0) ok = fwrite(w->t[i].data, 1, w->t[i].nbytes, fp) == w->t[i].nbytes;
-    /* fflush moves stdio's buffer to the kernel, fsync the kernel's to the disk: only
-       then is it safe to let rename() make the new file visible under PATH. */
-    if (ok) ok = fflush(fp) == 0 && fsync(fileno(fp)) == 0;
-    int close_rc = fclose(fp);
-    fp = NULL;
-    if (!ok || close_rc != 0) {
-        set_err(err, errlen, "%s: writing %s failed: %s", path, tmp, strerror(errno));
-        remove(tmp);
+    if (!ok) {
+        set_err(err, errlen, "%s: writing %s failed: %s", path, af.tmp, strerror(errno));
+        afile_abort(&af);
         goto fail;
     }
-    if (rename(tmp, path) != 0) {
-        set_err(err, errlen, "%s: rename from %s failed: %s", path, tmp, strerror(errno));
-        remove(tmp);
+    if (afile_commit(&af, why, sizeof why)) {
+        set_err(err, errlen, "%s: %s", path, why);
         goto fail;
     }
-    free(tmp);
     free(hdr.s);
     return 0;
 fail:
-    free(tmp);
     free(hdr.s);
     return -1;
 }

@@ -2,9 +2,10 @@
  *
  * Everything is drawn into an in-memory RGB image: text with the embedded 5x9 bitmap
  * font in font.h, curves as anti-aliased 2-px polylines (per-pixel coverage from the
- * distance to each segment), then the image goes to PATH.tmp through libpng and is
- * renamed over PATH. */
+ * distance to each segment), then the image goes through libpng to PATH, written
+ * atomically (formats/atomic.h). */
 #include "plot.h"
+#include "atomic.h"
 #include "font.h"
 
 #include <errno.h>
@@ -517,24 +518,17 @@ static int render(Image *im, const char *title, const char *xlabel, const char *
 
 /* ---------- PNG output ---------- */
 
-static int write_png(const char *path, const Image *im, char *err, size_t errlen)
+static int write_png(FILE *fp, const char *path, const Image *im, char *err, size_t errlen)
 {
-    FILE *fp = fopen(path, "wb");
-    if (!fp) {
-        set_err(err, errlen, "cannot open %s: %s", path, strerror(errno));
-        return -1;
-    }
     png_structp png = png_create_write_struct(PNG_LIBPNG_VER_STRING, NULL, NULL, NULL);
     png_infop info = png ? png_create_info_struct(png) : NULL;
     if (!info) {
         png_destroy_write_struct(&png, NULL);
-        fclose(fp);
         set_err(err, errlen, "out of memory");
         return -1;
     }
     if (setjmp(png_jmpbuf(png))) {              /* libpng reports errors by longjmp */
         png_destroy_write_struct(&png, &info);
-        fclose(fp);
         set_err(err, errlen, "libpng failed writing %s", path);
         return -1;
     }
@@ -545,10 +539,6 @@ static int write_png(const char *path, const Image *im, char *err, size_t errlen
     for (int y = 0; y < im->h; y++) png_write_row(png, im->px + (size_t)y * im->w * 3);
     png_write_end(png, NULL);
     png_destroy_write_struct(&png, &info);
-    if (fclose(fp) != 0) {
-        set_err(err, errlen, "cannot write %s: %s", path, strerror(errno));
-        return -1;
-    }
     return 0;
 }
 
@@ -579,27 +569,19 @@ int plot_png(const char *path, int width, int height, const char *title,
     }
 
     Image im = {width, height, malloc((size_t)width * height * 3)};
-    size_t tmp_len = strlen(path) + 5;
-    char *tmp = malloc(tmp_len);
-    if (!im.px || !tmp) {
-        free(im.px);
-        free(tmp);
+    if (!im.px) {
         set_err(err, errlen, "plot_png: out of memory");
         return -1;
     }
     memset(im.px, 255, (size_t)width * height * 3);
-    snprintf(tmp, tmp_len, "%s.tmp", path);
 
     int rc = render(&im, title, xlabel, ylabel, series, n_series, err, errlen);
     if (rc == 0) {
-        rc = write_png(tmp, &im, err, errlen);
-        if (rc == 0 && rename(tmp, path) != 0) {
-            set_err(err, errlen, "cannot rename %s to %s: %s", tmp, path, strerror(errno));
-            rc = -1;
-        }
-        if (rc != 0) remove(tmp);               /* may not exist; nothing to report */
+        AtomicFile af;
+        rc = afile_open(&af, path, err, errlen);
+        if (rc == 0 && (rc = write_png(af.f, af.tmp, &im, err, errlen)) != 0) afile_abort(&af);
+        else if (rc == 0) rc = afile_commit(&af, err, errlen);
     }
     free(im.px);
-    free(tmp);
     return rc;
 }

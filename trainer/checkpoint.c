@@ -1,5 +1,6 @@
 /* trainer/checkpoint.c: atomic, checksummed checkpoints. */
 #include "checkpoint.h"
+#include "atomic.h"
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -52,19 +53,14 @@ static void out_write(Out *o, const void *p, size_t n) {
 
 int checkpoint_save(const char *path, const Options *opts, const TrainState *st, Model *m,
                     char *err, size_t errlen) {
-    char tmp[OPT_PATH_MAX + 16];
-    snprintf(tmp, sizeof tmp, "%s.tmp", path);
     const size_t n = model_table(m)->total;
     char *json = malloc(JSON_MAX);
     float *host = malloc(n * sizeof(float));
     if (!json || !host) { free(json); free(host); snprintf(err, errlen, "out of memory"); return -1; }
     int jlen = options_to_json(opts, json, JSON_MAX);
-    Out o = {fopen(tmp, "wb"), crc32(0, Z_NULL, 0), 0};
-    if (!o.f) {
-        snprintf(err, errlen, "cannot write checkpoint %s: %s", tmp, strerror(errno));
-        free(json); free(host);
-        return -1;
-    }
+    AtomicFile af;
+    if (afile_open(&af, path, err, errlen)) { free(json); free(host); return -1; }
+    Out o = {af.f, crc32(0, Z_NULL, 0), 0};
     unsigned char hdr[HEADER_BYTES] = {0}, state[STATE_BYTES];
     memcpy(hdr, CKPT_MAGIC, 8);
     put_u32(hdr + 8, CKPT_VERSION);
@@ -82,29 +78,15 @@ int checkpoint_save(const char *path, const Options *opts, const TrainState *st,
     }
     put_u32(hdr + 24, (uint32_t)o.crc);
     if (!o.bad && (fseek(o.f, 24, SEEK_SET) || fwrite(hdr + 24, 1, 4, o.f) != 4)) o.bad = errno ? errno : EIO;
-    if (!o.bad && (fflush(o.f) || fsync(fileno(o.f)))) o.bad = errno ? errno : EIO;
-    if (fclose(o.f) && !o.bad) o.bad = errno ? errno : EIO;
     free(json);
     free(host);
-    if (o.bad == -1) { unlink(tmp); return -1; }   /* model_read's message */
     if (o.bad) {
-        snprintf(err, errlen, "writing checkpoint %s failed: %s", tmp, strerror(o.bad));
-        unlink(tmp);
+        if (o.bad != -1)   /* else model_read's message */
+            snprintf(err, errlen, "writing checkpoint %s failed: %s", af.tmp, strerror(o.bad));
+        afile_abort(&af);
         return -1;
     }
-    if (rename(tmp, path)) {
-        snprintf(err, errlen, "cannot rename %s to %s: %s", tmp, path, strerror(errno));
-        unlink(tmp);
-        return -1;
-    }
-    /* make the rename itself durable */
-    char dir[OPT_PATH_MAX];
-    snprintf(dir, sizeof dir, "%s", path);
-    char *slash = strrchr(dir, '/');
-    if (slash) *slash = 0; else snprintf(dir, sizeof dir, ".");
-    int fd = open(dir, O_RDONLY);
-    if (fd >= 0) { fsync(fd); close(fd); }
-    return 0;
+    return afile_commit(&af, err, errlen);
 }
 
 int checkpoint_load(const char *path, Options *o, TrainState *st, CkptState *cs,

@@ -5,7 +5,7 @@
  *   json_len bytes: the run's settings (options_to_json)
  *   TrainState (step, tokens, elapsed, both generators' states)
  *   params, Adam m, Adam v: n_params float32 each, in the parameter table's order
- * crc32 covers every byte after the header. Written to NAME.tmp, fsync'ed, renamed. */
+ * crc32 covers every byte after the header. Written atomically (formats/atomic.h). */
 #ifndef FLASH_CHECKPOINT_H
 #define FLASH_CHECKPOINT_H
 #include <stddef.h>

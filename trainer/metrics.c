@@ -2,6 +2,7 @@
 #include "metrics.h"
 #include "evaluate.h"
 #include "plot.h"
+#include "atomic.h"
 #include <errno.h>
 #include <math.h>
 #include <stdlib.h>
@@ -46,10 +47,10 @@ int metrics_open(Metrics *mt, const char *dir, long keep_upto, long cap, char *e
         snprintf(err, errlen, "out of memory for the metrics history");
         return -1;
     }
-    char tmp[1200];
-    snprintf(tmp, sizeof tmp, "%s.tmp", mt->csv_path);
-    FILE *out = fopen(tmp, "w");
-    if (!out) { snprintf(err, errlen, "cannot write %s: %s", tmp, strerror(errno)); return -1; }
+    /* the file as it should start, written atomically; then rows are appended */
+    AtomicFile af;
+    if (afile_open(&af, mt->csv_path, err, errlen)) return -1;
+    FILE *out = af.f;
     fprintf(out, "%s\n", METRICS_HEADER);
     if (keep_upto >= 0) {
         FILE *in = fopen(mt->csv_path, "r");
@@ -67,10 +68,7 @@ int metrics_open(Metrics *mt, const char *dir, long keep_upto, long cap, char *e
             fclose(in);
         }
     }
-    if (fclose(out) || rename(tmp, mt->csv_path)) {
-        snprintf(err, errlen, "cannot write %s: %s", mt->csv_path, strerror(errno));
-        return -1;
-    }
+    if (afile_commit(&af, err, errlen)) return -1;
     mt->csv = fopen(mt->csv_path, "a");
     if (!mt->csv) { snprintf(err, errlen, "cannot append to %s: %s", mt->csv_path, strerror(errno)); return -1; }
     return 0;
