@@ -412,80 +412,34 @@ static int run_train(Options *cli) {
 
 /* ================================== subcommands ==================================== */
 
-static int need_value(int i, int argc, const char *flag) {
-    if (i + 1 >= argc) { fprintf(stderr, "error: %s needs a value\n", flag); exit(2); }
-    return i + 1;
+/* Parses a subcommand's line (argv[1] is its name); exits 0 after --help, 2 on a bad line. */
+static void parse_command(Options *o, Command cmd, int argc, char **argv) {
+    char err[ERR_MAX];
+    int rc = options_parse(o, cmd, argc - 1, argv + 1, err, sizeof err);
+    if (rc == 1) exit(0);
+    if (rc < 0) { fprintf(stderr, "error: %s\n", err); exit(2); }
 }
 
-static long int_arg(const char *flag, const char *v, long lo, long hi) {
-    long x;
-    if (parse_int_arg(v, lo, hi, &x)) {
-        fprintf(stderr, "error: %s: expected an integer in [%ld, %ld], got \"%s\"\n", flag, lo, hi, v);
-        exit(2);
-    }
-    return x;
-}
-
-static const char EVAL_HELP[] =
-    "usage: ./train eval CHECKPOINT FILE [--split val|test] [--seq-len T] [--batch B] [--threads N]\n\n"
-    "Bits per byte of the checkpoint's model over the whole validation or test split of FILE\n"
-    "(enwik8: the 5,000,000 bytes after the first 95,000,000 for test). Protocol: the split is\n"
-    "cut into consecutive windows of T+1 bytes overlapping by one byte, so every byte except the\n"
-    "split's first is predicted exactly once, from the context since its window's start (the\n"
-    "last window is shorter). bpc = total cross-entropy in nats / predicted bytes / ln 2.\n"
-    "CHECKPOINT is a ckpt-*.bin file or a run directory (its newest valid checkpoint).\n"
-    "Defaults: --split test, --seq-len and --batch of the training run.\n";
-
-/* --device / --precision for the subcommands' own parsers: 1 when argv[i] was one */
-static int device_flag(int argc, char **argv, int *i, ModelDevice *dev, ModelPrecision *prec) {
-    if (!strcmp(argv[*i], "--device")) {
-        const char *v = argv[*i = need_value(*i, argc, "--device")];
-        if (!strcmp(v, "auto")) *dev = DEVICE_AUTO;
-        else if (!strcmp(v, "cpu")) *dev = DEVICE_CPU;
-        else if (!strcmp(v, "cuda")) *dev = DEVICE_CUDA;
-        else { fprintf(stderr, "error: --device: expected auto, cpu or cuda, got \"%s\"\n", v); exit(2); }
-        return 1;
-    }
-    if (!strcmp(argv[*i], "--precision")) {
-        const char *v = argv[*i = need_value(*i, argc, "--precision")];
-        if (!strcmp(v, "fp32")) *prec = PRECISION_FP32;
-        else if (!strcmp(v, "bf16")) *prec = PRECISION_BF16;
-        else { fprintf(stderr, "error: --precision: expected fp32 or bf16, got \"%s\"\n", v); exit(2); }
-        return 1;
-    }
-    return 0;
+/* The checkpoint of a subcommand, with the command line's device, precision and threads. */
+static void load_for_command(const Options *cli, const char *arg, Options *o, TrainState *st,
+                             CkptState *cs, char *path) {
+    char err[ERR_MAX];
+    if (load_checkpoint_arg(arg, o, st, cs, path, err, sizeof err)) die("error: %s", err);
+    o->threads = cli->threads;
+    o->device = cli->device;
+    o->precision = cli->precision;
 }
 
 static int cmd_eval(int argc, char **argv) {
-    const char *ckpt = NULL, *file = NULL, *split = "test";
-    int T = 0, B = 0, threads = 0;
-    ModelDevice dev = DEVICE_AUTO;
-    ModelPrecision prec = PRECISION_DEFAULT;
-    for (int i = 2; i < argc; i++) {
-        if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) { fputs(EVAL_HELP, stdout); return 0; }
-        else if (device_flag(argc, argv, &i, &dev, &prec)) continue;
-        else if (!strcmp(argv[i], "--split")) split = argv[i = need_value(i, argc, "--split")];
-        else if (!strcmp(argv[i], "--seq-len")) T = (int)int_arg("--seq-len", argv[i = need_value(i, argc, "--seq-len")], 1, 1 << 24);
-        else if (!strcmp(argv[i], "--batch")) B = (int)int_arg("--batch", argv[i = need_value(i, argc, "--batch")], 1, 1 << 20);
-        else if (!strcmp(argv[i], "--threads")) threads = (int)int_arg("--threads", argv[i = need_value(i, argc, "--threads")], 0, 4096);
-        else if (argv[i][0] == '-') { fprintf(stderr, "error: unknown eval option %s\n\n%s", argv[i], EVAL_HELP); return 2; }
-        else if (!ckpt) ckpt = argv[i];
-        else if (!file) file = argv[i];
-        else { fprintf(stderr, "error: unexpected argument %s\n\n%s", argv[i], EVAL_HELP); return 2; }
-    }
-    if (!ckpt || !file) { fprintf(stderr, "error: eval needs CHECKPOINT and FILE\n\n%s", EVAL_HELP); return 2; }
-    if (strcmp(split, "val") && strcmp(split, "test")) {
-        fprintf(stderr, "error: --split must be val or test, got \"%s\"\n", split);
-        return 2;
-    }
-    Options o;
+    Options cli, o;
+    parse_command(&cli, CMD_EVAL, argc, argv);
+    const char *ckpt = cli.args[0], *file = cli.args[1], *split = cli.split;
     TrainState st;
     CkptState cs;
-    char err[ERR_MAX], path[OPT_PATH_MAX];
-    if (load_checkpoint_arg(ckpt, &o, &st, &cs, path, err, sizeof err)) die("error: %s", err);
-    o.threads = threads; o.device = dev; o.precision = prec;
-    if (!T) T = o.seq_len;
-    if (!B) B = o.batch;
+    char path[OPT_PATH_MAX];
+    load_for_command(&cli, ckpt, &o, &st, &cs, path);
+    int T = options_given(&cli, "--seq-len") ? cli.seq_len : o.seq_len;
+    int B = options_given(&cli, "--batch") ? cli.batch : o.batch;
     uint8_t *bytes;
     DataSplit sp;
     load_data(file, 1, &bytes, &sp);
@@ -508,19 +462,6 @@ static int cmd_eval(int argc, char **argv) {
     model_close(m);
     return 0;
 }
-
-static const char SAMPLE_HELP[] =
-    "usage: ./train sample CHECKPOINT [--prompt TEXT] [--len N] [--temperature X] [--seed N]\n"
-    "                      [--num-samples N] [--threads N] [--bench]\n\n"
-    "Generates N bytes (default 512) after TEXT (default: a newline) with FLASH-pytorch's\n"
-    "sampling: the 25 most likely bytes (filter_thres 0.9), softmax of logits / temperature\n"
-    "(default 1.0). The same seed (default 1) gives the same text. Bytes below 32 print as\n"
-    "spaces. Decoding is recurrent: the prompt's whole groups go through the parallel forward,\n"
-    "then each byte costs the same at any position (a cached state per layer), and\n"
-    "--num-samples sequences share each pass over the weights.\n"
-    "--bench: instead of printing text, times one sequence's bytes per second at positions\n"
-    "1,000 to 5,000 and, side by side, recomputing the full forward per byte at a 1,024-byte\n"
-    "context (FLASH-pytorch's way).\n";
 
 /* Bytes per second of the decoder over positions [1000, 5000) in blocks of 1000, and of
    full-forward recomputation at a 1024-byte context (the model's activations hold 1 x 1024). */
@@ -574,56 +515,30 @@ static void sample_bench(Model *m, double temp, uint64_t seed) {
 }
 
 static int cmd_sample(int argc, char **argv) {
-    const char *ckpt = NULL, *prompt = "\n";
-    long len = 512, threads = 0, nsamples = 1;
-    double temp = 1.0;
-    uint64_t seed = 1;
-    int bench = 0;
-    ModelDevice dev = DEVICE_AUTO;
-    ModelPrecision prec = PRECISION_DEFAULT;
-    for (int i = 2; i < argc; i++) {
-        if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) { fputs(SAMPLE_HELP, stdout); return 0; }
-        else if (device_flag(argc, argv, &i, &dev, &prec)) continue;
-        else if (!strcmp(argv[i], "--prompt")) prompt = argv[i = need_value(i, argc, "--prompt")];
-        else if (!strcmp(argv[i], "--len")) len = int_arg("--len", argv[i = need_value(i, argc, "--len")], 1, 1 << 24);
-        else if (!strcmp(argv[i], "--num-samples")) nsamples = int_arg("--num-samples", argv[i = need_value(i, argc, "--num-samples")], 1, 4096);
-        else if (!strcmp(argv[i], "--seed")) seed = (uint64_t)int_arg("--seed", argv[i = need_value(i, argc, "--seed")], 0, 1L << 53);
-        else if (!strcmp(argv[i], "--threads")) threads = int_arg("--threads", argv[i = need_value(i, argc, "--threads")], 0, 4096);
-        else if (!strcmp(argv[i], "--bench")) bench = 1;
-        else if (!strcmp(argv[i], "--temperature")) {
-            const char *v = argv[i = need_value(i, argc, "--temperature")];
-            if (parse_double_arg(v, &temp) || !(temp > 0) || temp > 1e6) {
-                fprintf(stderr, "error: --temperature: expected a positive number, got \"%s\"\n", v);
-                return 2;
-            }
-        } else if (argv[i][0] == '-') { fprintf(stderr, "error: unknown sample option %s\n\n%s", argv[i], SAMPLE_HELP); return 2; }
-        else if (!ckpt) ckpt = argv[i];
-        else { fprintf(stderr, "error: unexpected argument %s\n\n%s", argv[i], SAMPLE_HELP); return 2; }
-    }
-    if (!ckpt) { fprintf(stderr, "error: sample needs a CHECKPOINT\n\n%s", SAMPLE_HELP); return 2; }
-    if (!*prompt) prompt = "\n";   /* an empty prompt starts from a newline */
-    Options o;
+    Options cli, o;
+    parse_command(&cli, CMD_SAMPLE, argc, argv);
+    const char *prompt = cli.prompt;
+    const int len = cli.gen_len, nsamples = cli.num_samples;
     TrainState st;
     CkptState cs;
     char err[ERR_MAX], path[OPT_PATH_MAX];
-    if (load_checkpoint_arg(ckpt, &o, &st, &cs, path, err, sizeof err)) die("error: %s", err);
-    o.threads = (int)threads; o.device = dev; o.precision = prec;
+    load_for_command(&cli, cli.args[0], &o, &st, &cs, path);
     const int plen = (int)strlen(prompt);
     /* activations for the full forwards of --bench; the decoder reserves its own */
-    Model *m = open_checkpointed(&o, &cs, 1, bench ? FULL_FORWARD_CTX : 1, 0);
+    Model *m = open_checkpointed(&o, &cs, 1, cli.sample_bench ? FULL_FORWARD_CTX : 1, 0);
     checkpoint_state_free(&cs);
-    if (bench) { sample_bench(m, temp, seed); model_close(m); return 0; }
-    if (model_decoder_open(m, (int)nsamples, plen, err, sizeof err)) die("error: %s", err);
+    if (cli.sample_bench) { sample_bench(m, cli.temperature, cli.seed); model_close(m); return 0; }
+    if (model_decoder_open(m, nsamples, plen, err, sizeof err)) die("error: %s", err);
     uint8_t *out = malloc((size_t)len * nsamples);
     if (!out) die("error: %s", "out of memory");
     Rng rng;
-    rng_seed(&rng, seed);
-    if (generate(m, (int)nsamples, (const uint8_t *)prompt, plen, (int)len, temp, &rng, out, err, sizeof err))
+    rng_seed(&rng, cli.seed);
+    if (generate(m, nsamples, (const uint8_t *)prompt, plen, len, cli.temperature, &rng, out, err, sizeof err))
         die("error: %s", err);
-    for (long q = 0; q < nsamples; q++) {
-        if (nsamples > 1) printf("--- sample %ld ---\n", q + 1);
+    for (int q = 0; q < nsamples; q++) {
+        if (nsamples > 1) printf("--- sample %d ---\n", q + 1);
         print_bytes(stdout, (const uint8_t *)prompt, plen);
-        print_bytes(stdout, out + q * len, (int)len);
+        print_bytes(stdout, out + (size_t)q * len, len);
         printf("\n");
     }
     free(out);
@@ -632,26 +547,18 @@ static int cmd_sample(int argc, char **argv) {
 }
 
 static int cmd_export(int argc, char **argv) {
-    if (argc >= 3 && (!strcmp(argv[2], "--help") || !strcmp(argv[2], "-h"))) {
-        printf("usage: ./train export CHECKPOINT OUT.safetensors\n\n"
-               "Writes the model's state_dict (FLASH-pytorch names, buffers included, F32) with its\n"
-               "config JSON in the metadata; FLASHTransformer(**config).load_state_dict(\n"
-               "safetensors.torch.load_file(OUT), strict=True) loads it.\n");
-        return 0;
-    }
-    if (argc != 4) { fprintf(stderr, "error: usage: ./train export CHECKPOINT OUT.safetensors\n"); return 2; }
-    Options o;
+    Options cli, o;
+    parse_command(&cli, CMD_EXPORT, argc, argv);
     TrainState st;
     CkptState cs;
     char err[ERR_MAX], path[OPT_PATH_MAX], stepbuf[32];
-    if (load_checkpoint_arg(argv[2], &o, &st, &cs, path, err, sizeof err)) die("error: %s", err);
-    o.device = DEVICE_CPU;   /* the state only passes through host memory */
-    Model *m = open_checkpointed(&o, &cs, 1, 1, 0);
+    load_for_command(&cli, cli.args[0], &o, &st, &cs, path);
+    Model *m = open_checkpointed(&o, &cs, 1, 1, 0);   /* the state only passes through */
     checkpoint_state_free(&cs);
     snprintf(stepbuf, sizeof stepbuf, "%llu", (unsigned long long)st.step);
     const char *keys[] = {"step"}, *vals[] = {stepbuf};
-    if (model_export(m, argv[3], keys, vals, 1, err, sizeof err)) die("error: %s", err);
-    printf("wrote %s (%d tensors, step %llu)\n", argv[3], model_table(m)->n, (unsigned long long)st.step);
+    if (model_export(m, cli.args[1], keys, vals, 1, err, sizeof err)) die("error: %s", err);
+    printf("wrote %s (%d tensors, step %llu)\n", cli.args[1], model_table(m)->n, (unsigned long long)st.step);
     model_close(m);
     return 0;
 }
@@ -665,10 +572,10 @@ int main(int argc, char **argv) {
     if (argc >= 2 && !strcmp(argv[1], "sample")) return cmd_sample(argc, argv);
     if (argc >= 2 && !strcmp(argv[1], "export")) return cmd_export(argc, argv);
     if (argc >= 2 && !strcmp(argv[1], "bench")) return cmd_bench(argc - 1, argv + 1);
-    if (argc < 2) { options_print_help(stderr); return 2; }
+    if (argc < 2) { options_print_help(stderr, CMD_TRAIN); return 2; }
     Options o;
     char err[ERR_MAX];
-    int rc = options_parse(&o, argc, argv, 1, err, sizeof err);
+    int rc = options_parse(&o, CMD_TRAIN, argc, argv, err, sizeof err);
     if (rc == 1) return 0;
     if (rc < 0) { fprintf(stderr, "error: %s\n", err); return 2; }
     return run_train(&o);

@@ -1047,12 +1047,15 @@ static void test_bad_arguments(void) {
     CASE("usage", "export %s a.safetensors b.safetensors", ck);
     CASE("cannot open", "export %s %s", nofile, tpath("x.safetensors"));
     CASE("error", "export %s %s/no/such/dir/x.safetensors", ck, g_tmp);
+    CASE("--device", "export %s %s --device tpu", ck, tpath("y.safetensors"));
+    CASE("unknown export option", "export %s %s --steps 3", ck, tpath("y.safetensors"));
     /* bench */
     CASE("unknown option", "bench --bogus");
     CASE("--steps", "bench --steps abc");
     CASE("--steps", "bench --steps 0");
     CASE("unexpected argument", "bench somefile");
     CASE("--norm", "bench --norm foo");
+    CASE("--threads", "bench --threads -2");
 #undef CASE
     for (int i = 0; i < n; i++) {
         Res r = train("%s", cs[i].args);

@@ -71,34 +71,15 @@ static double gemm_rate(int M, int N, int K) {
     return best;
 }
 
-static const char BENCH_HELP[] =
-    "usage: ./train bench [model options] [--batch B] [--seq-len T] [--accum N] [--steps N]\n"
-    "                     [--threads N] [--preset NAME]\n\n"
-    "Measures, in one process: the GEMM rate of the step's largest product (B*T x 2e x d); then\n"
-    "2 warm-up and N (default 20) timed training steps (forward, backward, clipping, AdamW) of\n"
-    "the configuration (default: the train.py model, 4 x 1024 tokens, --accum 1). Prints tokens\n"
-    "per second, the step's GFLOP/s by the FLOP model, its ratio to the GEMM rate (OpenBLAS's\n"
-    "own threading), where the step's time goes, peak resident memory, threads, BLAS kernels\n"
-    "and how the Linear GEMMs use the threads (from 8 threads up: tiles, and the weight\n"
-    "gradients split along the rows). \"activations\" includes that split's partial sums.\n"
-    "The profile's silu line is the backward's: the forward's silu runs inside to_hidden.\n"
-    "The last line is machine-readable.\n";
-
 int cmd_bench(int argc, char **argv) {
-    int steps_given = 0, accum_given = 0;
-    for (int i = 1; i < argc; i++) {
-        if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) { fputs(BENCH_HELP, stdout); return 0; }
-        if (!strncmp(argv[i], "--steps", 7)) steps_given = 1;
-        if (!strncmp(argv[i], "--accum", 7)) accum_given = 1;
-    }
     Options o;
     char err[1024];
-    if (options_parse(&o, argc, argv, 0, err, sizeof err) < 0) {
-        fprintf(stderr, "error: %s\n\n%s", err, BENCH_HELP);
+    int rc = options_parse(&o, CMD_BENCH, argc, argv, err, sizeof err);
+    if (rc == 1) return 0;
+    if (rc < 0) {
+        fprintf(stderr, "error: %s\n", err);
         return 2;
     }
-    if (!steps_given) o.opt.total = 20;
-    if (!accum_given) o.accum = 1;
     o.opt.warmup = 0;
     if (o.opt.total < 1 || options_validate(&o, err, sizeof err)) {
         fprintf(stderr, "error: %s\n", err);

@@ -32,6 +32,17 @@ void options_default(Options *o) {
     o->threads = 0;
     o->device = DEVICE_AUTO;
     o->precision = PRECISION_DEFAULT;
+    snprintf(o->split, sizeof o->split, "test");
+    o->prompt = "\n";
+    o->gen_len = 512;
+    o->num_samples = 1;
+    o->temperature = 1.0;
+}
+
+/* What differs from the training defaults in a subcommand. */
+static void command_defaults(Options *o, Command cmd) {
+    if (cmd == CMD_SAMPLE) o->seed = 1;
+    if (cmd == CMD_BENCH) { o->opt.total = 20; o->accum = 1; }
 }
 
 int options_preset(Options *o, const char *name, char *err, size_t errlen) {
@@ -85,8 +96,8 @@ int parse_double_arg(const char *s, double *out) {
 }
 
 typedef enum { K_INT, K_LONG, K_U64, K_DBL, K_STR, K_ON, K_OFF, K_NORM, K_ATTN, K_CLIP, K_DEVICE,
-               K_PREC } Kind;
-typedef enum { G_RUN, G_DATA, G_RECIPE, G_MODEL } Group;
+               K_PREC, K_TEXT, K_SPLIT } Kind;
+typedef enum { G_CMD, G_RUN, G_DATA, G_RECIPE, G_MODEL } Group;
 typedef struct {
     const char *flag;
     Kind kind;
@@ -94,47 +105,54 @@ typedef struct {
     double lo, hi;
     Group group;
     const char *meta, *help;
+    unsigned cmds;            /* the commands that take it (CMD_* bits) */
 } Flag;
 
 #define OFF(field) offsetof(Options, field)
 static const Flag FLAGS[] = {
-    {"--out", K_STR, OFF(out_dir), 0, 0, G_RUN, "DIR", "run directory: config, metrics, plot, samples, checkpoints"},
-    {"--resume", K_STR, OFF(resume_dir), 0, 0, G_RUN, "DIR", "continue the run in DIR from its newest valid checkpoint, with its saved settings"},
-    {"--init-from", K_STR, OFF(init_from), 0, 0, G_RUN, "FILE", "start from the weights of a .safetensors file (its config sets the model)"},
-    {"--seed", K_U64, OFF(seed), 0, 0, G_RUN, "N", "seed of initialisation, data order and samples"},
-    {"--device", K_DEVICE, OFF(device), 0, 0, G_RUN, "auto|cpu|cuda", "where the model runs (auto: a CUDA GPU when this build has CUDA and one is visible, else the CPU)"},
-    {"--precision", K_PREC, OFF(precision), 0, 0, G_RUN, "fp32|bf16", "arithmetic (the CPU: fp32 only; default: the device's own)"},
-    {"--threads", K_INT, OFF(threads), 0, 4096, G_RUN, "N", "threads (0: all cores)"},
-    {"--eval-every", K_INT, OFF(eval_every), 0, 1e9, G_RUN, "N", "validate every N steps (0: never)"},
-    {"--eval-windows", K_INT, OFF(eval_windows), 1, 1e6, G_RUN, "N", "validation windows of seq-len bytes, evenly spaced, the same every time"},
-    {"--sample-every", K_INT, OFF(sample_every), 0, 1e9, G_RUN, "N", "print and save a sample every N steps (0: never)"},
-    {"--sample-len", K_INT, OFF(sample_len), 1, 1e7, G_RUN, "N", "bytes generated per sample"},
-    {"--sample-prime", K_INT, OFF(sample_prime), 1, 1e7, G_RUN, "N", "bytes of validation text that prime each sample"},
-    {"--ckpt-every", K_INT, OFF(ckpt_every), 0, 1e9, G_RUN, "N", "checkpoint every N steps (0: only at the end and on a signal)"},
-    {"--keep-ckpts", K_INT, OFF(keep_ckpts), 1, 1e6, G_RUN, "K", "keep the newest K checkpoints"},
-    {"--log-every", K_INT, OFF(log_every), 1, 1e9, G_RUN, "N", "progress line every N steps when the output is not a terminal"},
-    {"--steps", K_LONG, OFF(opt.total), 1, 1e12, G_RECIPE, "N", "optimizer steps (the schedule's length)"},
-    {"--batch", K_INT, OFF(batch), 1, 1e6, G_RECIPE, "B", "sequences per micro-batch"},
-    {"--accum", K_INT, OFF(accum), 1, 1e6, G_RECIPE, "N", "micro-batches per optimizer step (their gradients averaged)"},
-    {"--seq-len", K_INT, OFF(seq_len), 1, 1 << 24, G_RECIPE, "T", "tokens per sequence"},
-    {"--lr", K_DBL, OFF(opt.peak_lr), 0, 1e3, G_RECIPE, "X", "peak learning rate"},
-    {"--warmup", K_LONG, OFF(opt.warmup), 0, 1e12, G_RECIPE, "N", "linear warmup steps"},
-    {"--min-lr", K_DBL, OFF(opt.min_lr), 0, 1e3, G_RECIPE, "X", "learning rate at the end of the linear decay"},
-    {"--weight-decay", K_DBL, OFF(opt.weight_decay), 0, 1e3, G_RECIPE, "X", "decoupled weight decay (Linear weights, token embedding)"},
-    {"--beta1", K_DBL, OFF(opt.beta1), 0, 0.999999, G_RECIPE, "X", "Adam beta1"},
-    {"--beta2", K_DBL, OFF(opt.beta2), 0, 0.999999999, G_RECIPE, "X", "Adam beta2"},
-    {"--eps", K_DBL, OFF(opt.eps), 0, 1, G_RECIPE, "X", "Adam epsilon"},
-    {"--clip", K_DBL, OFF(opt.clip), 0, 1e12, G_RECIPE, "X", "gradient clipping threshold"},
-    {"--clip-mode", K_CLIP, OFF(opt.clip_mode), 0, 0, G_RECIPE, "local|global|none", "local: each tensor's norm; global: all together"},
-    {"--dim", K_INT, OFF(model.dim), 2, 65536, G_MODEL, "D", "model width"},
-    {"--depth", K_INT, OFF(model.depth), 1, 1024, G_MODEL, "L", "layers"},
-    {"--group-size", K_INT, OFF(model.group_size), 1, 65536, G_MODEL, "C", "local attention group size"},
-    {"--qk-dim", K_INT, OFF(model.query_key_dim), 2, 65536, G_MODEL, "S", "query/key width"},
-    {"--expansion", K_DBL, OFF(model.expansion_factor), 0, 65536, G_MODEL, "X", "hidden width = int(X * dim)"},
-    {"--norm", K_NORM, OFF(model.norm_type), 0, 0, G_MODEL, "scalenorm|layernorm", "normalization"},
-    {"--shift-tokens", K_ON, OFF(model.shift_tokens), 0, 0, G_MODEL, NULL, "token shift on"},
-    {"--no-shift-tokens", K_OFF, OFF(model.shift_tokens), 0, 0, G_MODEL, NULL, "token shift off"},
-    {"--attn-fn", K_ATTN, OFF(model.laplace_attn_fn), 0, 0, G_MODEL, "laplace|relu2", "attention function"},
+    {"--split", K_SPLIT, OFF(split), 0, 0, G_CMD, "val|test", "the split to evaluate", CMD_EVAL},
+    {"--prompt", K_TEXT, OFF(prompt), 0, 0, G_CMD, "TEXT", "the text to continue (empty: a newline)", CMD_SAMPLE},
+    {"--len", K_INT, OFF(gen_len), 1, 1 << 24, G_CMD, "N", "bytes to generate", CMD_SAMPLE},
+    {"--temperature", K_DBL, OFF(temperature), 1e-300, 1e6, G_CMD, "X", "softmax temperature (positive)", CMD_SAMPLE},
+    {"--num-samples", K_INT, OFF(num_samples), 1, 4096, G_CMD, "N", "sequences generated together", CMD_SAMPLE},
+    {"--bench", K_ON, OFF(sample_bench), 0, 0, G_CMD, NULL, "time the decoder instead of printing text", CMD_SAMPLE},
+    {"--out", K_STR, OFF(out_dir), 0, 0, G_RUN, "DIR", "run directory: config, metrics, plot, samples, checkpoints", CMD_TRAIN},
+    {"--resume", K_STR, OFF(resume_dir), 0, 0, G_RUN, "DIR", "continue the run in DIR from its newest valid checkpoint, with its saved settings", CMD_TRAIN},
+    {"--init-from", K_STR, OFF(init_from), 0, 0, G_RUN, "FILE", "start from the weights of a .safetensors file (its config sets the model)", CMD_TRAIN},
+    {"--seed", K_U64, OFF(seed), 0, 0, G_RUN, "N", "seed of initialisation, data order and samples", CMD_TRAIN | CMD_BENCH | CMD_SAMPLE},
+    {"--device", K_DEVICE, OFF(device), 0, 0, G_RUN, "auto|cpu|cuda", "where the model runs (auto: a CUDA GPU when this build has CUDA and one is visible, else the CPU)", CMD_ALL},
+    {"--precision", K_PREC, OFF(precision), 0, 0, G_RUN, "fp32|bf16", "arithmetic (the CPU: fp32 only; default: the device's own)", CMD_ALL},
+    {"--threads", K_INT, OFF(threads), 0, 4096, G_RUN, "N", "threads (0: all cores)", CMD_ALL},
+    {"--eval-every", K_INT, OFF(eval_every), 0, 1e9, G_RUN, "N", "validate every N steps (0: never)", CMD_TRAIN},
+    {"--eval-windows", K_INT, OFF(eval_windows), 1, 1e6, G_RUN, "N", "validation windows of seq-len bytes, evenly spaced, the same every time", CMD_TRAIN},
+    {"--sample-every", K_INT, OFF(sample_every), 0, 1e9, G_RUN, "N", "print and save a sample every N steps (0: never)", CMD_TRAIN},
+    {"--sample-len", K_INT, OFF(sample_len), 1, 1e7, G_RUN, "N", "bytes generated per sample", CMD_TRAIN},
+    {"--sample-prime", K_INT, OFF(sample_prime), 1, 1e7, G_RUN, "N", "bytes of validation text that prime each sample", CMD_TRAIN},
+    {"--ckpt-every", K_INT, OFF(ckpt_every), 0, 1e9, G_RUN, "N", "checkpoint every N steps (0: only at the end and on a signal)", CMD_TRAIN},
+    {"--keep-ckpts", K_INT, OFF(keep_ckpts), 1, 1e6, G_RUN, "K", "keep the newest K checkpoints", CMD_TRAIN},
+    {"--log-every", K_INT, OFF(log_every), 1, 1e9, G_RUN, "N", "progress line every N steps when the output is not a terminal", CMD_TRAIN},
+    {"--steps", K_LONG, OFF(opt.total), 1, 1e12, G_RECIPE, "N", "optimizer steps (the schedule's length)", CMD_TRAIN | CMD_BENCH},
+    {"--batch", K_INT, OFF(batch), 1, 1e6, G_RECIPE, "B", "sequences per micro-batch", CMD_TRAIN | CMD_BENCH | CMD_EVAL},
+    {"--accum", K_INT, OFF(accum), 1, 1e6, G_RECIPE, "N", "micro-batches per optimizer step (their gradients averaged)", CMD_TRAIN | CMD_BENCH},
+    {"--seq-len", K_INT, OFF(seq_len), 1, 1 << 24, G_RECIPE, "T", "tokens per sequence", CMD_TRAIN | CMD_BENCH | CMD_EVAL},
+    {"--lr", K_DBL, OFF(opt.peak_lr), 0, 1e3, G_RECIPE, "X", "peak learning rate", CMD_TRAIN | CMD_BENCH},
+    {"--warmup", K_LONG, OFF(opt.warmup), 0, 1e12, G_RECIPE, "N", "linear warmup steps", CMD_TRAIN | CMD_BENCH},
+    {"--min-lr", K_DBL, OFF(opt.min_lr), 0, 1e3, G_RECIPE, "X", "learning rate at the end of the linear decay", CMD_TRAIN | CMD_BENCH},
+    {"--weight-decay", K_DBL, OFF(opt.weight_decay), 0, 1e3, G_RECIPE, "X", "decoupled weight decay (Linear weights, token embedding)", CMD_TRAIN | CMD_BENCH},
+    {"--beta1", K_DBL, OFF(opt.beta1), 0, 0.999999, G_RECIPE, "X", "Adam beta1", CMD_TRAIN | CMD_BENCH},
+    {"--beta2", K_DBL, OFF(opt.beta2), 0, 0.999999999, G_RECIPE, "X", "Adam beta2", CMD_TRAIN | CMD_BENCH},
+    {"--eps", K_DBL, OFF(opt.eps), 0, 1, G_RECIPE, "X", "Adam epsilon", CMD_TRAIN | CMD_BENCH},
+    {"--clip", K_DBL, OFF(opt.clip), 0, 1e12, G_RECIPE, "X", "gradient clipping threshold", CMD_TRAIN | CMD_BENCH},
+    {"--clip-mode", K_CLIP, OFF(opt.clip_mode), 0, 0, G_RECIPE, "local|global|none", "local: each tensor's norm; global: all together", CMD_TRAIN | CMD_BENCH},
+    {"--dim", K_INT, OFF(model.dim), 2, 65536, G_MODEL, "D", "model width", CMD_TRAIN | CMD_BENCH},
+    {"--depth", K_INT, OFF(model.depth), 1, 1024, G_MODEL, "L", "layers", CMD_TRAIN | CMD_BENCH},
+    {"--group-size", K_INT, OFF(model.group_size), 1, 65536, G_MODEL, "C", "local attention group size", CMD_TRAIN | CMD_BENCH},
+    {"--qk-dim", K_INT, OFF(model.query_key_dim), 2, 65536, G_MODEL, "S", "query/key width", CMD_TRAIN | CMD_BENCH},
+    {"--expansion", K_DBL, OFF(model.expansion_factor), 0, 65536, G_MODEL, "X", "hidden width = int(X * dim)", CMD_TRAIN | CMD_BENCH},
+    {"--norm", K_NORM, OFF(model.norm_type), 0, 0, G_MODEL, "scalenorm|layernorm", "normalization", CMD_TRAIN | CMD_BENCH},
+    {"--shift-tokens", K_ON, OFF(model.shift_tokens), 0, 0, G_MODEL, NULL, "token shift on", CMD_TRAIN | CMD_BENCH},
+    {"--no-shift-tokens", K_OFF, OFF(model.shift_tokens), 0, 0, G_MODEL, NULL, "token shift off", CMD_TRAIN | CMD_BENCH},
+    {"--attn-fn", K_ATTN, OFF(model.laplace_attn_fn), 0, 0, G_MODEL, "laplace|relu2", "attention function", CMD_TRAIN | CMD_BENCH},
 };
 #define N_FLAGS ((int)(sizeof FLAGS / sizeof FLAGS[0]))
 
@@ -146,6 +164,12 @@ static void value_str(const Options *o, const Flag *f, char *buf, size_t n) {
     case K_U64: snprintf(buf, n, "%llu", (unsigned long long)*(const uint64_t *)p); break;
     case K_DBL: snprintf(buf, n, "%g", *(const double *)p); break;
     case K_STR: snprintf(buf, n, "%s", *p ? p : "none"); break;
+    case K_SPLIT: snprintf(buf, n, "%s", p); break;
+    case K_TEXT: {
+        const char *t = *(const char *const *)p;
+        snprintf(buf, n, "%s", !t || !strcmp(t, "\n") ? "a newline" : t);
+        break;
+    }
     case K_ON: snprintf(buf, n, "%s", *(const int *)p ? "on" : "off"); break;
     case K_OFF: buf[0] = 0; break;
     case K_NORM: snprintf(buf, n, "%s", *(const NormType *)p == NORM_LAYERNORM ? "layernorm" : "scalenorm"); break;
@@ -168,44 +192,97 @@ static void value_str(const Options *o, const Flag *f, char *buf, size_t n) {
     }
 }
 
-void options_print_help(FILE *f) {
+#define N_FLAGS_CHECK (N_FLAGS <= OPT_MAX_FLAGS ? 1 : -1)
+typedef char flags_fit_in_given[N_FLAGS_CHECK];   /* Options.given has a slot per flag */
+
+static const struct {
+    Command cmd;
+    const char *name, *usage, *about;
+} COMMANDS[] = {
+    {CMD_TRAIN, "", "./train [options] FILE\n       ./train --resume DIR [FILE] [--threads N] [--device D]",
+     "Trains FLASH-pytorch's FLASHTransformer (Hua et al. 2022) on FILE (enwik8, gzip or raw),\n"
+     "byte level. --resume continues the run in DIR exactly where its newest valid checkpoint\n"
+     "left it (FILE: if the data moved).\n\n"
+     "Data: the first 90,000,000 bytes train, the next 5,000,000 validate, the last 5,000,000\n"
+     "test; a file shorter than 10^8 bytes is split 90/5/5 in proportion.\n\n"
+     "Subcommands: ./train eval | sample | export | bench ... (each has its own --help).\n\n"
+     "  --preset NAME        paper (default): AdamW, linear warmup then linear decay, weight\n"
+     "                       decay 0.01, eps 1e-6, local clipping 0.1, the train.py model;\n"
+     "                       flash-pytorch: FLASH-pytorch's train.py exactly (Adam 2e-4\n"
+     "                       constant, eps 1e-8, global clipping 0.5). Flags after it override.\n"},
+    {CMD_EVAL, "eval", "./train eval CHECKPOINT FILE [options]",
+     "Bits per byte of the checkpoint's model over the whole validation or test split of FILE\n"
+     "(enwik8: the 5,000,000 bytes after the first 95,000,000 for test). Protocol: the split is\n"
+     "cut into consecutive windows of T+1 bytes overlapping by one byte, so every byte except the\n"
+     "split's first is predicted exactly once, from the context since its window's start (the\n"
+     "last window is shorter). bpc = total cross-entropy in nats / predicted bytes / ln 2.\n"
+     "CHECKPOINT is a ckpt-*.bin file or a run directory (its newest valid checkpoint).\n"
+     "--seq-len and --batch default to the training run's.\n"},
+    {CMD_SAMPLE, "sample", "./train sample CHECKPOINT [options]",
+     "Generates --len bytes after --prompt with FLASH-pytorch's sampling: the 25 most likely\n"
+     "bytes (filter_thres 0.9), softmax of logits / temperature. The same seed gives the same\n"
+     "text. Bytes below 32 print as spaces. Decoding is recurrent: the prompt's whole groups go\n"
+     "through the parallel forward, then each byte costs the same at any position (a cached\n"
+     "state per layer), and --num-samples sequences share each pass over the weights.\n"
+     "--bench: instead of printing text, times one sequence's bytes per second at positions\n"
+     "1,000 to 5,000 and, side by side, recomputing the full forward per byte at a 1,024-byte\n"
+     "context (FLASH-pytorch's way).\n"},
+    {CMD_EXPORT, "export", "./train export CHECKPOINT OUT.safetensors",
+     "Writes the model's state_dict (FLASH-pytorch names, buffers included, F32) with its\n"
+     "config JSON in the metadata; FLASHTransformer(**config).load_state_dict(\n"
+     "safetensors.torch.load_file(OUT), strict=True) loads it.\n"},
+    {CMD_BENCH, "bench", "./train bench [model and batch options]",
+     "Measures, in one process: the GEMM rate of the step's largest product (B*T x 2e x d); then\n"
+     "2 warm-up and --steps (default 20) timed training steps (forward, backward, clipping,\n"
+     "AdamW) of the configuration (default: the train.py model, 4 x 1024 tokens, --accum 1).\n"
+     "Prints tokens per second, the step's GFLOP/s by the FLOP model, its ratio to the GEMM rate\n"
+     "(OpenBLAS's own threading), where the step's time goes, peak resident memory, the device\n"
+     "and how the Linear GEMMs use the threads (from 8 threads up: tiles, and the weight\n"
+     "gradients split along the rows). \"activations\" includes that split's partial sums.\n"
+     "The profile's silu line is the backward's: the forward's silu runs inside to_hidden.\n"
+     "The last line is machine-readable.\n"},
+};
+#define N_COMMANDS ((int)(sizeof COMMANDS / sizeof COMMANDS[0]))
+
+static int command_index(Command cmd) {
+    for (int i = 0; i < N_COMMANDS; i++)
+        if (COMMANDS[i].cmd == cmd) return i;
+    return 0;
+}
+
+void options_print_help(FILE *f, Command cmd) {
     Options d;
     options_default(&d);
-    fprintf(f,
-        "flash.c: trains FLASH-pytorch's FLASHTransformer (Hua et al. 2022) on enwik8, byte level.\n\n"
-        "usage:\n"
-        "  ./train [options] FILE            train on FILE (enwik8, gzip or raw)\n"
-        "  ./train --resume DIR [FILE]       continue the run in DIR exactly where its newest\n"
-        "                                    valid checkpoint left it (FILE: if the data moved)\n"
-        "  ./train eval CKPT FILE [--split val|test] [--seq-len T] [--batch B] [--threads N]\n"
-        "  ./train sample CKPT [--prompt TEXT] [--len N] [--temperature X] [--seed N]\n"
-        "  ./train export CKPT OUT.safetensors\n"
-        "  ./train bench [model and batch options]\n"
-        "  ./train SUBCOMMAND --help         the subcommand's own help\n\n"
-        "Data: the first 90,000,000 bytes train, the next 5,000,000 validate, the last 5,000,000\n"
-        "test; a file shorter than 10^8 bytes is split 90/5/5 in proportion.\n\n"
-        "  --preset NAME        paper (default): AdamW, linear warmup then linear decay, weight\n"
-        "                       decay 0.01, eps 1e-6, local clipping 0.1, the train.py model;\n"
-        "                       flash-pytorch: FLASH-pytorch's train.py exactly (Adam 2e-4\n"
-        "                       constant, eps 1e-8, global clipping 0.5). Flags after it override.\n");
-    const char *titles[] = {"run", "data", "recipe", "model (train.py's FLASHTransformer by default)"};
-    for (int g = G_RUN; g <= G_MODEL; g++) {
+    command_defaults(&d, cmd);
+    const int ci = command_index(cmd);
+    fprintf(f, "usage: %s\n\n%s", COMMANDS[ci].usage, COMMANDS[ci].about);
+    const char *titles[] = {cmd == CMD_TRAIN ? "" : COMMANDS[ci].name, "run", "data", "recipe",
+                            "model (train.py's FLASHTransformer by default)"};
+    for (int g = G_CMD; g <= G_MODEL; g++) {
         int any = 0;
         for (int i = 0; i < N_FLAGS; i++) {
             const Flag *fl = &FLAGS[i];
-            if ((int)fl->group != g) continue;
-            if (!any) fprintf(f, "\n%s:\n", titles[g]);
+            if ((int)fl->group != g || !(fl->cmds & cmd)) continue;
+            if (!any) fprintf(f, "\n%s:\n", g == G_RUN && cmd != CMD_TRAIN ? "options" : titles[g]);
             any = 1;
             char left[64], def[64];
             snprintf(left, sizeof left, "%s%s%s", fl->flag, fl->meta ? " " : "", fl->meta ? fl->meta : "");
             value_str(&d, fl, def, sizeof def);
-            if (fl->kind == K_OFF) fprintf(f, "  %-28s %s\n", left, fl->help);
+            if (cmd == CMD_EVAL && fl->group == G_RECIPE) snprintf(def, sizeof def, "the training run's");
+            if (fl->kind == K_OFF || (fl->kind == K_ON && fl->group == G_CMD)) fprintf(f, "  %-28s %s\n", left, fl->help);
             else fprintf(f, "  %-28s %s (default %s)\n", left, fl->help, def);
         }
     }
-    fprintf(f, "\nEnvironment: on a CPU with AVX-512, OpenBLAS's AVX-512 (SkylakeX) kernels are used even\n"
-               "where OpenBLAS or OPENBLAS_CORETYPE would pick its slower AVX2 ones; FLASH_BLAS_CORE=env\n"
-               "keeps the environment's choice. OMP_NUM_THREADS is overridden by --threads.\n");
+    if (cmd == CMD_TRAIN || cmd == CMD_BENCH)
+        fprintf(f, "\nEnvironment: on a CPU with AVX-512, OpenBLAS's AVX-512 (SkylakeX) kernels are used even\n"
+                   "where OpenBLAS or OPENBLAS_CORETYPE would pick its slower AVX2 ones; FLASH_BLAS_CORE=env\n"
+                   "keeps the environment's choice. OMP_NUM_THREADS is overridden by --threads.\n");
+}
+
+int options_given(const Options *o, const char *flag) {
+    for (int i = 0; i < N_FLAGS; i++)
+        if (!strcmp(FLAGS[i].flag, flag)) return o->given[i];
+    return 0;
 }
 
 static int set_flag(Options *o, const Flag *f, const char *val, char *err, size_t errlen) {
@@ -273,16 +350,32 @@ static int set_flag(Options *o, const Flag *f, const char *val, char *err, size_
         else if (!strcmp(val, "bf16")) *(ModelPrecision *)p = PRECISION_BF16;
         else { snprintf(err, errlen, "%s: expected fp32 or bf16, got \"%s\"", f->flag, val); return -1; }
         return 0;
+    case K_SPLIT:
+        if (strcmp(val, "val") && strcmp(val, "test")) {
+            snprintf(err, errlen, "%s must be val or test, got \"%s\"", f->flag, val);
+            return -1;
+        }
+        snprintf(p, 8, "%s", val);
+        return 0;
+    case K_TEXT: *(const char **)p = *val ? val : "\n"; return 0;
     case K_ON: *(int *)p = 1; return 0;
     case K_OFF: *(int *)p = 0; return 0;
     }
     return -1;
 }
 
-int options_parse(Options *o, int argc, char **argv, int need_file, char *err, size_t errlen) {
+int options_parse(Options *o, Command cmd, int argc, char **argv, char *err, size_t errlen) {
     options_default(o);
+    command_defaults(o, cmd);
+    const int ci = command_index(cmd);
+    const char *name = COMMANDS[ci].name;
+    /* "unknown eval option", "unknown option": as each command has always said it */
+    const char *label = cmd == CMD_EVAL || cmd == CMD_SAMPLE || cmd == CMD_EXPORT ? name : "";
+    char help[48];
+    snprintf(help, sizeof help, "./train %s%s--help", name, *name ? " " : "");
+    const int takes_preset = cmd == CMD_TRAIN || cmd == CMD_BENCH;
     /* a preset applies first wherever it stands, so that the other flags override it */
-    for (int i = 1; i < argc; i++) {
+    for (int i = 1; i < argc && takes_preset; i++) {
         const char *a = argv[i], *v = NULL;
         if (!strncmp(a, "--preset=", 9)) v = a + 9;
         else if (!strcmp(a, "--preset")) {
@@ -290,49 +383,64 @@ int options_parse(Options *o, int argc, char **argv, int need_file, char *err, s
             v = argv[++i];
         }
         if (v && options_preset(o, v, err, errlen)) return -1;
+        if (v) command_defaults(o, cmd);
     }
-    int positional = 0;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
-        if (!strcmp(a, "-h") || !strcmp(a, "--help")) { options_print_help(stdout); return 1; }
-        if (!strcmp(a, "--preset")) { i++; continue; }
-        if (!strncmp(a, "--preset=", 9)) continue;
+        if (!strcmp(a, "-h") || !strcmp(a, "--help")) { options_print_help(stdout, cmd); return 1; }
+        if (takes_preset && !strcmp(a, "--preset")) { i++; continue; }
+        if (takes_preset && !strncmp(a, "--preset=", 9)) continue;
         if (a[0] == '-' && a[1] == '-') {
-            char name[64];
+            char nm[64];
             const char *eq = strchr(a, '='), *val = NULL;
             size_t len = eq ? (size_t)(eq - a) : strlen(a);
-            if (len >= sizeof name) len = sizeof name - 1;
-            memcpy(name, a, len);
-            name[len] = 0;
-            const Flag *f = NULL;
-            for (int k = 0; k < N_FLAGS; k++)
-                if (!strcmp(FLAGS[k].flag, name)) f = &FLAGS[k];
-            if (!f) { snprintf(err, errlen, "unknown option %s (see ./train --help)", name); return -1; }
+            if (len >= sizeof nm) len = sizeof nm - 1;
+            memcpy(nm, a, len);
+            nm[len] = 0;
+            int k = 0;
+            while (k < N_FLAGS && (strcmp(FLAGS[k].flag, nm) || !(FLAGS[k].cmds & cmd))) k++;
+            if (k == N_FLAGS) {
+                snprintf(err, errlen, "unknown %s%soption %s (see %s)", label, *label ? " " : "", nm, help);
+                return -1;
+            }
+            const Flag *f = &FLAGS[k];
             if (f->kind == K_ON || f->kind == K_OFF) {
-                if (eq) { snprintf(err, errlen, "%s takes no value", name); return -1; }
+                if (eq) { snprintf(err, errlen, "%s takes no value", nm); return -1; }
             } else if (eq) {
                 val = eq + 1;
             } else {
-                if (i + 1 >= argc) { snprintf(err, errlen, "%s needs a value (%s)", name, f->meta); return -1; }
+                if (i + 1 >= argc) { snprintf(err, errlen, "%s needs a value (%s)", nm, f->meta); return -1; }
                 val = argv[++i];
             }
             if (set_flag(o, f, val, err, errlen)) return -1;
+            o->given[k] = 1;
             if (f->group == G_MODEL) o->model_flags_given = 1;
             if (f->group == G_RECIPE || f->group == G_DATA) o->recipe_flags_given = 1;
             continue;
         }
-        if (a[0] == '-' && a[1]) { snprintf(err, errlen, "unknown option %s (see ./train --help)", a); return -1; }
-        if (positional++ || !need_file) {
-            snprintf(err, errlen, "unexpected argument \"%s\"%s", a, need_file ? ": one data FILE only" : "");
+        if (a[0] == '-' && a[1]) {
+            snprintf(err, errlen, "unknown %s%soption %s (see %s)", label, *label ? " " : "", a, help);
             return -1;
         }
-        if (strlen(a) >= OPT_PATH_MAX) { snprintf(err, errlen, "data path too long"); return -1; }
-        snprintf(o->data_path, sizeof o->data_path, "%s", a);
+        const int max_args = cmd == CMD_EVAL || cmd == CMD_EXPORT ? 2 : cmd == CMD_BENCH ? 0 : 1;
+        if (o->nargs >= max_args) {
+            if (cmd == CMD_EXPORT) snprintf(err, errlen, "usage: %s", COMMANDS[ci].usage);
+            else snprintf(err, errlen, "unexpected argument \"%s\"%s", a, cmd == CMD_TRAIN ? ": one data FILE only" : "");
+            return -1;
+        }
+        if (cmd == CMD_TRAIN && strlen(a) >= OPT_PATH_MAX) { snprintf(err, errlen, "data path too long"); return -1; }
+        o->args[o->nargs++] = a;
     }
-    if (need_file && !positional && !o->resume_dir[0]) {
-        snprintf(err, errlen, "no data FILE given (e.g. ./train enwik8.gz; see ./train --help)");
-        return -1;
+    if (cmd == CMD_TRAIN) {
+        if (o->nargs) snprintf(o->data_path, sizeof o->data_path, "%s", o->args[0]);
+        if (!o->nargs && !o->resume_dir[0]) {
+            snprintf(err, errlen, "no data FILE given (e.g. ./train enwik8.gz; see ./train --help)");
+            return -1;
+        }
     }
+    if (cmd == CMD_EVAL && o->nargs < 2) { snprintf(err, errlen, "eval needs CHECKPOINT and FILE (see %s)", help); return -1; }
+    if (cmd == CMD_SAMPLE && o->nargs < 1) { snprintf(err, errlen, "sample needs a CHECKPOINT (see %s)", help); return -1; }
+    if (cmd == CMD_EXPORT && o->nargs < 2) { snprintf(err, errlen, "usage: %s", COMMANDS[ci].usage); return -1; }
     return 0;
 }
 

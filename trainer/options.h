@@ -10,6 +10,11 @@
 #include "optim.h"
 
 #define OPT_PATH_MAX 1024
+#define OPT_MAX_FLAGS 64
+
+/* The commands of ./train; each flag of the one table says which of them take it. */
+typedef enum { CMD_TRAIN = 1, CMD_EVAL = 2, CMD_SAMPLE = 4, CMD_EXPORT = 8, CMD_BENCH = 16 } Command;
+#define CMD_ALL (CMD_TRAIN | CMD_EVAL | CMD_SAMPLE | CMD_EXPORT | CMD_BENCH)
 
 typedef struct {
     FlashConfig model;
@@ -30,6 +35,14 @@ typedef struct {
     ModelPrecision precision;          /* --precision (not saved) */
     int model_flags_given;             /* a model option was on the command line */
     int recipe_flags_given;            /* a recipe or data option was on the command line */
+    /* the subcommands' own settings (not saved) */
+    char split[8];                     /* eval: "val" or "test" */
+    const char *prompt;                /* sample: the text to continue (argv's, not owned) */
+    int gen_len, num_samples, sample_bench;
+    double temperature;
+    const char *args[2];               /* the positional arguments (argv's), nargs of them */
+    int nargs;
+    unsigned char given[OPT_MAX_FLAGS];/* which flags of the table were on the command line */
 } Options;
 
 /* The default recipe: the paper's (AdamW, warmup + linear decay, wd 0.01, eps 1e-6, local
@@ -38,11 +51,17 @@ void options_default(Options *o);
 /* Applies a named preset over *o: "paper" (the default) or "flash-pytorch". 0 or -1. */
 int options_preset(Options *o, const char *name, char *err, size_t errlen);
 
-/* Parses `./train [options] FILE` (argv[0] is skipped). need_file: the data FILE is
-   required (training) or refused (bench). Returns 0, 1 when --help was printed, -1 with
-   a message. */
-int options_parse(Options *o, int argc, char **argv, int need_file, char *err, size_t errlen);
-void options_print_help(FILE *f);
+/* Parses the command line of one command through the one table: `./train [options] FILE`
+   for CMD_TRAIN (argv[0], the program, is skipped), `./train CMD [options] ARGS...` for
+   the others (argv[0] = CMD). The positional arguments land in o->args: training's data
+   FILE (none with --resume DIR, or one), eval's CHECKPOINT FILE, sample's CHECKPOINT,
+   export's CHECKPOINT OUT, none for bench. Returns 0, 1 when --help was printed, -1 with a
+   message. */
+int options_parse(Options *o, Command cmd, int argc, char **argv, char *err, size_t errlen);
+/* The command's help: usage, what it does, and each of its flags with its default. */
+void options_print_help(FILE *f, Command cmd);
+/* 1 when FLAG (e.g. "--steps") was on the command line. */
+int options_given(const Options *o, const char *flag);
 /* 0, or -1 with a message for values that cannot run. */
 int options_validate(const Options *o, char *err, size_t errlen);
 
