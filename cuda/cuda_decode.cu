@@ -310,7 +310,10 @@ int cuda_decoder_prefill(Model *m, const int *prompt, int P, float *logits) {
             cudaMemcpyAsync(S, kv_last, sizeof(float) * (size_t)s * e, cudaMemcpyDeviceToDevice, st);
             const float *lin_k = ACT(cm, A_QK4) + (size_t)l * 4 * Nm * s + 3 * N * s + (size_t)(G - 1) * C * s;
             const float *v = ACT(cm, A_HID) + (size_t)l * Nm * H + (size_t)(G - 1) * C * H;
-            cuda_gemm(cm, 1, 0, s, e, C, 1.0f / C, lin_k, NULL, s, 0, v, NULL, H, 0, 1, S, e, 0, 1);
+            /* bf16 keeps v and lin_k as twins only: the product in bf16 then */
+            const bf16 *lin_k_h = cm->use_bf16 ? TWIN(cm, H_QK4) + (lin_k - ACT(cm, A_QK4)) : NULL;
+            const bf16 *v_h = cm->use_bf16 ? TWIN(cm, H_HID) + (v - ACT(cm, A_HID)) : NULL;
+            cuda_gemm(cm, 1, 0, s, e, C, 1.0f / C, lin_k, lin_k_h, s, 0, v, v_h, H, 0, 1, S, e, 0, 1);
             /* the previous normalized row: the norm of the layer's input at P0 - 1 */
             const float *row = ACT(cm, A_RES) + ((size_t)l * Nm + P0 - 1) * d;
             float *prev = dc->prev + (size_t)l * n * d;

@@ -117,9 +117,11 @@ void cuda_forward_pass(Model *m, const int *d_tok, int tstride, int B, int T, in
         MARK(P_NORM);
         /* [to_hidden; to_qk]: one (2e + s) x d product, then bias and silu */
         cuda_gemm(cm, 0, 1, N, H, d, 1, xs, xs_h, d, 0, P->wh, Wh_h, d, 0, 0, hid_u, H, 0, 1);
-        bias_silu_cuda(hid_u, hid, P->bh, N, H, H, TW(hid_h), st);
+        /* bf16 keeps v | gate | z as the twin only */
+        bias_silu_cuda(hid_u, hid_h ? NULL : hid, P->bh, N, H, H, TW(hid_h), st);
         MARK(P_TO_HIDDEN);
-        offset_scale_rotary_forward_cuda(qk4, hid + 2 * e, H, P->gamma, P->beta, ACT(cm, A_ROT_COS),
+        offset_scale_rotary_forward_cuda(qk4, hid + 2 * e, TW(hid_h ? hid_h + 2 * e : NULL), H, P->gamma,
+                                         P->beta, ACT(cm, A_ROT_COS),
                                          ACT(cm, A_ROT_SIN), N, Tp, s, r, TW(qk4_h), st);
         MARK(P_ROTARY);
         const float *Qq = qk4, *Ql = qk4 + Ns, *Kq = qk4 + 2 * Ns, *Kl = qk4 + 3 * Ns;
@@ -139,7 +141,8 @@ void cuda_forward_pass(Model *m, const int *d_tok, int tstride, int B, int T, in
         /* lin_out = lin_q S_g, added to quad_out */
         cuda_gemm(cm, 0, 0, C, e, s, 1, Ql, Ql_h, s, Cs, kv, kv_h, e, se, 1, att, e, Ce, BG);
         MARK(P_ATTENTION);
-        gate_forward_cuda(gated, hid + e, H, att, N, e, TW(gated_h), st);
+        gate_forward_cuda(gated_h ? NULL : gated, hid + e, TW(hid_h ? hid_h + e : NULL), H, att, N, e,
+                          TW(gated_h), st);
         MARK(P_GATE);
         /* h_out = h + bo + gated Wo^T */
         bias_add_cuda(h_out, P->bo, h, N, d, st);
@@ -222,7 +225,10 @@ static void backward_pass(Model *m, const int *d_tok, int tstride, int B, int T,
         cuda_gemm(cm, 1, 0, d, e, N, 1, d_res, d_res_h, d, 0, gated, gated_h, e, 0, 1, D->wo, e, 0, 1);
         colsum_add_cuda(D->bo, d_res, d, NULL, 0, N, d, col, st);
         MARK(P_PHASES + P_TO_OUT);
-        gate_backward_cuda(d_hid + e, H, d_att, d_gated, hid + e, att, N, e, TW(d_att_h), st);
+        /* the gate's and z's silu backward are folded into their kernels; v's follows below */
+        gate_backward_cuda(d_hid + e, H, d_att, d_gated, hid + e, TW(hid_h ? hid_h + e : NULL), att,
+                           hid_u + e, N, e,
+                           TW(d_hid_h ? d_hid_h + e : NULL), TW(d_att_h), st);
         MARK(P_PHASES + P_GATE);
         const float *Qq = qk4, *Ql = qk4 + Ns, *Kq = qk4 + 2 * Ns, *Kl = qk4 + 3 * Ns;
         const bf16 *Qq_h = qk4_h, *Ql_h = qk4_h ? qk4_h + Ns : NULL, *Kq_h = qk4_h ? qk4_h + 2 * Ns : NULL,
@@ -237,18 +243,20 @@ static void backward_pass(Model *m, const int *d_tok, int tstride, int B, int T,
         cuda_gemm(cm, 0, 0, C, e, s, inv_C, Kl, Kl_h, s, Cs, d_kv, d_kv_h, e, se, 0, d_hid, H, CH, BG);
         /* quad_out = A v:  dA = dO v^T;  dsim = dA phi'(sim) (causal) */
         cuda_gemm(cm, 0, 1, C, C, e, 1, d_att, d_att_h, e, Ce, hid, hid_h, H, CH, 0, dsim, C, CC, BG);
-        attn_phi_backward_cuda(dsim, sim, BG, C, c->laplace_attn_fn, TW(dsim_h), st);
-        attn_rel_bias_backward_cuda(D->rel_bias, dsim, BG, C, s, ACT(cm, A_DIST_SCRATCH), st);
+        attn_phi_backward_cuda(dsim, sim, BG, C, c->laplace_attn_fn, TW(dsim_h), ACT(cm, A_DIST_SCRATCH), st);
+        attn_rel_bias_backward_cuda(D->rel_bias, ACT(cm, A_DIST_SCRATCH), attn_dist_parts(BG, C), C, s,
+                                    ACT(cm, A_DIST_SCRATCH) + (size_t)attn_dist_parts(BG, C) * C, st);
         /* sim = Q K^T / C:  dQ = dsim K / C;  dK = dsim^T Q / C;  dv += A^T dO */
         cuda_gemm(cm, 0, 0, C, s, C, inv_C, dsim, dsim_h, C, CC, Kq, Kq_h, s, Cs, 0, dQq, s, Cs, BG);
         cuda_gemm(cm, 1, 0, C, s, C, inv_C, dsim, dsim_h, C, CC, Qq, Qq_h, s, Cs, 0, dKq, s, Cs, BG);
         cuda_gemm(cm, 1, 0, C, e, C, 1, attn, attn_h, C, CC, d_att, d_att_h, e, Ce, 1, d_hid, H, CH, BG);
         MARK(P_PHASES + P_ATTENTION);
-        offset_scale_rotary_backward_cuda(d_hid + 2 * e, D->gamma, D->beta, d_qk4, hid + 2 * e, H,
-                                          P->gamma, ACT(cm, A_ROT_COS), ACT(cm, A_ROT_SIN), N, Tp, s, r,
-                                          col, st);
+        offset_scale_rotary_backward_cuda(d_hid + 2 * e, D->gamma, D->beta, d_qk4, hid + 2 * e,
+                                          TW(hid_h ? hid_h + 2 * e : NULL), H,
+                                          hid_u + 2 * e, P->gamma, ACT(cm, A_ROT_COS), ACT(cm, A_ROT_SIN),
+                                          N, Tp, s, r, col, TW(d_hid_h ? d_hid_h + 2 * e : NULL), st);
         MARK(P_PHASES + P_ROTARY);
-        silu_backward_cuda(d_hid, d_hid, hid_u, (size_t)N * H, TW(d_hid_h), st);
+        silu_backward_cuda(d_hid, hid_u, N, e, H, TW(d_hid_h), st);   /* v's columns */
         /* one product gives both inputs' gradient sum, one the fused weight block's */
         cuda_gemm(cm, 0, 0, N, d, H, 1, d_hid, d_hid_h, H, 0, P->wh, Wh_h, d, 0, 0, d_xs, d, 0, 1);
         cuda_gemm(cm, 1, 0, H, d, N, 1, d_hid, d_hid_h, H, 0, xs, xs_h, d, 0, 1, D->wh, d, 0, 1);
@@ -304,7 +312,7 @@ static size_t layout(const FlashConfig *c, int capB, int capTp, int bf16, size_t
     const size_t L = c->depth, d = c->dim, e = config_hidden(c), s = c->query_key_dim;
     const size_t C = c->group_size, V = c->num_tokens, r = config_rotary(c), H = 2 * e + s;
     const size_t Nm = (size_t)capB * capTp, BG = Nm / C;
-    const size_t colmax = (H > V ? H : V) > 4 * s ? (H > V ? H : V) : 4 * s;
+    const size_t colmax = H > V ? H : V;
     size_t n[A_COUNT] = {0}, el[A_COUNT];
     for (int k = 0; k < A_COUNT; k++) el[k] = 4;
     n[A_RES] = (L + 1) * Nm * d;      n[A_NSTAT] = L * Nm * 2;       n[A_XS] = L * Nm * d;
@@ -317,9 +325,9 @@ static size_t layout(const FlashConfig *c, int capB, int capTp, int bf16, size_t
     n[A_D_RES] = Nm * d;              n[A_D_XS] = Nm * d;            n[A_D_HID] = Nm * H;
     n[A_D_QK4] = 4 * Nm * s;          n[A_D_ATT] = Nm * e;           n[A_D_GATED] = Nm * e;
     n[A_D_KV] = BG * s * e;           n[A_DSIM] = Nm * C;            n[A_D_LOGITS] = Nm * V;
-    n[A_D_LNF] = Nm * d;              n[A_ROW_SCRATCH] = Nm;         n[A_COL_SCRATCH] = 64 * colmax;
-    n[A_XHAT_SCRATCH] = c->norm_type == NORM_LAYERNORM || 1 ? 2 * Nm * d : 0;
-    n[A_DIST_SCRATCH] = C;
+    n[A_D_LNF] = Nm * d;              n[A_ROW_SCRATCH] = Nm;         n[A_COL_SCRATCH] = 64 * (colmax > 8 * s ? colmax : 8 * s);
+    n[A_XHAT_SCRATCH] = 2 * Nm * d;   /* the final LayerNorm's backward needs it in every config */
+    n[A_DIST_SCRATCH] = BG * ((C + 31) / 32) * C + 65 * C;   /* attn_dist_parts(BG, C) x C, + its sums */
     if (bf16) {
         n[H_XS] = n[A_XS];      n[H_HID] = n[A_HID];      n[H_QK4] = n[A_QK4];
         n[H_ATTN] = n[A_ATTN];  n[H_KV] = n[A_KV];        n[H_GATED] = n[A_GATED];
@@ -361,6 +369,8 @@ static void cu_close(Model *m) {
     free(cm->h_pos); free(cm->h_rot);
     params_unpoint(&cm->p);
     params_unpoint(&cm->g);
+    free(cm->dtab.info);
+    free(cm->host_dev);
     if (cm->st) cudaStreamDestroy(cm->st);
     free(cm);
     m->impl = NULL;
@@ -377,20 +387,35 @@ static void cu_info(const Model *m, ModelInfo *info) {
     info->micro_batch = cm->capB;
 }
 
-static void refresh_twin(CudaModel *cm, const ParamTable *t) {
-    if (cm->params_h) to_bf16_cuda((bf16_t *)cm->params_h, cm->params, t->total, cm->st);
+static void refresh_twin(CudaModel *cm) {
+    if (cm->params_h) to_bf16_cuda((bf16_t *)cm->params_h, cm->params, cm->dtab.total, cm->st);
+}
+
+/* the host table's order <-> the device's aligned layout */
+static void to_device_layout(const Model *m, float *dev_layout, const float *host) {
+    const CudaModel *cm = CM(m);
+    for (int i = 0; i < m->table.n; i++)
+        memcpy(dev_layout + cm->dtab.info[i].offset, host + m->table.info[i].offset,
+               m->table.info[i].numel * sizeof(float));
+}
+static void from_device_layout(const Model *m, float *host, const float *dev_layout) {
+    const CudaModel *cm = CM(m);
+    for (int i = 0; i < m->table.n; i++)
+        memcpy(host + m->table.info[i].offset, dev_layout + cm->dtab.info[i].offset,
+               m->table.info[i].numel * sizeof(float));
 }
 
 static int cu_write(Model *m, StateKind kind, const float *host, char *err, size_t errlen) {
     CudaModel *cm = CM(m);
-    const size_t n = m->table.total;
+    const size_t n = cm->dtab.total;
     float *dst = kind == STATE_PARAMS ? cm->params : kind == STATE_GRADS ? cm->grads
                : kind == STATE_ADAM_M ? cm->adam_m : cm->adam_v;
-    if (cuda_fail(cudaMemcpy(dst, host, n * sizeof(float), cudaMemcpyHostToDevice), "copy to the GPU", err, errlen))
+    to_device_layout(m, cm->host_dev, host);
+    if (cuda_fail(cudaMemcpy(dst, cm->host_dev, n * sizeof(float), cudaMemcpyHostToDevice), "copy to the GPU", err, errlen))
         return -1;
     if (kind == STATE_PARAMS) {
         if (upload_tables(m, host, err, errlen)) return -1;
-        refresh_twin(cm, &m->table);
+        refresh_twin(cm);
         if (cuda_fail(cudaStreamSynchronize(cm->st), "bf16 weights", err, errlen)) return -1;
     }
     return 0;
@@ -400,9 +425,12 @@ static int cu_read(Model *m, StateKind kind, float *host, char *err, size_t errl
     CudaModel *cm = CM(m);
     const float *src = kind == STATE_PARAMS ? cm->params : kind == STATE_GRADS ? cm->grads
                      : kind == STATE_ADAM_M ? cm->adam_m : cm->adam_v;
-    if (cuda_fail(cudaStreamSynchronize(cm->st), "step", err, errlen)) return -1;
-    return cuda_fail(cudaMemcpy(host, src, m->table.total * sizeof(float), cudaMemcpyDeviceToHost),
-                     "copy from the GPU", err, errlen);
+    if (cuda_fail(cudaStreamSynchronize(cm->st), "step", err, errlen) ||
+        cuda_fail(cudaMemcpy(cm->host_dev, src, cm->dtab.total * sizeof(float), cudaMemcpyDeviceToHost),
+                  "copy from the GPU", err, errlen))
+        return -1;
+    from_device_layout(m, host, cm->host_dev);
+    return 0;
 }
 
 static int cu_init_params(Model *m, uint64_t seed, char *err, size_t errlen) {
@@ -458,7 +486,7 @@ static double cu_accumulate(Model *m, const int *tokens, int n_seq, int B, int T
     cudaStream_t st = cm->st;
     cudaMemcpyAsync(cm->d_stage, cm->h_stage, (ntok + chunks * per_chunk) * sizeof(int),
                     cudaMemcpyHostToDevice, st);
-    cudaMemsetAsync(cm->grads, 0, m->table.total * sizeof(float), st);
+    cudaMemsetAsync(cm->grads, 0, cm->dtab.total * sizeof(float), st);
     cudaMemsetAsync(cm->scalars + 1, 0, sizeof(double), st);
     /* a micro-batch of k of the caller's micro-batches: its mean loss times k / divisor */
     const double weight = (double)mb / B / divisor;
@@ -476,7 +504,7 @@ static double cu_accumulate(Model *m, const int *tokens, int n_seq, int B, int T
 }
 
 static void *cu_grad_buffer(Model *m, size_t *count, size_t *elem_size, int *on_device) {
-    *count = m->table.total;
+    *count = CM(m)->dtab.total;   /* the aligned layout, padding included (zeros) */
     *elem_size = sizeof(float);
     *on_device = 1;
     cudaStreamSynchronize(CM(m)->st);
@@ -583,8 +611,26 @@ extern "C" int cuda_model_open(Model *m, char *err, size_t errlen) {
     cublasSetMathMode(cm->blas, CUBLAS_DEFAULT_MATH);   /* no TF32 */
     for (int i = 0; i < 64; i++) cudaEventCreate(&cm->ev[i]);
     {
-        /* state */
-        const size_t n = m->table.total;
+        /* state, in the aligned layout */
+        cm->dtab = m->table;
+        cm->dtab.info = (ParamInfo *)malloc(sizeof(ParamInfo) * (m->table.n ? m->table.n : 1));
+        if (!cm->dtab.info) { snprintf(err, errlen, "out of memory"); goto fail; }
+        size_t at = 0;
+        for (int i = 0; i < m->table.n; i++) {
+            cm->dtab.info[i] = m->table.info[i];
+            cm->dtab.info[i].offset = at;
+            at += m->table.info[i].numel;
+            /* to_qk follows to_hidden directly (one fused product reads both) */
+            const char *nm = m->table.info[i].name;
+            const size_t ln = strlen(nm);
+            const int fused = (ln > 18 && !strcmp(nm + ln - 18, "to_hidden.0.weight")) ||
+                              (ln > 16 && !strcmp(nm + ln - 16, "to_hidden.0.bias"));
+            if (!fused) at = (at + ALIGN_ELEMS - 1) / ALIGN_ELEMS * ALIGN_ELEMS;
+        }
+        cm->dtab.total = at;
+        cm->host_dev = (float *)calloc(at ? at : 1, sizeof(float));
+        if (!cm->host_dev) { snprintf(err, errlen, "out of memory"); goto fail; }
+        const size_t n = cm->dtab.total;
         cm->state_bytes = 4 * n * sizeof(float);
         if (cuda_fail(cudaMalloc((void **)&cm->state, cm->state_bytes), "memory for the parameters", err, errlen))
             goto fail;
@@ -596,12 +642,12 @@ extern "C" int cuda_model_open(Model *m, char *err, size_t errlen) {
                 goto fail;
             cm->state_bytes += n * sizeof(bf16);
         }
-        if (params_point(&cm->p, &m->table, c, cm->params) || params_point(&cm->g, &m->table, c, cm->grads)) {
+        if (params_point(&cm->p, &cm->dtab, c, cm->params) || params_point(&cm->g, &cm->dtab, c, cm->grads)) {
             snprintf(err, errlen, "out of memory");
             goto fail;
         }
         /* optimizer chunks: trained tensors cut into blocks of CHUNK_ELEMS */
-        const ParamTable *t = &m->table;
+        const ParamTable *t = &cm->dtab;
         int nch = 0;
         for (int i = 0; i < t->n; i++)
             if (t->info[i].trained) nch += (int)((t->info[i].numel + CHUNK_ELEMS - 1) / CHUNK_ELEMS);

@@ -17,6 +17,7 @@ extern "C" {
 typedef __nv_bfloat16 bf16;
 
 #define CHUNK_ELEMS 16384    /* optimizer: elements per block */
+#define ALIGN_ELEMS 64       /* device tensors start at multiples of 256 bytes */
 
 /* every buffer of the activation arena, named once */
 enum {
@@ -37,7 +38,12 @@ typedef struct {
     cudaStream_t st;
     cublasHandle_t blas;
     void *blas_ws;
-    /* state: params | grads | m | v, table.total floats each */
+    /* state: params | grads | m | v, dtab.total floats each. dtab is the parameter table
+       with every tensor's offset rounded up to ALIGN_ELEMS: cuBLAS takes its fast kernels
+       only for 16-byte aligned operands, and the host table packs tensors back to back.
+       host_dev stages a whole state in this layout for read/write. */
+    ParamTable dtab;
+    float *host_dev;
     float *state, *params, *grads, *adam_m, *adam_v;
     bf16 *params_h;                   /* bf16 twin of the parameters (bf16 only) */
     ModelParams p, g;                 /* named device pointers */

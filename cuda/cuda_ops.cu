@@ -5,6 +5,7 @@
 #include "cuda_ops.h"
 #include <cuda_bf16.h>
 #include <math.h>
+#include <stdint.h>
 
 #define NORM_EPS 1e-5f
 #define LAPLACE_MU 0.70710678118654752440f
@@ -17,6 +18,13 @@ static inline unsigned grid_for(size_t n, int block) {
     size_t g = (n + block - 1) / block;
     return (unsigned)(g > 65535u * 32u ? 65535u * 32u : (g ? g : 1));
 }
+
+/* Row-wise element kernels: x over the columns (256 per block), y over the rows (grid-
+   stride), so that no thread divides a 64-bit index (slow on the GPU). */
+static inline dim3 grid_rows(int rows, int cols) {
+    return dim3((unsigned)((cols + 255) / 256), (unsigned)(rows < 65535 ? (rows > 0 ? rows : 1) : 65535));
+}
+#define FOR_ROWS(n, rows) for (int n = blockIdx.y; n < (rows); n += gridDim.y)
 
 __device__ __forceinline__ float warp_sum(float v) {
     for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
@@ -32,6 +40,10 @@ __device__ __forceinline__ float warp_max(float v) {
 }
 __device__ __forceinline__ void put_twin(bf16_t *twin, size_t k, float v) {
     if (twin) reinterpret_cast<bf16 *>(twin)[k] = __float2bfloat16(v);
+}
+/* x[i] from its bf16 twin when one is given (bf16 precision keeps no fp32 copy) */
+__device__ __forceinline__ float ld_act(const float *x, const bf16_t *x16, size_t i) {
+    return x16 ? __bfloat162float(reinterpret_cast<const bf16 *>(x16)[i]) : x[i];
 }
 __device__ __forceinline__ float silu_f(float u) { return u / (1.0f + expf(-u)); }
 __device__ __forceinline__ float sigmoid_f(float u) { return 1.0f / (1.0f + expf(-u)); }
@@ -95,22 +107,19 @@ void sum_add_cuda(float *dst, const float *src, int n, float scale, cudaStream_t
 __global__ void embed_forward_kernel(float *h, const int *tokens, int tstride, const float *tok_emb,
                                      const float *pos_scale, const float *pos_table, int B, int T,
                                      int Tp, int d) {
-    const size_t total = (size_t)B * Tp * d;
+    const int i = blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= d) return;
     const float scale = pos_scale[0];
-    for (size_t k = blockIdx.x * (size_t)blockDim.x + threadIdx.x; k < total;
-         k += (size_t)gridDim.x * blockDim.x) {
-        const int i = (int)(k % d);
-        const size_t n = k / d;
-        const int t = (int)(n % Tp), b = (int)(n / Tp);
+    FOR_ROWS(n, B * Tp) {
+        const int t = n % Tp, b = n / Tp;
         const int tok = t < T ? tokens[(size_t)b * tstride + t] : 0;
-        h[k] = tok_emb[(size_t)tok * d + i] + scale * pos_table[(size_t)t * d + i];
+        h[(size_t)n * d + i] = tok_emb[(size_t)tok * d + i] + scale * pos_table[(size_t)t * d + i];
     }
 }
 void embed_forward_cuda(float *h, const int *tokens, int tstride, const float *tok_emb,
                         const float *pos_scale, const float *pos_table, int B, int T, int Tp, int d,
                         cudaStream_t st) {
-    size_t total = (size_t)B * Tp * d;
-    embed_forward_kernel<<<grid_for(total, 256), 256, 0, st>>>(h, tokens, tstride, tok_emb, pos_scale,
+    embed_forward_kernel<<<grid_rows(B * Tp, d), 256, 0, st>>>(h, tokens, tstride, tok_emb, pos_scale,
                                                                 pos_table, B, T, Tp, d);
 }
 
@@ -298,86 +307,95 @@ void layernorm_backward_cuda(float *dx, float *dw, float *db, const float *dy, c
 
 __global__ void bias_silu_kernel(float *u, float *y, const float *b, int N, int M, int ld,
                                  bf16_t *twin) {
-    const size_t total = (size_t)N * M;
-    for (size_t k = blockIdx.x * (size_t)blockDim.x + threadIdx.x; k < total;
-         k += (size_t)gridDim.x * blockDim.x) {
-        const size_t n = k / M, j = k % M, at = n * ld + j;
-        const float v = u[at] + b[j];
+    const int j = blockIdx.x * blockDim.x + threadIdx.x;
+    if (j >= M) return;
+    const float bj = b[j];
+    FOR_ROWS(n, N) {
+        const size_t at = (size_t)n * ld + j;
+        const float v = u[at] + bj;
         u[at] = v;
         const float s = silu_f(v);
-        y[at] = s;
+        if (y) y[at] = s;
         put_twin(twin, at, s);
     }
 }
 void bias_silu_cuda(float *u, float *y, const float *b, int N, int M, int ld, bf16_t *twin,
                     cudaStream_t st) {
-    bias_silu_kernel<<<grid_for((size_t)N * M, 256), 256, 0, st>>>(u, y, b, N, M, ld, twin);
+    bias_silu_kernel<<<grid_rows(N, M), 256, 0, st>>>(u, y, b, N, M, ld, twin);
 }
 
 __global__ void bias_add_kernel(float *y, const float *b, const float *res, int N, int M) {
-    const size_t total = (size_t)N * M;
-    for (size_t k = blockIdx.x * (size_t)blockDim.x + threadIdx.x; k < total;
-         k += (size_t)gridDim.x * blockDim.x)
-        y[k] = b[k % M] + (res ? res[k] : 0.0f);
+    const int j = blockIdx.x * blockDim.x + threadIdx.x;
+    if (j >= M) return;
+    const float bj = b[j];
+    FOR_ROWS(n, N) {
+        const size_t at = (size_t)n * M + j;
+        y[at] = bj + (res ? res[at] : 0.0f);
+    }
 }
 void bias_add_cuda(float *y, const float *b, const float *res, int N, int M, cudaStream_t st) {
-    bias_add_kernel<<<grid_for((size_t)N * M, 256), 256, 0, st>>>(y, b, res, N, M);
+    bias_add_kernel<<<grid_rows(N, M), 256, 0, st>>>(y, b, res, N, M);
 }
 
 /* silu'(u) = sig(u) (1 + u (1 - sig(u))) */
-__global__ void silu_backward_kernel(float *du, const float *dy, const float *u, size_t n,
-                                     bf16_t *twin) {
-    for (size_t k = blockIdx.x * (size_t)blockDim.x + threadIdx.x; k < n;
-         k += (size_t)gridDim.x * blockDim.x) {
-        const float sg = sigmoid_f(u[k]);
-        const float g = dy[k] * sg * (1.0f + u[k] * (1.0f - sg));
-        du[k] = g;
-        put_twin(twin, k, g);
+__device__ __forceinline__ float silu_grad_f(float u) {
+    const float sg = sigmoid_f(u);
+    return sg * (1.0f + u * (1.0f - sg));
+}
+__global__ void silu_backward_kernel(float *d, const float *u, int N, int M, int ld, bf16_t *twin) {
+    const int j = blockIdx.x * blockDim.x + threadIdx.x;
+    if (j >= M) return;
+    FOR_ROWS(n, N) {
+        const size_t at = (size_t)n * ld + j;
+        const float g = d[at] * silu_grad_f(u[at]);
+        d[at] = g;
+        put_twin(twin, at, g);
     }
 }
-void silu_backward_cuda(float *du, const float *dy, const float *u, size_t n, bf16_t *twin,
+void silu_backward_cuda(float *d, const float *u, int N, int M, int ld, bf16_t *twin,
                         cudaStream_t st) {
-    silu_backward_kernel<<<grid_for(n, 256), 256, 0, st>>>(du, dy, u, n, twin);
+    silu_backward_kernel<<<grid_rows(N, M), 256, 0, st>>>(d, u, N, M, ld, twin);
 }
 
-__global__ void gate_forward_kernel(float *out, const float *gate, int gate_stride, const float *att,
-                                    int N, int e, bf16_t *twin) {
-    const size_t total = (size_t)N * e;
-    for (size_t k = blockIdx.x * (size_t)blockDim.x + threadIdx.x; k < total;
-         k += (size_t)gridDim.x * blockDim.x) {
-        const size_t n = k / e, i = k % e;
-        const float o = gate[n * gate_stride + i] * att[k];
-        out[k] = o;
+__global__ void gate_forward_kernel(float *out, const float *gate, const bf16_t *gate16, int gate_stride,
+                                    const float *att, int N, int e, bf16_t *twin) {
+    const int i = blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= e) return;
+    FOR_ROWS(n, N) {
+        const size_t k = (size_t)n * e + i;
+        const float o = ld_act(gate, gate16, (size_t)n * gate_stride + i) * att[k];
+        if (out) out[k] = o;
         put_twin(twin, k, o);
     }
 }
-void gate_forward_cuda(float *out, const float *gate, int gate_stride, const float *att, int N,
-                       int e, bf16_t *twin, cudaStream_t st) {
-    gate_forward_kernel<<<grid_for((size_t)N * e, 256), 256, 0, st>>>(out, gate, gate_stride, att, N,
-                                                                       e, twin);
+void gate_forward_cuda(float *out, const float *gate, const bf16_t *gate16, int gate_stride,
+                       const float *att, int N, int e, bf16_t *twin, cudaStream_t st) {
+    gate_forward_kernel<<<grid_rows(N, e), 256, 0, st>>>(out, gate, gate16, gate_stride, att, N, e, twin);
 }
 
-/* out = gate * att: d gate = d_out att; d att = d_out gate */
+/* out = gate * att: d gate = d_out att (times silu'(u) when u is given); d att = d_out gate */
 __global__ void gate_backward_kernel(float *d_gate, int gate_stride, float *d_att, const float *d_out,
-                                     const float *gate, const float *att, int N, int e,
-                                     bf16_t *twin) {
-    const size_t total = (size_t)N * e;
-    for (size_t k = blockIdx.x * (size_t)blockDim.x + threadIdx.x; k < total;
-         k += (size_t)gridDim.x * blockDim.x) {
-        const size_t n = k / e, i = k % e, kg = n * gate_stride + i;
-        const float g = gate[kg], dout = d_out[k];
-        d_gate[kg] = dout * att[k];
+                                     const float *gate, const bf16_t *gate16, const float *att,
+                                     const float *u, int N, int e, bf16_t *gate_twin, bf16_t *att_twin) {
+    const int i = blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= e) return;
+    FOR_ROWS(n, N) {
+        const size_t k = (size_t)n * e + i, kg = (size_t)n * gate_stride + i;
+        const float g = ld_act(gate, gate16, kg), dout = d_out[k];
+        float dg = dout * att[k];
+        if (u) dg *= silu_grad_f(u[kg]);
+        d_gate[kg] = dg;
+        put_twin(gate_twin, kg, dg);
         const float da = dout * g;
         d_att[k] = da;
-        put_twin(twin, k, da);
+        put_twin(att_twin, k, da);
     }
 }
 void gate_backward_cuda(float *d_gate, int gate_stride, float *d_att, const float *d_out,
-                        const float *gate, const float *att, int N, int e, bf16_t *d_att_twin,
-                        cudaStream_t st) {
-    gate_backward_kernel<<<grid_for((size_t)N * e, 256), 256, 0, st>>>(d_gate, gate_stride, d_att,
-                                                                        d_out, gate, att, N, e,
-                                                                        d_att_twin);
+                        const float *gate, const bf16_t *gate16, const float *att, const float *u_gate,
+                        int N, int e, bf16_t *d_gate_twin, bf16_t *d_att_twin, cudaStream_t st) {
+    gate_backward_kernel<<<grid_rows(N, e), 256, 0, st>>>(d_gate, gate_stride, d_att, d_out, gate, gate16,
+                                                          att, u_gate, N, e, d_gate_twin, d_att_twin);
 }
 
 /* ============================ offset-scale + rotary ================================ */
@@ -390,64 +408,66 @@ __device__ __forceinline__ void unit_features(int u, int pairs, int *f0, int *f1
 }
 
 /* o_k = z gamma_k + beta_k, then (u, w) -> (u cos - w sin, w cos + u sin) */
-__global__ void osr_forward_kernel(float *qk4, const float *z, int z_stride, const float *gamma,
+__global__ void osr_forward_kernel(float *qk4, const float *z, const bf16_t *z16, int z_stride, const float *gamma,
                                    const float *beta, const float *rot_cos, const float *rot_sin,
                                    int N, int Tp, int s, int r, bf16_t *twin) {
     const int pairs = r / 2, units = pairs + (s - 2 * pairs);
-    const size_t total = (size_t)N * units;
-    for (size_t q = blockIdx.x * (size_t)blockDim.x + threadIdx.x; q < total;
-         q += (size_t)gridDim.x * blockDim.x) {
-        const size_t n = q / units;
-        const int u = (int)(q % units), t = (int)(n % Tp);
+    const int u = blockIdx.x * blockDim.x + threadIdx.x;
+    if (u >= units) return;
+    FOR_ROWS(n, N) {
+        const int t = n % Tp;
         int f0, f1;
         unit_features(u, pairs, &f0, &f1);
-        const float *zr = z + n * z_stride;
+        const size_t zr = (size_t)n * z_stride;
+        const float z0 = ld_act(z, z16, zr + f0), z1 = f1 >= 0 ? ld_act(z, z16, zr + f1) : 0.0f;
         for (int k = 0; k < 4; k++) {
-            float *o = qk4 + (size_t)k * N * s + n * s;
-            const float a = zr[f0] * gamma[k * s + f0] + beta[k * s + f0];
+            float *o = qk4 + (size_t)k * N * s + (size_t)n * s;
+            const float a = z0 * gamma[k * s + f0] + beta[k * s + f0];
             if (f1 < 0) {
                 o[f0] = a;
-                put_twin(twin, (size_t)k * N * s + n * s + f0, a);
+                put_twin(twin, (size_t)k * N * s + (size_t)n * s + f0, a);
                 continue;
             }
-            const float b = zr[f1] * gamma[k * s + f1] + beta[k * s + f1];
+            const float b = z1 * gamma[k * s + f1] + beta[k * s + f1];
             const float c = rot_cos[(size_t)t * pairs + u], sn = rot_sin[(size_t)t * pairs + u];
             const float o0 = a * c - b * sn, o1 = b * c + a * sn;
             o[f0] = o0;
             o[f1] = o1;
-            put_twin(twin, (size_t)k * N * s + n * s + f0, o0);
-            put_twin(twin, (size_t)k * N * s + n * s + f1, o1);
+            put_twin(twin, (size_t)k * N * s + (size_t)n * s + f0, o0);
+            put_twin(twin, (size_t)k * N * s + (size_t)n * s + f1, o1);
         }
     }
 }
-void offset_scale_rotary_forward_cuda(float *qk4, const float *z, int z_stride, const float *gamma,
-                                      const float *beta, const float *rot_cos, const float *rot_sin,
-                                      int N, int Tp, int s, int r, bf16_t *twin, cudaStream_t st) {
+void offset_scale_rotary_forward_cuda(float *qk4, const float *z, const bf16_t *z16, int z_stride,
+                                      const float *gamma, const float *beta, const float *rot_cos,
+                                      const float *rot_sin, int N, int Tp, int s, int r, bf16_t *twin,
+                                      cudaStream_t st) {
     const int units = r / 2 + (s - 2 * (r / 2));
-    osr_forward_kernel<<<grid_for((size_t)N * units, 256), 256, 0, st>>>(
-        qk4, z, z_stride, gamma, beta, rot_cos, rot_sin, N, Tp, s, r, twin);
+    osr_forward_kernel<<<grid_rows(N, units), 256, 0, st>>>(
+        qk4, z, z16, z_stride, gamma, beta, rot_cos, rot_sin, N, Tp, s, r, twin);
 }
 
-/* rotation back: du = g1 cos + g2 sin, dw = g2 cos - g1 sin; dz = sum_k back_k gamma_k */
-__global__ void osr_backward_kernel(float *dz, float *d_qk4, const float *gamma,
+/* rotation back: du = g1 cos + g2 sin, dw = g2 cos - g1 sin; dz = sum_k back_k gamma_k
+   (times silu'(u) when u is given) */
+__global__ void osr_backward_kernel(float *dz, float *d_qk4, const float *u, const float *gamma,
                                     const float *rot_cos, const float *rot_sin, int z_stride, int N,
-                                    int Tp, int s, int r) {
+                                    int Tp, int s, int r, bf16_t *dz_twin) {
     const int pairs = r / 2, units = pairs + (s - 2 * pairs);
-    const size_t total = (size_t)N * units;
-    for (size_t q = blockIdx.x * (size_t)blockDim.x + threadIdx.x; q < total;
-         q += (size_t)gridDim.x * blockDim.x) {
-        const size_t n = q / units;
-        const int u = (int)(q % units), t = (int)(n % Tp);
-        int f0, f1;
-        unit_features(u, pairs, &f0, &f1);
+    const int un = blockIdx.x * blockDim.x + threadIdx.x;
+    if (un >= units) return;
+    int f0, f1;
+    unit_features(un, pairs, &f0, &f1);
+    FOR_ROWS(n, N) {
+        const int t = n % Tp;
         float dz0 = 0, dz1 = 0;
+#pragma unroll
         for (int k = 0; k < 4; k++) {
-            float *g = d_qk4 + (size_t)k * N * s + n * s;
+            float *g = d_qk4 + (size_t)k * N * s + (size_t)n * s;
             if (f1 < 0) {
                 dz0 += g[f0] * gamma[k * s + f0];
                 continue;
             }
-            const float c = rot_cos[(size_t)t * pairs + u], sn = rot_sin[(size_t)t * pairs + u];
+            const float c = rot_cos[(size_t)t * pairs + un], sn = rot_sin[(size_t)t * pairs + un];
             const float g1 = g[f0], g2 = g[f1];
             const float b0 = g1 * c + g2 * sn, b1 = g2 * c - g1 * sn;
             g[f0] = b0;
@@ -455,23 +475,61 @@ __global__ void osr_backward_kernel(float *dz, float *d_qk4, const float *gamma,
             dz0 += b0 * gamma[k * s + f0];
             dz1 += b1 * gamma[k * s + f1];
         }
-        dz[n * z_stride + f0] = dz0;
-        if (f1 >= 0) dz[n * z_stride + f1] = dz1;
+        if (u) dz0 *= silu_grad_f(u[(size_t)n * z_stride + f0]);
+        dz[(size_t)n * z_stride + f0] = dz0;
+        put_twin(dz_twin, (size_t)n * z_stride + f0, dz0);
+        if (f1 >= 0) {
+            if (u) dz1 *= silu_grad_f(u[(size_t)n * z_stride + f1]);
+            dz[(size_t)n * z_stride + f1] = dz1;
+            put_twin(dz_twin, (size_t)n * z_stride + f1, dz1);
+        }
     }
 }
-void offset_scale_rotary_backward_cuda(float *dz, float *dgamma, float *dbeta, float *d_qk4,
-                                       const float *z, int z_stride, const float *gamma,
-                                       const float *rot_cos, const float *rot_sin, int N, int Tp,
-                                       int s, int r, float *col_scratch, cudaStream_t st) {
-    const int units = r / 2 + (s - 2 * (r / 2));
-    osr_backward_kernel<<<grid_for((size_t)N * units, 256), 256, 0, st>>>(
-        dz, d_qk4, gamma, rot_cos, rot_sin, z_stride, N, Tp, s, r);
-    /* dgamma_k += sum_n back_k z;  dbeta_k += sum_n back_k */
-    for (int k = 0; k < 4; k++) {
-        const float *g = d_qk4 + (size_t)k * N * s;
-        colsum_add_cuda(dgamma + k * s, g, s, z, z_stride, N, s, col_scratch, st);
-        colsum_add_cuda(dbeta + k * s, g, s, NULL, 0, N, s, col_scratch, st);
+/* dgamma_k += sum_n back_k z and dbeta_k += sum_n back_k for all four k in one pass:
+   blockIdx.z = k, then as colsum_partial_kernel; partial: 64 slices x (4s | 4s) */
+__global__ void osr_param_partial_kernel(float *partial, const float *d_qk4, const float *z,
+                                         const bf16_t *z16, int z_stride, int N, int s) {
+    __shared__ float acc_g[8][33], acc_b[8][33];
+    const int j = blockIdx.x * 32 + threadIdx.x, slice = blockIdx.y, k = blockIdx.z;
+    const int lo = (int)((long)N * slice / RED_SLICES), hi = (int)((long)N * (slice + 1) / RED_SLICES);
+    const float *g = d_qk4 + (size_t)k * N * s;
+    float sg = 0, sb = 0;
+    if (j < s)
+        for (int n = lo + threadIdx.y; n < hi; n += 8) {
+            const float a = g[(size_t)n * s + j];
+            sg += a * ld_act(z, z16, (size_t)n * z_stride + j);
+            sb += a;
+        }
+    acc_g[threadIdx.y][threadIdx.x] = sg;
+    acc_b[threadIdx.y][threadIdx.x] = sb;
+    __syncthreads();
+    if (threadIdx.y == 0 && j < s) {
+        float tg = 0, tb = 0;
+        for (int y = 0; y < 8; y++) { tg += acc_g[y][threadIdx.x]; tb += acc_b[y][threadIdx.x]; }
+        partial[(size_t)slice * 8 * s + k * s + j] = tg;
+        partial[(size_t)slice * 8 * s + 4 * s + k * s + j] = tb;
     }
+}
+/* dgamma, dbeta (4 x s each) += the slices' sums, in slice order */
+__global__ void osr_param_final_kernel(float *dgamma, float *dbeta, const float *part, int s) {
+    const int q = blockIdx.x * blockDim.x + threadIdx.x;
+    if (q >= 8 * s) return;
+    float t = 0;
+    for (int sl = 0; sl < RED_SLICES; sl++) t += part[(size_t)sl * 8 * s + q];
+    if (q < 4 * s) dgamma[q] += t;
+    else dbeta[q - 4 * s] += t;
+}
+void offset_scale_rotary_backward_cuda(float *dz, float *dgamma, float *dbeta, float *d_qk4,
+                                       const float *z, const bf16_t *z16, int z_stride, const float *u_z,
+                                       const float *gamma, const float *rot_cos,
+                                       const float *rot_sin, int N, int Tp, int s, int r,
+                                       float *part_scratch, bf16_t *dz_twin, cudaStream_t st) {
+    const int units = r / 2 + (s - 2 * (r / 2));
+    osr_backward_kernel<<<grid_rows(N, units), 256, 0, st>>>(dz, d_qk4, u_z, gamma, rot_cos, rot_sin,
+                                                            z_stride, N, Tp, s, r, dz_twin);
+    dim3 grid((s + 31) / 32, RED_SLICES, 4), block(32, 8);
+    osr_param_partial_kernel<<<grid, block, 0, st>>>(part_scratch, d_qk4, z, z16, z_stride, N, s);
+    osr_param_final_kernel<<<(8 * s + 255) / 256, 256, 0, st>>>(dgamma, dbeta, part_scratch, s);
 }
 
 /* ================================ attention ======================================== */
@@ -504,10 +562,11 @@ void attn_bias_dist_cuda(float *bias_dist, const float *rel_bias, int C, int s, 
 
 __global__ void attn_phi_forward_kernel(float *sim, float *attn, const float *bias_dist, int ntask,
                                         int C, int laplace, bf16_t *twin) {
-    const size_t total = (size_t)ntask * C * C;
-    for (size_t k = blockIdx.x * (size_t)blockDim.x + threadIdx.x; k < total;
-         k += (size_t)gridDim.x * blockDim.x) {
-        const int j = (int)(k % C), i = (int)(k / C % C);
+    const int j = blockIdx.x * blockDim.x + threadIdx.x;
+    if (j >= C) return;
+    FOR_ROWS(row, ntask * C) {
+        const int i = row % C;
+        const size_t k = (size_t)row * C + j;
         float a = 0;
         if (j <= i) {
             const float sv = sim[k] + bias_dist[i - j];
@@ -522,74 +581,126 @@ __global__ void attn_phi_forward_kernel(float *sim, float *attn, const float *bi
 }
 void attn_phi_forward_cuda(float *sim, float *attn, const float *bias_dist, int ntask, int C,
                            int laplace, bf16_t *attn_twin, cudaStream_t st) {
-    attn_phi_forward_kernel<<<grid_for((size_t)ntask * C * C, 256), 256, 0, st>>>(
-        sim, attn, bias_dist, ntask, C, laplace, attn_twin);
+    attn_phi_forward_kernel<<<grid_rows(ntask * C, C), 256, 0, st>>>(sim, attn, bias_dist, ntask, C,
+                                                                     laplace, attn_twin);
 }
 
-__global__ void attn_phi_backward_kernel(float *dA, const float *sim, int ntask, int C, int laplace,
-                                         bf16_t *twin) {
-    const size_t total = (size_t)ntask * C * C;
-    for (size_t k = blockIdx.x * (size_t)blockDim.x + threadIdx.x; k < total;
-         k += (size_t)gridDim.x * blockDim.x) {
-        const int j = (int)(k % C), i = (int)(k / C % C);
-        const float g = j <= i ? dA[k] * phi_grad_f(sim[k], laplace) : 0.0f;
-        dA[k] = g;
-        put_twin(twin, k, g);
-    }
-}
-void attn_phi_backward_cuda(float *dA, const float *sim, int ntask, int C, int laplace,
-                            bf16_t *twin, cudaStream_t st) {
-    attn_phi_backward_kernel<<<grid_for((size_t)ntask * C * C, 256), 256, 0, st>>>(dA, sim, ntask, C,
-                                                                                    laplace, twin);
-}
-
-/* dist[k] = sum over (task, i >= k) of dsim[task, i, i - k]: one block per distance */
-__global__ void attn_dist_sum_kernel(float *dist, const float *dsim, int ntask, int C) {
-    __shared__ float part[256];
-    const int k = blockIdx.x, rows = C - k;
-    const size_t items = (size_t)ntask * rows;
-    float s = 0;
-    for (size_t q = threadIdx.x; q < items; q += 256) {
-        const size_t task = q / rows;
-        const int i = k + (int)(q % rows);
-        s += dsim[(task * C + i) * C + (i - k)];
-    }
-    part[threadIdx.x] = s;
+/* dsim = dA phi'(sim) on j <= i. A block takes ATT_ROWS rows of one group and sums dsim
+   per distance i - j in shared memory: within one row every column has its own distance,
+   and the rows follow one another between barriers, so the sums have a fixed order. */
+#define ATT_ROWS 32
+__global__ void attn_phi_backward_kernel(float *dA, const float *sim, int C, int laplace,
+                                         bf16_t *twin, float *dist_part) {
+    extern __shared__ float dist_sh[];
+    const int chunks = (C + ATT_ROWS - 1) / ATT_ROWS;
+    const int task = blockIdx.x / chunks, i0 = (blockIdx.x % chunks) * ATT_ROWS;
+    for (int k = threadIdx.x; k < C; k += blockDim.x) dist_sh[k] = 0;
     __syncthreads();
-    for (int w = 128; w > 0; w >>= 1) {
-        if (threadIdx.x < w) part[threadIdx.x] += part[threadIdx.x + w];
+    for (int i = i0; i < i0 + ATT_ROWS && i < C; i++) {
+        for (int j = threadIdx.x; j < C; j += blockDim.x) {
+            const size_t k = ((size_t)task * C + i) * C + j;
+            const float g = j <= i ? dA[k] * phi_grad_f(sim[k], laplace) : 0.0f;
+            dA[k] = g;
+            put_twin(twin, k, g);
+            if (j <= i) dist_sh[i - j] += g;
+        }
         __syncthreads();
     }
-    if (threadIdx.x == 0) dist[k] = part[0];
+    if (dist_part)
+        for (int k = threadIdx.x; k < C; k += blockDim.x) dist_part[(size_t)blockIdx.x * C + k] = dist_sh[k];
 }
-__global__ void attn_rel_bias_add_kernel(float *d_rel_bias, const float *dist, int C, float scale) {
-    for (int k = 0; k < C; k++) d_rel_bias[rel_bucket(k)] += scale * dist[k];
-}
-void attn_rel_bias_backward_cuda(float *d_rel_bias, const float *dsim, int ntask, int C, int s,
-                                 float *dist_scratch, cudaStream_t st) {
-    attn_dist_sum_kernel<<<C, 256, 0, st>>>(dist_scratch, dsim, ntask, C);
-    attn_rel_bias_add_kernel<<<1, 1, 0, st>>>(d_rel_bias, dist_scratch, C, sqrtf((float)s));
+int attn_dist_parts(int ntask, int C) { return ntask * ((C + ATT_ROWS - 1) / ATT_ROWS); }
+void attn_phi_backward_cuda(float *dA, const float *sim, int ntask, int C, int laplace,
+                            bf16_t *twin, float *dist_part, cudaStream_t st) {
+    const int blocks = attn_dist_parts(ntask, C), threads = C < 256 ? (C + 31) / 32 * 32 : 256;
+    attn_phi_backward_kernel<<<blocks, threads, sizeof(float) * C, st>>>(dA, sim, C, laplace, twin, dist_part);
 }
 
+/* each bucket adds its distances' sums, in distance order */
+/* The bucket of distance k never decreases with k, so bucket b holds one range of
+   distances: the 16 exact ones, then [16 * 2^((b-16)/2), ...) found by a binary search. */
+__device__ int first_distance_of(int b, int C) {
+    int lo = 0, hi = C;   /* the first k with rel_bucket(k) >= b */
+    while (lo < hi) {
+        const int mid = (lo + hi) / 2;
+        if (rel_bucket(mid) >= b) hi = mid; else lo = mid + 1;
+    }
+    return lo;
+}
+__global__ void attn_rel_bias_kernel(float *d_rel_bias, const float *dist, int C, float scale) {
+    const int b = threadIdx.x;
+    const int k0 = first_distance_of(b, C), k1 = first_distance_of(b + 1, C);
+    if (k0 >= k1) return;
+    float acc = 0;
+    for (int k = k0; k < k1; k++) acc += scale * dist[k];
+    d_rel_bias[b] += acc;
+}
+void attn_rel_bias_backward_cuda(float *d_rel_bias, const float *dist_part, int nparts, int C, int s,
+                                 float *scratch, cudaStream_t st) {
+    /* the parts' sum per distance: a column sum of the nparts x C matrix */
+    float *dist = scratch, *col = scratch + C;
+    cudaMemsetAsync(dist, 0, sizeof(float) * C, st);
+    colsum_add_cuda(dist, dist_part, C, NULL, 0, nparts, C, col, st);
+    attn_rel_bias_kernel<<<1, 32, 0, st>>>(d_rel_bias, dist, C, sqrtf((float)s));
+}
+
+/* x over the s*e entries of a block (4 per thread), y over the sequences. The groups'
+   values are loaded 8 at a time before any is stored, so the loads overlap. */
+template <int W>
 __global__ void group_scan_kernel(float *kv, int B, int G, size_t se, int reverse, bf16_t *twin) {
-    const size_t total = (size_t)B * se;
-    for (size_t idx = blockIdx.x * (size_t)blockDim.x + threadIdx.x; idx < total;
-         idx += (size_t)gridDim.x * blockDim.x) {
-        const size_t b = idx / se, k = idx % se;
-        float run = 0;
-        for (int q = 0; q < G; q++) {
-            const int g = reverse ? G - 1 - q : q;
-            const size_t at = ((size_t)b * G + g) * se + k;
-            const float here = kv[at];
-            kv[at] = run;
-            put_twin(twin, at, run);
-            run += here;
+    const size_t k = (blockIdx.x * (size_t)blockDim.x + threadIdx.x) * W;
+    if (k >= se) return;
+    for (int b = blockIdx.y; b < B; b += gridDim.y) {
+        float run[W];
+#pragma unroll
+        for (int w = 0; w < W; w++) run[w] = 0;
+        for (int q0 = 0; q0 < G; q0 += 8) {
+            float here[8][W];
+            const int nq = G - q0 < 8 ? G - q0 : 8;
+#pragma unroll
+            for (int u = 0; u < 8; u++)
+                if (u < nq) {
+                    const int g = reverse ? G - 1 - (q0 + u) : q0 + u;
+                    const float *src = kv + ((size_t)b * G + g) * se + k;
+                    float4 v;
+                    if (W == 4) v = *reinterpret_cast<const float4 *>(src);
+                    else v.x = src[0];
+                    const float lane[4] = {v.x, v.y, v.z, v.w};
+#pragma unroll
+                    for (int w = 0; w < W; w++) here[u][w] = lane[w];
+                }
+#pragma unroll
+            for (int u = 0; u < 8; u++)
+                if (u < nq) {
+                    const int g = reverse ? G - 1 - (q0 + u) : q0 + u;
+                    const size_t at = ((size_t)b * G + g) * se + k;
+                    if (W == 4) {
+                        *reinterpret_cast<float4 *>(kv + at) = make_float4(run[0], run[W > 1 ? 1 : 0], run[W > 2 ? 2 : 0], run[W > 3 ? 3 : 0]);
+                        if (twin) {
+                            __nv_bfloat162 lo2 = __floats2bfloat162_rn(run[0], run[W > 1 ? 1 : 0]);
+                            __nv_bfloat162 hi2 = __floats2bfloat162_rn(run[W > 2 ? 2 : 0], run[W > 3 ? 3 : 0]);
+                            uint2 pk;
+                            pk.x = *reinterpret_cast<unsigned *>(&lo2);
+                            pk.y = *reinterpret_cast<unsigned *>(&hi2);
+                            *reinterpret_cast<uint2 *>(reinterpret_cast<bf16 *>(twin) + at) = pk;
+                        }
+                    } else {
+                        kv[at] = run[0];
+                        put_twin(twin, at, run[0]);
+                    }
+#pragma unroll
+                    for (int w = 0; w < W; w++) run[w] += here[u][w];
+                }
         }
     }
 }
 void group_scan_cuda(float *kv, int B, int G, size_t se, int reverse, bf16_t *twin,
                      cudaStream_t st) {
-    group_scan_kernel<<<grid_for((size_t)B * se, 256), 256, 0, st>>>(kv, B, G, se, reverse, twin);
+    const int vec = se % 4 == 0 && ((uintptr_t)kv % 16) == 0 && ((uintptr_t)twin % 8) == 0;
+    const size_t threads = vec ? se / 4 : se;
+    dim3 grid((unsigned)((threads + 255) / 256), (unsigned)(B < 65535 ? B : 65535));
+    if (vec) group_scan_kernel<4><<<grid, 256, 0, st>>>(kv, B, G, se, reverse, twin);
+    else group_scan_kernel<1><<<grid, 256, 0, st>>>(kv, B, G, se, reverse, twin);
 }
 
 /* =============================== cross-entropy ===================================== */

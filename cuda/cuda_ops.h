@@ -60,32 +60,39 @@ void layernorm_backward_cuda(float *dx, float *dw, float *db, const float *dy, c
                              cudaStream_t st);
 
 /* ---- element-wise --------------------------------------------------------------------- */
-/* u[n, j] += b[j]; y[n, j] = silu(u[n, j]); rows of ld, M columns */
+/* u[n, j] += b[j]; y[n, j] = silu(u[n, j]); rows of ld, M columns (y NULL: the twin only) */
 void bias_silu_cuda(float *u, float *y, const float *b, int N, int M, int ld, bf16_t *twin,
                     cudaStream_t st);
 /* y[n, j] = b[j] + (res ? res[n, j] : 0), N x M contiguous (y may be res) */
 void bias_add_cuda(float *y, const float *b, const float *res, int N, int M, cudaStream_t st);
-/* du = dy * silu'(u) over n elements (du may alias dy) */
-void silu_backward_cuda(float *du, const float *dy, const float *u, size_t n, bf16_t *twin,
+/* d[n, j] *= silu'(u[n, j]) for j < M, rows of ld (d and u alike) */
+void silu_backward_cuda(float *d, const float *u, int N, int M, int ld, bf16_t *twin,
                         cudaStream_t st);
-/* out = gate * att (gate rows gate_stride apart) */
-void gate_forward_cuda(float *out, const float *gate, int gate_stride, const float *att, int N,
-                       int e, bf16_t *twin, cudaStream_t st);
+/* out = gate * att (gate rows gate_stride apart; read from gate16 when given; out NULL:
+   the twin only). Wherever a launcher takes both x and x16, x16 (bf16) is read if given. */
+void gate_forward_cuda(float *out, const float *gate, const bf16_t *gate16, int gate_stride,
+                       const float *att, int N, int e, bf16_t *twin, cudaStream_t st);
+/* d_gate = d_out att, times silu'(u_gate) when u_gate (the gate's pre-activation, same
+   stride) is given: the gate's silu backward folded in; d_att = d_out gate */
 void gate_backward_cuda(float *d_gate, int gate_stride, float *d_att, const float *d_out,
-                        const float *gate, const float *att, int N, int e, bf16_t *d_att_twin,
-                        cudaStream_t st);
+                        const float *gate, const bf16_t *gate16, const float *att, const float *u_gate,
+                        int N, int e, bf16_t *d_gate_twin, bf16_t *d_att_twin, cudaStream_t st);
 
 /* ---- offset-scale + rotary ------------------------------------------------------------ */
 /* qk4: 4 blocks of N x s (quad_q, lin_q, quad_k, lin_k); z rows z_stride apart;
    rot_cos/rot_sin: Tp x r/2 */
-void offset_scale_rotary_forward_cuda(float *qk4, const float *z, int z_stride, const float *gamma,
-                                      const float *beta, const float *rot_cos, const float *rot_sin,
-                                      int N, int Tp, int s, int r, bf16_t *twin, cudaStream_t st);
-/* d_qk4 is rotated back in place; dz written (rows z_stride apart); dgamma, dbeta += */
+void offset_scale_rotary_forward_cuda(float *qk4, const float *z, const bf16_t *z16, int z_stride,
+                                      const float *gamma, const float *beta, const float *rot_cos,
+                                      const float *rot_sin, int N, int Tp, int s, int r, bf16_t *twin,
+                                      cudaStream_t st);
+/* d_qk4 is rotated back in place; dz written (rows z_stride apart), times silu'(u_z)
+   when u_z (z's pre-activation, same stride) is given; dgamma, dbeta +=.
+   part_scratch: 64 x 8 x s floats. */
 void offset_scale_rotary_backward_cuda(float *dz, float *dgamma, float *dbeta, float *d_qk4,
-                                       const float *z, int z_stride, const float *gamma,
-                                       const float *rot_cos, const float *rot_sin, int N, int Tp,
-                                       int s, int r, float *col_scratch, cudaStream_t st);
+                                       const float *z, const bf16_t *z16, int z_stride, const float *u_z,
+                                       const float *gamma, const float *rot_cos,
+                                       const float *rot_sin, int N, int Tp, int s, int r,
+                                       float *part_scratch, bf16_t *dz_twin, cudaStream_t st);
 
 /* ---- attention pieces (the products are cuBLAS calls in cuda_model.cu) --------------- */
 /* sim[task, i, j] += bias_dist[i - j]; attn = phi(sim) for j <= i, else 0 (and sim 0);
@@ -93,13 +100,15 @@ void offset_scale_rotary_backward_cuda(float *dz, float *dgamma, float *dbeta, f
 void attn_phi_forward_cuda(float *sim, float *attn, const float *bias_dist, int ntask, int C,
                            int laplace, bf16_t *attn_twin, cudaStream_t st);
 void attn_bias_dist_cuda(float *bias_dist, const float *rel_bias, int C, int s, cudaStream_t st);
-/* dsim = dA * phi'(sim) on j <= i, 0 above; in place on dA. */
+/* dsim = dA * phi'(sim) on j <= i, 0 above; in place on dA. dist_part (NULL: skipped)
+   gets attn_dist_parts(ntask, C) partial sums of dsim per distance i - j, C each. */
+int attn_dist_parts(int ntask, int C);
 void attn_phi_backward_cuda(float *dA, const float *sim, int ntask, int C, int laplace,
-                            bf16_t *twin, cudaStream_t st);
-/* d_rel_bias[bucket(k)] += sqrt(s) * sum over tasks and i of dsim[task, i, i - k].
-   dist_scratch: C floats. */
-void attn_rel_bias_backward_cuda(float *d_rel_bias, const float *dsim, int ntask, int C, int s,
-                                 float *dist_scratch, cudaStream_t st);
+                            bf16_t *twin, float *dist_part, cudaStream_t st);
+/* d_rel_bias[bucket(k)] += sqrt(s) * (sum of the nparts partial sums at distance k).
+   scratch: 65 x C floats. */
+void attn_rel_bias_backward_cuda(float *d_rel_bias, const float *dist_part, int nparts, int C, int s,
+                                 float *scratch, cudaStream_t st);
 /* exclusive prefix sum over the G groups of each of B sequences, blocks of se floats,
    in place: S_0 = 0, S_g = KV_0 + ... + KV_{g-1}; reverse = 1: exclusive suffix sum. */
 void group_scan_cuda(float *kv, int B, int G, size_t se, int reverse, bf16_t *twin,

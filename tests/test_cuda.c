@@ -228,8 +228,8 @@ static void test_silu_gate(void) {
           rel_err(y, yref, (size_t)N * M));
     float *duref = malloc(sizeof(float) * N * M);
     silu_backward(duref, dy, uref, (size_t)N * M);
-    float *d_dy = dev_from(dy, (size_t)N * M), *d_du = dev_nan((size_t)N * M);
-    silu_backward_cuda(d_du, d_dy, d_u, (size_t)N * M, NULL, 0);
+    float *d_du = dev_from(dy, (size_t)N * M);   /* in place */
+    silu_backward_cuda(d_du, d_u, N, M, M, NULL, 0);
     float *du = host_copy(d_du, (size_t)N * M);
     CHECK(rel_err(du, duref, (size_t)N * M) < KTOL, "silu backward rel %g", rel_err(du, duref, (size_t)N * M));
     /* gate: gate rows inside a wider buffer */
@@ -237,7 +237,7 @@ static void test_silu_gate(void) {
     fill(att, (size_t)N * e, -1, 1);
     gate_forward(outref, u + 3, stride, att, N, e);
     float *d_att = dev_from(att, (size_t)N * e), *d_out = dev_nan((size_t)N * e);
-    gate_forward_cuda(d_out, d_u + 3, stride, d_att, N, e, NULL, 0);
+    gate_forward_cuda(d_out, d_u + 3, NULL, stride, d_att, N, e, NULL, 0);
     /* the device u holds u + b: compare against the same */
     gate_forward(outref, ug + 3, stride, att, N, e);
     float *out = host_copy(d_out, (size_t)N * e);
@@ -248,7 +248,7 @@ static void test_silu_gate(void) {
     for (size_t i = 0; i < (size_t)N * stride; i++) dgate_ref[i] = 7;
     gate_backward(dgate_ref + 3, stride, datt_ref, dout, ug + 3, att, N, e);
     float *d_dout = dev_from(dout, (size_t)N * e), *d_dgate = dev_nan((size_t)N * stride), *d_datt = dev_nan((size_t)N * e);
-    gate_backward_cuda(d_dgate + 3, stride, d_datt, d_dout, d_u + 3, d_att, N, e, NULL, 0);
+    gate_backward_cuda(d_dgate + 3, stride, d_datt, d_dout, d_u + 3, NULL, d_att, NULL, N, e, NULL, NULL, 0);
     float *dgate = host_copy(d_dgate, (size_t)N * stride), *datt = host_copy(d_datt, (size_t)N * e);
     double worst = 0;
     for (int n = 0; n < N; n++)
@@ -257,10 +257,28 @@ static void test_silu_gate(void) {
             if (!(dd <= worst)) worst = dd;
         }
     CHECK(worst < 1e-6, "d gate max diff %g", worst);
+    /* with the gate's silu backward folded in: d gate * silu'(u), u the pre-activation */
+    float *uu = malloc(sizeof(float) * N * stride);
+    fill(uu, (size_t)N * stride, -4, 4);
+    float *d_uu = dev_from(uu, (size_t)N * stride);
+    gate_backward_cuda(d_dgate + 3, stride, d_datt, d_dout, d_u + 3, NULL, d_att, d_uu + 3, N, e, NULL, NULL, 0);
+    free(dgate);
+    dgate = host_copy(d_dgate, (size_t)N * stride);
+    float *sg_ref = malloc(sizeof(float) * N * stride);
+    memcpy(sg_ref, dgate_ref, sizeof(float) * N * stride);
+    silu_backward(sg_ref, dgate_ref, uu, (size_t)N * stride);
+    worst = 0;
+    for (int n = 0; n < N; n++)
+        for (int i = 0; i < e; i++) {
+            double dd = fabs(dgate[n * stride + 3 + i] - sg_ref[n * stride + 3 + i]);
+            if (!(dd <= worst)) worst = dd;
+        }
+    CHECK(worst < 1e-6, "d gate with silu' max diff %g", worst);
+    free(uu); free(sg_ref); cudaFree(d_uu);
     CHECK(rel_err(datt, datt_ref, (size_t)N * e) < KTOL, "d att rel %g", rel_err(datt, datt_ref, (size_t)N * e));
     free(u); free(dy); free(uref); free(yref); free(y); free(ug); free(duref); free(du); free(att); free(outref);
     free(out); free(dout); free(dgate_ref); free(datt_ref); free(dgate); free(datt);
-    cudaFree(d_u); cudaFree(d_y); cudaFree(d_b); cudaFree(d_dy); cudaFree(d_du); cudaFree(d_att); cudaFree(d_out);
+    cudaFree(d_u); cudaFree(d_y); cudaFree(d_b); cudaFree(d_du); cudaFree(d_att); cudaFree(d_out);
     cudaFree(d_dout); cudaFree(d_dgate); cudaFree(d_datt);
 }
 
@@ -277,18 +295,19 @@ static void osr_case(int s, int r) {
     float *d_z = dev_from(z, (size_t)N * zs), *d_g = dev_from(gamma, 4 * (size_t)s), *d_b = dev_from(beta, 4 * (size_t)s);
     float *d_cs = dev_from(cs, (size_t)T * (r / 2)), *d_sn = dev_from(sn, (size_t)T * (r / 2));
     float *d_q = dev_nan((size_t)4 * N * s);
-    offset_scale_rotary_forward_cuda(d_q, d_z, zs, d_g, d_b, d_cs, d_sn, N, T, s, r, NULL, 0);
+    offset_scale_rotary_forward_cuda(d_q, d_z, NULL, zs, d_g, d_b, d_cs, d_sn, N, T, s, r, NULL, 0);
     float *q = host_copy(d_q, (size_t)4 * N * s);
     CHECK(rel_err(q, ref, (size_t)4 * N * s) < KTOL, "s %d r %d forward rel %g", s, r, rel_err(q, ref, (size_t)4 * N * s));
     float *dq = malloc(sizeof(float) * 4 * N * s), *dz_ref = malloc(sizeof(float) * N * zs);
     fill(dq, (size_t)4 * N * s, -1, 1);
     float *dg_ref = calloc(4 * (size_t)s, sizeof(float)), *db_ref = calloc(4 * (size_t)s, sizeof(float));
-    float *d_dq = dev_from(dq, (size_t)4 * N * s);
+    float *d_dq = dev_from(dq, (size_t)4 * N * s), *dq0 = malloc(sizeof(float) * 4 * N * s);
+    memcpy(dq0, dq, sizeof(float) * 4 * N * s);
     offset_scale_rotary_backward(dz_ref, dg_ref, db_ref, dq, z, zs, gamma, cs, sn, B, T, s, r);
     float *zeros = calloc(4 * (size_t)s, sizeof(float));
     float *d_dz = dev_nan((size_t)N * zs), *d_dg = dev_from(zeros, 4 * (size_t)s), *d_db = dev_from(zeros, 4 * (size_t)s);
-    float *col = dev_nan(64 * (size_t)s);
-    offset_scale_rotary_backward_cuda(d_dz, d_dg, d_db, d_dq, d_z, zs, d_g, d_cs, d_sn, N, T, s, r, col, 0);
+    float *col = dev_nan(64 * 8 * (size_t)s);
+    offset_scale_rotary_backward_cuda(d_dz, d_dg, d_db, d_dq, d_z, NULL, zs, NULL, d_g, d_cs, d_sn, N, T, s, r, col, NULL, 0);
     float *dz = host_copy(d_dz, (size_t)N * zs), *dgm = host_copy(d_dg, 4 * (size_t)s), *dbt = host_copy(d_db, 4 * (size_t)s);
     double worst = 0;
     for (int n = 0; n < N; n++) for (int f = 0; f < s; f++) {
@@ -300,6 +319,22 @@ static void osr_case(int s, int r) {
           "dgamma %g dbeta %g", rel_err(dgm, dg_ref, 4 * (size_t)s), rel_err(dbt, db_ref, 4 * (size_t)s));
     float *dqb = host_copy(d_dq, (size_t)4 * N * s);
     CHECK(rel_err(dqb, dq, (size_t)4 * N * s) < KTOL, "rotated-back gradients rel %g", rel_err(dqb, dq, (size_t)4 * N * s));
+    /* with z's silu backward folded in (u: the pre-activation, z's stride) */
+    float *uz = malloc(sizeof(float) * N * zs), *dz2_ref = malloc(sizeof(float) * N * zs);
+    fill(uz, (size_t)N * zs, -4, 4);
+    silu_backward(dz2_ref, dz_ref, uz, (size_t)N * zs);
+    float *d_uz = dev_from(uz, (size_t)N * zs);
+    cudaMemcpy(d_dq, dq0, sizeof(float) * 4 * N * s, cudaMemcpyHostToDevice);
+    offset_scale_rotary_backward_cuda(d_dz, d_dg, d_db, d_dq, d_z, NULL, zs, d_uz, d_g, d_cs, d_sn, N, T, s, r, col, NULL, 0);
+    free(dz);
+    dz = host_copy(d_dz, (size_t)N * zs);
+    worst = 0;
+    for (int n = 0; n < N; n++) for (int f = 0; f < s; f++) {
+        double dd = fabs(dz[n * zs + f] - dz2_ref[n * zs + f]);
+        if (!(dd <= worst)) worst = dd;
+    }
+    CHECK(worst < 1e-5, "dz with silu' max diff %g", worst);
+    free(uz); free(dz2_ref); free(dq0); cudaFree(d_uz);
     free(z); free(gamma); free(beta); free(cs); free(sn); free(ref); free(q); free(dq); free(dz_ref); free(dg_ref);
     free(db_ref); free(zeros); free(dz); free(dgm); free(dbt); free(dqb);
     cudaFree(d_z); cudaFree(d_g); cudaFree(d_b); cudaFree(d_cs); cudaFree(d_sn); cudaFree(d_q); cudaFree(d_dq);
@@ -372,7 +407,8 @@ static void test_attention_pieces(void) {
             ds_ref[q] = j <= i ? (float)(dA[q] * dphi) : 0;
         }
         float *d_dA = dev_from(dA, (size_t)ntask * C * C);
-        attn_phi_backward_cuda(d_dA, d_sim, ntask, C, lap, NULL, 0);
+        float *dist = dev_nan((size_t)attn_dist_parts(ntask, C) * C);
+        attn_phi_backward_cuda(d_dA, d_sim, ntask, C, lap, NULL, dist, 0);
         float *dsg = host_copy(d_dA, (size_t)ntask * C * C);
         CHECK(rel_err(dsg, ds_ref, (size_t)ntask * C * C) < 1e-5, "phi' %d rel %g", lap, rel_err(dsg, ds_ref, (size_t)ntask * C * C));
         /* the bias gradient: sum over the pairs of each distance, into its bucket */
@@ -383,8 +419,10 @@ static void test_attention_pieces(void) {
             for (int t = 0; t < ntask; t++) for (int i = k; i < C; i++) sum += ds_ref[(t * C + i) * C + i - k];
             rb_ref[rel_pos_bucket(k)] += sqrtf((float)s) * (float)sum;
         }
-        float *d_rb = dev_from(rbz, 32), *dist = dev_nan(C), rb[32];
-        attn_rel_bias_backward_cuda(d_rb, d_dA, ntask, C, s, dist, 0);
+        float *d_rb = dev_from(rbz, 32), rb[32];
+        float *scr = dev_nan(65 * (size_t)C);
+        attn_rel_bias_backward_cuda(d_rb, dist, attn_dist_parts(ntask, C), C, s, scr, 0);
+        cudaFree(scr);
         to_host(rb, d_rb, 32);
         CHECK(rel_err(rb, rb_ref, 32) < 1e-5, "d rel bias rel %g", rel_err(rb, rb_ref, 32));
         free(sim_ref); free(attn_ref); free(simg); free(attng); free(dA); free(ds_ref); free(dsg);
