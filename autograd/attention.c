@@ -9,7 +9,7 @@
 /* ================================ attention ======================================== */
 
 /* T5RelativePositionBias, causal, 32 buckets, max distance 128: exact below 16, then
-   logarithmic, computed in float32 as the reference does (flash-spec.md step h). */
+   logarithmic, computed in float32 as the reference does (docs/model.md, "Forward" 2.6). */
 int rel_pos_bucket(int n) {
     if (n < 0) n = 0;
     if (n < 16) return n;
@@ -146,11 +146,11 @@ void attention_backward(real *dv, int v_stride, real *d_qk4, real *d_rel_bias, c
         }
     }
     /* Two passes of work items, handed out dynamically, largest first, so that no thread
-       waits long for a slow one (one item per group left 16 threads waiting on the slowest
-       core). Pass 1: each group's linear part (it writes dV first), and each query row block
+       waits long for a slow one (with one item per group, every thread waits for the
+       slowest core). Pass 1: each group's linear part (it writes dV first), and each query row block
        i of the quadratic part (its dsim rows, kept per group, and dQ). Pass 2: each key block
        j (dV, dK: sums over the query rows i >= j). The linear part stays per group: cut into
-       row blocks, each would pack S_g and dKV again (measured slower on 2 cores). */
+       row blocks, each would pack S_g and dKV again (slower: docs/performance-notes.md). */
     const int nblk = (C + ATT_BLOCK - 1) / ATT_BLOCK;
 #pragma omp parallel for schedule(dynamic, 1)
     for (int item = 0; item < ntask * (nblk + 1); item++) {

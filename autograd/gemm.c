@@ -18,7 +18,7 @@ char *openblas_get_corename(void);
 
 /* BLAS kernels. Debian's OpenBLAS 0.3.21 does not know recent CPUs and falls back to
    older kernels (Haswell/Zen on Zen 5, Prescott on a virtualised Sapphire Rapids) on CPUs that run its AVX-512 (SkylakeX) kernels nearly
-   twice as fast (docs/performance-notes.md); some machine images also pin
+   faster (docs/performance-notes.md); some machine images also pin
    OPENBLAS_CORETYPE=Haswell. The choice is read when the library loads, so the program
    re-executes itself once with OPENBLAS_CORETYPE=SkylakeX when the CPU has AVX-512 and the
    kernels in use are not AVX-512 ones. FLASH_BLAS_CORE=env keeps whatever the environment and
@@ -67,6 +67,9 @@ const char *blas_core_name(void) { return openblas_get_corename(); }
 
 /* ================================== threads ======================================== */
 
+static int gemm_partition = GEMM_AUTO;         /* FLASH_GEMM */
+static int gemm_partition_wgrad = GEMM_AUTO;   /* FLASH_GEMM_WGRAD */
+
 static int gemm_way_named(const char *name) {
     if (!name) return GEMM_AUTO;
     if (!strcmp(name, "openblas")) return GEMM_OPENBLAS;
@@ -95,23 +98,17 @@ void blas_set_threads(int n) {
    copying), but no thread waits for another until the end, and a core that runs slowly
    (another tenant on it) takes fewer tiles instead of holding everyone up.
 
-   Measured on the device's 16-core Xeon (docs/performance-notes.md): at 16 threads the tiles
-   ran the step's big shapes at 1,095-1,376 GFLOP/s where OpenBLAS's threading reached
-   950-1,154, and the step went from 7,380-7,680 to 7,918-9,113 tokens/s in the same run; at
-   2 and 4 threads OpenBLAS's way was as fast or faster. So: tiles from TILES_MIN_THREADS up,
-   except for the weight gradients (op(A) = dy^T, K = all B*T rows): each of their tiles
-   packs K-long panels of both operands, and OpenBLAS's threading ran them faster (16
-   threads: step median 8,790 against 8,381 tokens/s with them as tiles, 3 rounds each).
-   They now split K instead (SPLITK below), faster than both.
-   Tiles per thread: 2, 4 and 8 gave 8,428, 8,381 and 8,395 (the same within noise).
-   The choice depends on the thread count only, never on timing: the two ways can round
+   Tiles win at many threads and lose at few (the figures are in docs/performance-notes.md,
+   "Figures behind the code"). So: tiles from TILES_MIN_THREADS up, except for the weight
+   gradients (op(A) = dy^T, K = all B*T rows): each of their tiles packs K-long panels of both
+   operands, and OpenBLAS's threading ran them faster; they split K instead (SPLITK below).
+   The number of tiles per thread made no measurable difference. The choice depends on the thread count only, never on timing: the two ways can round
    differently (OpenBLAS uses other kernels for small tiles), and a resumed run must make the
    same choice as the run it continues. */
 #define TILE_ROW_UNIT 16          /* AVX-512 sgemm tile height: tiles are whole multiples */
 #define TILE_COL_UNIT 16
 #define TILES_MIN_THREADS 8
 #define TILES_MIN_FLOP (1 << 24)  /* smaller products (decoding) just call OpenBLAS */
-int gemm_partition = GEMM_AUTO;
 
 /* the grid: pm x pn >= want tiles, with the least packing (pn M + pm N) */
 static void tile_grid(int M, int N, int want, int *pm_out, int *pn_out) {
@@ -159,9 +156,9 @@ void gemm_tiles(int ta, int tb, int M, int N, int K, real alpha, const real *A, 
    then added to C in chunk order, so the result depends on the thread count but not on which
    thread ran what. Each product is then short in K and needs no other thread, at the price
    of one pass over threads x M x N partial sums. The items are (chunk, half of C's rows),
-   handed out dynamically, so that a slow core takes fewer. On the Xeon at 16 threads the
-   step went from 8,544 to 9,190 tokens/s (medians of 3, same run) against OpenBLAS's
-   threading; at 2 threads it was slower there, so it too starts at TILES_MIN_THREADS. */
+   handed out dynamically, so that a slow core takes fewer. It beats OpenBLAS's threading at
+   many threads and loses at 2 (docs/performance-notes.md), so it too starts at
+   TILES_MIN_THREADS. */
 #define SPLITK_MIN_ROWS 64        /* no chunk shorter than this: fewer chunks instead */
 int gemm_splitk_chunks(int K, int threads) {
     int chunks = K / SPLITK_MIN_ROWS;
@@ -220,8 +217,6 @@ void gemm_way(int way, int ta, int tb, int M, int N, int K, real alpha, const re
     else if (way == GEMM_SPLITK) gemm_splitk(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, T, ws);
     else gemm_tiles(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, TILES_PER_THREAD * T, NULL);
 }
-
-int gemm_partition_wgrad = GEMM_AUTO;
 
 int gemm_way_for(int threads, int trans_a) {
     if (trans_a && gemm_partition_wgrad != GEMM_AUTO) return gemm_partition_wgrad;

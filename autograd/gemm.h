@@ -15,17 +15,17 @@ void blas_process_init(char **argv);
 const char *blas_core_note(void);   /* why these kernels, for the logs */
 const char *blas_core_name(void);   /* openblas_get_corename() */
 
-/* OpenMP's and OpenBLAS's threads for the whole process (n >= 1), and FLASH_GEMM /
-   FLASH_GEMM_WGRAD (openblas, tiles or splitk) read into the forcing switches below. */
+/* OpenMP's and OpenBLAS's threads for the whole process (n >= 1); FLASH_GEMM (every large
+   product) and FLASH_GEMM_WGRAD (the weight gradients) may force a way: openblas, tiles or
+   splitk. */
 void blas_set_threads(int n);
 
 /* The ways: one OpenBLAS call (its own threading), tiles of C handed out to the threads
    (each a single-threaded GEMM), or (weight gradients) K split into per-thread partial
-   sums. GEMM_AUTO (the default) picks by thread count and shape. */
+   sums. By default the thread count and the shape pick; FLASH_GEMM / FLASH_GEMM_WGRAD force
+   one way (blas_set_threads reads them). */
 enum { GEMM_OPENBLAS, GEMM_TILES, GEMM_SPLITK };
 #define GEMM_AUTO (-1)
-extern int gemm_partition;        /* forces one way for every large product */
-extern int gemm_partition_wgrad;  /* forces one way for the weight gradients (op(A) = A^T) */
 int gemm_way_for(int threads, int trans_a);   /* the way used at this many threads */
 
 /* Room for the split-K partial sums, owned by the caller (the CPU model keeps it among its

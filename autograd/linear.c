@@ -8,9 +8,8 @@
 #include <string.h>
 
 /* dst[j] += sum_n src[n*ld + j] for j < M, as dst += src^T 1 through BLAS's transposed
-   matrix-vector product, a block of rows at a time. (Columns summed by our own loops walked
-   the rows 8 KB apart, a new page for nearly every read, and cost ~10% of the to_hidden
-   backward.) Like every BLAS call here, it gives the same bits on every run with the same
+   matrix-vector product, a block of rows at a time. (Columns summed by our own loops walk
+   the rows a row's width apart, a new page for nearly every read.) Like every BLAS call here, it gives the same bits on every run with the same
    thread count, which bit-exact resume needs. */
 #define ONES_ROWS 4096
 static real ones_rows[ONES_ROWS];

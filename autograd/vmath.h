@@ -8,7 +8,7 @@
 #include "real.h"
 
 /* exp for the element-wise loops. libm's expf is a call the compiler cannot vectorize
-   (without -ffast-math), and silu alone made 13% of a training step. This is Cephes'
+   (without -ffast-math), which made silu a visible part of a step. This is Cephes'
    single-precision exp: x = n ln2 + r, |r| <= ln2/2, exp(r) by a degree-7 polynomial,
    2^n by the exponent bits; relative error about 1e-7 (1 ulp). Inline and branch-free,
    so the loops below become AVX-512 code. The double build (gradient checks) uses exp. */

@@ -1,4 +1,4 @@
-/* data/safetensors.c: see safetensors.h. */
+/* formats/safetensors.c: see safetensors.h. */
 #ifndef _POSIX_C_SOURCE
 #define _POSIX_C_SOURCE 200809L /* fileno, fstat, fsync */
 #endif

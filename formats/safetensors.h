@@ -1,4 +1,4 @@
-/* data/safetensors.h: read and write the safetensors format.
+/* formats/safetensors.h: read and write the safetensors format.
  *
  * A file is an 8-byte little-endian u64 N, N bytes of JSON header, then the data region.
  * The header maps each tensor name to {"dtype", "shape", "data_offsets": [begin, end]}

@@ -1,4 +1,4 @@
-/* model/config.h: the shape and options of a FLASHTransformer (flash-spec.md, "Symbols"). */
+/* model/config.h: the shape and options of a FLASHTransformer (docs/model.md, "Sizes"). */
 #ifndef FLASH_CONFIG_H
 #define FLASH_CONFIG_H
 #include <stddef.h>

@@ -60,9 +60,9 @@ static void cpu_info(const Model *m, ModelInfo *info) {
 }
 
 static int cpu_init(Model *m, uint64_t seed, char *err, size_t errlen) {
-    (void)err; (void)errlen;
-    cpu_init_params(&IMPL(m)->cm, seed);
-    return 0;
+    if (cpu_init_params(&IMPL(m)->cm, seed) == 0) return 0;
+    snprintf(err, errlen, "out of memory initialising the parameters");
+    return -1;
 }
 
 static real *state_array(Model *m, StateKind kind) {

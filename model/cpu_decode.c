@@ -69,7 +69,7 @@ void decoder_free(Decoder *dc) {
     dc->tok = NULL;
 }
 
-void decoder_reset(Decoder *dc) {
+static void decoder_reset(Decoder *dc) {
     const FlashConfig *c = &dc->m->cfg;
     const size_t L = c->depth, n = dc->nseq, e = config_hidden(c), s = c->query_key_dim;
     memset(dc->kv, 0, sizeof(real) * L * n * s * e);

@@ -29,7 +29,6 @@ typedef struct {
    must hold 1 x decoder_prefill_rows(m, max_prompt). 0, or -1 with a message. */
 int decoder_init(Decoder *dc, CpuModel *m, int nseq, int max_prompt, char *err, size_t errlen);
 void decoder_free(Decoder *dc);
-void decoder_reset(Decoder *dc);
 
 /* Feeds token[i] to sequence i at position dc->pos; writes logits (nseq x V) for the next
    byte and advances pos. */

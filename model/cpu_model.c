@@ -51,9 +51,9 @@ void cpu_destroy(CpuModel *m) {
     memset(m, 0, sizeof *m);
 }
 
-void cpu_init_params(CpuModel *m, uint64_t seed) {
-    params_init(&m->table, &m->cfg, m->params, seed);
+int cpu_init_params(CpuModel *m, uint64_t seed) {
     m->tables_stale = 1;
+    return params_init(&m->table, &m->cfg, m->params, seed);
 }
 
 void cpu_zero_grads(CpuModel *m) { memset(m->grads, 0, m->table.total * sizeof(real)); }

@@ -82,7 +82,7 @@ typedef struct {
 /* Builds the table and allocates params and grads (zeroed). 0, or -1 with a message. */
 int cpu_create(CpuModel *m, const FlashConfig *cfg, char *err, size_t errlen);
 void cpu_destroy(CpuModel *m);
-void cpu_init_params(CpuModel *m, uint64_t seed);
+int cpu_init_params(CpuModel *m, uint64_t seed);   /* 0, or -1 when out of memory */
 /* Code that writes m->params itself (imports, checkpoints) calls this afterwards: the
    position tables derive from the untrained buffers among them. */
 static inline void cpu_params_changed(CpuModel *m) { m->tables_stale = 1; }

@@ -41,7 +41,7 @@ static int build_specs(const FlashConfig *c, Spec *out) {
         ADD(2, REL_POS_BUCKETS, 1, 1, 0, INIT_NORMAL1, 0,
             "layers.%d.rel_pos_bias.relative_attention_bias.weight", l);
         /* to_qk right after to_hidden, weights and biases each: both read the same input,
-           so [W_hidden; W_qk] is one (2e + s) x d matrix and one GEMM (see flash.c) */
+           so [W_hidden; W_qk] is one (2e + s) x d matrix and one GEMM (see cpu_model.c) */
         ADD(2, 2 * e, d, 1, 1, INIT_LINEAR, d, "layers.%d.to_hidden.0.weight", l);
         ADD(2, s, d, 1, 1, INIT_LINEAR, d, "layers.%d.to_qk.0.weight", l);
         ADD(1, 2 * e, 0, 1, 0, INIT_LINEAR, d, "layers.%d.to_hidden.0.bias", l);
@@ -127,12 +127,12 @@ int params_point(ModelParams *p, const ParamTable *t, const FlashConfig *c, real
         P(rot_freqs, "rotary_pos_emb.freqs");
 #undef P
     }
-    for (int l = 0; l < c->depth; l++) {   /* the fused layout flash.c relies on */
+    for (int l = 0; l < c->depth; l++) {   /* the fused layout cpu_model.c relies on */
         const LayerParams *L = &p->layer[l];
         const size_t e = config_hidden(c);
         if (L->wqk != L->wh + 2 * e * c->dim || L->bqk != L->bh + 2 * e) {
-            fprintf(stderr, "internal error: to_qk does not follow to_hidden in the table\n");
-            abort();
+            params_unpoint(p);
+            return -1;
         }
     }
     p->lnf_w = at(t, buf, "to_logits.0.weight");
@@ -144,9 +144,9 @@ int params_point(ModelParams *p, const ParamTable *t, const FlashConfig *c, real
 
 void params_unpoint(ModelParams *p) { free(p->layer); p->layer = NULL; }
 
-void params_init(const ParamTable *t, const FlashConfig *c, real *buf, uint64_t seed) {
+int params_init(const ParamTable *t, const FlashConfig *c, real *buf, uint64_t seed) {
     Spec *specs = calloc((size_t)t->n, sizeof *specs);
-    if (!specs) { fprintf(stderr, "error: out of memory in params_init\n"); exit(1); }
+    if (!specs) return -1;
     build_specs(c, specs);
     Rng rng;
     rng_seed(&rng, seed);
@@ -176,4 +176,5 @@ void params_init(const ParamTable *t, const FlashConfig *c, real *buf, uint64_t 
         }
     }
     free(specs);
+    return 0;
 }

@@ -58,12 +58,13 @@ int params_table_build(ParamTable *t, const FlashConfig *c);
 void params_table_free(ParamTable *t);
 const ParamInfo *params_find(const ParamTable *t, const char *name);
 
-/* Points p's fields into buf (t->total elements) following the table. */
+/* Points p's fields into buf (t->total elements) following the table. -1 when out of
+   memory, or when to_qk does not follow to_hidden (the fused product relies on it). */
 int params_point(ModelParams *p, const ParamTable *t, const FlashConfig *c, real *buf);
 void params_unpoint(ModelParams *p);
 
-/* Initialises buf with the spec's distributions (PyTorch defaults) from a seed, and the
-   buffers to their fixed values. */
-void params_init(const ParamTable *t, const FlashConfig *c, real *buf, uint64_t seed);
+/* Initialises buf with PyTorch's default distributions (docs/model.md) from a seed, and the
+   buffers to their fixed values. 0, or -1 when out of memory. */
+int params_init(const ParamTable *t, const FlashConfig *c, real *buf, uint64_t seed);
 
 #endif

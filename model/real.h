@@ -38,8 +38,9 @@ void openblas_set_num_threads(int);
 
 /* Our OpenMP loops over attention groups call small GEMMs from every thread. The OpenMP
    build of OpenBLAS then runs each on its calling thread; the pthreads build would hand
-   each to its own pool of all cores, oversubscribing them many times over (measured: 16
-   threads ran 20x slower). So around such loops the pthreads build is set to one thread.
+   each to its own pool of all cores, oversubscribing them many times over (the cost is in
+   docs/performance-notes.md, "Figures behind the code"). So around such loops the pthreads
+   build is set to one thread.
    (The OpenMP build must not be touched: its set_num_threads sets OpenMP's own count.) */
 static inline int blas_serial_begin(void) {
     if (openblas_get_parallel() != 1) return 0;

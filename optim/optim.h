@@ -1,5 +1,5 @@
-/* optim/optim.h: the training recipe's arithmetic (flash-spec.md, "Training recipe
- * semantics"): learning-rate schedule, gradient clipping and AdamW, each one loop over
+/* optim/optim.h: the training recipe's arithmetic (docs/model.md, "Optimizer"):
+ * learning-rate schedule, gradient clipping and AdamW, each one loop over
  * the parameter table. */
 #ifndef FLASH_OPTIM_H
 #define FLASH_OPTIM_H

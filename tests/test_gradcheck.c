@@ -1,5 +1,5 @@
-/* tests/test_gradcheck.c: every backward of model/ops.h, and the whole model, against
- * central finite differences (autograd/gradcheck.h), in double precision.
+/* tests/test_gradcheck.c: every backward of autograd/ops.h, and the whole model, against
+ * central finite differences (tests/gradcheck.h), in double precision.
  *
  * Usage: test_gradcheck [FIXTURE_DIR [DATA]]   (arguments unused: the inputs are random)
  * FLASH_GC_VERBOSE=1 prints the error of every tensor checked.

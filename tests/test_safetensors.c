@@ -1,4 +1,4 @@
-/* tests/test_safetensors.c: data/safetensors.c and data/json.c.
+/* tests/test_safetensors.c: formats/safetensors.c and formats/json.c.
  *
  * Usage: test_safetensors [FIXTURE_DIR]   (default ../shared/fixtures, from the repo root)
  * Temporary files go to /tmp, named after the process id, and are removed at the end. */

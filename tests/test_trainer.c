@@ -14,7 +14,7 @@
  * eval; a non-finite loss stops the run; the data loader's errors.
  *
  * Children get OMP_WAIT_POLICY=passive unless the environment sets it: with 2 threads on a
- * busy machine, spinning OpenMP barriers make a step up to 100x slower (measured), which
+ * busy machine, spinning OpenMP barriers make a step many times slower, which
  * changes no result, only the test's run time. */
 #include "checkpoint.h"
 #include "metrics.h"
@@ -50,7 +50,7 @@ static char g_tmp[256];          /* mkdtemp root; everything below it is removed
 static int g_small;              /* FLASH_TEST_SMALL */
 static int g_seq;                /* unique names */
 
-/* the small model of most runs: 30691 parameters, ~5 ms a step at 2 threads */
+/* the small model of most runs: 30691 parameters, a few milliseconds a step */
 #define SMALL_MODEL "--dim 32 --depth 2 --group-size 16 --qk-dim 16 --seq-len 64 --batch 4 --accum 2 --threads 2"
 #define HDR_BYTES 32
 #define STATE_BYTES 88

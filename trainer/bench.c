@@ -1,7 +1,7 @@
 /* trainer/bench.c: ./train bench. In one process: the machine's GEMM rate now, on the
  * step's largest matrix product; then warm-up and timed full training steps (forward,
  * backward, clipping, AdamW); the step's FLOP rate by the FLOP model of
- * docs/performance.md and its ratio to the GEMM rate. */
+ * docs/model.md and its ratio to the GEMM rate. */
 #include <cblas.h>
 #include <math.h>
 #include <omp.h>
@@ -20,9 +20,9 @@
 
 
 /* Matrix-multiply FLOPs per token of one forward, counting the quadratic attention's full
-   C x C blocks (as docs/performance.md does): per layer to_hidden 2*d*2e, to_qk 2*d*s,
+   C x C blocks (docs/model.md, "The FLOP model"): per layer to_hidden 2*d*2e, to_qk 2*d*s,
    scores 2*C*s, values 2*C*e, linear KV 2*s*e and read-out 2*s*e, to_out 2*e*d; logits 2*d*V. */
-double flops_per_token_forward(const FlashConfig *c) {
+static double flops_per_token_forward(const FlashConfig *c) {
     double d = c->dim, e = config_hidden(c), s = c->query_key_dim, C = c->group_size, V = c->num_tokens;
     double layer = 2 * d * 2 * e + 2 * d * s + 2 * C * s + 2 * C * e + 4 * s * e + 2 * e * d;
     return c->depth * layer + 2 * d * V;
@@ -52,6 +52,7 @@ static void cpu_name(char *buf, size_t n) {
 static double gemm_rate(int M, int N, int K) {
     float *A = malloc(sizeof(float) * (size_t)M * K), *B = malloc(sizeof(float) * (size_t)N * K);
     float *C = malloc(sizeof(float) * (size_t)M * N);
+    if (!A || !B || !C) { free(A); free(B); free(C); return 0; }   /* "0 GFLOP/s": not measured */
     for (size_t i = 0; i < (size_t)M * K; i++) A[i] = (float)(i % 7) * 0.1f;
     for (size_t i = 0; i < (size_t)N * K; i++) B[i] = (float)(i % 5) * 0.1f;
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, M, N, K, 1, A, K, B, K, 0, C, N);

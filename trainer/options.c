@@ -45,7 +45,8 @@ static void command_defaults(Options *o, Command cmd) {
     if (cmd == CMD_BENCH) { o->opt.total = 20; o->accum = 1; }
 }
 
-int options_preset(Options *o, const char *name, char *err, size_t errlen) {
+/* Applies a named preset over *o: "paper" (the default) or "flash-pytorch". 0 or -1. */
+static int options_preset(Options *o, const char *name, char *err, size_t errlen) {
     if (!strcmp(name, "paper")) {
         Options d;
         options_default(&d);
@@ -77,7 +78,7 @@ int options_preset(Options *o, const char *name, char *err, size_t errlen) {
 
 /* ------------------------------------------------------------------------------------ */
 
-int parse_int_arg(const char *s, long lo, long hi, long *out) {
+static int parse_int_arg(const char *s, long lo, long hi, long *out) {
     char *end;
     errno = 0;
     double v = strtod(s, &end);   /* accepts 1e5 as well as 100000 */
@@ -86,7 +87,7 @@ int parse_int_arg(const char *s, long lo, long hi, long *out) {
     return 0;
 }
 
-int parse_double_arg(const char *s, double *out) {
+static int parse_double_arg(const char *s, double *out) {
     char *end;
     errno = 0;
     double v = strtod(s, &end);

@@ -48,8 +48,6 @@ typedef struct {
 /* The default recipe: the paper's (AdamW, warmup + linear decay, wd 0.01, eps 1e-6, local
    clipping 0.1) on the train.py model. */
 void options_default(Options *o);
-/* Applies a named preset over *o: "paper" (the default) or "flash-pytorch". 0 or -1. */
-int options_preset(Options *o, const char *name, char *err, size_t errlen);
 
 /* Parses the command line of one command through the one table: `./train [options] FILE`
    for CMD_TRAIN (argv[0], the program, is skipped), `./train CMD [options] ARGS...` for
@@ -69,8 +67,5 @@ int options_validate(const Options *o, char *err, size_t errlen);
 int options_to_json(const Options *o, char *buf, size_t buflen);
 int options_from_json(Options *o, const char *json, char *err, size_t errlen);
 
-/* Parses "--threads N" style integer, size or float; shared with the subcommands. */
-int parse_int_arg(const char *s, long lo, long hi, long *out);
-int parse_double_arg(const char *s, double *out);
 
 #endif
