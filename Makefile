@@ -17,6 +17,22 @@ ALL_CFLAGS = -std=c11 -D_POSIX_C_SOURCE=200809L -D_DEFAULT_SOURCE $(WARN) -g -fo
 LDLIBS   = -L$(BLAS_LIB) -Wl,-rpath,$(BLAS_LIB) -lopenblas -ljansson -lpng -lz -lm -fopenmp
 SAN      = -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
 
+# CUDA: compiled into the f32 library (./train, the f32 tests, parity) when nvcc and cuBLAS
+# are found; `make CUDA=0` leaves it out. The f64 and sanitizer builds never have it.
+NVCC      ?= $(or $(shell command -v nvcc 2>/dev/null),$(wildcard /usr/local/cuda/bin/nvcc))
+CUDA_HOME ?= $(patsubst %/bin/nvcc,%,$(NVCC))
+CUDA      ?= $(if $(and $(NVCC),$(wildcard $(CUDA_HOME)/include/cublas_v2.h)),1,0)
+CUDA_ARCH ?= -gencode arch=compute_90,code=sm_90 -gencode arch=compute_90,code=compute_90
+NVFLAGS   = -O3 $(CUDA_ARCH) -std=c++17 -Xcompiler -Wall,-Wextra -Imodel -Ioptim -Icuda
+ifeq ($(CUDA),1)
+CUDA_OBJ    = $(patsubst %.cu,build/cuda/%.o,$(wildcard cuda/*.cu))
+CUDA_CFLAGS = -DFLASH_CUDA -Icuda -I$(CUDA_HOME)/include
+CUDA_LIBS   = -L$(CUDA_HOME)/lib64 -Wl,-rpath,$(CUDA_HOME)/lib64 -lcublas -lcudart -lstdc++
+$(info CUDA: built in ($(NVCC), sm_90); make CUDA=0 leaves it out)
+else
+$(info CUDA: not built in (no nvcc with cuBLAS found); ./train runs on the CPU only)
+endif
+
 LIB_SRC  = $(wildcard model/*.c autograd/*.c optim/*.c data/*.c formats/*.c plot/*.c trainer/*.c)
 TEST_SRC = $(wildcard tests/test_*.c)
 # tests/test_grad*.c check gradients by finite differences: they use the f64 library and the
@@ -38,16 +54,19 @@ FIXTURES ?= $(SHARED)/fixtures
 DATA     ?= $(SHARED)/data/enwik8-head.gz
 OUT      ?= build/parity-out
 
-.PHONY: all test test-fast test-asan parity clean
+.PHONY: all test test-fast test-asan test-cuda parity clean
 .SECONDARY:
 all: train $(TEST_BINS)
 
-train: build/f32/train.o $(F32_OBJ)
-	$(CC) $(ALL_CFLAGS) -o $@ $^ $(LDLIBS)
+train: build/f32/train.o $(F32_OBJ) $(CUDA_OBJ)
+	$(CC) $(ALL_CFLAGS) -o $@ $^ $(LDLIBS) $(CUDA_LIBS)
 
 build/f32/%.o: %.c $(wildcard */*.h)
 	@mkdir -p $(dir $@)
-	$(CC) $(ALL_CFLAGS) -c $< -o $@
+	$(CC) $(ALL_CFLAGS) $(CUDA_CFLAGS) -c $< -o $@
+build/cuda/%.o: %.cu $(wildcard cuda/*.h model/*.h)
+	@mkdir -p $(dir $@)
+	$(NVCC) $(NVFLAGS) -c $< -o $@
 build/f64/%.o: %.c $(wildcard */*.h)
 	@mkdir -p $(dir $@)
 	$(CC) $(ALL_CFLAGS) -DFLASH_DOUBLE -c $< -o $@
@@ -55,12 +74,12 @@ build/asan/%.o: %.c $(wildcard */*.h)
 	@mkdir -p $(dir $@)
 	$(CC) $(ALL_CFLAGS) -O1 $(SAN) -c $< -o $@
 
-build/f32/test_%: tests/test_%.c $(F32_OBJ) $(wildcard */*.h)
-	$(CC) $(ALL_CFLAGS) -o $@ $< $(F32_OBJ) $(LDLIBS)
+build/f32/test_%: tests/test_%.c $(F32_OBJ) $(CUDA_OBJ) $(wildcard */*.h)
+	$(CC) $(ALL_CFLAGS) $(CUDA_CFLAGS) -o $@ $< $(F32_OBJ) $(CUDA_OBJ) $(LDLIBS) $(CUDA_LIBS)
 build/f64/test_%: tests/test_%.c $(GRADCHECK) $(F64_OBJ) $(wildcard */*.h)
 	$(CC) $(ALL_CFLAGS) -DFLASH_DOUBLE -o $@ $< $(GRADCHECK) $(F64_OBJ) $(LDLIBS)
-build/f32/parity: tests/parity.c $(F32_OBJ) $(wildcard */*.h)
-	$(CC) $(ALL_CFLAGS) -o $@ $< $(F32_OBJ) $(LDLIBS)
+build/f32/parity: tests/parity.c $(F32_OBJ) $(CUDA_OBJ) $(wildcard */*.h)
+	$(CC) $(ALL_CFLAGS) $(CUDA_CFLAGS) -o $@ $< $(F32_OBJ) $(CUDA_OBJ) $(LDLIBS) $(CUDA_LIBS)
 build/asan/test_grad%: tests/test_grad%.c $(GRADCHECK) $(LIB_SRC) $(wildcard */*.h)
 	@mkdir -p build/asan/f64
 	$(CC) $(ALL_CFLAGS) -O1 $(SAN) -DFLASH_DOUBLE -o $@ $< $(GRADCHECK) $(LIB_SRC) $(LDLIBS) $(SAN)
@@ -71,10 +90,18 @@ build/asan/train: build/asan/train.o $(ASAN_OBJ)
 build/asan/parity: tests/parity.c $(ASAN_OBJ) $(wildcard */*.h)
 	$(CC) $(ALL_CFLAGS) -O1 $(SAN) -o $@ $< $(ASAN_OBJ) $(LDLIBS) $(SAN)
 
-# Every fixture pair in FIXTURES, results written to OUT.
+# Every fixture pair in FIXTURES, results written to OUT, on DEVICE (cpu, the default, or
+# cuda: the GPU backend in fp32 without TF32, held to the same tolerances).
+DEVICE ?= cpu
 parity: build/f32/parity
 	@mkdir -p $(OUT)
-	./build/f32/parity $(FIXTURES) $(OUT)
+	FLASH_DEVICE=$(DEVICE) ./build/f32/parity $(FIXTURES) $(OUT)
+
+# On a machine with a GPU: the CUDA tests (kernels against the CPU ops, the model against
+# the CPU model, decoder, determinism, bf16), the fixtures on the GPU, and the command-line
+# checks (resume bit-exact, two runs identical, checkpoints across devices).
+test-cuda: train build/f32/test_cuda build/f32/parity
+	@bash tests/run_cuda.sh $(FIXTURES) $(DATA)
 
 test-fast: all
 	@bash tests/run.sh build/f32 build/f64 -- $(FIXTURES) $(DATA)

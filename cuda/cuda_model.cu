@@ -226,7 +226,7 @@ static void backward_pass(Model *m, const int *d_tok, int tstride, int B, int T,
         colsum_add_cuda(D->bo, d_res, d, NULL, 0, N, d, col, st);
         MARK(P_PHASES + P_TO_OUT);
         /* the gate's and z's silu backward are folded into their kernels; v's follows below */
-        gate_backward_cuda(d_hid + e, H, d_att, d_gated, hid + e, TW(hid_h ? hid_h + e : NULL), att,
+        gate_backward_cuda(d_hid + e, H, d_att_h ? NULL : d_att, d_gated, hid + e, TW(hid_h ? hid_h + e : NULL), att,
                            hid_u + e, N, e,
                            TW(d_hid_h ? d_hid_h + e : NULL), TW(d_att_h), st);
         MARK(P_PHASES + P_GATE);
@@ -356,6 +356,7 @@ static void cu_close(Model *m) {
     cudaSetDevice(cm->dev);
     if (cm->st) cudaStreamSynchronize(cm->st);
     cuda_decoder_close(m);
+    if (cm->graph_ready) cudaGraphExecDestroy(cm->step_graph);
     for (int i = 0; i < 64; i++) if (cm->ev[i]) cudaEventDestroy(cm->ev[i]);
     if (cm->blas) cublasDestroy(cm->blas);
     cudaFree(cm->blas_ws);
@@ -468,6 +469,25 @@ static int micro_for(const CudaModel *cm, int n_seq, int B) {
     return mb < 1 ? 1 : mb;
 }
 
+/* the launches of one step after its tokens are on the device */
+static void step_launches(Model *m, int n_seq, int B, int T, int divisor) {
+    CudaModel *cm = CM(m);
+    const int C = m->cfg.group_size, V = m->cfg.num_tokens, Tp = round_up(T, C);
+    const int mb = micro_for(cm, n_seq, B), chunks = n_seq / mb;
+    const size_t ntok = (size_t)n_seq * (T + 1), per_chunk = (size_t)mb * T + V + 1;
+    cudaStream_t st = cm->st;
+    cudaMemsetAsync(cm->grads, 0, cm->dtab.total * sizeof(float), st);
+    cudaMemsetAsync(cm->scalars + 1, 0, sizeof(double), st);
+    /* a micro-batch of k of the caller's micro-batches: its mean loss times k / divisor */
+    const double weight = (double)mb / B / divisor;
+    for (int q = 0; q < chunks; q++) {
+        const int *d_tok = cm->d_stage + (size_t)q * mb * (T + 1);
+        const int *d_order = cm->d_stage + ntok + q * per_chunk;
+        cuda_forward_pass(m, d_tok, T + 1, mb, T, Tp, weight, cm->scalars + 1);
+        backward_pass(m, d_tok, T + 1, mb, T, Tp, (float)weight, d_order, d_order + (size_t)mb * T);
+    }
+}
+
 static double cu_accumulate(Model *m, const int *tokens, int n_seq, int B, int T, int divisor) {
     CudaModel *cm = CM(m);
     const int C = m->cfg.group_size, V = m->cfg.num_tokens, Tp = round_up(T, C);
@@ -486,16 +506,28 @@ static double cu_accumulate(Model *m, const int *tokens, int n_seq, int B, int T
     cudaStream_t st = cm->st;
     cudaMemcpyAsync(cm->d_stage, cm->h_stage, (ntok + chunks * per_chunk) * sizeof(int),
                     cudaMemcpyHostToDevice, st);
-    cudaMemsetAsync(cm->grads, 0, cm->dtab.total * sizeof(float), st);
-    cudaMemsetAsync(cm->scalars + 1, 0, sizeof(double), st);
-    /* a micro-batch of k of the caller's micro-batches: its mean loss times k / divisor */
-    const double weight = (double)mb / B / divisor;
-    for (int q = 0; q < chunks; q++) {
-        const int *d_tok = cm->d_stage + (size_t)q * mb * (T + 1);
-        const int *d_order = cm->d_stage + ntok + q * per_chunk;
-        cuda_forward_pass(m, d_tok, T + 1, mb, T, Tp, weight, cm->scalars + 1);
-        backward_pass(m, d_tok, T + 1, mb, T, Tp, (float)weight, d_order, d_order + (size_t)mb * T);
+    /* The step's launches depend on its shape only (the data is in the staging buffer):
+       they are captured once per shape as a CUDA graph and replayed, which removes the
+       launch gaps between several hundred short kernels. Profiling runs them directly. */
+    const int key[4] = {n_seq, B, T, divisor};
+    const int use_graph = !cm->prof && !cm->graph_off;
+    if (use_graph && (!cm->graph_ready || memcmp(key, cm->graph_key, sizeof key))) {
+        if (cm->graph_ready) { cudaGraphExecDestroy(cm->step_graph); cm->graph_ready = 0; }
+        cudaGraph_t g;
+        if (cudaStreamBeginCapture(st, cudaStreamCaptureModeThreadLocal) == cudaSuccess) {
+            step_launches(m, n_seq, B, T, divisor);
+            if (cudaStreamEndCapture(st, &g) == cudaSuccess) {
+                if (cudaGraphInstantiate(&cm->step_graph, g, 0) == cudaSuccess) {
+                    cm->graph_ready = 1;
+                    memcpy(cm->graph_key, key, sizeof key);
+                }
+                cudaGraphDestroy(g);
+            }
+        }
+        if (!cm->graph_ready) { cm->graph_off = 1; cudaGetLastError(); }
     }
+    if (use_graph && cm->graph_ready) cudaGraphLaunch(cm->step_graph, st);
+    else step_launches(m, n_seq, B, T, divisor);
     double loss = NAN;
     cudaMemcpyAsync(&loss, cm->scalars + 1, sizeof(double), cudaMemcpyDeviceToHost, st);
     cudaError_t e = cudaStreamSynchronize(st);
@@ -588,6 +620,10 @@ extern "C" int cuda_model_open(Model *m, char *err, size_t errlen) {
     m->impl = cm;
     m->be = &CUDA_BACKEND;
     cm->dev = o->gpu;
+    {
+        const char *g = getenv("FLASH_CUDA_GRAPHS");   /* 0: launch one by one (for A/B runs) */
+        cm->graph_off = g && !strcmp(g, "0");
+    }
     cm->use_bf16 = o->precision == PRECISION_BF16;
     int ndev = cuda_device_count();
     if (ndev <= 0) { snprintf(err, errlen, "no CUDA GPU is visible"); goto fail; }

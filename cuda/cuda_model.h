@@ -63,6 +63,9 @@ typedef struct {
     size_t stage_ints;
     float *h_pos, *h_rot;             /* host tables, uploaded when the buffers change */
     int micro_fixed;                  /* ModelOptions.micro_batch */
+    /* the step as a CUDA graph, for the shape graph_key = (n_seq, B, T, divisor) */
+    cudaGraphExec_t step_graph;
+    int graph_ready, graph_off, graph_key[4];
     /* profiling */
     int prof;
     cudaEvent_t ev[64];

@@ -21,8 +21,9 @@ static inline unsigned grid_for(size_t n, int block) {
 
 /* Row-wise element kernels: x over the columns (256 per block), y over the rows (grid-
    stride), so that no thread divides a 64-bit index (slow on the GPU). */
+#define ROW_BLOCKS 2048   /* at most this many blocks down the rows: each thread takes several */
 static inline dim3 grid_rows(int rows, int cols) {
-    return dim3((unsigned)((cols + 255) / 256), (unsigned)(rows < 65535 ? (rows > 0 ? rows : 1) : 65535));
+    return dim3((unsigned)((cols + 255) / 256), (unsigned)(rows < ROW_BLOCKS ? (rows > 0 ? rows : 1) : ROW_BLOCKS));
 }
 #define FOR_ROWS(n, rows) for (int n = blockIdx.y; n < (rows); n += gridDim.y)
 
@@ -387,7 +388,7 @@ __global__ void gate_backward_kernel(float *d_gate, int gate_stride, float *d_at
         d_gate[kg] = dg;
         put_twin(gate_twin, kg, dg);
         const float da = dout * g;
-        d_att[k] = da;
+        if (d_att) d_att[k] = da;
         put_twin(att_twin, k, da);
     }
 }

@@ -73,7 +73,8 @@ void silu_backward_cuda(float *d, const float *u, int N, int M, int ld, bf16_t *
 void gate_forward_cuda(float *out, const float *gate, const bf16_t *gate16, int gate_stride,
                        const float *att, int N, int e, bf16_t *twin, cudaStream_t st);
 /* d_gate = d_out att, times silu'(u_gate) when u_gate (the gate's pre-activation, same
-   stride) is given: the gate's silu backward folded in; d_att = d_out gate */
+   stride) is given: the gate's silu backward folded in; d_att = d_out gate (d_att NULL: its
+   twin only) */
 void gate_backward_cuda(float *d_gate, int gate_stride, float *d_att, const float *d_out,
                         const float *gate, const bf16_t *gate16, const float *att, const float *u_gate,
                         int N, int e, bf16_t *d_gate_twin, bf16_t *d_att_twin, cudaStream_t st);

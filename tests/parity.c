@@ -24,6 +24,8 @@
 #include "state_io.h"
 #include "test.h"
 
+static ModelDevice parity_device = DEVICE_CPU;   /* FLASH_DEVICE=cuda: the GPU backend */
+
 #define TOL_LOGITS 1e-5
 #define TOL_GRAD 1e-4
 #define TOL_FINAL_ABS 1e-5
@@ -117,16 +119,17 @@ static int run_fixture(const char *dir, const char *name, const char *outdir) {
         st_free(&exp);
         return 0;
     }
-    /* the model, on the CPU, with activations for the fixture's batches */
+    /* the model, on the device FLASH_DEVICE names, with activations for the fixture's batches */
     const StTensor *tt = NULL;
     size_t ntok;
     int *tokens = expected_tokens(&exp, "tokens", &ntok, &tt);
     const int is_fwd = tokens != NULL;
     int *batches = is_fwd ? NULL : expected_tokens(&exp, "batches", &ntok, &tt);
-    ModelOptions mo = {.device = DEVICE_CPU, .max_B = 1, .max_T = 1};
+    ModelOptions mo = {.device = parity_device, .max_B = 1, .max_T = 1};
     if (tt && (tt->ndim == 2 || tt->ndim == 4)) {
         mo.max_B = (int)tt->shape[tt->ndim - 2];
         mo.max_T = (int)tt->shape[tt->ndim - 1] - 1;
+        mo.step_seqs = tt->ndim == 4 ? (int)(tt->shape[1] * tt->shape[2]) : mo.max_B;
     }
     Model *m = model_open(&cfg, &mo, err, sizeof err);
     if (!m || model_import(m, &wf, wpath, err, sizeof err)) {
@@ -244,7 +247,13 @@ done:
 static int cmp_str(const void *a, const void *b) { return strcmp(*(char *const *)a, *(char *const *)b); }
 
 int main(int argc, char **argv) {
-    if (argc != 3) { fprintf(stderr, "usage: parity FIXTURES_DIR OUT_DIR\n"); return 2; }
+    if (argc != 3) { fprintf(stderr, "usage: [FLASH_DEVICE=cpu|cuda] parity FIXTURES_DIR OUT_DIR\n"); return 2; }
+    const char *dev = getenv("FLASH_DEVICE");
+    if (dev && *dev && strcmp(dev, "cpu")) {
+        if (strcmp(dev, "cuda")) { fprintf(stderr, "parity: FLASH_DEVICE must be cpu or cuda, not %s\n", dev); return 2; }
+        parity_device = DEVICE_CUDA;
+    }
+    printf("parity on the %s\n", parity_device == DEVICE_CUDA ? "GPU (fp32, no TF32)" : "CPU");
     const char *dir = argv[1], *outdir = argv[2];
     if (mkdir(outdir, 0777) && errno != EEXIST) { perror(outdir); return 2; }
     DIR *dp = opendir(dir);
