@@ -86,18 +86,23 @@ __global__ void dec_norm_shift_kernel(float *xs, float *prev, const float *h, co
     }
 }
 
-/* One sequence (blockIdx.x) and 128 of the e value features (blockIdx.y) at position t,
+/* One sequence (blockIdx.x) and DEC_F of the e value features (blockIdx.y) at position t,
    group index j = t mod C: offset-scale and rotary of z, the current row's keys and
    values into the group cache, a_k = phi(q . k_k / C + sqrt(s) bias[bucket(j - k)]) for
    k <= j, att = sum_k a_k v_k + lin_q S, gated = gate * att; when the group is complete,
-   S += lin_k^T v / C. Shared: the four rotated rows (4 s) and the weights a (C). */
+   S += lin_k^T v / C. The 8 warps of a block share the keys (and S's rows) of its
+   features and add their sums in a fixed order. Shared: the four rotated rows (4 s), the
+   weights a (C) and the warps' partial sums. */
+#define DEC_F 32
+#define DEC_WARPS 8
 __global__ void dec_attend_kernel(float *gated, float *kv, float *gq, float *gk, float *gv,
                                   const float *hid, const int *pos, const float *gamma,
                                   const float *beta, const float *freqs, const float *rel_bias,
                                   int e, int s, int r, int C, int H, int laplace) {
     extern __shared__ float sh[];
-    float *q4 = sh, *a = sh + 4 * s;
+    float *q4 = sh, *a = sh + 4 * s, *part = a + C;   /* part: DEC_WARPS x DEC_F */
     const int i = blockIdx.x, tid = threadIdx.x, nt = blockDim.x;
+    const int lane = tid % 32, warp = tid / 32;
     const long t = pos[0];
     const int j = (int)(t % C), pairs = r / 2, units = pairs + (s - 2 * pairs);
     const float *hrow = hid + (size_t)i * H, *z = hrow + 2 * e;
@@ -125,29 +130,42 @@ __global__ void dec_attend_kernel(float *gated, float *kv, float *gq, float *gk,
     if (blockIdx.y == 0)
         for (int f = tid; f < s; f += nt) { Gq[(size_t)j * s + f] = kq[f]; Gk[(size_t)j * s + f] = kl[f]; }
     const float inv_C = 1.0f / C, bias_scale = sqrtf((float)s);
-    for (int k = tid; k <= j; k += nt) {
+    /* one warp per key: its lanes split the s features (coalesced reads of the cache) */
+    for (int k = warp; k <= j; k += nt / 32) {
         const float *key = k == j ? kq : Gq + (size_t)k * s;
         float dot = 0;
-        for (int f = 0; f < s; f++) dot += qq[f] * key[f];
-        a[k] = dec_phi(dot * inv_C + bias_scale * rel_bias[dec_bucket(j - k)], laplace);
+        for (int f = lane; f < s; f += 32) dot += qq[f] * key[f];
+        for (int o = 16; o > 0; o >>= 1) dot += __shfl_xor_sync(0xffffffffu, dot, o);
+        if (lane == 0) a[k] = dec_phi(dot * inv_C + bias_scale * rel_bias[dec_bucket(j - k)], laplace);
     }
     __syncthreads();
-    const int f = blockIdx.y * nt + tid;
-    if (f >= e) return;
-    const float v = hrow[f];
-    Gv[(size_t)j * e + f] = v;
+    const int f = blockIdx.y * DEC_F + lane;
+    const int live = f < e;
+    const float v = live ? hrow[f] : 0.0f;
+    if (live && warp == 0) Gv[(size_t)j * e + f] = v;
+    /* this warp's share: keys k = warp, warp + 8, ... and rows q of S likewise */
     float acc = 0;
-    for (int k = 0; k < j; k++) acc += a[k] * Gv[(size_t)k * e + f];
-    acc += a[j] * v;
-    float lin = 0;
-    for (int q = 0; q < s; q++) lin += ql[q] * S[(size_t)q * e + f];
-    gated[(size_t)i * e + f] = hrow[e + f] * (acc + lin);
-    if (j == C - 1)
-        for (int q = 0; q < s; q++) {
+    if (live) {
+        for (int k = warp; k < j; k += DEC_WARPS) acc += a[k] * Gv[(size_t)k * e + f];
+        if (warp == j % DEC_WARPS) acc += a[j] * v;
+        for (int q = warp; q < s; q += DEC_WARPS) acc += ql[q] * S[(size_t)q * e + f];
+    }
+    part[warp * DEC_F + lane] = acc;
+    __syncthreads();
+    if (warp == 0 && live) {
+        float sum = 0;
+        for (int w = 0; w < DEC_WARPS; w++) sum += part[w * DEC_F + lane];
+        gated[(size_t)i * e + f] = hrow[e + f] * sum;
+    }
+    if (j == C - 1 && live) {
+        /* every warp has read S above (barrier): each now updates its own rows q */
+        for (int q = warp; q < s; q += DEC_WARPS) {
             float sum = 0;
-            for (int k = 0; k < C; k++) sum += (k == j ? kl[q] : Gk[(size_t)k * s + q]) * Gv[(size_t)k * e + f];
+            for (int k = 0; k < C; k++)
+                sum += (k == j ? kl[q] : Gk[(size_t)k * s + q]) * (k == j ? v : Gv[(size_t)k * e + f]);
             S[(size_t)q * e + f] += inv_C * sum;
         }
+    }
 }
 
 __global__ void dec_advance_kernel(int *pos) { pos[0] += 1; }
@@ -163,7 +181,7 @@ static void dec_launch_step(Model *m) {
     const ModelParams *p = &cm->p;
     dec_embed_kernel<<<(n * d + 255) / 256, 256, 0, st>>>(dc->h, dc->d_tok, dc->d_pos, p->tok_emb,
                                                           p->pos_scale, p->inv_freq, n, d);
-    const size_t shmem = sizeof(float) * (4 * (size_t)s + C);
+    const size_t shmem = sizeof(float) * (4 * (size_t)s + C + DEC_WARPS * DEC_F);
     for (int l = 0; l < L; l++) {
         const LayerParams *P = &p->layer[l];
         dec_norm_shift_kernel<<<(n + 3) / 4, 128, 0, st>>>(dc->xs, dc->prev + (size_t)l * n * d, dc->h,
@@ -171,9 +189,9 @@ static void dec_launch_step(Model *m) {
                                                            c->norm_type == NORM_LAYERNORM, c->shift_tokens,
                                                            n, d);
         cuda_gemm(cm, 0, 1, n, H, d, 1, dc->xs, NULL, d, 0, P->wh, NULL, d, 0, 0, dc->hid_u, H, 0, 1);
-        bias_silu_cuda(dc->hid_u, dc->hid, P->bh, n, H, H, NULL, st);
-        dim3 grid(n, (e + 127) / 128);
-        dec_attend_kernel<<<grid, 128, shmem, st>>>(
+        bias_silu_cuda(dc->hid_u, NULL, dc->hid, P->bh, n, H, H, NULL, st);
+        dim3 grid(n, (e + DEC_F - 1) / DEC_F);
+        dec_attend_kernel<<<grid, 32 * DEC_WARPS, shmem, st>>>(
             dc->gated, dc->kv + (size_t)l * n * s * e, dc->gq + (size_t)l * n * C * s,
             dc->gk + (size_t)l * n * C * s, dc->gv + (size_t)l * n * C * e, dc->hid, dc->d_pos, P->gamma,
             P->beta, P->rot_freqs, P->rel_bias, e, s, r, C, H, c->laplace_attn_fn);

@@ -28,17 +28,23 @@ extern "C" int cuda_device_count(void) {
 /* ---- products: row-major C = alpha op(A) op(B) + beta C, batched with strides --------- */
 /* cuBLAS is column-major: a row-major matrix is its transpose there, so C^T = op(B)^T op(A)^T
    is the same call with the operands swapped. In bf16 the twins Ah, Bh are the operands. */
-void cuda_gemm(CudaModel *cm, int ta, int tb, int M, int N, int K, float alpha, const float *A,
-                 const bf16 *Ah, int lda, long long sA, const float *B, const bf16 *Bh, int ldb,
-                 long long sB, float beta, float *C, int ldc, long long sC, int batch) {
+static void gemm_typed(CudaModel *cm, int ta, int tb, int M, int N, int K, float alpha, const float *A,
+                       const bf16 *Ah, int lda, long long sA, const float *B, const bf16 *Bh, int ldb,
+                       long long sB, float beta, void *C, cudaDataType_t ctype, int ldc, long long sC,
+                       int batch) {
     if (M <= 0 || N <= 0) return;
     const cublasOperation_t opA = ta ? CUBLAS_OP_T : CUBLAS_OP_N, opB = tb ? CUBLAS_OP_T : CUBLAS_OP_N;
     const void *a = A, *b = B;
     cudaDataType_t type = CUDA_R_32F;
     if (cm->use_bf16 && Ah && Bh) { a = Ah; b = Bh; type = CUDA_R_16BF; }
     cublasGemmStridedBatchedEx(cm->blas, opB, opA, N, M, K, &alpha, b, type, ldb, sB, a, type, lda, sA,
-                               &beta, C, CUDA_R_32F, ldc, sC, batch, CUBLAS_COMPUTE_32F,
-                               CUBLAS_GEMM_DEFAULT);
+                               &beta, C, ctype, ldc, sC, batch, CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT);
+}
+void cuda_gemm(CudaModel *cm, int ta, int tb, int M, int N, int K, float alpha, const float *A,
+               const bf16 *Ah, int lda, long long sA, const float *B, const bf16 *Bh, int ldb,
+               long long sB, float beta, float *C, int ldc, long long sC, int batch) {
+    gemm_typed(cm, ta, tb, M, N, K, alpha, A, Ah, lda, sA, B, Bh, ldb, sB, beta, C, CUDA_R_32F, ldc, sC,
+               batch);
 }
 
 /* ---- profiling: events between phases -------------------------------------------------- */
@@ -101,6 +107,7 @@ void cuda_forward_pass(Model *m, const int *d_tok, int tstride, int B, int T, in
         float *bias_dist = ACT(cm, A_BIAS_DIST) + (size_t)l * C;
         bf16 *xs_h = cm->use_bf16 ? TWIN(cm, H_XS) + (size_t)l * Nm * d : NULL;
         bf16 *hid_h = cm->use_bf16 ? TWIN(cm, H_HID) + (size_t)l * Nm * H : NULL;
+        bf16 *hid_u_h = cm->use_bf16 ? TWIN(cm, H_HID_U) + (size_t)l * Nm * H : NULL;
         bf16 *qk4_h = cm->use_bf16 ? TWIN(cm, H_QK4) + (size_t)l * 4 * Nm * s : NULL;
         bf16 *attn_h = cm->use_bf16 ? TWIN(cm, H_ATTN) + (size_t)l * Nm * C : NULL;
         bf16 *kv_h = cm->use_bf16 ? TWIN(cm, H_KV) + (size_t)l * (Nm / C) * s * e : NULL;
@@ -116,9 +123,12 @@ void cuda_forward_pass(Model *m, const int *d_tok, int tstride, int B, int T, in
             layernorm_forward_cuda(xs, stat, h, P->norm_w, P->norm_b, N, d, shift, TW(xs_h), st);
         MARK(P_NORM);
         /* [to_hidden; to_qk]: one (2e + s) x d product, then bias and silu */
-        cuda_gemm(cm, 0, 1, N, H, d, 1, xs, xs_h, d, 0, P->wh, Wh_h, d, 0, 0, hid_u, H, 0, 1);
-        /* bf16 keeps v | gate | z as the twin only */
-        bias_silu_cuda(hid_u, hid_h ? NULL : hid, P->bh, N, H, H, TW(hid_h), st);
+        /* bf16 keeps the pre-activation u and v | gate | z in bf16 only */
+        if (hid_u_h)
+            gemm_typed(cm, 0, 1, N, H, d, 1, xs, xs_h, d, 0, P->wh, Wh_h, d, 0, 0, hid_u_h, CUDA_R_16BF, H, 0, 1);
+        else
+            cuda_gemm(cm, 0, 1, N, H, d, 1, xs, xs_h, d, 0, P->wh, Wh_h, d, 0, 0, hid_u, H, 0, 1);
+        bias_silu_cuda(hid_u, TW(hid_u_h), hid_h ? NULL : hid, P->bh, N, H, H, TW(hid_h), st);
         MARK(P_TO_HIDDEN);
         offset_scale_rotary_forward_cuda(qk4, hid + 2 * e, TW(hid_h ? hid_h + 2 * e : NULL), H, P->gamma,
                                          P->beta, ACT(cm, A_ROT_COS),
@@ -210,6 +220,7 @@ static void backward_pass(Model *m, const int *d_tok, int tstride, int B, int T,
         const float *att = ACT(cm, A_ATT) + (size_t)l * Nm * e, *gated = ACT(cm, A_GATED) + (size_t)l * Nm * e;
         const bf16 *xs_h = cm->use_bf16 ? TWIN(cm, H_XS) + (size_t)l * Nm * d : NULL;
         const bf16 *hid_h = cm->use_bf16 ? TWIN(cm, H_HID) + (size_t)l * Nm * H : NULL;
+        const bf16 *hid_u_h = cm->use_bf16 ? TWIN(cm, H_HID_U) + (size_t)l * Nm * H : NULL;
         const bf16 *qk4_h = cm->use_bf16 ? TWIN(cm, H_QK4) + (size_t)l * 4 * Nm * s : NULL;
         const bf16 *attn_h = cm->use_bf16 ? TWIN(cm, H_ATTN) + (size_t)l * Nm * C : NULL;
         const bf16 *kv_h = cm->use_bf16 ? TWIN(cm, H_KV) + (size_t)l * (Nm / C) * s * e : NULL;
@@ -226,8 +237,9 @@ static void backward_pass(Model *m, const int *d_tok, int tstride, int B, int T,
         colsum_add_cuda(D->bo, d_res, d, NULL, 0, N, d, col, st);
         MARK(P_PHASES + P_TO_OUT);
         /* the gate's and z's silu backward are folded into their kernels; v's follows below */
-        gate_backward_cuda(d_hid + e, H, d_att_h ? NULL : d_att, d_gated, hid + e, TW(hid_h ? hid_h + e : NULL), att,
-                           hid_u + e, N, e,
+        /* bf16: d_hid's gate and z columns as the twin only (the bias gradient sums the twin) */
+        gate_backward_cuda(d_hid_h ? NULL : d_hid + e, H, d_att_h ? NULL : d_att, d_gated, hid + e,
+                           TW(hid_h ? hid_h + e : NULL), att, hid_u + e, TW(hid_u_h ? hid_u_h + e : NULL), N, e,
                            TW(d_hid_h ? d_hid_h + e : NULL), TW(d_att_h), st);
         MARK(P_PHASES + P_GATE);
         const float *Qq = qk4, *Ql = qk4 + Ns, *Kq = qk4 + 2 * Ns, *Kl = qk4 + 3 * Ns;
@@ -251,16 +263,17 @@ static void backward_pass(Model *m, const int *d_tok, int tstride, int B, int T,
         cuda_gemm(cm, 1, 0, C, s, C, inv_C, dsim, dsim_h, C, CC, Qq, Qq_h, s, Cs, 0, dKq, s, Cs, BG);
         cuda_gemm(cm, 1, 0, C, e, C, 1, attn, attn_h, C, CC, d_att, d_att_h, e, Ce, 1, d_hid, H, CH, BG);
         MARK(P_PHASES + P_ATTENTION);
-        offset_scale_rotary_backward_cuda(d_hid + 2 * e, D->gamma, D->beta, d_qk4, hid + 2 * e,
+        offset_scale_rotary_backward_cuda(d_hid_h ? NULL : d_hid + 2 * e, D->gamma, D->beta, d_qk4, hid + 2 * e,
                                           TW(hid_h ? hid_h + 2 * e : NULL), H,
-                                          hid_u + 2 * e, P->gamma, ACT(cm, A_ROT_COS), ACT(cm, A_ROT_SIN),
+                                          hid_u + 2 * e, TW(hid_u_h ? hid_u_h + 2 * e : NULL), P->gamma, ACT(cm, A_ROT_COS), ACT(cm, A_ROT_SIN),
                                           N, Tp, s, r, col, TW(d_hid_h ? d_hid_h + 2 * e : NULL), st);
         MARK(P_PHASES + P_ROTARY);
-        silu_backward_cuda(d_hid, hid_u, N, e, H, TW(d_hid_h), st);   /* v's columns */
+        silu_backward_cuda(d_hid, hid_u, TW(hid_u_h), N, e, H, TW(d_hid_h), st);   /* v's columns */
         /* one product gives both inputs' gradient sum, one the fused weight block's */
         cuda_gemm(cm, 0, 0, N, d, H, 1, d_hid, d_hid_h, H, 0, P->wh, Wh_h, d, 0, 0, d_xs, d, 0, 1);
         cuda_gemm(cm, 1, 0, H, d, N, 1, d_hid, d_hid_h, H, 0, xs, xs_h, d, 0, 1, D->wh, d, 0, 1);
-        colsum_add_cuda(D->bh, d_hid, H, NULL, 0, N, H, col, st);
+        if (d_hid_h) colsum16_add_cuda(D->bh, TW(d_hid_h), H, N, H, col, st);
+        else colsum_add_cuda(D->bh, d_hid, H, NULL, 0, N, H, col, st);
         MARK(P_PHASES + P_TO_HIDDEN);
         if (c->norm_type == NORM_SCALENORM)
             scalenorm_backward_cuda(d_res, D->norm_g, d_xs, h, stat, P->norm_g, N, d, shift, row,
@@ -329,12 +342,14 @@ static size_t layout(const FlashConfig *c, int capB, int capTp, int bf16, size_t
     n[A_XHAT_SCRATCH] = 2 * Nm * d;   /* the final LayerNorm's backward needs it in every config */
     n[A_DIST_SCRATCH] = BG * ((C + 31) / 32) * C + 65 * C;   /* attn_dist_parts(BG, C) x C, + its sums */
     if (bf16) {
-        n[H_XS] = n[A_XS];      n[H_HID] = n[A_HID];      n[H_QK4] = n[A_QK4];
-        n[H_ATTN] = n[A_ATTN];  n[H_KV] = n[A_KV];        n[H_GATED] = n[A_GATED];
-        n[H_LNF_OUT] = n[A_LNF_OUT];  n[H_D_LOGITS] = n[A_D_LOGITS];  n[H_D_RES] = n[A_D_RES];
-        n[H_D_ATT] = n[A_D_ATT];      n[H_D_KV] = n[A_D_KV];          n[H_DSIM] = n[A_DSIM];
-        n[H_D_HID] = n[A_D_HID];
+        n[H_XS] = n[A_XS];      n[H_HID] = n[A_HID];      n[H_HID_U] = n[A_HID_U];
+        n[H_QK4] = n[A_QK4];    n[H_ATTN] = n[A_ATTN];    n[H_KV] = n[A_KV];
+        n[H_GATED] = n[A_GATED];      n[H_LNF_OUT] = n[A_LNF_OUT];  n[H_D_LOGITS] = n[A_D_LOGITS];
+        n[H_D_RES] = n[A_D_RES];      n[H_D_ATT] = n[A_D_ATT];      n[H_D_KV] = n[A_D_KV];
+        n[H_DSIM] = n[A_DSIM];        n[H_D_HID] = n[A_D_HID];
         for (int k = H_XS; k < A_COUNT; k++) el[k] = 2;
+        /* kept as twins only: u, v | gate | z, gated (their fp32 buffers are never read) */
+        n[A_HID_U] = 0;         n[A_HID] = 0;             n[A_GATED] = 0;
     }
     size_t at = 0;
     for (int k = 0; k < A_COUNT; k++) {

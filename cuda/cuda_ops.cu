@@ -25,6 +25,12 @@ static inline unsigned grid_for(size_t n, int block) {
 static inline dim3 grid_rows(int rows, int cols) {
     return dim3((unsigned)((cols + 255) / 256), (unsigned)(rows < ROW_BLOCKS ? (rows > 0 ? rows : 1) : ROW_BLOCKS));
 }
+/* the same with blocks of `threads` (narrow rows: no idle threads) */
+static inline dim3 grid_rows_t(int rows, int cols, int threads) {
+    return dim3((unsigned)((cols + threads - 1) / threads),
+                (unsigned)(rows < 8 * ROW_BLOCKS ? (rows > 0 ? rows : 1) : 8 * ROW_BLOCKS));
+}
+static inline int threads_for(int cols) { return cols < 256 ? (cols + 31) / 32 * 32 : 256; }
 #define FOR_ROWS(n, rows) for (int n = blockIdx.y; n < (rows); n += gridDim.y)
 
 __device__ __forceinline__ float warp_sum(float v) {
@@ -77,6 +83,30 @@ __global__ void colsum_final_kernel(float *dst, const float *partial, int M) {
     float t = 0;
     for (int sl = 0; sl < RED_SLICES; sl++) t += partial[(size_t)sl * M + j];
     dst[j] += t;
+}
+/* the same over a bf16 matrix */
+__global__ void colsum16_partial_kernel(float *partial, const bf16_t *A, int lda, int N, int M) {
+    __shared__ float acc[8][33];
+    const int j = blockIdx.x * 32 + threadIdx.x, slice = blockIdx.y;
+    const int lo = (int)((long)N * slice / RED_SLICES), hi = (int)((long)N * (slice + 1) / RED_SLICES);
+    const bf16 *a16 = reinterpret_cast<const bf16 *>(A);
+    float s = 0;
+    if (j < M)
+        for (int n = lo + threadIdx.y; n < hi; n += 8) s += __bfloat162float(a16[(size_t)n * lda + j]);
+    acc[threadIdx.y][threadIdx.x] = s;
+    __syncthreads();
+    if (threadIdx.y == 0 && j < M) {
+        float t = 0;
+        for (int y = 0; y < 8; y++) t += acc[y][threadIdx.x];
+        partial[(size_t)slice * M + j] = t;
+    }
+}
+void colsum16_add_cuda(float *dst, const bf16_t *A, int lda, int N, int M, float *scratch,
+                       cudaStream_t st) {
+    if (M <= 0) return;
+    dim3 grid((M + 31) / 32, RED_SLICES), block(32, 8);
+    colsum16_partial_kernel<<<grid, block, 0, st>>>(scratch, A, lda, N, M);
+    colsum_final_kernel<<<(M + 255) / 256, 256, 0, st>>>(dst, scratch, M);
 }
 void colsum_add_cuda(float *dst, const float *A, int lda, const float *Bm, int ldb, int N, int M,
                      float *scratch, cudaStream_t st) {
@@ -306,23 +336,42 @@ void layernorm_backward_cuda(float *dx, float *dw, float *db, const float *dy, c
 
 /* =============================== element-wise ====================================== */
 
-__global__ void bias_silu_kernel(float *u, float *y, const float *b, int N, int M, int ld,
+__global__ void bias_silu_kernel(float *u, bf16_t *u16, float *y, const float *b, int N, int M, int ld,
                                  bf16_t *twin) {
     const int j = blockIdx.x * blockDim.x + threadIdx.x;
     if (j >= M) return;
     const float bj = b[j];
     FOR_ROWS(n, N) {
         const size_t at = (size_t)n * ld + j;
-        const float v = u[at] + bj;
-        u[at] = v;
+        const float v = ld_act(u, u16, at) + bj;
+        if (u16) reinterpret_cast<bf16 *>(u16)[at] = __float2bfloat16(v);
+        else u[at] = v;
         const float s = silu_f(v);
         if (y) y[at] = s;
         put_twin(twin, at, s);
     }
 }
-void bias_silu_cuda(float *u, float *y, const float *b, int N, int M, int ld, bf16_t *twin,
-                    cudaStream_t st) {
-    bias_silu_kernel<<<grid_rows(N, M), 256, 0, st>>>(u, y, b, N, M, ld, twin);
+/* bf16 only (u16 in, u16 and twin out), two columns per thread */
+__global__ void bias_silu16x2_kernel(bf16_t *u16, const float *b, int N, int M2, int ld, bf16_t *twin) {
+    const int j2 = blockIdx.x * blockDim.x + threadIdx.x;
+    if (j2 >= M2) return;
+    const float b0 = b[2 * j2], b1 = b[2 * j2 + 1];
+    __nv_bfloat162 *u2 = reinterpret_cast<__nv_bfloat162 *>(u16), *t2 = reinterpret_cast<__nv_bfloat162 *>(twin);
+    FOR_ROWS(n, N) {
+        const size_t at = ((size_t)n * ld) / 2 + j2;
+        const float2 uv = __bfloat1622float2(u2[at]);
+        const float v0 = uv.x + b0, v1 = uv.y + b1;
+        u2[at] = __floats2bfloat162_rn(v0, v1);
+        t2[at] = __floats2bfloat162_rn(silu_f(v0), silu_f(v1));
+    }
+}
+void bias_silu_cuda(float *u, bf16_t *u16, float *y, const float *b, int N, int M, int ld,
+                    bf16_t *twin, cudaStream_t st) {
+    if (u16 && twin && !y && M % 2 == 0 && ld % 2 == 0 && ((uintptr_t)u16 % 4) == 0 && ((uintptr_t)twin % 4) == 0) {
+        bias_silu16x2_kernel<<<grid_rows(N, M / 2), 256, 0, st>>>(u16, b, N, M / 2, ld, twin);
+        return;
+    }
+    bias_silu_kernel<<<grid_rows(N, M), 256, 0, st>>>(u, u16, y, b, N, M, ld, twin);
 }
 
 __global__ void bias_add_kernel(float *y, const float *b, const float *res, int N, int M) {
@@ -343,19 +392,20 @@ __device__ __forceinline__ float silu_grad_f(float u) {
     const float sg = sigmoid_f(u);
     return sg * (1.0f + u * (1.0f - sg));
 }
-__global__ void silu_backward_kernel(float *d, const float *u, int N, int M, int ld, bf16_t *twin) {
+__global__ void silu_backward_kernel(float *d, const float *u, const bf16_t *u16, int N, int M, int ld,
+                                     bf16_t *twin) {
     const int j = blockIdx.x * blockDim.x + threadIdx.x;
     if (j >= M) return;
     FOR_ROWS(n, N) {
         const size_t at = (size_t)n * ld + j;
-        const float g = d[at] * silu_grad_f(u[at]);
-        d[at] = g;
+        const float g = d[at] * silu_grad_f(ld_act(u, u16, at));
+        if (!twin) d[at] = g;
         put_twin(twin, at, g);
     }
 }
-void silu_backward_cuda(float *d, const float *u, int N, int M, int ld, bf16_t *twin,
-                        cudaStream_t st) {
-    silu_backward_kernel<<<grid_rows(N, M), 256, 0, st>>>(d, u, N, M, ld, twin);
+void silu_backward_cuda(float *d, const float *u, const bf16_t *u16, int N, int M, int ld,
+                        bf16_t *twin, cudaStream_t st) {
+    silu_backward_kernel<<<grid_rows(N, M), 256, 0, st>>>(d, u, u16, N, M, ld, twin);
 }
 
 __global__ void gate_forward_kernel(float *out, const float *gate, const bf16_t *gate16, int gate_stride,
@@ -377,15 +427,16 @@ void gate_forward_cuda(float *out, const float *gate, const bf16_t *gate16, int 
 /* out = gate * att: d gate = d_out att (times silu'(u) when u is given); d att = d_out gate */
 __global__ void gate_backward_kernel(float *d_gate, int gate_stride, float *d_att, const float *d_out,
                                      const float *gate, const bf16_t *gate16, const float *att,
-                                     const float *u, int N, int e, bf16_t *gate_twin, bf16_t *att_twin) {
+                                     const float *u, const bf16_t *u16, int N, int e, bf16_t *gate_twin,
+                                     bf16_t *att_twin) {
     const int i = blockIdx.x * blockDim.x + threadIdx.x;
     if (i >= e) return;
     FOR_ROWS(n, N) {
         const size_t k = (size_t)n * e + i, kg = (size_t)n * gate_stride + i;
         const float g = ld_act(gate, gate16, kg), dout = d_out[k];
         float dg = dout * att[k];
-        if (u) dg *= silu_grad_f(u[kg]);
-        d_gate[kg] = dg;
+        if (u || u16) dg *= silu_grad_f(ld_act(u, u16, kg));
+        if (d_gate) d_gate[kg] = dg;
         put_twin(gate_twin, kg, dg);
         const float da = dout * g;
         if (d_att) d_att[k] = da;
@@ -394,9 +445,11 @@ __global__ void gate_backward_kernel(float *d_gate, int gate_stride, float *d_at
 }
 void gate_backward_cuda(float *d_gate, int gate_stride, float *d_att, const float *d_out,
                         const float *gate, const bf16_t *gate16, const float *att, const float *u_gate,
-                        int N, int e, bf16_t *d_gate_twin, bf16_t *d_att_twin, cudaStream_t st) {
+                        const bf16_t *u_gate16, int N, int e, bf16_t *d_gate_twin, bf16_t *d_att_twin,
+                        cudaStream_t st) {
     gate_backward_kernel<<<grid_rows(N, e), 256, 0, st>>>(d_gate, gate_stride, d_att, d_out, gate, gate16,
-                                                          att, u_gate, N, e, d_gate_twin, d_att_twin);
+                                                          att, u_gate, u_gate16, N, e, d_gate_twin,
+                                                          d_att_twin);
 }
 
 /* ============================ offset-scale + rotary ================================ */
@@ -444,13 +497,13 @@ void offset_scale_rotary_forward_cuda(float *qk4, const float *z, const bf16_t *
                                       const float *rot_sin, int N, int Tp, int s, int r, bf16_t *twin,
                                       cudaStream_t st) {
     const int units = r / 2 + (s - 2 * (r / 2));
-    osr_forward_kernel<<<grid_rows(N, units), 256, 0, st>>>(
+    osr_forward_kernel<<<grid_rows_t(N, units, threads_for(units)), threads_for(units), 0, st>>>(
         qk4, z, z16, z_stride, gamma, beta, rot_cos, rot_sin, N, Tp, s, r, twin);
 }
 
 /* rotation back: du = g1 cos + g2 sin, dw = g2 cos - g1 sin; dz = sum_k back_k gamma_k
    (times silu'(u) when u is given) */
-__global__ void osr_backward_kernel(float *dz, float *d_qk4, const float *u, const float *gamma,
+__global__ void osr_backward_kernel(float *dz, float *d_qk4, const float *u, const bf16_t *u16, const float *gamma,
                                     const float *rot_cos, const float *rot_sin, int z_stride, int N,
                                     int Tp, int s, int r, bf16_t *dz_twin) {
     const int pairs = r / 2, units = pairs + (s - 2 * pairs);
@@ -476,12 +529,13 @@ __global__ void osr_backward_kernel(float *dz, float *d_qk4, const float *u, con
             dz0 += b0 * gamma[k * s + f0];
             dz1 += b1 * gamma[k * s + f1];
         }
-        if (u) dz0 *= silu_grad_f(u[(size_t)n * z_stride + f0]);
-        dz[(size_t)n * z_stride + f0] = dz0;
+        const int has_u = u || u16;
+        if (has_u) dz0 *= silu_grad_f(ld_act(u, u16, (size_t)n * z_stride + f0));
+        if (dz) dz[(size_t)n * z_stride + f0] = dz0;
         put_twin(dz_twin, (size_t)n * z_stride + f0, dz0);
         if (f1 >= 0) {
-            if (u) dz1 *= silu_grad_f(u[(size_t)n * z_stride + f1]);
-            dz[(size_t)n * z_stride + f1] = dz1;
+            if (has_u) dz1 *= silu_grad_f(ld_act(u, u16, (size_t)n * z_stride + f1));
+            if (dz) dz[(size_t)n * z_stride + f1] = dz1;
             put_twin(dz_twin, (size_t)n * z_stride + f1, dz1);
         }
     }
@@ -522,11 +576,11 @@ __global__ void osr_param_final_kernel(float *dgamma, float *dbeta, const float 
 }
 void offset_scale_rotary_backward_cuda(float *dz, float *dgamma, float *dbeta, float *d_qk4,
                                        const float *z, const bf16_t *z16, int z_stride, const float *u_z,
-                                       const float *gamma, const float *rot_cos,
+                                       const bf16_t *u_z16, const float *gamma, const float *rot_cos,
                                        const float *rot_sin, int N, int Tp, int s, int r,
                                        float *part_scratch, bf16_t *dz_twin, cudaStream_t st) {
     const int units = r / 2 + (s - 2 * (r / 2));
-    osr_backward_kernel<<<grid_rows(N, units), 256, 0, st>>>(dz, d_qk4, u_z, gamma, rot_cos, rot_sin,
+    osr_backward_kernel<<<grid_rows_t(N, units, threads_for(units)), threads_for(units), 0, st>>>(dz, d_qk4, u_z, u_z16, gamma, rot_cos, rot_sin,
                                                             z_stride, N, Tp, s, r, dz_twin);
     dim3 grid((s + 31) / 32, RED_SLICES, 4), block(32, 8);
     osr_param_partial_kernel<<<grid, block, 0, st>>>(part_scratch, d_qk4, z, z16, z_stride, N, s);

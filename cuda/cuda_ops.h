@@ -28,6 +28,9 @@ typedef uint16_t bf16_t;  /* storage of a bfloat16 (the kernels use __nv_bfloat1
 /* dst[j] += sum_n A[n*lda + j] * (Bm ? Bm[n*ldb + j] : 1), j < M. scratch: 64*M floats. */
 void colsum_add_cuda(float *dst, const float *A, int lda, const float *Bm, int ldb, int N, int M,
                      float *scratch, cudaStream_t st);
+/* dst[j] += sum_n A[n*lda + j] over a bf16 matrix */
+void colsum16_add_cuda(float *dst, const bf16_t *A, int lda, int N, int M, float *scratch,
+                       cudaStream_t st);
 /* *dst += scale * sum_n src[n] (one float, summed in double) */
 void sum_add_cuda(float *dst, const float *src, int n, float scale, cudaStream_t st);
 
@@ -60,24 +63,27 @@ void layernorm_backward_cuda(float *dx, float *dw, float *db, const float *dy, c
                              cudaStream_t st);
 
 /* ---- element-wise --------------------------------------------------------------------- */
-/* u[n, j] += b[j]; y[n, j] = silu(u[n, j]); rows of ld, M columns (y NULL: the twin only) */
-void bias_silu_cuda(float *u, float *y, const float *b, int N, int M, int ld, bf16_t *twin,
-                    cudaStream_t st);
+/* u[n, j] += b[j]; y[n, j] = silu(u[n, j]); rows of ld, M columns (y NULL: the twin only;
+   u16 given: u is that bf16 matrix, updated in place) */
+void bias_silu_cuda(float *u, bf16_t *u16, float *y, const float *b, int N, int M, int ld,
+                    bf16_t *twin, cudaStream_t st);
 /* y[n, j] = b[j] + (res ? res[n, j] : 0), N x M contiguous (y may be res) */
 void bias_add_cuda(float *y, const float *b, const float *res, int N, int M, cudaStream_t st);
-/* d[n, j] *= silu'(u[n, j]) for j < M, rows of ld (d and u alike) */
-void silu_backward_cuda(float *d, const float *u, int N, int M, int ld, bf16_t *twin,
-                        cudaStream_t st);
+/* d[n, j] *= silu'(u[n, j]) for j < M, rows of ld (d and u alike; u from u16 when given);
+   with a twin, the result goes to the twin only */
+void silu_backward_cuda(float *d, const float *u, const bf16_t *u16, int N, int M, int ld,
+                        bf16_t *twin, cudaStream_t st);
 /* out = gate * att (gate rows gate_stride apart; read from gate16 when given; out NULL:
    the twin only). Wherever a launcher takes both x and x16, x16 (bf16) is read if given. */
 void gate_forward_cuda(float *out, const float *gate, const bf16_t *gate16, int gate_stride,
                        const float *att, int N, int e, bf16_t *twin, cudaStream_t st);
 /* d_gate = d_out att, times silu'(u_gate) when u_gate (the gate's pre-activation, same
-   stride) is given: the gate's silu backward folded in; d_att = d_out gate (d_att NULL: its
-   twin only) */
+   stride) is given: the gate's silu backward folded in; d_att = d_out gate (d_gate, d_att
+   NULL: their twins only) */
 void gate_backward_cuda(float *d_gate, int gate_stride, float *d_att, const float *d_out,
                         const float *gate, const bf16_t *gate16, const float *att, const float *u_gate,
-                        int N, int e, bf16_t *d_gate_twin, bf16_t *d_att_twin, cudaStream_t st);
+                        const bf16_t *u_gate16, int N, int e, bf16_t *d_gate_twin, bf16_t *d_att_twin,
+                        cudaStream_t st);
 
 /* ---- offset-scale + rotary ------------------------------------------------------------ */
 /* qk4: 4 blocks of N x s (quad_q, lin_q, quad_k, lin_k); z rows z_stride apart;
@@ -86,12 +92,12 @@ void offset_scale_rotary_forward_cuda(float *qk4, const float *z, const bf16_t *
                                       const float *gamma, const float *beta, const float *rot_cos,
                                       const float *rot_sin, int N, int Tp, int s, int r, bf16_t *twin,
                                       cudaStream_t st);
-/* d_qk4 is rotated back in place; dz written (rows z_stride apart), times silu'(u_z)
-   when u_z (z's pre-activation, same stride) is given; dgamma, dbeta +=.
+/* d_qk4 is rotated back in place; dz written (rows z_stride apart; NULL: the twin only),
+   times silu'(u_z) when u_z (z's pre-activation, same stride) is given; dgamma, dbeta +=.
    part_scratch: 64 x 8 x s floats. */
 void offset_scale_rotary_backward_cuda(float *dz, float *dgamma, float *dbeta, float *d_qk4,
                                        const float *z, const bf16_t *z16, int z_stride, const float *u_z,
-                                       const float *gamma, const float *rot_cos,
+                                       const bf16_t *u_z16, const float *gamma, const float *rot_cos,
                                        const float *rot_sin, int N, int Tp, int s, int r,
                                        float *part_scratch, bf16_t *dz_twin, cudaStream_t st);
 

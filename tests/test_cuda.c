@@ -222,14 +222,36 @@ static void test_silu_gate(void) {
     for (int n = 0; n < N; n++) for (int j = 0; j < M; j++) uref[n * M + j] = u[n * M + j] + b[j];
     silu_forward(yref, uref, (size_t)N * M);
     float *d_u = dev_from(u, (size_t)N * M), *d_y = dev_nan((size_t)N * M), *d_b = dev_from(b, M);
-    bias_silu_cuda(d_u, d_y, d_b, N, M, M, NULL, 0);
+    bias_silu_cuda(d_u, NULL, d_y, d_b, N, M, M, NULL, 0);
     float *y = host_copy(d_y, (size_t)N * M), *ug = host_copy(d_u, (size_t)N * M);
     CHECK(rel_err(y, yref, (size_t)N * M) < KTOL && rel_err(ug, uref, (size_t)N * M) < KTOL, "bias+silu rel %g",
           rel_err(y, yref, (size_t)N * M));
+    /* the bf16 path: u and the output in bf16 (even widths: two columns per thread) */
+    {
+        const int M2 = 70;   /* even */
+        float *u2 = malloc(sizeof(float) * N * M2), *ref2 = malloc(sizeof(float) * N * M2);
+        fill(u2, (size_t)N * M2, -6, 6);
+        for (int n = 0; n < N; n++) for (int j = 0; j < M2; j++) ref2[n * M2 + j] = u2[n * M2 + j] + b[j];
+        silu_forward(ref2, ref2, (size_t)N * M2);
+        float *d_u2 = dev_from(u2, (size_t)N * M2);
+        bf16_t *d_u16 = NULL, *d_t16 = NULL;
+        cudaMalloc((void **)&d_u16, sizeof(bf16_t) * N * M2);
+        cudaMalloc((void **)&d_t16, sizeof(bf16_t) * N * M2);
+        to_bf16_cuda(d_u16, d_u2, (size_t)N * M2, 0);
+        bias_silu_cuda(NULL, d_u16, NULL, d_b, N, M2, M2, d_t16, 0);
+        uint16_t *h16 = malloc(sizeof(uint16_t) * N * M2);
+        cudaDeviceSynchronize();
+        cudaMemcpy(h16, d_t16, sizeof(uint16_t) * N * M2, cudaMemcpyDeviceToHost);
+        float *got2 = malloc(sizeof(float) * N * M2);
+        for (int q = 0; q < N * M2; q++) { uint32_t bits = (uint32_t)h16[q] << 16; memcpy(&got2[q], &bits, 4); }
+        CHECK(rel_err(got2, ref2, (size_t)N * M2) < 1e-2, "bf16 bias+silu rel %g", rel_err(got2, ref2, (size_t)N * M2));
+        free(u2); free(ref2); free(h16); free(got2);
+        cudaFree(d_u2); cudaFree(d_u16); cudaFree(d_t16);
+    }
     float *duref = malloc(sizeof(float) * N * M);
     silu_backward(duref, dy, uref, (size_t)N * M);
     float *d_du = dev_from(dy, (size_t)N * M);   /* in place */
-    silu_backward_cuda(d_du, d_u, N, M, M, NULL, 0);
+    silu_backward_cuda(d_du, d_u, NULL, N, M, M, NULL, 0);
     float *du = host_copy(d_du, (size_t)N * M);
     CHECK(rel_err(du, duref, (size_t)N * M) < KTOL, "silu backward rel %g", rel_err(du, duref, (size_t)N * M));
     /* gate: gate rows inside a wider buffer */
@@ -248,7 +270,7 @@ static void test_silu_gate(void) {
     for (size_t i = 0; i < (size_t)N * stride; i++) dgate_ref[i] = 7;
     gate_backward(dgate_ref + 3, stride, datt_ref, dout, ug + 3, att, N, e);
     float *d_dout = dev_from(dout, (size_t)N * e), *d_dgate = dev_nan((size_t)N * stride), *d_datt = dev_nan((size_t)N * e);
-    gate_backward_cuda(d_dgate + 3, stride, d_datt, d_dout, d_u + 3, NULL, d_att, NULL, N, e, NULL, NULL, 0);
+    gate_backward_cuda(d_dgate + 3, stride, d_datt, d_dout, d_u + 3, NULL, d_att, NULL, NULL, N, e, NULL, NULL, 0);
     float *dgate = host_copy(d_dgate, (size_t)N * stride), *datt = host_copy(d_datt, (size_t)N * e);
     double worst = 0;
     for (int n = 0; n < N; n++)
@@ -261,7 +283,7 @@ static void test_silu_gate(void) {
     float *uu = malloc(sizeof(float) * N * stride);
     fill(uu, (size_t)N * stride, -4, 4);
     float *d_uu = dev_from(uu, (size_t)N * stride);
-    gate_backward_cuda(d_dgate + 3, stride, d_datt, d_dout, d_u + 3, NULL, d_att, d_uu + 3, N, e, NULL, NULL, 0);
+    gate_backward_cuda(d_dgate + 3, stride, d_datt, d_dout, d_u + 3, NULL, d_att, d_uu + 3, NULL, N, e, NULL, NULL, 0);
     free(dgate);
     dgate = host_copy(d_dgate, (size_t)N * stride);
     float *sg_ref = malloc(sizeof(float) * N * stride);
@@ -307,7 +329,7 @@ static void osr_case(int s, int r) {
     float *zeros = calloc(4 * (size_t)s, sizeof(float));
     float *d_dz = dev_nan((size_t)N * zs), *d_dg = dev_from(zeros, 4 * (size_t)s), *d_db = dev_from(zeros, 4 * (size_t)s);
     float *col = dev_nan(64 * 8 * (size_t)s);
-    offset_scale_rotary_backward_cuda(d_dz, d_dg, d_db, d_dq, d_z, NULL, zs, NULL, d_g, d_cs, d_sn, N, T, s, r, col, NULL, 0);
+    offset_scale_rotary_backward_cuda(d_dz, d_dg, d_db, d_dq, d_z, NULL, zs, NULL, NULL, d_g, d_cs, d_sn, N, T, s, r, col, NULL, 0);
     float *dz = host_copy(d_dz, (size_t)N * zs), *dgm = host_copy(d_dg, 4 * (size_t)s), *dbt = host_copy(d_db, 4 * (size_t)s);
     double worst = 0;
     for (int n = 0; n < N; n++) for (int f = 0; f < s; f++) {
@@ -325,7 +347,7 @@ static void osr_case(int s, int r) {
     silu_backward(dz2_ref, dz_ref, uz, (size_t)N * zs);
     float *d_uz = dev_from(uz, (size_t)N * zs);
     cudaMemcpy(d_dq, dq0, sizeof(float) * 4 * N * s, cudaMemcpyHostToDevice);
-    offset_scale_rotary_backward_cuda(d_dz, d_dg, d_db, d_dq, d_z, NULL, zs, d_uz, d_g, d_cs, d_sn, N, T, s, r, col, NULL, 0);
+    offset_scale_rotary_backward_cuda(d_dz, d_dg, d_db, d_dq, d_z, NULL, zs, d_uz, NULL, d_g, d_cs, d_sn, N, T, s, r, col, NULL, 0);
     free(dz);
     dz = host_copy(d_dz, (size_t)N * zs);
     worst = 0;
@@ -563,7 +585,9 @@ static void test_model_matches_cpu(void) {
         float *p2 = malloc(sizeof(float) * n);
         model_read(cpu, STATE_PARAMS, p, err, sizeof err);
         model_read(gpu, STATE_PARAMS, p2, err, sizeof err);
-        CHECK(max_abs_diff(p2, p, n) < 1e-5, "%s: parameters after 3 updates differ by %g", k->name, max_abs_diff(p2, p, n));
+        /* Adam divides by sqrt(v): a gradient known to float rounding moves its weight by
+           up to lr times that rounding, so 3 steps at lr 1e-2 allow a few 1e-5 */
+        CHECK(max_abs_diff(p2, p, n) < 5e-5, "%s: parameters after 3 updates differ by %g", k->name, max_abs_diff(p2, p, n));
         model_read(cpu, STATE_ADAM_V, g1, err, sizeof err);
         model_read(gpu, STATE_ADAM_V, g2, err, sizeof err);
         CHECK(rel_err(g2, g1, n) < 1e-4, "%s: second moments rel %g", k->name, rel_err(g2, g1, n));
@@ -698,6 +722,31 @@ static void test_bf16(void) {
     double e = rel_err(l2, l1, (size_t)B * T * V);
     CHECK(e < 2e-2 && e > 0, "bf16 logits rel %g (0 would mean bf16 is not in use)", e);
     printf("  bf16 logits rel err %.3g\n", e);
+    /* the decoder of a bf16 model (fp32 steps after a bf16 prefill) against its forward */
+    {
+        const int C = k->cfg.group_size, P = C + 2, Td = 2 * C + 3;
+        float *full = malloc(sizeof(float) * Td * V), *lg = malloc(sizeof(float) * V);
+        int *seq = malloc(sizeof(int) * (Td + 1));
+        random_tokens(seq, (size_t)Td + 1, V);
+        Model *hd = open_on(&k->cfg, DEVICE_CUDA, PRECISION_BF16, 1, Td, 1);
+        CHECK(hd != NULL, "open");
+        if (hd) {
+            model_init_params(hd, 9, err, sizeof err);
+            model_forward(hd, seq, 1, Td, NULL, full);
+            CHECK(model_decoder_open(hd, 1, P, err, sizeof err) == 0, "decoder: %s", err);
+            model_decoder_prefill(hd, seq, P, lg);
+            double w = rel_err(lg, full + (size_t)(P - 1) * V, V);
+            for (int t = P; t < Td; t++) {
+                model_decoder_step(hd, seq + t, lg);
+                double e2 = rel_err(lg, full + (size_t)t * V, V);
+                if (!(e2 <= w)) w = e2;
+            }
+            CHECK(w < 3e-2, "bf16 decoder against the bf16 forward rel %g", w);
+            printf("  bf16 decoder against the bf16 forward: rel err %.3g\n", w);
+            model_close(hd);
+        }
+        free(full); free(lg); free(seq);
+    }
     double lf[30], lh[30];
     run_steps(f, 30, 1, B, T, V, 5, lf, NULL);
     run_steps(h, 30, 1, B, T, V, 5, lh, NULL);

@@ -1,0 +1,87 @@
+#!/usr/bin/env bash
+# tests/run_cuda.sh FIXTURES DATA: the GPU suite (make test-cuda), for a machine with a GPU.
+#
+#  1. build/f32/test_cuda: every kernel against its CPU op, the model against the CPU
+#     model on every option, the decoder against the forward, determinism, bf16;
+#  2. the fixtures on the GPU (FLASH_DEVICE=cuda parity), at the CPU's tolerances;
+#  3. the command line on the GPU: two runs give the same metrics.csv; a run killed with
+#     SIGKILL and resumed gives the uninterrupted run's train_loss sequence bit for bit; a
+#     GPU checkpoint evaluates on the CPU to the GPU's bpc; a CPU checkpoint resumes on
+#     the GPU and says that the run is no longer bit-identical.
+# Prints "ok"/"FAIL"/"skip" lines and ends with "N passed, N failed, N skipped".
+set -u
+fixtures=$1; data=$2
+train=${FLASH_TRAIN_BIN:-./train}
+passed=0; failed=0; skipped=0
+work=$(mktemp -d /tmp/flash-cuda-test.XXXXXX)
+trap 'rm -rf "$work"' EXIT
+
+tally() {  # name, output of a program printing RESULT passed= failed= [skipped=]
+    local name=$1 out=$2 rc=$3
+    printf '%s\n' "$out" | grep -v '^RESULT ' | sed "s|^|[$name] |"
+    local line
+    line=$(printf '%s\n' "$out" | grep '^RESULT ' | tail -1)
+    if [ -z "$line" ]; then echo "[$name] FAIL: exited $rc without a RESULT line"; failed=$((failed + 1)); return; fi
+    local p f s
+    p=$(echo "$line" | sed 's/.*passed=\([0-9]*\).*/\1/')
+    f=$(echo "$line" | sed 's/.*failed=\([0-9]*\).*/\1/')
+    s=$(echo "$line" | grep -o 'skipped=[0-9]*' | cut -d= -f2)
+    passed=$((passed + p)); failed=$((failed + f)); skipped=$((skipped + ${s:-0}))
+    if [ "$rc" -ne 0 ] && [ "$f" -eq 0 ]; then echo "[$name] FAIL: exited $rc"; failed=$((failed + 1)); fi
+}
+check() {  # name, condition already evaluated (0 = pass), message
+    if [ "$2" -eq 0 ]; then echo "ok   $1"; passed=$((passed + 1)); else echo "FAIL $1: $3"; failed=$((failed + 1)); fi
+}
+
+out=$(build/f32/test_cuda 2>&1); tally test_cuda "$out" $?
+if grep -q '^skip test_model_matches_cpu' <<<"$out"; then
+    # no GPU (or no CUDA in this build): the command-line checks cannot run either
+    echo "skip parity on the GPU and the command-line checks (no GPU)"
+    skipped=$((skipped + 5))
+    echo "$passed passed, $failed failed, $skipped skipped"
+    [ "$failed" -eq 0 ]; exit
+fi
+out=$(FLASH_DEVICE=cuda build/f32/parity "$fixtures" "$work/parity" 2>&1); tally parity_cuda "$out" $?
+
+# a small model, long enough that a SIGKILL lands mid-run
+small=(--dim 64 --depth 2 --group-size 32 --qk-dim 32 --batch 4 --accum 2 --seq-len 96 --warmup 10
+       --steps 300 --eval-every 100 --sample-every 0 --log-every 100 --device cuda --precision fp32)
+cols() { cut -d, -f1-7 "$1"; }           # metrics.csv without tok_per_s and elapsed_s
+losses() { cut -d, -f1,4 "$1" | grep -v ',$'; }
+
+"$train" "${small[@]}" --ckpt-every 0 --out "$work/a" "$data" >"$work/a.log" 2>&1
+"$train" "${small[@]}" --ckpt-every 0 --out "$work/b" "$data" >"$work/b.log" 2>&1
+cmp -s <(cols "$work/a/metrics.csv") <(cols "$work/b/metrics.csv")
+check cli_two_runs_identical $? "metrics.csv of two runs differ"
+
+"$train" "${small[@]}" --ckpt-every 25 --out "$work/c" "$data" >"$work/c.log" 2>&1 &
+pid=$!
+for _ in $(seq 1 600); do [ -e "$work/c/ckpt-00000100.bin" ] && break; sleep 0.02; done
+kill -9 "$pid" 2>/dev/null; wait "$pid" 2>/dev/null
+"$train" --resume "$work/c" "$data" >"$work/c2.log" 2>&1
+cmp -s <(losses "$work/a/metrics.csv") <(losses "$work/c/metrics.csv")
+check cli_sigkill_resume_bit_exact $? "train_loss after SIGKILL and --resume differs (log: $(tail -2 "$work/c2.log"))"
+
+g=$("$train" eval "$work/a" "$data" --split val --device cuda 2>/dev/null | grep '^eval:' | sed 's/.*bpc=\([0-9.]*\).*/\1/')
+c=$("$train" eval "$work/a" "$data" --split val --device cpu --threads 2 2>/dev/null | grep '^eval:' | sed 's/.*bpc=\([0-9.]*\).*/\1/')
+awk -v g="$g" -v c="$c" 'BEGIN { exit !(g != "" && c != "" && (g - c) < 1e-4 * c && (c - g) < 1e-4 * c) }'
+check cli_gpu_checkpoint_on_cpu $? "bpc on the GPU $g, on the CPU $c"
+
+cpu=(--dim 64 --depth 2 --group-size 32 --qk-dim 32 --batch 4 --accum 2 --seq-len 96 --warmup 10
+     --steps 40 --eval-every 0 --sample-every 0 --ckpt-every 20 --device cpu --threads 2)
+"$train" "${cpu[@]}" --out "$work/d" "$data" >"$work/d.log" 2>&1 &
+pid=$!
+for _ in $(seq 1 3000); do [ -e "$work/d/ckpt-00000020.bin" ] && break; sleep 0.02; done
+kill -9 "$pid" 2>/dev/null; wait "$pid" 2>/dev/null
+"$train" --resume "$work/d" "$data" --device cuda >"$work/d2.log" 2>&1
+r=$?
+grep -qi 'bit-identical' "$work/d2.log" && [ $r -eq 0 ] && grep -q '^40,' "$work/d/metrics.csv"
+check cli_cpu_checkpoint_resumes_on_gpu $? "rc $r; $(tail -3 "$work/d2.log")"
+
+"$train" bench --device cuda --precision bf16 --dim 64 --depth 2 --group-size 32 --qk-dim 32 --batch 4 \
+    --seq-len 96 --steps 3 >"$work/bench.log" 2>&1
+tail -1 "$work/bench.log" | grep -q '^bench: tok_per_s='
+check cli_bench_cuda $? "$(tail -2 "$work/bench.log")"
+
+echo "$passed passed, $failed failed, $skipped skipped"
+[ "$failed" -eq 0 ]
