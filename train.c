@@ -122,7 +122,8 @@ static int load_checkpoint_arg(const char *arg, Options *o, TrainState *st, Ckpt
    batches of up to B x T. */
 static ModelOptions model_options(const Options *o, int B, int T) {
     ModelOptions mo = {.device = o->device, .precision = o->precision, .threads = o->threads,
-                       .gpu = 0, .max_B = B, .max_T = T};
+                       .gpu = 0, .max_B = B, .max_T = T,
+                       .step_seqs = o->accum * o->batch};   /* a GPU may run a step as one micro-batch */
     return mo;
 }
 
