@@ -401,6 +401,10 @@ static void cu_info(const Model *m, ModelInfo *info) {
     info->state_bytes = cm->state_bytes;
     info->activation_bytes = cm->arena_bytes;
     info->micro_batch = cm->capB;
+    size_t free_b = 0, total_b = 0;
+    if (cudaMemGetInfo(&free_b, &total_b) == cudaSuccess) info->device_bytes = total_b - free_b;
+    snprintf(info->detail, sizeof info->detail, "a step of up to %d sequences runs as micro-batches of %d%s",
+             cm->cap_seqs, cm->capB, cm->graph_off ? "" : ", replayed as a CUDA graph");
 }
 
 static void refresh_twin(CudaModel *cm) {
@@ -609,6 +613,46 @@ static double cu_forward(Model *m, const int *tokens, int B, int T, float *losse
     return loss;
 }
 
+/* cuBLAS's rate at C = A B^T (M x N x K) in the model's precision: bf16 operands and fp32
+   output as the step's products, or fp32 without TF32; best of three trials >= 0.2 s */
+static double cu_gemm_rate(Model *m, int M, int N, int K) {
+    CudaModel *cm = CM(m);
+    const size_t el = cm->use_bf16 ? 2 : 4;
+    void *A = NULL, *B = NULL;
+    float *Cm = NULL;
+    if (cudaMalloc(&A, el * (size_t)M * K) != cudaSuccess || cudaMalloc(&B, el * (size_t)N * K) != cudaSuccess ||
+        cudaMalloc((void **)&Cm, sizeof(float) * (size_t)M * N) != cudaSuccess) {
+        cudaFree(A); cudaFree(B); cudaFree(Cm); cudaGetLastError();
+        return 0;
+    }
+    cudaMemset(A, 0, el * (size_t)M * K);   /* the rate does not depend on the values */
+    cudaMemset(B, 0, el * (size_t)N * K);
+    cudaEvent_t e0, e1;
+    cudaEventCreate(&e0);
+    cudaEventCreate(&e1);
+    double best = 0;
+    for (int trial = -1; trial < 3; trial++) {   /* trial -1 warms up */
+        int reps = 0;
+        float ms = 0;
+        cudaEventRecord(e0, cm->st);
+        do {
+            for (int r = 0; r < 10; r++)
+                gemm_typed(cm, 0, 1, M, N, K, 1, (const float *)A, (const bf16 *)A, K, 0, (const float *)B,
+                           (const bf16 *)B, K, 0, 0, Cm, CUDA_R_32F, N, 0, 1);
+            reps += 10;
+            cudaEventRecord(e1, cm->st);
+            cudaEventSynchronize(e1);
+            cudaEventElapsedTime(&ms, e0, e1);
+        } while (ms < 200 && trial >= 0);
+        const double rate = 2.0 * M * N * K * reps / (ms * 1e-3) / 1e9;
+        if (trial >= 0 && rate > best) best = rate;
+    }
+    cudaEventDestroy(e0);
+    cudaEventDestroy(e1);
+    cudaFree(A); cudaFree(B); cudaFree(Cm);
+    return best;
+}
+
 static void cu_profile(Model *m, int on) {
     CudaModel *cm = CM(m);
     cm->prof = on;
@@ -625,7 +669,7 @@ static int cu_profile_read(Model *m, const char **names, double *seconds, int ma
 static const ModelBackend CUDA_BACKEND = {
     "cuda", cu_close, cu_info, cu_init_params, cu_read, cu_write, cu_accumulate, cu_grad_buffer,
     cu_update, cu_forward, cuda_decoder_open, cuda_decoder_prefill, cuda_decoder_step,
-    cuda_decoder_close, cu_profile, cu_profile_read};
+    cuda_decoder_close, cu_profile, cu_profile_read, cu_gemm_rate};
 
 extern "C" int cuda_model_open(Model *m, char *err, size_t errlen) {
     const FlashConfig *c = &m->cfg;

@@ -22,6 +22,7 @@ typedef struct ModelBackend {
     void (*decoder_close)(Model *m);
     void (*profile)(Model *m, int on);
     int (*profile_read)(Model *m, const char **names, double *seconds, int max);
+    double (*gemm_rate)(Model *m, int M, int N, int K);
 } ModelBackend;
 
 struct Model {

@@ -144,3 +144,4 @@ void model_profile(Model *m, int on) { m->be->profile(m, on); }
 int model_profile_read(Model *m, const char **names, double *seconds, int max) {
     return m->be->profile_read(m, names, seconds, max);
 }
+double model_gemm_rate(Model *m, int M, int N, int K) { return m->be->gemm_rate(m, M, N, K); }

@@ -57,6 +57,7 @@ typedef struct {
     int threads;               /* CPU: OpenMP threads (0 for a device backend) */
     char kernels[64];          /* CPU: the OpenBLAS core ("SkylakeX"); "" elsewhere */
     char detail[256];          /* more for the logs: why these kernels, how products use threads */
+    size_t device_bytes;       /* GPU: device memory in use by this process (0 on the CPU) */
 } ModelInfo;
 
 /* Call first in main, before any thread or BLAS call: the backends' process setup (the
@@ -124,5 +125,9 @@ void model_decoder_close(Model *m);
    (name, seconds summed since profiling was turned on), returns their count. */
 void model_profile(Model *m, int on);
 int model_profile_read(Model *m, const char **names, double *seconds, int max);
+/* GFLOP/s of the backend's own product C = A B^T at M x N x K, in the model's precision
+   (OpenBLAS's threads on the CPU, cuBLAS on the GPU): the best of three trials, bench's
+   reference rate. 0 when it could not be measured (out of memory). */
+double model_gemm_rate(Model *m, int M, int N, int K);
 
 #endif

@@ -47,31 +47,6 @@ static void cpu_name(char *buf, size_t n) {
     fclose(f);
 }
 
-/* GFLOP/s of C = A B^T at M x N x K (the to_hidden forward shape): the best of three
-   trials of >= 0.3 s each, so that a moment of load elsewhere does not lower the bar. */
-static double gemm_rate(int M, int N, int K) {
-    float *A = malloc(sizeof(float) * (size_t)M * K), *B = malloc(sizeof(float) * (size_t)N * K);
-    float *C = malloc(sizeof(float) * (size_t)M * N);
-    if (!A || !B || !C) { free(A); free(B); free(C); return 0; }   /* "0 GFLOP/s": not measured */
-    for (size_t i = 0; i < (size_t)M * K; i++) A[i] = (float)(i % 7) * 0.1f;
-    for (size_t i = 0; i < (size_t)N * K; i++) B[i] = (float)(i % 5) * 0.1f;
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, M, N, K, 1, A, K, B, K, 0, C, N);
-    double best = 0;
-    for (int trial = 0; trial < 3; trial++) {
-        int reps = 0;
-        double t0 = now_s(), t;
-        do {
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, M, N, K, 1, A, K, B, K, 0, C, N);
-            reps++;
-            t = now_s() - t0;
-        } while (t < 0.3 || reps < 2);
-        double rate = 2.0 * M * N * K * reps / t / 1e9;
-        if (rate > best) best = rate;
-    }
-    free(A); free(B); free(C);
-    return best;
-}
-
 int cmd_bench(int argc, char **argv) {
     Options o;
     char err[1024];
@@ -106,8 +81,9 @@ int cmd_bench(int argc, char **argv) {
     printf("device: %s, %s%s%s\n", info.device, info.precision, info.detail[0] ? "; " : "", info.detail);
 
     const int M = B * T, N = 2 * config_hidden(c), K = c->dim;
-    double gemm = gemm_rate(M, N, K);
-    printf("gemm: %d x %d x %d (A B^T): %.1f GFLOP/s\n", M, N, K, gemm);
+    double gemm = model_gemm_rate(m, M, N, K);
+    printf("gemm: %d x %d x %d (A B^T), %s, %s: %.1f GFLOP/s\n", M, N, K,
+           strstr(info.device, "cuda") ? "cuBLAS" : "OpenBLAS", info.precision, gemm);
 
     /* the same B sequences in each of the A micro-batches */
     int *tok = malloc(sizeof(int) * (size_t)A * B * (T + 1));
@@ -121,13 +97,28 @@ int cmd_bench(int argc, char **argv) {
            "activations %.0f MiB\n", model_table(m)->n_trained, c->dim, c->depth, config_hidden(c),
            c->query_key_dim, c->group_size, A, B, T, info.activation_bytes / 1048576.0);
     double t_run = 0, loss = 0, t_opt = 0;
+    /* On the GPU the timed steps run unprofiled (profiling events would break the step's
+       graph apart), and the breakdown comes from as many profiled steps after them; on the
+       CPU profiling costs nothing measurable and the timed steps are profiled. */
+    const int gpu = info.device_bytes > 0;
     for (int s = -2; s < steps; s++) {     /* two warm-up steps, then the timed ones */
-        if (s == 0) model_profile(m, 1);
+        if (s == 0 && !gpu) model_profile(m, 1);
         double t0 = now_s();
         loss = model_accumulate(m, tok, A * B, B, T, A);
         double t1 = now_s();
         model_update(m, &o.opt, s + 3, lr_at(&o.opt, s < 0 ? 0 : s));
         if (s >= 0) { step_s[s] = now_s() - t0; t_run += step_s[s]; t_opt += now_s() - t1; }
+    }
+    double t_prof = t_run;
+    if (gpu) {
+        model_profile(m, 1);
+        t_prof = 0;
+        for (int s = 0; s < steps; s++) {
+            double t0 = now_s();
+            model_accumulate(m, tok, A * B, B, T, A);
+            model_update(m, &o.opt, steps + s + 3, lr_at(&o.opt, s));
+            t_prof += now_s() - t0;
+        }
     }
     /* the median step: a moment of load elsewhere on a shared machine moves the mean */
     qsort(step_s, (size_t)steps, sizeof(double), cmp_double);
@@ -152,9 +143,15 @@ int cmd_bench(int argc, char **argv) {
             if (!strncmp(names[j], "backward ", 9) && !strcmp(names[j] + 9, names[k])) bwd = secs[j];
         const double both = secs[k] + (isnan(bwd) ? 0 : bwd);
         printf("  %-24s %8.1f %8.1f  (%4.1f%%)\n", names[k], 1e3 * secs[k] / steps,
-               1e3 * (isnan(bwd) ? 0 : bwd) / steps, 100 * both / t_run);
+               1e3 * (isnan(bwd) ? 0 : bwd) / steps, 100 * both / t_prof);
     }
     printf("peak resident memory: %.0f MiB\n", ru.ru_maxrss / 1024.0);
+    if (gpu) {
+        model_info(m, &info);   /* device memory now: every buffer is allocated at open */
+        printf("device memory in use: %.0f MiB (state %.0f MiB, activations %.0f MiB, micro-batch %d sequences)\n",
+               info.device_bytes / 1048576.0, info.state_bytes / 1048576.0, info.activation_bytes / 1048576.0,
+               info.micro_batch);
+    }
     printf("bench: tok_per_s=%.1f step_gflops=%.1f gemm_gflops=%.1f ratio=%.3f threads=%d core=%s\n",
            tps, step_gflops, gemm, step_gflops / gemm, info.threads, info.kernels[0] ? info.kernels : "none");
     free(tok); free(step_s);
