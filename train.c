@@ -224,6 +224,10 @@ static void do_sample(Run *r, FILE *samples) {
 static double do_eval(Run *r) {
     const Options *o = &r->o;
     int *tok = r->tokens;   /* the step's token buffer is free between steps */
+    if (o->eval_windows == 0) {   /* the whole split, as ./train eval does */
+        size_t count;
+        return eval_split(r->m, r->sp.val, r->sp.n_val, o->batch, o->seq_len, tok, &count, NULL);
+    }
     return eval_windows(r->m, r->sp.val, r->sp.n_val, o->eval_windows, o->batch, o->seq_len, tok);
 }
 
@@ -295,6 +299,16 @@ static int run_train(Options *cli) {
         die("error: %s", err);
     ModelInfo info;
     model_info(r.m, &info);
+    {
+        /* which device and precision train from here on; a resumed run that moves says so */
+        char now[sizeof o->trained_on];
+        snprintf(now, sizeof now, "%s %s", strncmp(info.device, "cuda", 4) ? "cpu" : "cuda",
+                 strstr(info.precision, "bf16") ? "bf16" : "fp32");
+        if (resuming && strcmp(now, o->trained_on))
+            fprintf(stderr, "notice: the checkpoint was trained on %s and the run continues on %s: it is "
+                    "no longer bit-identical to an uninterrupted run\n", o->trained_on, now);
+        snprintf(o->trained_on, sizeof o->trained_on, "%s", now);
+    }
 
     char json[8192];
     options_to_json(o, json, sizeof json);

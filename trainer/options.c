@@ -125,7 +125,7 @@ static const Flag FLAGS[] = {
     {"--precision", K_PREC, OFF(precision), 0, 0, G_RUN, "fp32|bf16", "arithmetic (the CPU: fp32 only; default: the device's own)", CMD_ALL},
     {"--threads", K_INT, OFF(threads), 0, 4096, G_RUN, "N", "threads (0: all cores)", CMD_ALL},
     {"--eval-every", K_INT, OFF(eval_every), 0, 1e9, G_RUN, "N", "validate every N steps (0: never)", CMD_TRAIN},
-    {"--eval-windows", K_INT, OFF(eval_windows), 1, 1e6, G_RUN, "N", "validation windows of seq-len bytes, evenly spaced, the same every time", CMD_TRAIN},
+    {"--eval-windows", K_INT, OFF(eval_windows), 0, 1e6, G_RUN, "N", "validation windows of seq-len bytes, evenly spaced, the same every time (0: the whole validation split, as ./train eval)", CMD_TRAIN},
     {"--sample-every", K_INT, OFF(sample_every), 0, 1e9, G_RUN, "N", "print and save a sample every N steps (0: never)", CMD_TRAIN},
     {"--sample-len", K_INT, OFF(sample_len), 1, 1e7, G_RUN, "N", "bytes generated per sample", CMD_TRAIN},
     {"--sample-prime", K_INT, OFF(sample_prime), 1, 1e7, G_RUN, "N", "bytes of validation text that prime each sample", CMD_TRAIN},
@@ -491,11 +491,13 @@ int options_to_json(const Options *o, char *buf, size_t buflen) {
         " \"lr\": %.17g, \"warmup\": %ld, \"min_lr\": %.17g, \"weight_decay\": %.17g,\n"
         " \"beta1\": %.17g, \"beta2\": %.17g, \"eps\": %.17g, \"clip_mode\": \"%s\", \"clip\": %.17g,\n"
         " \"eval_every\": %d, \"eval_windows\": %d, \"sample_every\": %d, \"sample_len\": %d,\n"
-        " \"sample_prime\": %d, \"ckpt_every\": %d, \"keep_ckpts\": %d, \"log_every\": %d}\n",
+        " \"sample_prime\": %d, \"ckpt_every\": %d, \"keep_ckpts\": %d, \"log_every\": %d,\n"
+        " \"trained_on\": \"%s\"}\n",
         model, o->preset, data, init, (unsigned long long)o->seed, o->opt.total, o->batch, o->accum,
         o->seq_len, o->opt.peak_lr, o->opt.warmup, o->opt.min_lr, o->opt.weight_decay,
         o->opt.beta1, o->opt.beta2, o->opt.eps, clip, o->opt.clip, o->eval_every, o->eval_windows,
-        o->sample_every, o->sample_len, o->sample_prime, o->ckpt_every, o->keep_ckpts, o->log_every);
+        o->sample_every, o->sample_len, o->sample_prime, o->ckpt_every, o->keep_ckpts, o->log_every,
+        o->trained_on);
 }
 
 int options_from_json(Options *o, const char *json, char *err, size_t errlen) {
@@ -530,5 +532,8 @@ int options_from_json(Options *o, const char *json, char *err, size_t errlen) {
     if (json_get_string(json, "data", s, sizeof s) == 0) snprintf(o->data_path, sizeof o->data_path, "%s", s);
     if (json_get_string(json, "init_from", s, sizeof s) == 0) snprintf(o->init_from, sizeof o->init_from, "%s", s);
     if (json_get_string(json, "preset", o->preset, sizeof o->preset) != 0) o->preset[0] = 0;
+    /* checkpoints from before the GPU backend were all written on the CPU in fp32 */
+    if (json_get_string(json, "trained_on", o->trained_on, sizeof o->trained_on) != 0)
+        snprintf(o->trained_on, sizeof o->trained_on, "cpu fp32");
     return options_validate(o, err, errlen);
 }

@@ -24,6 +24,8 @@ typedef struct {
     char resume_dir[OPT_PATH_MAX];
     char init_from[OPT_PATH_MAX];
     char preset[32];
+    char trained_on[32];               /* "cpu fp32", "cuda bf16": the last device that trained
+                                          the run (saved; resuming elsewhere is not bit-exact) */
     uint64_t seed;
     int batch, accum, seq_len;
     int eval_every, eval_windows;      /* validation: every N steps, over this many windows */
