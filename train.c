@@ -262,6 +262,17 @@ static int run_train(Options *cli) {
         r.o.threads = cli->threads;
         r.o.device = cli->device;
         r.o.precision = cli->precision;
+        /* unless told otherwise, continue where the run trained (bit-exact): its device when
+           this machine has it, and its precision there */
+        const int was_cuda = !strncmp(r.o.trained_on, "cuda", 4);
+        if (r.o.device == DEVICE_AUTO) {
+            ModelDevice got;
+            char e[256];
+            r.o.device = was_cuda && model_resolve_device(DEVICE_CUDA, &got, e, sizeof e) ? DEVICE_CPU
+                       : was_cuda ? DEVICE_CUDA : DEVICE_CPU;
+        }
+        if (r.o.precision == PRECISION_DEFAULT && r.o.device == DEVICE_CUDA && was_cuda)
+            r.o.precision = strstr(r.o.trained_on, "bf16") ? PRECISION_BF16 : PRECISION_FP32;
         if (cli->data_path[0]) snprintf(r.o.data_path, sizeof r.o.data_path, "%s", cli->data_path);
         printf("resuming %s at step %llu\n", ckpt_path, (unsigned long long)r.st.step);
         load_data(r.o.data_path, r.o.seq_len, &r.bytes, &r.sp);
