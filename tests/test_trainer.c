@@ -986,7 +986,7 @@ static void test_bad_arguments(void) {
     CASE("--warmup", "%s --out %s --warmup 5 @DATA", M, out);
     CASE("--min-lr", "%s --out %s --lr 1e-4 --min-lr 1e-3 @DATA", M, out);
     CASE("--clip", "%s --out %s --clip 0 --clip-mode local @DATA", M, out);
-    CASE("--eval-windows", "%s --out %s --eval-windows 0 @DATA", M, out);
+    CASE("--eval-windows", "%s --out %s --eval-windows -1 @DATA", M, out);
     CASE("--keep-ckpts", "%s --out %s --keep-ckpts 0 @DATA", M, out);
     CASE("--device", "%s --out %s --device tpu @DATA", M, out);
     CASE("--precision", "%s --out %s --precision fp8 @DATA", M, out);
