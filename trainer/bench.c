@@ -145,6 +145,7 @@ int cmd_bench(int argc, char **argv) {
         printf("  %-24s %8.1f %8.1f  (%4.1f%%)\n", names[k], 1e3 * secs[k] / steps,
                1e3 * (isnan(bwd) ? 0 : bwd) / steps, 100 * both / t_prof);
     }
+    printf("  %-24s %8.1f           (%4.1f%%)\n", "clip + AdamW", 1e3 * t_opt / steps, 100 * t_opt / t_run);
     printf("peak resident memory: %.0f MiB\n", ru.ru_maxrss / 1024.0);
     if (gpu) {
         model_info(m, &info);   /* device memory now: every buffer is allocated at open */
