@@ -721,6 +721,103 @@ static void test_threads_reproducible(void) {
     cpu_destroy(&m);
 }
 
+/* ============================ the interface (model.h) ================================ */
+
+/* Which backend a --device asks for, and what the CPU refuses. */
+static void test_device_choice(void) {
+    char err[256] = "";
+    ModelDevice got = DEVICE_CUDA;
+    CHECK(model_resolve_device(DEVICE_CPU, &got, err, sizeof err) == 0 && got == DEVICE_CPU, "cpu: %s", err);
+    CHECK(model_resolve_device(DEVICE_AUTO, &got, err, sizeof err) == 0 && (got == DEVICE_CPU || model_cuda_built()),
+          "auto without CUDA must be the CPU");
+    if (!model_cuda_built()) {
+        CHECK(model_resolve_device(DEVICE_CUDA, &got, err, sizeof err) == -1 && strstr(err, "no CUDA support"),
+              "cuda in a build without it: \"%s\"", err);
+    }
+    FlashConfig c = small_config();
+    ModelOptions mo = {.device = DEVICE_CPU, .precision = PRECISION_BF16, .max_B = 1, .max_T = 8};
+    Model *m = model_open(&c, &mo, err, sizeof err);
+    CHECK(!m && strstr(err, "fp32 only"), "bf16 on the CPU: \"%s\"", err);
+    model_close(m);
+    mo.precision = PRECISION_DEFAULT;
+    mo.max_T = 0;
+    m = model_open(&c, &mo, err, sizeof err);
+    CHECK(!m && strstr(err, "capacity"), "a capacity of 1 x 0: \"%s\"", err);
+    model_close(m);
+    c.dim = 7;
+    mo.max_T = 8;
+    m = model_open(&c, &mo, err, sizeof err);
+    CHECK(!m && strstr(err, "dim"), "an invalid config: \"%s\"", err);
+    model_close(m);
+}
+
+/* The CPU backend through model.h: each kind of state reads back what was written, the
+   accumulated step equals the micro-batches' forward/backward done by hand on the CPU
+   model, and a forward beyond the reserved capacity is refused (NaN), not run. */
+static void test_interface_cpu(void) {
+    FlashConfig c = small_config();
+    const int B = 2, T = 8, A = 2;
+    char err[256];
+    ModelOptions mo = {.device = DEVICE_CPU, .threads = 2, .max_B = B, .max_T = T};
+    Model *m = model_open(&c, &mo, err, sizeof err);
+    if (!m) { CHECK(0, "model_open: %s", err); return; }
+    ModelInfo info;
+    model_info(m, &info);
+    CHECK(!strncmp(info.device, "cpu", 3) && !strcmp(info.precision, sizeof(real) == 4 ? "fp32" : "fp64") &&
+          info.threads == 2 && info.activation_bytes > 0, "info: %s, %s, %d threads", info.device, info.precision,
+          info.threads);
+    const size_t n = model_table(m)->total;
+    float *a = malloc(sizeof(float) * n), *b = malloc(sizeof(float) * n);
+    const StateKind kinds[4] = {STATE_PARAMS, STATE_GRADS, STATE_ADAM_M, STATE_ADAM_V};
+    for (int k = 0; k < 4; k++) {
+        for (size_t i = 0; i < n; i++) a[i] = (float)(k + 1) * 1e-3f * (float)(i % 97);
+        CHECK(!model_write(m, kinds[k], a, err, sizeof err) && !model_read(m, kinds[k], b, err, sizeof err) &&
+              !memcmp(a, b, sizeof(float) * n), "state kind %d does not read back", k);
+    }
+    model_init_params(m, 3, err, sizeof err);
+    int *tok = malloc(sizeof(int) * A * B * (T + 1));
+    for (int i = 0; i < A * B * (T + 1); i++) tok[i] = (i * 7 + 3) % c.num_tokens;
+    const double loss = model_accumulate(m, tok, A * B, B, T, A);
+    model_read(m, STATE_GRADS, a, err, sizeof err);
+    size_t cnt, esz;
+    int on_dev;
+    CHECK(model_grad_buffer(m, &cnt, &esz, &on_dev) && cnt == n && esz == sizeof(real) && !on_dev, "grad buffer");
+    /* by hand, on the CPU model of the same parameters */
+    CpuModel cm;
+    if (!cpu_create(&cm, &c, err, sizeof err) && !cpu_alloc_acts(&cm, B, T, err, sizeof err)) {
+        float *p = malloc(sizeof(float) * n);
+        model_read(m, STATE_PARAMS, p, err, sizeof err);
+        for (size_t i = 0; i < n; i++) cm.params[i] = (real)p[i];
+        cpu_params_changed(&cm);
+        cpu_zero_grads(&cm);
+        double want = 0;
+        for (int k = 0; k < A; k++) {
+            const int *t = tok + (size_t)k * B * (T + 1);
+            want += cpu_forward(&cm, t, B, T) / A;
+            cpu_backward(&cm, t, (real)(1.0 / A));
+        }
+        int same = 1;
+        for (size_t i = 0; i < n; i++) same &= a[i] == (float)cm.grads[i];
+        CHECK(loss == want && same, "model_accumulate differs from the forward/backward by hand (loss %.9g vs %.9g)",
+              loss, want);
+        free(p);
+    }
+    cpu_destroy(&cm);
+    /* the update changes the parameters and returns the norm */
+    OptConfig o = {.peak_lr = 1e-3, .min_lr = 1e-3, .warmup = 0, .total = 10, .beta1 = 0.9, .beta2 = 0.999,
+                   .eps = 1e-8, .weight_decay = 0, .clip_mode = CLIP_NONE, .clip = 0};
+    model_read(m, STATE_PARAMS, a, err, sizeof err);
+    const double gn = model_update(m, &o, 1, 1e-3);
+    model_read(m, STATE_PARAMS, b, err, sizeof err);
+    CHECK(isfinite(gn) && gn > 0 && memcmp(a, b, sizeof(float) * n), "model_update: norm %g", gn);
+    /* beyond the capacity: refused */
+    CHECK(isnan(model_forward(m, tok, B + 1, T, NULL, NULL)) && isnan(model_forward(m, tok, 1, T + 1, NULL, NULL)),
+          "a forward beyond the reserved 2 x 8 ran");
+    CHECK(isnan(model_accumulate(m, tok, 3, B, T, 1)), "a row count that is not a multiple of B was accepted");
+    free(a); free(b); free(tok);
+    model_close(m);
+}
+
 int main(int argc, char **argv) {
     if (argc > 1) fixture_dir = argv[1];
     RUN(test_default_table);
@@ -734,5 +831,7 @@ int main(int argc, char **argv) {
     RUN(test_fixture);
     RUN(test_gemm_ways);
     RUN(test_threads_reproducible);
+    RUN(test_device_choice);
+    RUN(test_interface_cpu);
     TEST_MAIN_END();
 }
