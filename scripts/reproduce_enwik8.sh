@@ -15,7 +15,8 @@
 # Options (the rest go to ./train unchanged, e.g. --precision fp32):
 #   --data FILE    use this enwik8 (.gz or raw) instead of downloading
 #   --out DIR      run directory (default runs/enwik8)
-#   --steps N      a shorter schedule for a trial (default: the recipe's 100,000)
+#   --steps N      a shorter schedule for a trial (default: the recipe's 100,000), with a
+#                  warmup of N/10 steps
 set -euo pipefail
 cd "$(dirname "$0")/.."
 die() { echo "reproduce_enwik8: error: $*" >&2; exit 1; }
@@ -41,7 +42,8 @@ fi
 [ "${SKIP_BUILD:-0}" = 1 ] || make train >/dev/null || die "the build failed (run make to see why)"
 
 args=()
-[ -n "$steps" ] && args+=(--steps "$steps")
+# a shortened schedule keeps the recipe's shape: warmup a tenth of it (flags given later win)
+[ -n "$steps" ] && args+=(--steps "$steps" --warmup "$(( steps / 10 > 0 ? steps / 10 : 1 ))")
 t0=$(date +%s)
 if ls "$out"/ckpt-*.bin >/dev/null 2>&1; then
     echo "reproduce_enwik8: resuming $out"
