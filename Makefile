@@ -122,7 +122,8 @@ test: all $(ASAN_BINS)
 	sed 's/^/[asan] /' build/test-asan.log | grep -v '^\[asan\] [0-9]* passed'; \
 	p=$$(( $$(tail -1 build/test-f32.log | awk '{print $$1}') + $$(tail -1 build/test-asan.log | awk '{print $$1}') )); \
 	f=$$(( $$(tail -1 build/test-f32.log | awk '{print $$3}') + $$(tail -1 build/test-asan.log | awk '{print $$3}') )); \
-	echo "$$p passed, $$f failed"; [ $$r1 -eq 0 ] && [ $$r2 -eq 0 ]
+	k=$$(( $$(tail -1 build/test-f32.log | awk '{print $$5}') + $$(tail -1 build/test-asan.log | awk '{print $$5}') )); \
+	echo "$$p passed, $$f failed, $$k skipped"; [ $$r1 -eq 0 ] && [ $$r2 -eq 0 ]
 
 clean:
 	rm -rf build train

@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # tests/run.sh F32_DIR F64_DIR -- FIXTURES DATA
-# Runs every test program (each prints "ok"/"FAIL" lines and "RESULT passed=N failed=M"),
+# Runs every test program (each prints "ok"/"FAIL"/"skip" lines and "RESULT passed=N failed=M",
+# with " skipped=K" where tests could not run here, e.g. the GPU tests without a GPU),
 # then prints the suite's total as its last line: "N passed, N failed".
 # A program that crashes or prints no RESULT line counts as one failure.
 set -u
 f32=$1; f64=$2; shift 3
 fixtures=$1; data=$2
-passed=0; failed=0
+passed=0; failed=0; skipped=0
 run_one() {  # name, command...
     local name=$1; shift
     local out rc
@@ -21,7 +22,8 @@ run_one() {  # name, command...
     local p f
     p=$(echo "$line" | sed 's/.*passed=\([0-9]*\).*/\1/')
     f=$(echo "$line" | sed 's/.*failed=\([0-9]*\).*/\1/')
-    passed=$((passed + p)); failed=$((failed + f))
+    s=$(echo "$line" | grep -o 'skipped=[0-9]*' | cut -d= -f2)
+    passed=$((passed + p)); failed=$((failed + f)); skipped=$((skipped + ${s:-0}))
     if [ "$rc" -ne 0 ] && [ "$f" -eq 0 ]; then
         echo "[$name] FAIL: exited $rc"; failed=$((failed + 1))
     fi
@@ -45,5 +47,5 @@ if [ -x "$f32/parity" ]; then
     mkdir -p "$f32/parity-out"
     run_one parity "$f32/parity" "$fixtures" "$f32/parity-out"
 fi
-echo "$passed passed, $failed failed"
+echo "$passed passed, $failed failed, $skipped skipped"
 [ "$failed" -eq 0 ]
