@@ -15,7 +15,7 @@ CFLAGS  ?= $(OPT)
 ALL_CFLAGS = -std=c11 -D_POSIX_C_SOURCE=200809L -D_DEFAULT_SOURCE $(WARN) -g -fopenmp \
              -Imodel -Iautograd -Ioptim -Idata -Iformats -Iplot -Itrainer -Itests -I$(BLAS_INC) $(CFLAGS)
 LDLIBS   = -L$(BLAS_LIB) -Wl,-rpath,$(BLAS_LIB) -lopenblas -ljansson -lpng -lz -lm -fopenmp
-SAN      = -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
+SAN      = -fsanitize=address,undefined,float-cast-overflow -fno-omit-frame-pointer -fno-sanitize-recover=undefined,float-cast-overflow
 
 # CUDA: compiled into the f32 library (./train, the f32 tests, parity) when nvcc and cuBLAS
 # are found; `make CUDA=0` leaves it out. The f64 and sanitizer builds never have it.
@@ -32,6 +32,7 @@ $(info CUDA: built in ($(NVCC), sm_90); make CUDA=0 leaves it out)
 else
 $(info CUDA: not built in (no nvcc with cuBLAS found); ./train runs on the CPU only)
 endif
+
 
 LIB_SRC  = $(wildcard model/*.c autograd/*.c optim/*.c data/*.c formats/*.c plot/*.c trainer/*.c)
 TEST_SRC = $(wildcard tests/test_*.c)
@@ -114,7 +115,7 @@ test-asan: $(ASAN_BINS)
 	@$(ASAN_ENV) bash tests/run.sh build/asan build/asan -- $(FIXTURES) $(DATA)
 
 # Both suites; the runner's last line counts them together.
-test: all $(ASAN_BINS)
+test: all $(ASAN_BINS) fuzz-bins
 	@[ -d "$(FIXTURES)" ] && [ -f "$(DATA)" ] && echo "shared test data: $(FIXTURES), $(DATA)" || \
 	    echo "WARNING: shared test data not found ($(FIXTURES), $(DATA)): the fixture and data tests will fail; set FLASH_SHARED=DIR"
 	@bash tests/run.sh build/f32 build/f64 -- $(FIXTURES) $(DATA) > build/test-f32.log; r1=$$?; cat build/test-f32.log; \
@@ -127,3 +128,35 @@ test: all $(ASAN_BINS)
 
 clean:
 	rm -rf build train
+
+# libFuzzer harnesses (fuzz/): the settings/JSON reader, the safetensors reader, the
+# checkpoint reader and the data loader, built with clang (-fsanitize=fuzzer, ASan, UBSan)
+# against the library without CUDA. `make fuzz FUZZ_TIME=N` runs each for N seconds from its
+# committed seed corpus (fuzz/corpus/NAME; what it finds goes to build/fuzz/corpus/NAME).
+# make test runs a few seconds of each (tests/fuzz_smoke.sh), or says it skips them when
+# clang lacks libFuzzer.
+FUZZ_CC   ?= clang
+FUZZ_TIME ?= 60
+FUZZERS    = settings safetensors checkpoint data
+FUZZ_OK   := $(shell printf 'int LLVMFuzzerTestOneInput(const unsigned char*d,unsigned long n){(void)d;(void)n;return 0;}' | \
+               $(FUZZ_CC) -x c -fsanitize=fuzzer -o /dev/null - 2>/dev/null && echo 1)
+FUZZ_SAN   = -fsanitize=address,undefined,float-cast-overflow -fno-sanitize-recover=undefined,float-cast-overflow
+FUZZ_CFLAGS = -std=c11 -D_POSIX_C_SOURCE=200809L -D_DEFAULT_SOURCE -g -O1 -fopenmp -Wno-pass-failed $(FUZZ_SAN) \
+              -Imodel -Iautograd -Ioptim -Idata -Iformats -Iplot -Itrainer -Ifuzz -I$(BLAS_INC)
+FUZZ_OBJ   = $(LIB_SRC:%.c=build/fuzz/obj/%.o)
+FUZZ_BINS  = $(FUZZERS:%=build/fuzz/fuzz_%)
+.PHONY: fuzz fuzz-bins
+build/fuzz/obj/%.o: %.c $(wildcard */*.h)
+	@mkdir -p $(dir $@)
+	$(FUZZ_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer-no-link -c $< -o $@
+build/fuzz/fuzz_%: fuzz/fuzz_%.c fuzz/fuzz_common.h $(FUZZ_OBJ)
+	$(FUZZ_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer -o $@ $< $(FUZZ_OBJ) $(LDLIBS)
+fuzz-bins: $(if $(FUZZ_OK),$(FUZZ_BINS))
+fuzz: fuzz-bins
+	@[ -n "$(FUZZ_OK)" ] || { echo "fuzz: $(FUZZ_CC) lacks libFuzzer (-fsanitize=fuzzer)"; exit 1; }
+	@for f in $(FUZZERS); do mkdir -p build/fuzz/corpus/$$f; \
+	    echo "== fuzz_$$f, $(FUZZ_TIME) s"; \
+	    ./build/fuzz/fuzz_$$f -max_total_time=$(FUZZ_TIME) -print_final_stats=1 \
+	        build/fuzz/corpus/$$f fuzz/corpus/$$f > build/fuzz/fuzz_$$f.log 2>&1; rc=$$?; \
+	    grep -E 'stat::number_of_executed_units|ERROR|SUMMARY|Done' build/fuzz/fuzz_$$f.log; \
+	    [ $$rc -eq 0 ] || { echo "fuzz_$$f failed (build/fuzz/fuzz_$$f.log)"; exit 1; }; done

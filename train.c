@@ -15,6 +15,7 @@
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
+#include <zlib.h>
 
 #include "atomic.h"
 #include "checkpoint.h"
@@ -32,7 +33,7 @@
 #define ERR_MAX 4096   /* messages quote paths of up to OPT_PATH_MAX bytes */
 #define SAMPLE_SEED_SALT 0x5a3c9e1f7b2d4608ULL   /* separates the sample stream from the data's */
 
-/* The first SIGINT/SIGTERM asks for a checkpoint at the end of the current step. A second
+/* The first SIGINT/SIGTERM/SIGHUP (a closed terminal) asks for a checkpoint at the end of the current step. A second
    one leaves at once, unless it comes within 2 s of the first: tools such as timeout(1)
    deliver the same signal twice (to the process and to its group), and Ctrl-C twice in a
    row is a user who means it only when the presses are apart. */
@@ -85,7 +86,7 @@ fail:
 }
 
 /* Loads FILE and splits it; every split must hold one window of T+1 bytes. */
-static void load_data(const char *path, int T, uint8_t **bytes, DataSplit *sp) {
+static size_t load_data(const char *path, int T, uint8_t **bytes, DataSplit *sp) {
     char err[ERR_MAX];
     size_t n;
     if (data_load(path, bytes, &n, err, sizeof err)) die("error: %s", err);
@@ -94,6 +95,15 @@ static void load_data(const char *path, int T, uint8_t **bytes, DataSplit *sp) {
     if (sp->proportional)
         fprintf(stderr, "notice: %s has %zu bytes, fewer than enwik8's 10^8: split 90/5/5 in "
                 "proportion (%zu / %zu / %zu bytes)\n", path, n, sp->n_train, sp->n_val, sp->n_test);
+    return n;
+}
+
+/* CRC-32 of the bytes a run uses: with their count, the data's identity in its checkpoints */
+static uint32_t data_crc(const uint8_t *p, size_t n) {
+    uLong c = crc32(0, Z_NULL, 0);
+    for (size_t k = 0; k < n; k += 1u << 30)
+        c = crc32(c, p + k, (uInt)(n - k < (1u << 30) ? n - k : (1u << 30)));
+    return (uint32_t)c;
 }
 
 /* A checkpoint argument may be a file or a run directory (its newest valid checkpoint). */
@@ -105,16 +115,18 @@ static int load_checkpoint_arg(const char *arg, Options *o, TrainState *st, Ckpt
         snprintf(path_out, OPT_PATH_MAX, "%s", arg);
         return checkpoint_load(arg, o, st, cs, err, errlen);
     }
-    uint64_t steps[4096];
-    int n = checkpoint_list(arg, steps, 4096);
+    uint64_t *steps;
+    int n = checkpoint_list_all(arg, &steps);
+    if (n < 0) { snprintf(err, errlen, "out of memory listing %s", arg); return -1; }
     if (!n) { snprintf(err, errlen, "no checkpoint (ckpt-*.bin) in %s", arg); return -1; }
     for (int i = 0; i < n; i++) {
         checkpoint_path(path_out, OPT_PATH_MAX, arg, steps[i]);
         char e[ERR_MAX / 2];
-        if (!checkpoint_load(path_out, o, st, cs, e, sizeof e)) return 0;
+        if (!checkpoint_load(path_out, o, st, cs, e, sizeof e)) { free(steps); return 0; }
         fprintf(stderr, "warning: skipping %s\n", e);
         snprintf(err, errlen, "no valid checkpoint in %s (newest problem: %s)", arg, e);
     }
+    free(steps);
     return -1;
 }
 
@@ -152,22 +164,26 @@ typedef struct {
     int tty;
 } Run;
 
-static void save_checkpoint(Run *r) {
-    char path[OPT_PATH_MAX + 32], err[1024];
+/* 0, or -1 after the message: a checkpoint that could not be written fails the run. */
+static int save_checkpoint(Run *r) {
+    char path[OPT_PATH_MAX + 32], err[ERR_MAX];
     checkpoint_path(path, sizeof path, r->o.out_dir, r->st.step);
     if (checkpoint_save(path, &r->o, &r->st, r->m, err, sizeof err)) {
         fprintf(stderr, "\nerror: %s\n", err);
-        return;
+        return -1;
     }
     /* keep the newest K at or before this step (the one just written among them); a file
-       of a later step can only be one that a resume skipped as damaged: left alone */
-    uint64_t steps[4096];
-    int n = checkpoint_list(r->o.out_dir, steps, 4096), kept = 0;
+       of a later step can only be one that a resume skipped as damaged: left alone. Only
+       files named exactly as checkpoints are named, and holding the checkpoint magic. */
+    uint64_t *steps;
+    int n = checkpoint_list_all(r->o.out_dir, &steps), kept = 0;
     for (int i = 0; i < n; i++) {
-        if (steps[i] > r->st.step || kept++ < r->o.keep_ckpts) continue;
+        if (steps[i] > r->st.step || kept++ < r->o.keep_ckpts || steps[i] == r->st.step) continue;
         checkpoint_path(path, sizeof path, r->o.out_dir, steps[i]);
-        unlink(path);
+        if (checkpoint_has_magic(path)) unlink(path);
     }
+    if (n > 0) free(steps);
+    return 0;
 }
 
 /* samples.txt as the run continues it: empty for a new run; on a resume without the samples
@@ -189,7 +205,8 @@ static int start_samples(const char *path, int resuming, uint64_t step, char *er
     return afile_commit(&af, err, errlen);
 }
 
-static void do_sample(Run *r, FILE *samples) {
+/* 0, or -1 when samples.txt could not be written (the sample itself may fail with a warning). */
+static int do_sample(Run *r, FILE *samples) {
     const Options *o = &r->o;
     const int prime = r->sample_prime;
     size_t start = rng_below(&r->st.sample_rng, r->sp.n_val - (size_t)prime + 1);
@@ -201,7 +218,7 @@ static void do_sample(Run *r, FILE *samples) {
         fprintf(stderr, "%swarning: no sample at step %llu: %s\n", r->tty ? "\n" : "",
                 (unsigned long long)r->st.step, out ? err : "out of memory");
         free(out);
-        return;
+        return 0;
     }
     double dt = now_s() - t0;
     if (r->tty) printf("\r\033[K");
@@ -217,8 +234,13 @@ static void do_sample(Run *r, FILE *samples) {
     fprintf(samples, "\n--- generated ---\n");
     print_bytes(samples, out, o->sample_len);
     fprintf(samples, "\n\n");
-    fflush(samples);
     free(out);
+    if (fflush(samples) || ferror(samples)) {
+        fprintf(stderr, "%serror: cannot write samples.txt in %s: %s\n", r->tty ? "\n" : "",
+                o->out_dir, strerror(errno ? errno : EIO));
+        return -1;
+    }
+    return 0;
 }
 
 static double do_eval(Run *r) {
@@ -238,6 +260,41 @@ static void plot(Run *r) {
     if (metrics_plot(&r->mt, title, err, sizeof err)) fprintf(stderr, "\nwarning: %s\n", err);
 }
 
+#define RUN_FILE_MAX 32   /* "/ckpt-" + up to 13 digits + ".bin.tmp", with room */
+
+/* A new run's --out must not hold another run: its metrics, samples and same-step
+   checkpoints would be overwritten and its later checkpoints kept, so that a --resume would
+   continue the old model with the new run's metrics. Refused unless --overwrite, which
+   removes the old run's checkpoints first. */
+static void check_run_dir(const Options *o) {
+    static const char *const files[] = {"config.json", "metrics.csv", "samples.txt"};
+    char path[OPT_PATH_MAX + 32];
+    const char *found = NULL;
+    for (int i = 0; i < 3 && !found; i++) {
+        snprintf(path, sizeof path, "%s/%s", o->out_dir, files[i]);
+        if (!access(path, F_OK)) found = files[i];
+    }
+    uint64_t *steps;
+    int n = checkpoint_list_all(o->out_dir, &steps);
+    if (n < 0) die("error: out of memory listing %s", o->out_dir);
+    if (!found && n > 0) found = "checkpoints";
+    if (found && !o->overwrite) {
+        free(steps);
+        fprintf(stderr, "error: %s already holds a run (%s); continue it with ./train --resume %s, choose "
+                "another directory with --out DIR, or replace it with --overwrite\n", o->out_dir, found, o->out_dir);
+        exit(1);
+    }
+    if (found) {
+        fprintf(stderr, "notice: --overwrite: replacing the run in %s (%d checkpoint%s removed)\n", o->out_dir,
+                n, n == 1 ? "" : "s");
+        for (int i = 0; i < n; i++) {
+            checkpoint_path(path, sizeof path, o->out_dir, steps[i]);
+            if (unlink(path) && errno != ENOENT) die("error: cannot remove the old checkpoints: %s", strerror(errno));
+        }
+    }
+    free(steps);
+}
+
 static int run_train(Options *cli) {
     Run r;
     memset(&r, 0, sizeof r);
@@ -246,10 +303,20 @@ static int run_train(Options *cli) {
     r.tty = isatty(STDOUT_FILENO);
 
     CkptState cs = {0};
+    /* every file of the run directory is DIR/NAME; the longest, a checkpoint's temporary
+       file, must fit in a path (else --resume DIR could not find what the run wrote) */
+    const char *dir_arg = resuming ? cli->resume_dir : cli->out_dir;
+    if (strlen(dir_arg) + RUN_FILE_MAX >= OPT_PATH_MAX)
+        die("error: %s", "the run directory's path is too long: its files' paths would exceed "
+            "the path limit (keep it under 990 bytes)");
     if (resuming) {
-        if (cli->model_flags_given || cli->recipe_flags_given || cli->init_from[0])
-            die("error: %s", "--resume continues a run with its saved settings; only --threads, "
-                "--device, --precision and the data FILE may be given with it");
+        static const char *const allowed[] = {"--resume", "--threads", "--device", "--precision", NULL};
+        const char *other = options_given_other(cli, allowed);
+        if (other) {
+            fprintf(stderr, "error: --resume continues a run with its saved settings, and %s would be "
+                    "ignored; only --threads, --device, --precision and the data FILE may be given with it\n", other);
+            exit(1);
+        }
         if (load_checkpoint_arg(cli->resume_dir, &r.o, &r.st, &cs, ckpt_path, err, sizeof err))
             die("error: cannot resume: %s", err);
         /* the run directory: DIR itself, or the directory of a checkpoint file */
@@ -275,13 +342,39 @@ static int run_train(Options *cli) {
             r.o.precision = strstr(r.o.trained_on, "bf16") ? PRECISION_BF16 : PRECISION_FP32;
         if (cli->data_path[0]) snprintf(r.o.data_path, sizeof r.o.data_path, "%s", cli->data_path);
         printf("resuming %s at step %llu\n", ckpt_path, (unsigned long long)r.st.step);
-        load_data(r.o.data_path, r.o.seq_len, &r.bytes, &r.sp);
+        size_t nd = load_data(r.o.data_path, r.o.seq_len, &r.bytes, &r.sp);
+        /* the data must be the run's: another file (or the same name holding other bytes)
+           would continue on other examples, no longer the run the checkpoint belongs to */
+        const uint32_t crc = data_crc(r.bytes, nd);
+        if (r.o.data_bytes && (r.o.data_bytes != nd || r.o.data_crc32 != crc)) {
+            fprintf(stderr, "error: %s is not the data this run trained on: %zu bytes with CRC-32 %08x "
+                    "where the checkpoint recorded %llu bytes with CRC-32 %08x; resume with the run's "
+                    "own data file (or start a new run on this one)\n", r.o.data_path, nd, crc,
+                    (unsigned long long)r.o.data_bytes, r.o.data_crc32);
+            exit(1);
+        }
+        if (!r.o.data_bytes)
+            fprintf(stderr, "notice: this checkpoint predates data identification; the data file is not checked\n");
+        r.o.data_bytes = nd;
+        r.o.data_crc32 = crc;
         r.m = open_checkpointed(&r.o, &cs, r.o.batch, r.o.seq_len, 1);
         checkpoint_state_free(&cs);
     } else {
         r.o = *cli;
+        /* a trial run (--steps below the default warmup): the default warmup shrinks to a
+           tenth of the steps, so `./train --steps 30 FILE` runs; a --warmup the user gave is
+           never changed (longer than --steps stays an error) */
+        if (!options_given(cli, "--warmup") && r.o.opt.warmup > r.o.opt.total) {
+            long w = r.o.opt.total / 10;
+            fprintf(stderr, "notice: the default warmup of %ld steps is longer than --steps %ld: warming up "
+                    "over %ld steps instead (give --warmup N to choose)\n", r.o.opt.warmup, r.o.opt.total, w);
+            r.o.opt.warmup = w;
+        }
         if (options_validate(&r.o, err, sizeof err)) die("error: %s", err);
-        load_data(r.o.data_path, r.o.seq_len, &r.bytes, &r.sp);   /* bad data fails first */
+        check_run_dir(&r.o);
+        size_t nd = load_data(r.o.data_path, r.o.seq_len, &r.bytes, &r.sp);   /* bad data fails first */
+        r.o.data_bytes = nd;
+        r.o.data_crc32 = data_crc(r.bytes, nd);
         ModelOptions mo = model_options(&r.o, r.o.batch, r.o.seq_len);
         if (r.o.init_from[0]) {
             r.m = model_load_safetensors(r.o.init_from, &r.o.model, &mo, err, sizeof err);
@@ -321,11 +414,15 @@ static int run_train(Options *cli) {
         snprintf(o->trained_on, sizeof o->trained_on, "%s", now);
     }
 
-    char json[8192];
-    options_to_json(o, json, sizeof json);
+    const size_t json_cap = 1 << 16;
+    char *json = malloc(json_cap);
+    if (!json) die("error: %s", "out of memory");
+    int jn = options_to_json(o, json, json_cap);
+    if (jn < 0) die("error: %s", "the run's settings do not fit in their JSON buffer");
     char cfg_path[OPT_PATH_MAX + 32], samples_path[OPT_PATH_MAX + 32];
     snprintf(cfg_path, sizeof cfg_path, "%s/config.json", o->out_dir);
-    if (afile_write(cfg_path, json, strlen(json), err, sizeof err)) die("error: %s", err);
+    if (afile_write(cfg_path, json, (size_t)jn, err, sizeof err)) die("error: %s", err);
+    free(json);
     long total = o->opt.total;
     if (metrics_open(&r.mt, o->out_dir, resuming ? (long)r.st.step : -1, total + 1, err, sizeof err))
         die("error: %s", err);
@@ -339,6 +436,7 @@ static int run_train(Options *cli) {
     sa.sa_handler = on_signal;
     sigaction(SIGINT, &sa, NULL);
     sigaction(SIGTERM, &sa, NULL);
+    sigaction(SIGHUP, &sa, NULL);
 
     const uint64_t step_tokens = (uint64_t)A * B * T;
     printf("model: %zu trained parameters (d %d, L %d, e %d, s %d, C %d, %s%s, %s); "
@@ -360,7 +458,8 @@ static int run_train(Options *cli) {
     if (!resuming && o->eval_every > 0) {
         double vl = do_eval(&r);
         printf("step 0: val loss %.4f nats, %.4f bpc\n", vl, vl / LN2);
-        metrics_row(&r.mt, 0, 0, NAN, NAN, vl, NAN, NAN, 0);
+        if (metrics_row(&r.mt, 0, 0, NAN, NAN, vl, NAN, NAN, 0))
+            die("error: cannot write metrics.csv: %s", strerror(errno ? errno : EIO));
         plot(&r);
     }
     const double t_start = now_s(), elapsed0 = r.st.elapsed_s;
@@ -395,7 +494,13 @@ static int run_train(Options *cli) {
         double vl = NAN;
         int last = r.st.step == (uint64_t)total;
         if (o->eval_every > 0 && (r.st.step % (uint64_t)o->eval_every == 0 || last)) vl = do_eval(&r);
-        metrics_row(&r.mt, r.st.step, r.st.tokens, lr, loss, vl, gnorm, tps, r.st.elapsed_s);
+        int werr = metrics_row(&r.mt, r.st.step, r.st.tokens, lr, loss, vl, gnorm, tps, r.st.elapsed_s);
+        if (werr) {
+            fprintf(stderr, "%serror: cannot write %s at step %llu: %s; stopping\n", r.tty ? "\n" : "",
+                    r.mt.csv_path, (unsigned long long)r.st.step, strerror(werr));
+            exit_code = 1;
+            break;
+        }
 
         double per_step = (now_s() - t_start) / (double)(r.st.step - step0);
         char eta[32], el[32];
@@ -412,14 +517,29 @@ static int run_train(Options *cli) {
                    (unsigned long long)r.st.step, vl, vl / LN2);
             plot(&r);
         }
-        if (o->sample_every > 0 && r.st.step % (uint64_t)o->sample_every == 0) do_sample(&r, samples);
-        if ((o->ckpt_every > 0 && r.st.step % (uint64_t)o->ckpt_every == 0) || last || g_signal)
-            save_checkpoint(&r);
-        if (g_signal) {
+        if (o->sample_every > 0 && r.st.step % (uint64_t)o->sample_every == 0 && do_sample(&r, samples)) {
+            exit_code = 1;
+            break;
+        }
+        const int sig = g_signal;
+        if (((o->ckpt_every > 0 && r.st.step % (uint64_t)o->ckpt_every == 0) || last || sig)) {
+            if (save_checkpoint(&r)) {
+                uint64_t prev[1];
+                char older[OPT_PATH_MAX + 32] = "none";
+                if (checkpoint_list(o->out_dir, prev, 1)) checkpoint_path(older, sizeof older, o->out_dir, prev[0]);
+                fprintf(stderr, "error: the checkpoint of step %llu was not written; stopping%s (newest "
+                        "checkpoint: %s)\n", (unsigned long long)r.st.step,
+                        sig ? (sig == SIGINT ? " on SIGINT" : sig == SIGHUP ? " on SIGHUP" : " on SIGTERM") : "",
+                        older);
+                exit_code = 1;
+                break;
+            }
+        }
+        if (sig) {
             printf("%sstopped by %s at step %llu; checkpoint written. Continue with: ./train --resume %s\n",
-                   r.tty ? "\n" : "", g_signal == SIGINT ? "SIGINT" : "SIGTERM",
+                   r.tty ? "\n" : "", sig == SIGINT ? "SIGINT" : sig == SIGHUP ? "SIGHUP" : "SIGTERM",
                    (unsigned long long)r.st.step, o->out_dir);
-            exit_code = 128 + g_signal;
+            exit_code = 128 + sig;
             break;
         }
     }
@@ -429,7 +549,14 @@ static int run_train(Options *cli) {
         printf("done: %llu steps, %llu tokens in %.0f s; outputs in %s\n",
                (unsigned long long)r.st.step, (unsigned long long)r.st.tokens, r.st.elapsed_s, o->out_dir);
     }
-    fclose(samples);
+    if (samples && fclose(samples) && !exit_code) {
+        fprintf(stderr, "error: cannot write samples.txt in %s: %s\n", o->out_dir, strerror(errno));
+        exit_code = 1;
+    }
+    if (r.mt.csv && (fflush(r.mt.csv) || ferror(r.mt.csv)) && !exit_code) {
+        fprintf(stderr, "error: cannot write %s: %s\n", r.mt.csv_path, strerror(errno ? errno : EIO));
+        exit_code = 1;
+    }
     metrics_close(&r.mt);
     free(r.tokens); free(r.bytes);
     model_close(r.m);
@@ -540,6 +667,7 @@ static void sample_bench(Model *m, double temp, uint64_t seed) {
     model_decoder_close(m);
 }
 
+#define SAMPLE_MAX_BYTES (1 << 26)   /* 64 MiB of generated text per command */
 static int cmd_sample(int argc, char **argv) {
     Options cli, o;
     parse_command(&cli, CMD_SAMPLE, argc, argv);
@@ -550,6 +678,12 @@ static int cmd_sample(int argc, char **argv) {
     char err[ERR_MAX], path[OPT_PATH_MAX];
     load_for_command(&cli, cli.args[0], &o, &st, &cs, path);
     const int plen = (int)strlen(prompt);
+    /* the text is held whole before it prints: a bound on it, not a 64 GiB malloc */
+    if ((double)len * nsamples > SAMPLE_MAX_BYTES) {
+        fprintf(stderr, "error: --len %d x --num-samples %d = %.0f bytes; at most %d bytes in all\n", len, nsamples,
+                (double)len * nsamples, SAMPLE_MAX_BYTES);
+        return 2;
+    }
     /* activations for the full forwards of --bench; the decoder reserves its own */
     Model *m = open_checkpointed(&o, &cs, 1, cli.sample_bench ? FULL_FORWARD_CTX : 1, 0);
     checkpoint_state_free(&cs);
@@ -579,6 +713,11 @@ static int cmd_export(int argc, char **argv) {
     CkptState cs;
     char err[ERR_MAX], path[OPT_PATH_MAX], stepbuf[32];
     load_for_command(&cli, cli.args[0], &o, &st, &cs, path);
+    /* the output must not be the checkpoint itself (nor another name of it) */
+    struct stat sa, sb;
+    if (!strcmp(cli.args[1], path) ||
+        (!stat(path, &sa) && !stat(cli.args[1], &sb) && sa.st_dev == sb.st_dev && sa.st_ino == sb.st_ino))
+        die("error: export would overwrite the checkpoint %s it reads; give another OUT path", path);
     Model *m = open_checkpointed(&o, &cs, 1, 1, 0);   /* the state only passes through */
     checkpoint_state_free(&cs);
     snprintf(stepbuf, sizeof stepbuf, "%llu", (unsigned long long)st.step);

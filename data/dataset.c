@@ -7,7 +7,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <zlib.h>
+
+/* enwik8 is exactly 10^8 bytes and data_split ignores anything past them: neither the raw
+   reader nor the gzip reader keeps more (a gzip bomb cannot exhaust memory). */
+#define DATA_USED ((size_t)100000000)
 
 /* Writes "path: message" into err (when the caller gave a buffer) and returns -1,
  * so every failure path is one line: `return fail(err, errlen, path, "...", ...);`. */
@@ -27,7 +32,7 @@ static int fail(char *err, size_t errlen, const char *path, const char *fmt, ...
 /* Reads the whole stream into a malloc'ed buffer. Reads in growing chunks instead of
  * asking for the file size first so it also works on pipes and /dev/stdin.
  * Returns 0, or -1 with errno describing the failure (ENOMEM, or the read error). */
-static int read_all(FILE *f, uint8_t **out, size_t *n) {
+static int read_all(FILE *f, size_t limit, uint8_t **out, size_t *n) {
     size_t cap = 1 << 20, len = 0;
     uint8_t *buf = malloc(cap);
     if (!buf) { errno = ENOMEM; return -1; }
@@ -39,7 +44,9 @@ static int read_all(FILE *f, uint8_t **out, size_t *n) {
             buf = bigger;
             cap *= 2;
         }
-        size_t got = fread(buf + len, 1, cap - len, f);
+        if (len >= limit) break;
+        size_t want = cap - len < limit - len ? cap - len : limit - len;
+        size_t got = fread(buf + len, 1, want, f);
         len += got;
         if (got == 0) {
             if (ferror(f)) {
@@ -73,6 +80,7 @@ static int inflate_gzip(const char *path, const uint8_t *in, size_t nin,
 
     /* enwik8 compresses about 2.8x under gzip -9; start at 4x to usually avoid regrowth. */
     size_t cap = nin < (SIZE_MAX - (1 << 16)) / 4 ? nin * 4 + (1 << 16) : nin;
+    if (cap > DATA_USED) cap = DATA_USED;
     size_t len = 0, in_pos = 0;
     uint8_t *buf = malloc(cap);
     if (!buf) { inflateEnd(&zs); return fail(err, errlen, path, "out of memory (%zu bytes)", cap); }
@@ -84,14 +92,16 @@ static int inflate_gzip(const char *path, const uint8_t *in, size_t nin,
             zs.avail_in = (uInt)k;
             in_pos += k;
         }
+        if (len == DATA_USED) break;   /* all that is used: the rest is not inflated (nor checked) */
         if (len == cap) {
-            uint8_t *bigger = cap <= SIZE_MAX / 2 ? realloc(buf, cap * 2) : NULL;
+            size_t grow = cap * 2 < DATA_USED ? cap * 2 : DATA_USED;
+            uint8_t *bigger = realloc(buf, grow);
             if (!bigger) {
                 free(buf); inflateEnd(&zs);
                 return fail(err, errlen, path, "out of memory while decompressing (%zu bytes so far)", len);
             }
             buf = bigger;
-            cap *= 2;
+            cap = grow;
         }
         size_t room = cap - len < chunk ? cap - len : chunk;
         zs.next_out = buf + len;
@@ -161,13 +171,26 @@ static int ends_with(const char *s, const char *suffix) {
 int data_load(const char *path, uint8_t **out, size_t *n, char *err, size_t errlen) {
     *out = NULL;
     *n = 0;
+    /* only a regular file: a FIFO without a writer would block forever, a directory or a
+       device is no data file */
+    struct stat sb;
+    if (stat(path, &sb)) return fail(err, errlen, path, "cannot open: %s", strerror(errno));
+    if (!S_ISREG(sb.st_mode))
+        return fail(err, errlen, path, "not a regular file (%s); give the data as a file",
+                    S_ISFIFO(sb.st_mode) ? "a FIFO" : S_ISDIR(sb.st_mode) ? "a directory" :
+                    S_ISCHR(sb.st_mode) || S_ISBLK(sb.st_mode) ? "a device" : "a special file");
     FILE *f = fopen(path, "rb");
     if (!f) return fail(err, errlen, path, "cannot open: %s", strerror(errno));
 
     uint8_t *raw = NULL;
     size_t nraw = 0;
     errno = 0;
-    int rc = read_all(f, &raw, &nraw);
+    /* gzip input is read whole (its size is the file's); raw data only as far as it is used */
+    unsigned char magic[2] = {0, 0};
+    size_t nm = fread(magic, 1, 2, f);
+    rewind(f);
+    const int gz_magic = nm == 2 && magic[0] == 0x1f && magic[1] == 0x8b;
+    int rc = read_all(f, gz_magic ? SIZE_MAX : DATA_USED, &raw, &nraw);
     int read_errno = errno;
     fclose(f);
     if (rc != 0) return fail(err, errlen, path, "cannot read: %s", strerror(read_errno));
@@ -178,6 +201,20 @@ int data_load(const char *path, uint8_t **out, size_t *n, char *err, size_t errl
     }
 
     int is_gzip = nraw >= 2 && raw[0] == 0x1f && raw[1] == 0x8b;
+    /* other compressed forms would train on their compressed bytes: refused by their magic */
+    static const struct { const char *magic; size_t n; const char *name, *how; } other[] = {
+        {"PK\x03\x04", 4, "zip", "unzip it (unzip FILE.zip) and give the extracted file, or gzip it"},
+        {"\xfd" "7zXZ\0", 6, "xz", "convert it: xz -dc FILE.xz | gzip > FILE.gz"},
+        {"BZh", 3, "bzip2", "convert it: bzip2 -dc FILE.bz2 | gzip > FILE.gz"},
+        {"\x28\xb5\x2f\xfd", 4, "zstd", "convert it: zstd -dc FILE.zst | gzip > FILE.gz"},
+        {"7z\xbc\xaf\x27\x1c", 6, "7z", "extract it (7z x FILE.7z) and give the extracted file"},
+    };
+    for (size_t i = 0; !is_gzip && i < sizeof other / sizeof other[0]; i++)
+        if (nraw >= other[i].n && !memcmp(raw, other[i].magic, other[i].n)) {
+            free(raw);
+            return fail(err, errlen, path, "%s data (its magic bytes), which this program does not "
+                        "read: %s", other[i].name, other[i].how);
+        }
     if (!is_gzip) {
         /* A ".gz" name promises gzip; silently training on the compressed bytes of some
          * other format (zip, xz, a saved HTML error page) would waste a whole run. */

@@ -2,6 +2,9 @@
  * the string escaper our writers use (see json.h). */
 #include "json.h"
 #include <jansson.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 /* The top-level value of `key` in the object `json`: 0 found, 1 absent, -1 when the text
@@ -21,12 +24,50 @@ static int lookup(const char *json, const char *key, json_t **root, json_t **val
     return *val ? 0 : 1;
 }
 
+int json_check_object(const char *json, char *err, size_t errlen) {
+    json_error_t e;
+    json_t *r = json ? json_loads(json, JSON_REJECT_DUPLICATES, &e) : NULL;
+    if (!r || !json_is_object(r)) {
+        if (!json) snprintf(err, errlen, "no JSON text");
+        else if (!r) snprintf(err, errlen, "malformed JSON (line %d, column %d: %s)", e.line, e.column, e.text);
+        else snprintf(err, errlen, "the JSON is not an object");
+        json_decref(r);
+        return -1;
+    }
+    json_decref(r);
+    return 0;
+}
+
 int json_get_number(const char *json, const char *key, double *out) {
     json_t *root, *v;
     int rc = lookup(json, key, &root, &v);
     if (rc == 0) {
         if (json_is_number(v)) *out = json_number_value(v);
         else rc = -1;
+    }
+    json_decref(root);
+    return rc;
+}
+
+int json_get_u64(const char *json, const char *key, unsigned long long *out) {
+    json_t *root, *v;
+    int rc = lookup(json, key, &root, &v);
+    if (rc == 0) {
+        if (json_is_integer(v) && json_integer_value(v) >= 0) {
+            *out = (unsigned long long)json_integer_value(v);
+        } else if (json_is_string(v)) {   /* above 2^63: written as a decimal string */
+            const char *t = json_string_value(v);
+            char *end;
+            errno = 0;
+            unsigned long long x = strtoull(t, &end, 10);
+            if (errno || end == t || *end || t[0] < '0' || t[0] > '9') rc = -1;
+            else *out = x;
+        } else if (json_is_real(v) && json_real_value(v) >= 0 && json_real_value(v) < 18446744073709551616.0 &&
+                   json_real_value(v) == (double)(unsigned long long)json_real_value(v)) {
+            *out = (unsigned long long)json_real_value(v);   /* older files: a whole double */
+        } else {
+            rc = -1;
+        }
     }
     json_decref(root);
     return rc;

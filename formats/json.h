@@ -16,6 +16,11 @@
    found with the right type, 1 if it is absent, -1 if present with another type, or if
    the text is not a well-formed JSON object (a repeated key included). */
 int json_get_number(const char *json, const char *key, double *out);
+/* 0 when json is a well-formed JSON object (no repeated key); else -1 and what is wrong. */
+int json_check_object(const char *json, char *err, size_t errlen);
+/* A non-negative integer exactly (JSON integer, a decimal string for values above 2^63, or a
+   whole number written as a real): 0 found, 1 absent, -1 not such a number. */
+int json_get_u64(const char *json, const char *key, unsigned long long *out);
 int json_get_bool(const char *json, const char *key, int *out); /* *out = 0 or 1 */
 /* Also -1 when the string (plus its NUL) does not fit in outlen bytes (out is then ""). */
 int json_get_string(const char *json, const char *key, char *out, size_t outlen);

@@ -60,7 +60,8 @@ static int get_int(const char *json, const char *key, int *out, char *err, size_
     double v;
     int r = json_get_number(json, key, &v);
     if (r == 1) return 0;
-    if (r < 0 || v != (double)(int)v) {
+    /* the range in double before the cast (an out-of-range cast is undefined) */
+    if (r < 0 || !(v >= -2147483648.0 && v <= 2147483647.0) || v != (double)(int)v) {
         snprintf(err, errlen, "config: \"%s\" must be an integer", key);
         return -1;
     }

@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 typedef struct {
     CpuModel cm;
@@ -246,10 +247,37 @@ static const ModelBackend CPU_BACKEND = {
     .gemm_rate = cpu_gemm_rate,
 };
 
+/* Memory the system can give without swapping: MemAvailable (Linux), else free pages. */
+static double available_bytes(void) {
+    FILE *f = fopen("/proc/meminfo", "r");
+    char line[256];
+    double kb = -1;
+    while (f && fgets(line, sizeof line, f))
+        if (sscanf(line, "MemAvailable: %lf kB", &kb) == 1) break;
+    if (f) fclose(f);
+    if (kb >= 0) return kb * 1024;
+    long pages = sysconf(_SC_AVPHYS_PAGES), psz = sysconf(_SC_PAGESIZE);
+    return pages > 0 && psz > 0 ? (double)pages * psz : -1;
+}
+
 int cpu_model_open(Model *m, char *err, size_t errlen) {
     m->impl = NULL;
     m->be = &CPU_BACKEND;
     blas_set_threads(m->opt.threads);   /* first: the split-K buffer is sized by the thread count */
+    {
+        /* estimated before allocating: with overcommit a too-large calloc succeeds and the
+           OOM killer ends the run later without a word */
+        const double acts = (double)cpu_acts_bytes(&m->cfg, m->opt.max_B, m->opt.max_T, omp_get_max_threads());
+        const double state = 4.0 * (double)m->table.total * sizeof(real);   /* params, grads, m, v */
+        const double avail = available_bytes();
+        if (avail > 0 && acts + state > avail) {
+            snprintf(err, errlen, "not enough memory: batch %d x %d needs %.2f GiB (activations %.2f GiB, "
+                     "parameters, gradients and moments %.2f GiB) and %.2f GiB are available; use a smaller "
+                     "--batch, --seq-len or model", m->opt.max_B, m->opt.max_T, (acts + state) / 1073741824.0,
+                     acts / 1073741824.0, state / 1073741824.0, avail / 1073741824.0);
+            return -1;
+        }
+    }
     CpuImpl *c = calloc(1, sizeof *c);
     if (!c) { snprintf(err, errlen, "out of memory"); return -1; }
     if (cpu_create(&c->cm, &m->cfg, err, errlen)) { free(c); return -1; }

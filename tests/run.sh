@@ -43,6 +43,12 @@ done
 # the golden record (tests/golden.sh): outputs byte for byte as the record has them (the
 # sanitizer build at -O1 gives the same bits)
 run_one golden bash tests/golden.sh check "${FLASH_TRAIN_BIN:-./train}" "$data"
+# the adversarial cases of issue 11 (failed writes, run directories, settings from files,
+# wrong data, paths, signals) through the same binary
+run_one robust bash tests/robust.sh "${FLASH_TRAIN_BIN:-./train}" "$data"
+# a few seconds of each fuzzer (built by make test when clang has libFuzzer), once: in the
+# first pass only
+if [ "$f32" != "$f64" ]; then run_one fuzz bash tests/fuzz_smoke.sh build/fuzz 3; fi
 if [ -x "$f32/parity" ]; then
     mkdir -p "$f32/parity-out"
     run_one parity "$f32/parity" "$fixtures" "$f32/parity-out"

@@ -5,6 +5,8 @@
  * relative to the repository root). Scratch files go to /tmp with the pid in their names
  * so parallel runs do not collide; gzip files are made here with zlib, not shell tools. */
 #include <stdint.h>
+#include <sys/stat.h>
+#include <unistd.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -191,7 +193,32 @@ static void test_missing_file(void) {
 }
 
 static void test_unreadable_directory(void) {
-    expect_load_error("/tmp", "cannot read");
+    /* refused before any read: only a regular file is data (issue 11: a FIFO blocked) */
+    expect_load_error("/tmp", "not a regular file (a directory)");
+}
+
+static void test_fifo_refused(void) {
+    char path[256];
+    tmp_path(path, sizeof path, "fifo");
+    unlink(path);
+    CHECK(mkfifo(path, 0600) == 0, "mkfifo %s", path);
+    expect_load_error(path, "not a regular file (a FIFO)");   /* at once: no open, no block */
+    unlink(path);
+}
+
+static void test_other_formats_refused(void) {
+    static const struct { const char *magic; size_t n; const char *want; } c[] = {
+        {"PK\x03\x04", 4, "zip data"}, {"\xfd" "7zXZ\0", 6, "xz data"}, {"BZh9", 4, "bzip2 data"},
+        {"\x28\xb5\x2f\xfd", 4, "zstd data"},
+    };
+    for (size_t i = 0; i < sizeof c / sizeof c[0]; i++) {
+        char path[256], buf[64];
+        tmp_path(path, sizeof path, "enwik8.other");
+        memset(buf, 'a', sizeof buf);
+        memcpy(buf, c[i].magic, c[i].n);
+        CHECK(write_file(path, buf, sizeof buf) == 0, "cannot write %s", path);
+        expect_load_error(path, c[i].want);
+    }
 }
 
 static void test_empty_file(void) {
@@ -496,6 +523,8 @@ int main(int argc, char **argv) {
     RUN(test_gzip_concatenated_members);
     RUN(test_missing_file);
     RUN(test_unreadable_directory);
+    RUN(test_fifo_refused);
+    RUN(test_other_formats_refused);
     RUN(test_empty_file);
     RUN(test_gz_name_not_gzip);
     RUN(test_gzip_corrupt_body);

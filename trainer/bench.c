@@ -47,6 +47,8 @@ static void cpu_name(char *buf, size_t n) {
     fclose(f);
 }
 
+#define BENCH_MAX_STEPS 1000000   /* the timed steps are counted in an int */
+
 int cmd_bench(int argc, char **argv) {
     Options o;
     char err[1024];
@@ -57,6 +59,10 @@ int cmd_bench(int argc, char **argv) {
         return 2;
     }
     o.opt.warmup = 0;
+    if (o.opt.total > BENCH_MAX_STEPS) {
+        fprintf(stderr, "error: bench --steps must be in [1, %d], got %ld\n", BENCH_MAX_STEPS, o.opt.total);
+        return 2;
+    }
     if (o.opt.total < 1 || options_validate(&o, err, sizeof err)) {
         fprintf(stderr, "error: %s\n", err);
         return 2;

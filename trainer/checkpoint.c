@@ -4,6 +4,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -58,6 +59,7 @@ int checkpoint_save(const char *path, const Options *opts, const TrainState *st,
     float *host = malloc(n * sizeof(float));
     if (!json || !host) { free(json); free(host); snprintf(err, errlen, "out of memory"); return -1; }
     int jlen = options_to_json(opts, json, JSON_MAX);
+    if (jlen < 0) { free(json); free(host); snprintf(err, errlen, "the run's settings do not fit in a checkpoint"); return -1; }
     AtomicFile af;
     if (afile_open(&af, path, err, errlen)) { free(json); free(host); return -1; }
     Out o = {af.f, crc32(0, Z_NULL, 0), 0};
@@ -72,8 +74,19 @@ int checkpoint_save(const char *path, const Options *opts, const TrainState *st,
     pack_state(state, st);
     out_write(&o, state, STATE_BYTES);
     const StateKind kinds[3] = {STATE_PARAMS, STATE_ADAM_M, STATE_ADAM_V};
+    static const char *const kind_name[3] = {"parameters", "Adam first moments", "Adam second moments"};
     for (int k = 0; k < 3 && !o.bad; k++) {
         if (model_read(m, kinds[k], host, err, errlen)) { o.bad = -1; break; }
+        /* non-finite weights are never saved: a checkpoint is a state to continue from */
+        size_t bad = n;
+        for (size_t i = 0; i < n && bad == n; i++)
+            if (!isfinite(host[i])) bad = i;
+        if (bad < n) {
+            snprintf(err, errlen, "not writing checkpoint %s: the model's %s are not finite "
+                     "(value %zu of %zu is %g)", path, kind_name[k], bad, n, (double)host[bad]);
+            o.bad = -1;
+            break;
+        }
         out_write(&o, host, n * sizeof(float));
     }
     put_u32(hdr + 24, (uint32_t)o.crc);
@@ -164,6 +177,35 @@ int checkpoint_load(const char *path, Options *o, TrainState *st, CkptState *cs,
         return -1;
     }
     unpack_state(buf + jlen, st);
+    for (int g = 0; g < 2; g++) {
+        const Rng *r = g ? &st->sample_rng : &st->data_rng;
+        if (!(r->s[0] | r->s[1] | r->s[2] | r->s[3])) {
+            snprintf(err, errlen, "checkpoint %s is corrupt: its %s generator's state is all zero "
+                     "(xoshiro256 never reaches it)", path, g ? "sample" : "data");
+            free(buf);
+            return -1;
+        }
+    }
+    if (!(st->elapsed_s >= 0 && st->elapsed_s < 1e12)) {
+        snprintf(err, errlen, "checkpoint %s is corrupt: elapsed time %g s", path, st->elapsed_s);
+        free(buf);
+        return -1;
+    }
+    {
+        const unsigned char *arr = buf + jlen + STATE_BYTES;
+        static const char *const what[3] = {"parameters", "Adam first moments", "Adam second moments"};
+        for (uint64_t i = 0; i < 3 * n; i++) {
+            float v;
+            memcpy(&v, arr + 4 * i, 4);
+            if (!isfinite(v)) {
+                snprintf(err, errlen, "checkpoint %s holds non-finite %s (value %llu is %g): "
+                         "it cannot be evaluated, sampled or resumed", path, what[i / n],
+                         (unsigned long long)(i % n), (double)v);
+                free(buf);
+                return -1;
+            }
+        }
+    }
     /* the arrays moved to the front of the buffer, which malloc aligned for floats */
     memmove(buf, buf + jlen + STATE_BYTES, 3 * n * sizeof(float));
     cs->values = (float *)(void *)buf;
@@ -194,18 +236,70 @@ static int cmp_desc(const void *a, const void *b) {
     return x < y ? 1 : x > y ? -1 : 0;
 }
 
+int checkpoint_name_step(const char *name, uint64_t *step) {
+    /* exactly what checkpoint_path writes: "ckpt-" + %08llu + ".bin" */
+    if (strncmp(name, "ckpt-", 5)) return -1;
+    const char *p = name + 5, *q = p;
+    unsigned long long s = 0;
+    while (*q >= '0' && *q <= '9') {
+        if (s > (~0ULL - 9) / 10) return -1;
+        s = s * 10 + (unsigned)(*q++ - '0');
+    }
+    if (strcmp(q, ".bin")) return -1;
+    char canon[64];
+    snprintf(canon, sizeof canon, "ckpt-%08llu.bin", s);
+    if (strcmp(canon, name)) return -1;
+    *step = s;
+    return 0;
+}
+
+/* Keeps the newest `max` steps of all the directory holds (any number of files). */
 int checkpoint_list(const char *dir, uint64_t *steps, int max) {
     DIR *d = opendir(dir);
-    if (!d) return 0;
+    if (!d || max < 1) { if (d) closedir(d); return 0; }
     int n = 0;
     struct dirent *de;
-    while ((de = readdir(d)) && n < max) {
-        unsigned long long s;
-        char tail[8];
-        if (sscanf(de->d_name, "ckpt-%llu.%7s", &s, tail) == 2 && !strcmp(tail, "bin"))
-            steps[n++] = s;
+    while ((de = readdir(d))) {
+        uint64_t s;
+        if (checkpoint_name_step(de->d_name, &s)) continue;
+        if (n < max) { steps[n++] = s; qsort(steps, n, sizeof *steps, cmp_desc); continue; }
+        if (s <= steps[n - 1]) continue;
+        int i = n - 1;   /* insert in order, dropping the oldest kept */
+        while (i > 0 && steps[i - 1] < s) { steps[i] = steps[i - 1]; i--; }
+        steps[i] = s;
     }
     closedir(d);
-    qsort(steps, n, sizeof *steps, cmp_desc);
     return n;
+}
+
+int checkpoint_list_all(const char *dir, uint64_t **steps) {
+    *steps = NULL;
+    DIR *d = opendir(dir);
+    if (!d) return 0;
+    int n = 0, cap = 0;
+    struct dirent *de;
+    while ((de = readdir(d))) {
+        uint64_t s;
+        if (checkpoint_name_step(de->d_name, &s)) continue;
+        if (n == cap) {
+            int nc = cap ? 2 * cap : 64;
+            uint64_t *b = realloc(*steps, sizeof **steps * (size_t)nc);
+            if (!b) { closedir(d); free(*steps); *steps = NULL; return -1; }
+            *steps = b;
+            cap = nc;
+        }
+        (*steps)[n++] = s;
+    }
+    closedir(d);
+    if (n) qsort(*steps, (size_t)n, sizeof **steps, cmp_desc);
+    return n;
+}
+
+int checkpoint_has_magic(const char *path) {
+    FILE *f = fopen(path, "rb");
+    if (!f) return 0;
+    char m[8];
+    int ok = fread(m, 1, 8, f) == 8 && !memcmp(m, CKPT_MAGIC, 8);
+    fclose(f);
+    return ok;
 }

@@ -45,7 +45,14 @@ void checkpoint_state_free(CkptState *cs);
 
 /* DIR/ckpt-STEP.bin */
 void checkpoint_path(char *buf, size_t n, const char *dir, uint64_t step);
-/* Steps of the checkpoints in DIR, newest first; returns the count (at most max). */
+/* Steps of the checkpoints in DIR (files named exactly as checkpoint_path names them), the
+   newest `max` of however many there are, newest first; returns the count (at most max). */
 int checkpoint_list(const char *dir, uint64_t *steps, int max);
+/* All of them, newest first, in a malloc'ed *steps; the count, or -1 out of memory. */
+int checkpoint_list_all(const char *dir, uint64_t **steps);
+/* 0 and *step when NAME is exactly "ckpt-%08llu.bin" of some step, else -1. */
+int checkpoint_name_step(const char *name, uint64_t *step);
+/* 1 when PATH starts with the checkpoint magic. */
+int checkpoint_has_magic(const char *path);
 
 #endif

@@ -74,7 +74,7 @@ int metrics_open(Metrics *mt, const char *dir, long keep_upto, long cap, char *e
     return 0;
 }
 
-void metrics_row(Metrics *mt, uint64_t step, uint64_t tokens, double lr, double train_loss,
+int metrics_row(Metrics *mt, uint64_t step, uint64_t tokens, double lr, double train_loss,
                  double val_loss, double grad_norm, double tok_per_s, double elapsed_s) {
     FILE *f = mt->csv;
     fprintf(f, "%llu,%llu", (unsigned long long)step, (unsigned long long)tokens);
@@ -86,8 +86,10 @@ void metrics_row(Metrics *mt, uint64_t step, uint64_t tokens, double lr, double 
     field(f, tok_per_s, "%.1f");
     field(f, elapsed_s, "%.3f");
     fputc('\n', f);
-    fflush(f);
     push(mt, (double)step, train_loss, val_loss);
+    errno = 0;
+    if (fflush(f) || ferror(f)) return errno ? errno : EIO;
+    return 0;
 }
 
 int metrics_plot(const Metrics *mt, const char *title, char *err, size_t errlen) {

@@ -18,8 +18,9 @@ typedef struct {
    kept and the rest dropped (the run continues from there); otherwise the file starts
    afresh. cap: the most rows the run can add. 0, or -1 with a message. */
 int metrics_open(Metrics *mt, const char *dir, long keep_upto, long cap, char *err, size_t errlen);
-/* NaN for a value not measured at this step (written as an empty field). */
-void metrics_row(Metrics *mt, uint64_t step, uint64_t tokens, double lr, double train_loss,
+/* NaN for a value not measured at this step (written as an empty field). 0, or the errno of
+   a failed write (the file then ends in a partial row: the caller stops the run). */
+int metrics_row(Metrics *mt, uint64_t step, uint64_t tokens, double lr, double train_loss,
                  double val_loss, double grad_norm, double tok_per_s, double elapsed_s);
 int metrics_plot(const Metrics *mt, const char *title, char *err, size_t errlen);
 void metrics_close(Metrics *mt);

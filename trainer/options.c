@@ -2,6 +2,7 @@
 #include "options.h"
 #include "json.h"
 #include <errno.h>
+#include <math.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -82,7 +83,8 @@ static int parse_int_arg(const char *s, long lo, long hi, long *out) {
     char *end;
     errno = 0;
     double v = strtod(s, &end);   /* accepts 1e5 as well as 100000 */
-    if (errno || end == s || *end || v != (double)(long)v || v < lo || v > hi) return -1;
+    /* the range in double first: casting an out-of-range double is undefined */
+    if (errno || end == s || *end || !(v >= (double)lo && v <= (double)hi) || v != (double)(long)v) return -1;
     *out = (long)v;
     return 0;
 }
@@ -119,6 +121,7 @@ static const Flag FLAGS[] = {
     {"--bench", K_ON, OFF(sample_bench), 0, 0, G_CMD, NULL, "time the decoder instead of printing text", CMD_SAMPLE},
     {"--out", K_STR, OFF(out_dir), 0, 0, G_RUN, "DIR", "run directory: config, metrics, plot, samples, checkpoints", CMD_TRAIN},
     {"--resume", K_STR, OFF(resume_dir), 0, 0, G_RUN, "DIR", "continue the run in DIR from its newest valid checkpoint, with its saved settings, on the device and precision that trained it (bit-exact) unless --device or --precision say otherwise", CMD_TRAIN},
+    {"--overwrite", K_ON, OFF(overwrite), 0, 0, G_RUN, NULL, "start a new run in an --out directory that holds another run (its checkpoints, metrics and samples are replaced); without it that is refused", CMD_TRAIN},
     {"--init-from", K_STR, OFF(init_from), 0, 0, G_RUN, "FILE", "start from the weights of a .safetensors file (its config sets the model)", CMD_TRAIN},
     {"--seed", K_U64, OFF(seed), 0, 0, G_RUN, "N", "seed of initialisation, data order and samples", CMD_TRAIN | CMD_BENCH | CMD_SAMPLE},
     {"--device", K_DEVICE, OFF(device), 0, 0, G_RUN, "auto|cpu|cuda", "where the model runs (auto: a CUDA GPU when this build has CUDA and one is visible, else the CPU)", CMD_ALL},
@@ -142,7 +145,7 @@ static const Flag FLAGS[] = {
     {"--weight-decay", K_DBL, OFF(opt.weight_decay), 0, 1e3, G_RECIPE, "X", "decoupled weight decay (Linear weights, token embedding)", CMD_TRAIN | CMD_BENCH},
     {"--beta1", K_DBL, OFF(opt.beta1), 0, 0.999999, G_RECIPE, "X", "Adam beta1", CMD_TRAIN | CMD_BENCH},
     {"--beta2", K_DBL, OFF(opt.beta2), 0, 0.999999999, G_RECIPE, "X", "Adam beta2", CMD_TRAIN | CMD_BENCH},
-    {"--eps", K_DBL, OFF(opt.eps), 0, 1, G_RECIPE, "X", "Adam epsilon", CMD_TRAIN | CMD_BENCH},
+    {"--eps", K_DBL, OFF(opt.eps), 1e-30, 1, G_RECIPE, "X", "Adam epsilon (at least 1e-30: 0 divides 0 by 0 on the first update, and a float32 eps must not underflow)", CMD_TRAIN | CMD_BENCH},
     {"--clip", K_DBL, OFF(opt.clip), 0, 1e12, G_RECIPE, "X", "gradient clipping threshold", CMD_TRAIN | CMD_BENCH},
     {"--clip-mode", K_CLIP, OFF(opt.clip_mode), 0, 0, G_RECIPE, "local|global|none", "local: each tensor's norm; global: all together", CMD_TRAIN | CMD_BENCH},
     {"--dim", K_INT, OFF(model.dim), 2, 65536, G_MODEL, "D", "model width", CMD_TRAIN | CMD_BENCH},
@@ -210,7 +213,11 @@ static const struct {
      "  --preset NAME        paper (default): AdamW, linear warmup then linear decay, weight\n"
      "                       decay 0.01, eps 1e-6, local clipping 0.1, the train.py model;\n"
      "                       flash-pytorch: FLASH-pytorch's train.py exactly (Adam 2e-4\n"
-     "                       constant, eps 1e-8, global clipping 0.5). Flags after it override.\n"},
+     "                       constant, eps 1e-8, global clipping 0.5). The other flags override\n"
+     "                       it wherever they stand (before or after it).\n\n"
+     "A --steps shorter than the default --warmup (a trial run such as --steps 30) gets a\n"
+     "warmup of a tenth of its steps, with a notice; a --warmup given on the command line\n"
+     "is never changed (longer than --steps is refused).\n"},
     {CMD_EVAL, "eval", "./train eval CHECKPOINT FILE [options]",
      "Bits per byte of the checkpoint's model over the whole validation or test split of FILE\n"
      "(enwik8: the 5,000,000 bytes after the first 95,000,000 for test). Protocol: the split is\n"
@@ -286,6 +293,16 @@ int options_given(const Options *o, const char *flag) {
     return 0;
 }
 
+const char *options_given_other(const Options *o, const char *const *allowed) {
+    for (int i = 0; i < N_FLAGS; i++) {
+        if (!o->given[i]) continue;
+        int ok = 0;
+        for (const char *const *a = allowed; *a && !ok; a++) ok = !strcmp(*a, FLAGS[i].flag);
+        if (!ok) return FLAGS[i].flag;
+    }
+    return NULL;
+}
+
 static int set_flag(Options *o, const Flag *f, const char *val, char *err, size_t errlen) {
     char *p = (char *)o + f->off;
     long iv;
@@ -294,7 +311,7 @@ static int set_flag(Options *o, const Flag *f, const char *val, char *err, size_
     case K_INT:
     case K_LONG:
         if (parse_int_arg(val, (long)f->lo, (long)f->hi, &iv)) {
-            snprintf(err, errlen, "%s: expected an integer in [%.0f, %.0f], got \"%s\"", f->flag, f->lo, f->hi, val);
+            snprintf(err, errlen, "%s: expected an integer in [%.0f, %.0f], got \"%.64s\"", f->flag, f->lo, f->hi, val);
             return -1;
         }
         if (f->kind == K_INT) *(int *)p = (int)iv; else *(long *)p = iv;
@@ -312,7 +329,7 @@ static int set_flag(Options *o, const Flag *f, const char *val, char *err, size_
     }
     case K_DBL:
         if (parse_double_arg(val, &dv) || dv < f->lo || dv > f->hi) {
-            snprintf(err, errlen, "%s: expected a number in [%g, %g], got \"%s\"", f->flag, f->lo, f->hi, val);
+            snprintf(err, errlen, "%s: expected a number in [%.10g, %.10g], got \"%.64s\"", f->flag, f->lo, f->hi, val);
             return -1;
         }
         *(double *)p = dv;
@@ -479,56 +496,105 @@ int options_validate(const Options *o, char *err, size_t errlen) {
 }
 
 int options_to_json(const Options *o, char *buf, size_t buflen) {
-    char model[1024], data[2 * OPT_PATH_MAX + 8], init[2 * OPT_PATH_MAX + 8];
+    /* an escaped byte takes at most 6 characters (\u00XX): the literals always fit */
+    static char data[6 * OPT_PATH_MAX + 8], init[6 * OPT_PATH_MAX + 8];
+    char model[1024], seed[32], dataid[96] = "";
     config_to_json(&o->model, model, sizeof model);
     model[strlen(model) - 1] = 0;   /* drop '}' to continue the same flat object */
     json_escape(data, sizeof data, o->data_path);
     json_escape(init, sizeof init, o->init_from);
+    /* a seed above 2^63 (jansson's integers are signed 64-bit) is written as a string; none
+       goes through a double (2^53) */
+    if (o->seed > (uint64_t)INT64_MAX) snprintf(seed, sizeof seed, "\"%llu\"", (unsigned long long)o->seed);
+    else snprintf(seed, sizeof seed, "%llu", (unsigned long long)o->seed);
+    if (o->data_bytes)
+        snprintf(dataid, sizeof dataid, " \"data_bytes\": %llu, \"data_crc32\": %lu,\n",
+                 (unsigned long long)o->data_bytes, (unsigned long)o->data_crc32);
     const char *clip = o->opt.clip_mode == CLIP_LOCAL ? "local" : o->opt.clip_mode == CLIP_GLOBAL ? "global" : "none";
-    return snprintf(buf, buflen,
-        "%s,\n \"preset\": \"%s\", \"data\": %s, \"init_from\": %s, \"seed\": %llu,\n"
+    int n = snprintf(buf, buflen,
+        "%s,\n \"preset\": \"%s\", \"data\": %s, \"init_from\": %s, \"seed\": %s,\n%s"
         " \"steps\": %ld, \"batch\": %d, \"accum\": %d, \"seq_len\": %d,\n"
         " \"lr\": %.17g, \"warmup\": %ld, \"min_lr\": %.17g, \"weight_decay\": %.17g,\n"
         " \"beta1\": %.17g, \"beta2\": %.17g, \"eps\": %.17g, \"clip_mode\": \"%s\", \"clip\": %.17g,\n"
         " \"eval_every\": %d, \"eval_windows\": %d, \"sample_every\": %d, \"sample_len\": %d,\n"
         " \"sample_prime\": %d, \"ckpt_every\": %d, \"keep_ckpts\": %d, \"log_every\": %d,\n"
         " \"trained_on\": \"%s\"}\n",
-        model, o->preset, data, init, (unsigned long long)o->seed, o->opt.total, o->batch, o->accum,
+        model, o->preset, data, init, seed, dataid, o->opt.total, o->batch, o->accum,
         o->seq_len, o->opt.peak_lr, o->opt.warmup, o->opt.min_lr, o->opt.weight_decay,
         o->opt.beta1, o->opt.beta2, o->opt.eps, clip, o->opt.clip, o->eval_every, o->eval_windows,
         o->sample_every, o->sample_len, o->sample_prime, o->ckpt_every, o->keep_ckpts, o->log_every,
         o->trained_on);
+    return n >= 0 && (size_t)n < buflen ? n : -1;   /* -1: it did not fit (never a cut JSON) */
+}
+
+static const Flag *flag_named(const char *name) {
+    for (int i = 0; i < N_FLAGS; i++)
+        if (!strcmp(FLAGS[i].flag, name)) return &FLAGS[i];
+    return NULL;
 }
 
 int options_from_json(Options *o, const char *json, char *err, size_t errlen) {
     options_default(o);
+    char e[512];
+    if (json_check_object(json, e, sizeof e)) { snprintf(err, errlen, "saved settings: %s", e); return -1; }
     if (config_from_json(&o->model, json, err, errlen)) return -1;
-    struct { const char *key; Kind kind; void *p; } f[] = {
-        {"seed", K_U64, &o->seed}, {"steps", K_LONG, &o->opt.total}, {"batch", K_INT, &o->batch},
-        {"accum", K_INT, &o->accum}, {"seq_len", K_INT, &o->seq_len}, {"lr", K_DBL, &o->opt.peak_lr},
-        {"warmup", K_LONG, &o->opt.warmup}, {"min_lr", K_DBL, &o->opt.min_lr},
-        {"weight_decay", K_DBL, &o->opt.weight_decay}, {"beta1", K_DBL, &o->opt.beta1},
-        {"beta2", K_DBL, &o->opt.beta2}, {"eps", K_DBL, &o->opt.eps}, {"clip", K_DBL, &o->opt.clip},
-        {"eval_every", K_INT, &o->eval_every}, {"eval_windows", K_INT, &o->eval_windows},
-        {"sample_every", K_INT, &o->sample_every}, {"sample_len", K_INT, &o->sample_len},
-        {"sample_prime", K_INT, &o->sample_prime}, {"ckpt_every", K_INT, &o->ckpt_every},
-        {"keep_ckpts", K_INT, &o->keep_ckpts}, {"log_every", K_INT, &o->log_every},
+    /* each value passes the range of its command-line flag, checked in double before any
+       cast: a file holds what the command line could have said, or it is refused */
+    struct { const char *key, *flag; void *p; } f[] = {
+        {"steps", "--steps", &o->opt.total}, {"batch", "--batch", &o->batch},
+        {"accum", "--accum", &o->accum}, {"seq_len", "--seq-len", &o->seq_len}, {"lr", "--lr", &o->opt.peak_lr},
+        {"warmup", "--warmup", &o->opt.warmup}, {"min_lr", "--min-lr", &o->opt.min_lr},
+        {"weight_decay", "--weight-decay", &o->opt.weight_decay}, {"beta1", "--beta1", &o->opt.beta1},
+        {"beta2", "--beta2", &o->opt.beta2}, {"eps", "--eps", &o->opt.eps}, {"clip", "--clip", &o->opt.clip},
+        {"eval_every", "--eval-every", &o->eval_every}, {"eval_windows", "--eval-windows", &o->eval_windows},
+        {"sample_every", "--sample-every", &o->sample_every}, {"sample_len", "--sample-len", &o->sample_len},
+        {"sample_prime", "--sample-prime", &o->sample_prime}, {"ckpt_every", "--ckpt-every", &o->ckpt_every},
+        {"keep_ckpts", "--keep-ckpts", &o->keep_ckpts}, {"log_every", "--log-every", &o->log_every},
     };
     for (size_t i = 0; i < sizeof f / sizeof f[0]; i++) {
+        const Flag *fl = flag_named(f[i].flag);
         double v;
-        if (json_get_number(json, f[i].key, &v)) {
-            snprintf(err, errlen, "saved settings lack \"%s\"", f[i].key);
+        int r = json_get_number(json, f[i].key, &v);
+        if (r == 1) { snprintf(err, errlen, "saved settings lack \"%s\"", f[i].key); return -1; }
+        const int integral = fl->kind != K_DBL;
+        if (r < 0 || !(v >= fl->lo && v <= fl->hi) || (integral && v != floor(v))) {
+            snprintf(err, errlen, "saved settings: \"%s\" must be %s in [%.10g, %.10g] (as %s), got %s",
+                     f[i].key, integral ? "an integer" : "a number", fl->lo, fl->hi, fl->flag,
+                     r < 0 ? "another type" : "an out-of-range value");
+            if (r == 0 && isfinite(v)) {
+                size_t k = strlen(err);
+                snprintf(err + k, errlen > k ? errlen - k : 0, " (%.17g)", v);
+            }
             return -1;
         }
-        if (f[i].kind == K_INT) *(int *)f[i].p = (int)v;
-        else if (f[i].kind == K_LONG) *(long *)f[i].p = (long)v;
-        else if (f[i].kind == K_U64) *(uint64_t *)f[i].p = (uint64_t)v;
+        if (fl->kind == K_INT) *(int *)f[i].p = (int)v;
+        else if (fl->kind == K_LONG) *(long *)f[i].p = (long)v;
         else *(double *)f[i].p = v;
     }
-    char s[OPT_PATH_MAX];
-    if (json_get_string(json, "clip_mode", s, sizeof s) == 0) {
-        o->opt.clip_mode = !strcmp(s, "local") ? CLIP_LOCAL : !strcmp(s, "global") ? CLIP_GLOBAL : CLIP_NONE;
+    unsigned long long seed, u;
+    if (json_get_u64(json, "seed", &seed)) {
+        snprintf(err, errlen, "saved settings: \"seed\" must be a non-negative integer");
+        return -1;
     }
+    o->seed = seed;
+    int r = json_get_u64(json, "data_bytes", &u);   /* absent in files before issue 11 */
+    if (r < 0) { snprintf(err, errlen, "saved settings: \"data_bytes\" must be a non-negative integer"); return -1; }
+    if (r == 0) {
+        unsigned long long c;
+        if (json_get_u64(json, "data_crc32", &c) || c > 0xffffffffULL) {
+            snprintf(err, errlen, "saved settings: \"data_crc32\" must be a 32-bit integer with \"data_bytes\"");
+            return -1;
+        }
+        o->data_bytes = u;
+        o->data_crc32 = (uint32_t)c;
+    }
+    char s[OPT_PATH_MAX];
+    r = json_get_string(json, "clip_mode", s, sizeof s);
+    if (r < 0 || (r == 0 && strcmp(s, "local") && strcmp(s, "global") && strcmp(s, "none"))) {
+        snprintf(err, errlen, "saved settings: \"clip_mode\" must be \"local\", \"global\" or \"none\"");
+        return -1;
+    }
+    if (r == 0) o->opt.clip_mode = !strcmp(s, "local") ? CLIP_LOCAL : !strcmp(s, "global") ? CLIP_GLOBAL : CLIP_NONE;
     if (json_get_string(json, "data", s, sizeof s) == 0) snprintf(o->data_path, sizeof o->data_path, "%s", s);
     if (json_get_string(json, "init_from", s, sizeof s) == 0) snprintf(o->init_from, sizeof o->init_from, "%s", s);
     if (json_get_string(json, "preset", o->preset, sizeof o->preset) != 0) o->preset[0] = 0;

@@ -35,6 +35,9 @@ typedef struct {
     int threads;                       /* 0: OpenMP's default (all cores) */
     ModelDevice device;                /* --device: where the model runs (not saved) */
     ModelPrecision precision;          /* --precision (not saved) */
+    int overwrite;                     /* --overwrite: a new run may replace the one in --out */
+    uint64_t data_bytes;               /* the data as loaded (at most 10^8 bytes used) and its */
+    uint32_t data_crc32;               /* CRC-32: saved, compared on --resume (0 bytes: unknown) */
     int model_flags_given;             /* a model option was on the command line */
     int recipe_flags_given;            /* a recipe or data option was on the command line */
     /* the subcommands' own settings (not saved) */
@@ -62,10 +65,13 @@ int options_parse(Options *o, Command cmd, int argc, char **argv, char *err, siz
 void options_print_help(FILE *f, Command cmd);
 /* 1 when FLAG (e.g. "--steps") was on the command line. */
 int options_given(const Options *o, const char *flag);
+/* The first flag on the command line that is not in the NULL-terminated list, or NULL. */
+const char *options_given_other(const Options *o, const char *const *allowed);
 /* 0, or -1 with a message for values that cannot run. */
 int options_validate(const Options *o, char *err, size_t errlen);
 
-/* Flat JSON object of every setting (model keys as in FLASH-pytorch's config). */
+/* Flat JSON object of every setting (model keys as in FLASH-pytorch's config); its length,
+   or -1 when it does not fit in buflen (nothing cut short is ever written). */
 int options_to_json(const Options *o, char *buf, size_t buflen);
 int options_from_json(Options *o, const char *json, char *err, size_t errlen);
 

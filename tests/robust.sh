@@ -1,0 +1,217 @@
+#!/usr/bin/env bash
+# tests/robust.sh TRAIN_BIN DATA: the cases of issue 11 (an adversarial audit), through the
+# real binary. Each check names its class; each failed on the code before the fix.
+# Prints "ok NAME" / "FAIL NAME" and "RESULT passed=N failed=M".
+#
+# Failed writes: a tmpfs of a few hundred KiB as the run directory where mount(8) works
+# (root in a container, as in CI); otherwise those checks say SKIP and the one that blocks
+# a checkpoint's temporary path with a directory (no privileges needed) still runs.
+set -u
+bin=$1; data=$2
+tmp=$(mktemp -d /tmp/flash-robust.XXXXXX)
+mnt=""
+cleanup() { [ -n "$mnt" ] && umount "$mnt" 2>/dev/null; rm -rf "$tmp"; }
+trap cleanup EXIT
+export OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-passive}
+passed=0; failed=0
+S="--dim 32 --depth 2 --group-size 16 --qk-dim 16 --seq-len 64 --batch 4 --accum 1 --threads 2 --eval-every 0 --sample-every 0 --warmup 0"
+ok() { echo "ok   $1"; passed=$((passed + 1)); }
+bad() { echo "FAIL $1: $2"; failed=$((failed + 1)); }
+# run NAME ARGS...: $rc, $out (stdout+stderr)
+run() { out=$("$bin" "$@" 2>&1 </dev/null); rc=$?; }
+expect_fail() {  # name, substring of the message, args...
+    local name=$1 want=$2; shift 2
+    run "$@"
+    if [ "$rc" -ne 0 ] && [ "$rc" -lt 128 ] && printf '%s' "$out" | grep -qF -- "$want"; then ok "$name"
+    else bad "$name" "exit $rc, wanted a refusal saying \"$want\": $(printf '%s' "$out" | tail -2)"; fi
+}
+# a checkpoint's settings JSON replaced (CRC recomputed), for the settings checks
+patch_ckpt() {  # in, out, python expression on the dict d
+    python3 - "$1" "$2" "$3" <<'EOF'
+import json, struct, sys, zlib
+src, dst, expr = sys.argv[1:]
+b = open(src, 'rb').read()
+jlen = struct.unpack_from('<I', b, 12)[0]
+body = b[32:]
+j = body[:jlen].decode()
+exec(expr, {'j': j}, loc := {})
+nj = loc['j'].encode()
+nb = nj + body[jlen:]
+hdr = bytearray(b[:32])
+struct.pack_into('<I', hdr, 12, len(nj))
+struct.pack_into('<I', hdr, 24, zlib.crc32(nb) & 0xffffffff)
+open(dst, 'wb').write(bytes(hdr) + nb)
+EOF
+}
+
+base=$tmp/base
+run $S --steps 20 --ckpt-every 10 --out "$base" "$data"
+[ "$rc" -eq 0 ] || { bad base_run "exit $rc: $out"; echo "RESULT passed=$passed failed=$failed"; exit 1; }
+ck=$base/ckpt-00000020.bin
+
+# ---- 1. a failed write fails the run
+d=$tmp/blocked; mkdir -p "$d/ckpt-00000010.bin.tmp"
+run $S --steps 20 --ckpt-every 10 --out "$d" "$data"
+if [ "$rc" -ne 0 ] && ! printf '%s' "$out" | grep -q '^done' && printf '%s' "$out" | grep -q 'error: .*checkpoint'; then
+    ok write_ckpt_blocked_fails_run
+else bad write_ckpt_blocked_fails_run "exit $rc: $(printf '%s' "$out" | tail -3)"; fi
+mnt=$tmp/small
+mkdir -p "$mnt"
+if mount -t tmpfs -o size=600k tmpfs "$mnt" 2>/dev/null; then
+    run $S --steps 30 --ckpt-every 5 --keep-ckpts 10 --out "$mnt/r" "$data"
+    if [ "$rc" -ne 0 ] && ! printf '%s' "$out" | grep -q '^done' && printf '%s' "$out" | grep -q 'error:'; then
+        ok full_disk_fails_run
+    else bad full_disk_fails_run "exit $rc: $(printf '%s' "$out" | tail -3)"; fi
+    rm -rf "$mnt/r"
+    umount "$mnt"; mnt=""
+else
+    echo "SKIP full_disk_fails_run, sigint_no_checkpoint_lie: cannot mount a tmpfs here (not root?)"
+fi
+
+# SIGINT when the checkpoint cannot be written: no "checkpoint written" (every checkpoint's
+# temporary path of the first 3,000 steps blocked by a directory)
+d=$tmp/sig; mkdir -p "$d"
+python3 -c "
+import os, sys
+for s in range(1, 3001): os.mkdir(f'{sys.argv[1]}/ckpt-{s:08d}.bin.tmp')
+" "$d"
+"$bin" $S --steps 1000000 --ckpt-every 0 --log-every 1 --out "$d" "$data" > "$tmp/sig.out" 2>&1 &
+pid=$!
+for _ in $(seq 200); do grep -q '^step' "$tmp/sig.out" 2>/dev/null && break; sleep 0.1; done
+kill -INT $pid; wait $pid; rc=$?
+if [ "$rc" -ne 0 ] && ! grep -q 'checkpoint written' "$tmp/sig.out" && grep -q 'was not written' "$tmp/sig.out"; then
+    ok sigint_no_checkpoint_lie
+else bad sigint_no_checkpoint_lie "exit $rc: $(tail -3 "$tmp/sig.out")"; fi
+
+# ---- 2. a new run in a run directory that holds one
+expect_fail existing_run_dir_refused "already holds a run" $S --steps 20 --out "$base" "$data"
+cp -r "$base" "$tmp/ow2"
+run $S --dim 64 --steps 5 --out "$tmp/ow2" --overwrite "$data"
+if [ "$rc" -eq 0 ] && [ ! -e "$tmp/ow2/ckpt-00000020.bin" ] && [ -e "$tmp/ow2/ckpt-00000005.bin" ]; then ok overwrite_replaces_run
+else bad overwrite_replaces_run "exit $rc; $(ls "$tmp/ow2")"; fi
+
+# ---- 3. NaN weights are never saved; eps 0 refused
+expect_fail eps_zero_refused "--eps" $S --steps 5 --eps 0 --out "$tmp/eps" "$data"
+patch_ckpt "$ck" "$tmp/nan.bin" "j=j"
+python3 - "$tmp/nan.bin" <<'EOF'
+import struct, sys, zlib
+p = sys.argv[1]; b = bytearray(open(p, 'rb').read())
+jlen = struct.unpack_from('<I', b, 12)[0]
+struct.pack_into('<f', b, 32 + jlen + 88, float('nan'))   # the first parameter
+struct.pack_into('<I', b, 24, zlib.crc32(bytes(b[32:])) & 0xffffffff)
+open(p, 'wb').write(bytes(b))
+EOF
+expect_fail eval_nan_checkpoint_errors "non-finite" eval "$tmp/nan.bin" "$data" --threads 2
+# the NaN stop names the newest good checkpoint, whatever the directory order
+d=$tmp/div; mkdir -p "$d"
+run $S --steps 40 --lr 1000 --clip-mode none --ckpt-every 1 --keep-ckpts 100 --out "$d" "$data"
+k=$(printf '%s' "$out" | sed -n 's/.* at step \([0-9]*\);.*/\1/p' | head -1)
+if [ -n "$k" ] && printf '%s' "$out" | grep -q "Last good checkpoint: $d/ckpt-$(printf %08d $((k - 1))).bin"; then
+    ok nan_stop_names_newest
+else bad nan_stop_names_newest "stop at '$k': $(printf '%s' "$out" | tail -1)"; fi
+
+# ---- 4. settings from a checkpoint pass the command line's validation
+for case in 'accum:0' 'seq_len:0' 'log_every:0' 'keep_ckpts:0' 'batch:0' 'lr:1e300' 'eps:0' \
+            'batch:1e300' 'steps:-1' 'warmup:1e30' 'seq_len:2.5'; do
+    key=${case%%:*}; val=${case#*:}
+    patch_ckpt "$ck" "$tmp/s.bin" "import re; j=re.sub(r'\"$key\": [^,}]*', '\"$key\": $val', j)"
+    expect_fail "ckpt_setting_${key}_${val}" "\"$key\"" eval "$tmp/s.bin" "$data" --threads 2
+done
+patch_ckpt "$ck" "$tmp/s.bin" "j=j.replace('\"clip_mode\": \"local\"', '\"clip_mode\": \"lokal\"')"
+expect_fail ckpt_unknown_clip_mode "clip_mode" eval "$tmp/s.bin" "$data" --threads 2
+patch_ckpt "$ck" "$tmp/s.bin" "import re; j=re.sub(r'\"dim\": [^,}]*', '\"dim\": 1e300', j)"
+expect_fail ckpt_dim_out_of_range "dim" eval "$tmp/s.bin" "$data" --threads 2
+python3 - "$ck" "$tmp/zr.bin" <<'EOF'
+import struct, sys, zlib
+b = bytearray(open(sys.argv[1], 'rb').read())
+jlen = struct.unpack_from('<I', b, 12)[0]
+b[32 + jlen + 24: 32 + jlen + 56] = bytes(32)   # the data generator's state
+struct.pack_into('<I', b, 24, zlib.crc32(bytes(b[32:])) & 0xffffffff)
+open(sys.argv[2], 'wb').write(bytes(b))
+EOF
+mkdir -p "$tmp/zr"; cp "$tmp/zr.bin" "$tmp/zr/ckpt-00000020.bin"
+expect_fail ckpt_zero_rng "all zero" --resume "$tmp/zr" "$data"
+
+# ---- 5. accepted flags that crashed
+expect_fail sample_huge_len "at most" sample "$ck" --len 16777216 --num-samples 4096 --threads 2
+expect_fail bench_steps_int "--steps" bench --steps 2147483648 --threads 2
+
+# ---- 6. memory refused before allocation; the gzip bomb inflates only what is used
+expect_fail memory_refused "not enough memory" $S --steps 5 --batch 100000 --seq-len 10000 --out "$tmp/mem" "$data"
+# 2 GB of zeros in 2 MB (20 gzip members of 10^8 zeros): only 10^8 bytes are used
+python3 -c "
+import gzip, sys
+m = gzip.compress(bytes(100000000), compresslevel=9)
+open(sys.argv[1], 'wb').write(m * 20)
+" "$tmp/bomb.gz"
+lim=3000000; [ -n "${FLASH_TEST_SANITIZED:-}" ] && lim=unlimited   # ASan reserves more address space
+( ulimit -v $lim; "$bin" $S --steps 2 --out "$tmp/bomb" "$tmp/bomb.gz" > "$tmp/bomb.out" 2>&1 ); rc=$?
+if [ "$rc" -eq 0 ]; then ok gzip_bomb_capped; else bad gzip_bomb_capped "exit $rc: $(tail -2 "$tmp/bomb.out")"; fi
+
+# ---- 7. wrong data
+printf 'PK\003\004' > "$tmp/e.zip"; head -c 5000 /dev/urandom >> "$tmp/e.zip"
+expect_fail zip_refused "zip data" $S --steps 5 --out "$tmp/z" "$tmp/e.zip"
+printf '\375\067zXZ\000' > "$tmp/e.xz"; head -c 5000 /dev/urandom >> "$tmp/e.xz"
+expect_fail xz_refused "xz data" $S --steps 5 --out "$tmp/x" "$tmp/e.xz"
+printf 'BZh91AY&SY' > "$tmp/e.bz2"; head -c 5000 /dev/urandom >> "$tmp/e.bz2"
+expect_fail bz2_refused "bzip2 data" $S --steps 5 --out "$tmp/b" "$tmp/e.bz2"
+gzip -dc "$data" | head -c 3000000 > "$tmp/other.raw"
+cp -r "$base" "$tmp/rs"
+expect_fail resume_other_data "not the data this run trained on" --resume "$tmp/rs" "$tmp/other.raw" --threads 2
+expect_fail resume_ignored_flags "--out would be ignored" --resume "$tmp/rs" --out "$tmp/elsewhere" --threads 2
+
+# ---- 8. paths and housekeeping
+long=$tmp/$(printf 'd%.0s' $(seq 250))/$(printf 'e%.0s' $(seq 250))/$(printf 'f%.0s' $(seq 250))/$(printf 'g%.0s' $(seq 240))
+expect_fail long_run_dir "too long" $S --steps 5 --out "$long" "$data"
+ctl=$tmp/$(printf 'c\001\002\003\004\005\006\007%.0s' $(seq 30)).raw
+gzip -dc "$data" | head -c 1000000 > "$ctl"
+run $S --steps 2 --out "$tmp/ctl" "$ctl"
+if [ "$rc" -eq 0 ] && python3 -c "import json,sys; json.load(open(sys.argv[1]))" "$tmp/ctl/config.json" 2>/dev/null; then
+    ok control_bytes_json
+else bad control_bytes_json "exit $rc, config.json not valid JSON"; fi
+# a copy of a checkpoint under another name that reads as the same step: pruning must not
+# take the fresh checkpoint for it
+d=$tmp/prune; mkdir -p "$d"; cp "$ck" "$d/ckpt-20.bin"
+run $S --steps 20 --ckpt-every 10 --keep-ckpts 1 --out "$d" "$data"
+if [ "$rc" -eq 0 ] && [ -e "$d/ckpt-00000020.bin" ] && [ ! -e "$d/ckpt-00000010.bin" ] && [ -e "$d/ckpt-20.bin" ]; then
+    ok prune_only_exact_names
+else bad prune_only_exact_names "exit $rc; $(ls "$d")"; fi
+# the newest valid checkpoint among thousands (damaged ones after it)
+mkdir -p "$tmp/prune3"; cp "$ck" "$tmp/prune3/"
+python3 - "$tmp/prune3" <<'EOF'
+import sys
+for s in range(21, 5000): open(f"{sys.argv[1]}/ckpt-{s:08d}.bin", "wb").write(b"junk")
+EOF
+run eval "$tmp/prune3" "$data" --threads 2
+if [ "$rc" -eq 0 ] && printf '%s' "$out" | grep -q 'ckpt-00000020.bin: step 20'; then ok newest_among_many
+else bad newest_among_many "exit $rc: $(printf '%s' "$out" | tail -1)"; fi
+expect_fail export_onto_itself "overwrite the checkpoint" export "$ck" "$ck" --threads 2
+
+# ---- 9. hangs and signals
+mkfifo "$tmp/fifo"
+out=$(timeout 20 "$bin" $S --steps 5 --out "$tmp/ff" "$tmp/fifo" 2>&1); rc=$?
+if [ "$rc" -ne 0 ] && [ "$rc" -ne 124 ] && printf '%s' "$out" | grep -q 'not a regular file'; then ok fifo_refused
+else bad fifo_refused "exit $rc: $out"; fi
+"$bin" $S --steps 1000000 --ckpt-every 0 --log-every 1 --out "$tmp/hup" "$data" > "$tmp/hup.out" 2>&1 &
+pid=$!
+for _ in $(seq 100); do grep -q '^step' "$tmp/hup.out" 2>/dev/null && break; sleep 0.1; done
+kill -HUP $pid; wait $pid; rc=$?
+if [ "$rc" -eq 129 ] && ls "$tmp/hup"/ckpt-*.bin >/dev/null 2>&1 && grep -q 'stopped by SIGHUP' "$tmp/hup.out"; then ok sighup_checkpoints
+else bad sighup_checkpoints "exit $rc: $(tail -2 "$tmp/hup.out")"; fi
+run $S --steps 4 --ckpt-every 2 --seed 18446744073709551557 --out "$tmp/seed" "$data"
+run $S --steps 4 --ckpt-every 2 --seed 18446744073709551557 --out "$tmp/seed2" "$data"
+rm "$tmp/seed/ckpt-00000004.bin"
+run --resume "$tmp/seed" --threads 2
+if [ "$rc" -eq 0 ] && grep -q '"seed": "18446744073709551557"' "$tmp/seed/config.json" &&
+   [ "$(cut -d, -f1-7 "$tmp/seed/metrics.csv")" = "$(cut -d, -f1-7 "$tmp/seed2/metrics.csv")" ]; then ok seed_above_2p53_exact
+else bad seed_above_2p53_exact "exit $rc: $(grep seed "$tmp/seed/config.json")"; fi
+
+# ---- 10. a trial run shorter than the default warmup
+run --dim 32 --depth 2 --group-size 16 --qk-dim 16 --seq-len 64 --batch 4 --accum 1 --threads 2 \
+    --eval-every 0 --sample-every 0 --steps 30 --out "$tmp/trial" "$data"
+if [ "$rc" -eq 0 ] && printf '%s' "$out" | grep -q 'notice: the default warmup'; then ok trial_run_warmup_notice
+else bad trial_run_warmup_notice "exit $rc: $(printf '%s' "$out" | tail -1)"; fi
+expect_fail explicit_warmup_too_long "--warmup 50 is longer" $S --steps 30 --warmup 50 --out "$tmp/trial2" "$data"
+
+echo "RESULT passed=$passed failed=$failed"
+[ "$failed" -eq 0 ]
