@@ -33,6 +33,27 @@ else
 $(info CUDA: not built in (no nvcc with cuBLAS found); ./train runs on the CPU only)
 endif
 
+# MPI (data parallel, trainer/parallel.c): built into every library when mpicc is found
+# (scripts/setup.sh installs OpenMPI); `make MPI=0` leaves it out, and then ./train is the
+# single process only. NCCL (the GPUs' gradient sum) when MPI and CUDA are built in and
+# nccl.h is found; `make NCCL=0` leaves it out.
+MPICC ?= $(shell command -v mpicc 2>/dev/null)
+MPI   ?= $(if $(MPICC),1,0)
+ifeq ($(MPI),1)
+MPI_CFLAGS = -DFLASH_MPI $(shell $(MPICC) --showme:compile)
+MPI_LIBS   = $(shell $(MPICC) --showme:link)
+ALL_CFLAGS += $(MPI_CFLAGS)
+LDLIBS     += $(MPI_LIBS)
+$(info MPI: built in ($(MPICC)); mpirun -np N ./train trains on N ranks; make MPI=0 leaves it out)
+else
+$(info MPI: not built in (MPI=0, or no mpicc found); ./train is one process)
+endif
+NCCL ?= $(if $(and $(filter 1,$(MPI)),$(filter 1,$(CUDA)),$(wildcard $(CUDA_HOME)/include/nccl.h)),1,0)
+ifeq ($(NCCL),1)
+CUDA_CFLAGS += -DFLASH_NCCL
+CUDA_LIBS   += -lnccl
+$(info NCCL: built in (the GPUs' gradient sum under mpirun; untested: no multi-GPU machine ran it yet))
+endif
 
 LIB_SRC  = $(wildcard model/*.c autograd/*.c optim/*.c data/*.c formats/*.c plot/*.c trainer/*.c)
 TEST_SRC = $(wildcard tests/test_*.c)

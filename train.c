@@ -26,6 +26,7 @@
 #include "options.h"
 #include "runtime.h"
 #include "optim.h"
+#include "parallel.h"
 #include "sample.h"
 #include "state_io.h"
 
@@ -92,7 +93,7 @@ static size_t load_data(const char *path, int T, uint8_t **bytes, DataSplit *sp)
     if (data_load(path, bytes, &n, err, sizeof err)) die("error: %s", err);
     if (data_split(*bytes, n, (size_t)T + 1, sp, err, sizeof err))
         die("error: %s (use a shorter --seq-len or a longer file)", err);
-    if (sp->proportional)
+    if (sp->proportional && par_is_root())
         fprintf(stderr, "notice: %s has %zu bytes, fewer than enwik8's 10^8: split 90/5/5 in "
                 "proportion (%zu / %zu / %zu bytes)\n", path, n, sp->n_train, sp->n_val, sp->n_test);
     return n;
@@ -134,7 +135,7 @@ static int load_checkpoint_arg(const char *arg, Options *o, TrainState *st, Ckpt
    batches of up to B x T. */
 static ModelOptions model_options(const Options *o, int B, int T) {
     ModelOptions mo = {.device = o->device, .precision = o->precision, .threads = o->threads,
-                       .gpu = 0, .max_B = B, .max_T = T,
+                       .gpu = par_local_rank(), .max_B = B, .max_T = T,
                        .step_seqs = o->accum * o->batch};   /* a GPU may run a step as one micro-batch */
     return mo;
 }
@@ -246,6 +247,9 @@ static int do_sample(Run *r, FILE *samples) {
 static double do_eval(Run *r) {
     const Options *o = &r->o;
     int *tok = r->tokens;   /* the step's token buffer is free between steps */
+    if (par_size() > 1)   /* the windows split across the ranks, the sums combined */
+        return o->eval_windows == 0 ? par_eval_split(r->m, r->sp.val, r->sp.n_val, o->batch, o->seq_len, tok)
+             : par_eval_windows(r->m, r->sp.val, r->sp.n_val, o->eval_windows, o->batch, o->seq_len, tok);
     if (o->eval_windows == 0) {   /* the whole split, as ./train eval does */
         size_t count;
         return eval_split(r->m, r->sp.val, r->sp.n_val, o->batch, o->seq_len, tok, &count, NULL);
@@ -300,7 +304,7 @@ static int run_train(Options *cli) {
     memset(&r, 0, sizeof r);
     char err[ERR_MAX], ckpt_path[OPT_PATH_MAX];
     int resuming = cli->resume_dir[0] != 0;
-    r.tty = isatty(STDOUT_FILENO);
+    r.tty = isatty(STDOUT_FILENO) && par_size() == 1;   /* mpirun gives ranks a pty of its own */
 
     CkptState cs = {0};
     /* every file of the run directory is DIR/NAME; the longest, a checkpoint's temporary
@@ -342,6 +346,26 @@ static int run_train(Options *cli) {
             r.o.precision = strstr(r.o.trained_on, "bf16") ? PRECISION_BF16 : PRECISION_FP32;
         if (cli->data_path[0]) snprintf(r.o.data_path, sizeof r.o.data_path, "%s", cli->data_path);
         printf("resuming %s at step %llu\n", ckpt_path, (unsigned long long)r.st.step);
+        if (!par_all_same_u64(r.st.step))
+            die("error: %s", "the ranks loaded checkpoints of different steps: --resume needs the run "
+                "directory on a filesystem every rank sees");
+        if (r.o.ranks != par_size()) {
+            /* the same micro-batches per step from the same stream: only the sums' rounding moves */
+            const long per_step = (long)r.o.ranks * r.o.accum;
+            if (per_step % par_size()) {
+                fprintf(stderr, "error: the run trained %d rank%s x --accum %d = %ld micro-batches per step, "
+                        "which %d ranks cannot share evenly; resume with a rank count that divides %ld\n",
+                        r.o.ranks, r.o.ranks == 1 ? "" : "s", r.o.accum, per_step, par_size(), per_step);
+                exit(1);
+            }
+            if (par_is_root())
+                fprintf(stderr, "notice: the checkpoint was trained on %d rank%s with --accum %d and the run continues "
+                        "on %d with --accum %ld (the same micro-batches per step): the gradient sums may round "
+                        "differently, so it is no longer bit-identical to an uninterrupted run\n", r.o.ranks,
+                        r.o.ranks == 1 ? "" : "s", r.o.accum, par_size(), per_step / par_size());
+            r.o.accum = (int)(per_step / par_size());
+            r.o.ranks = par_size();
+        }
         size_t nd = load_data(r.o.data_path, r.o.seq_len, &r.bytes, &r.sp);
         /* the data must be the run's: another file (or the same name holding other bytes)
            would continue on other examples, no longer the run the checkpoint belongs to */
@@ -371,7 +395,8 @@ static int run_train(Options *cli) {
             r.o.opt.warmup = w;
         }
         if (options_validate(&r.o, err, sizeof err)) die("error: %s", err);
-        check_run_dir(&r.o);
+        if (par_is_root()) check_run_dir(&r.o);   /* rank 0 owns the run directory */
+        r.o.ranks = par_size();
         size_t nd = load_data(r.o.data_path, r.o.seq_len, &r.bytes, &r.sp);   /* bad data fails first */
         r.o.data_bytes = nd;
         r.o.data_crc32 = data_crc(r.bytes, nd);
@@ -393,13 +418,14 @@ static int run_train(Options *cli) {
         rng_seed(&r.st.sample_rng, r.o.seed ^ SAMPLE_SEED_SALT);
     }
     Options *o = &r.o;
-    if (mkdir_p(o->out_dir, err, sizeof err)) die("error: %s", err);
+    const int root = par_is_root();   /* rank 0 alone writes the run directory and prints */
+    if (root && mkdir_p(o->out_dir, err, sizeof err)) die("error: %s", err);
     const int B = o->batch, T = o->seq_len, A = o->accum;
     r.tokens = malloc(sizeof(int) * (size_t)A * B * (T + 1));
     if (!r.tokens) die("error: %s", "out of memory");
     r.sample_prime = o->sample_prime < (int)r.sp.n_val ? o->sample_prime : (int)r.sp.n_val;
     if (r.sample_prime > o->seq_len) r.sample_prime = o->seq_len;
-    if (o->sample_every > 0 && model_decoder_open(r.m, 1, r.sample_prime, err, sizeof err))
+    if (root && o->sample_every > 0 && model_decoder_open(r.m, 1, r.sample_prime, err, sizeof err))
         die("error: %s", err);
     ModelInfo info;
     model_info(r.m, &info);
@@ -421,15 +447,15 @@ static int run_train(Options *cli) {
     if (jn < 0) die("error: %s", "the run's settings do not fit in their JSON buffer");
     char cfg_path[OPT_PATH_MAX + 32], samples_path[OPT_PATH_MAX + 32];
     snprintf(cfg_path, sizeof cfg_path, "%s/config.json", o->out_dir);
-    if (afile_write(cfg_path, json, (size_t)jn, err, sizeof err)) die("error: %s", err);
+    if (root && afile_write(cfg_path, json, (size_t)jn, err, sizeof err)) die("error: %s", err);
     free(json);
     long total = o->opt.total;
-    if (metrics_open(&r.mt, o->out_dir, resuming ? (long)r.st.step : -1, total + 1, err, sizeof err))
+    if (root && metrics_open(&r.mt, o->out_dir, resuming ? (long)r.st.step : -1, total + 1, err, sizeof err))
         die("error: %s", err);
     snprintf(samples_path, sizeof samples_path, "%s/samples.txt", o->out_dir);
-    if (start_samples(samples_path, resuming, r.st.step, err, sizeof err)) die("error: %s", err);
-    FILE *samples = fopen(samples_path, "a");
-    if (!samples) die("error: cannot write samples.txt: %s", strerror(errno));
+    if (root && start_samples(samples_path, resuming, r.st.step, err, sizeof err)) die("error: %s", err);
+    FILE *samples = root ? fopen(samples_path, "a") : NULL;
+    if (root && !samples) die("error: cannot write samples.txt: %s", strerror(errno));
 
     struct sigaction sa;
     memset(&sa, 0, sizeof sa);
@@ -438,49 +464,64 @@ static int run_train(Options *cli) {
     sigaction(SIGTERM, &sa, NULL);
     sigaction(SIGHUP, &sa, NULL);
 
-    const uint64_t step_tokens = (uint64_t)A * B * T;
+    const int R = par_size();
+    const uint64_t step_tokens = (uint64_t)R * A * B * T;   /* the global step */
     printf("model: %zu trained parameters (d %d, L %d, e %d, s %d, C %d, %s%s, %s); "
            "activations %.0f MiB\n", model_table(r.m)->n_trained, o->model.dim, o->model.depth,
            config_hidden(&o->model), o->model.query_key_dim, o->model.group_size,
            o->model.norm_type == NORM_LAYERNORM ? "layernorm" : "scalenorm",
            o->model.shift_tokens ? ", token shift" : "", o->model.laplace_attn_fn ? "laplace" : "relu^2",
            info.activation_bytes / 1048576.0);
-    printf("recipe: %ld steps of %d x %d x %d = %llu tokens, lr %g (warmup %ld, linear to %g), "
+    char ranks[32] = "";
+    if (R > 1) snprintf(ranks, sizeof ranks, "%d ranks x ", R);
+    printf("recipe: %ld steps of %s%d x %d x %d = %llu tokens, lr %g (warmup %ld, linear to %g), "
            "wd %g, eps %g, clip %s %g\n",
-           total, A, B, T, (unsigned long long)step_tokens, o->opt.peak_lr, o->opt.warmup,
+           total, ranks, A, B, T, (unsigned long long)step_tokens, o->opt.peak_lr, o->opt.warmup,
            o->opt.min_lr, o->opt.weight_decay, o->opt.eps,
            o->opt.clip_mode == CLIP_LOCAL ? "local" : o->opt.clip_mode == CLIP_GLOBAL ? "global" : "none",
            o->opt.clip);
     printf("device: %s, %s%s%s\n", info.device, info.precision, info.detail[0] ? "; " : "", info.detail);
+    if (R > 1) {
+        char par[256];
+        par_describe(par, sizeof par, r.m);
+        printf("data parallel: %s; each rank runs %d of the step's %d micro-batches\n", par, A, R * A);
+    }
     printf("run directory: %s\n", o->out_dir);
     fflush(stdout);
 
     if (!resuming && o->eval_every > 0) {
         double vl = do_eval(&r);
         printf("step 0: val loss %.4f nats, %.4f bpc\n", vl, vl / LN2);
-        if (metrics_row(&r.mt, 0, 0, NAN, NAN, vl, NAN, NAN, 0))
+        if (root && metrics_row(&r.mt, 0, 0, NAN, NAN, vl, NAN, NAN, 0))
             die("error: cannot write metrics.csv: %s", strerror(errno ? errno : EIO));
-        plot(&r);
+        if (root) plot(&r);
     }
     const double t_start = now_s(), elapsed0 = r.st.elapsed_s;
     const uint64_t step0 = r.st.step;
-    int exit_code = 0;
+    int exit_code = 0, agreed_stop = 0, rank_sig = 0;   /* rank_sig: the signal all ranks agreed on */
     while (r.st.step < (uint64_t)total) {
         const long s = (long)r.st.step;
         double t0 = now_s();
-        for (int a = 0; a < A; a++)
-            data_sample_batch(r.sp.train, r.sp.n_train, B, T, &r.st.data_rng,
-                              r.tokens + (size_t)a * B * (T + 1));
-        double loss = model_accumulate(r.m, r.tokens, A * B, B, T, A);
+        /* the whole step's R x A micro-batches are drawn (the one stream), this rank's A kept */
+        if (par_draw_step(r.sp.train, r.sp.n_train, A, B, T, &r.st.data_rng, r.tokens)) die("error: %s", "out of memory");
+        double loss = model_accumulate(r.m, r.tokens, A * B, B, T, R * A);
+        if (R > 1) {
+            /* the loss summed over the ranks with their signals (every rank stops at the same
+               step), then the gradients, in a fixed order: the same bits on every rank */
+            rank_sig = g_signal;
+            par_step_scalars(&loss, &rank_sig);
+            if (isfinite(loss) && par_allreduce_grads(r.m, err, sizeof err)) die("error: %s", err);
+        }
         /* a non-finite loss stops before the update; a non-finite gradient norm stops
            without one (model_update leaves everything as it was) */
         double lr = lr_at(&o->opt, s), gnorm = NAN;
         if (isfinite(loss)) gnorm = model_update(r.m, &o->opt, s + 1, lr);
         if (!isfinite(loss) || !isfinite(gnorm)) {
+            agreed_stop = 1;   /* the same loss and norm on every rank */
             uint64_t steps[1];
             char last[OPT_PATH_MAX + 32] = "none";
             if (checkpoint_list(o->out_dir, steps, 1)) checkpoint_path(last, sizeof last, o->out_dir, steps[0]);
-            fprintf(stderr, "%serror: the %s is %s at step %ld; stopping without an update. "
+            if (root) fprintf(stderr, "%serror: the %s is %s at step %ld; stopping without an update. "
                     "Last good checkpoint: %s\n", r.tty ? "\n" : "", isfinite(loss) ? "gradient norm" : "loss",
                     isnan(isfinite(loss) ? gnorm : loss) ? "NaN" : "infinite", s + 1, last);
             exit_code = 1;
@@ -494,7 +535,7 @@ static int run_train(Options *cli) {
         double vl = NAN;
         int last = r.st.step == (uint64_t)total;
         if (o->eval_every > 0 && (r.st.step % (uint64_t)o->eval_every == 0 || last)) vl = do_eval(&r);
-        int werr = metrics_row(&r.mt, r.st.step, r.st.tokens, lr, loss, vl, gnorm, tps, r.st.elapsed_s);
+        int werr = !root ? 0 : metrics_row(&r.mt, r.st.step, r.st.tokens, lr, loss, vl, gnorm, tps, r.st.elapsed_s);
         if (werr) {
             fprintf(stderr, "%serror: cannot write %s at step %llu: %s; stopping\n", r.tty ? "\n" : "",
                     r.mt.csv_path, (unsigned long long)r.st.step, strerror(werr));
@@ -515,14 +556,14 @@ static int run_train(Options *cli) {
         if (!isnan(vl)) {
             printf("%sstep %llu: val loss %.4f nats, %.4f bpc\n", r.tty ? "\n" : "",
                    (unsigned long long)r.st.step, vl, vl / LN2);
-            plot(&r);
+            if (root) plot(&r);
         }
-        if (o->sample_every > 0 && r.st.step % (uint64_t)o->sample_every == 0 && do_sample(&r, samples)) {
+        if (root && o->sample_every > 0 && r.st.step % (uint64_t)o->sample_every == 0 && do_sample(&r, samples)) {
             exit_code = 1;
             break;
         }
-        const int sig = g_signal;
-        if (((o->ckpt_every > 0 && r.st.step % (uint64_t)o->ckpt_every == 0) || last || sig)) {
+        const int sig = R > 1 ? rank_sig : g_signal;
+        if (root && ((o->ckpt_every > 0 && r.st.step % (uint64_t)o->ckpt_every == 0) || last || sig)) {
             if (save_checkpoint(&r)) {
                 uint64_t prev[1];
                 char older[OPT_PATH_MAX + 32] = "none";
@@ -540,12 +581,21 @@ static int run_train(Options *cli) {
                    r.tty ? "\n" : "", sig == SIGINT ? "SIGINT" : sig == SIGHUP ? "SIGHUP" : "SIGTERM",
                    (unsigned long long)r.st.step, o->out_dir);
             exit_code = 128 + sig;
+            agreed_stop = 1;
             break;
         }
     }
+    /* a stop that only this rank saw (rank 0 could not write the run directory) ends the
+       job: the other ranks would wait for its next step */
+    if (exit_code && !agreed_stop) par_abort(exit_code);
     if (r.tty) printf("\n");
     if (!exit_code && r.st.step == (uint64_t)total) {
-        plot(&r);
+        if (root) plot(&r);
+        if (R > 1 && r.st.step > step0)
+            printf("data parallel: %d ranks; the gradient and loss sums took %.1f ms per step on rank 0 "
+                   "(waiting for the slowest rank included), %.1f%% of the run's time\n", R,
+                   1e3 * par_comm_seconds() / (double)(r.st.step - step0),
+                   100 * par_comm_seconds() / (now_s() - t_start));
         printf("done: %llu steps, %llu tokens in %.0f s; outputs in %s\n",
                (unsigned long long)r.st.step, (unsigned long long)r.st.tokens, r.st.elapsed_s, o->out_dir);
     }
@@ -730,9 +780,9 @@ static int cmd_export(int argc, char **argv) {
 
 int cmd_bench(int argc, char **argv);   /* trainer/bench.c */
 
-int main(int argc, char **argv) {
-    model_process_init(argv);
-    setvbuf(stdout, NULL, _IOLBF, 0);
+static int run_command(int argc, char **argv) {
+    const int one = argc >= 2 && (!strcmp(argv[1], "eval") || !strcmp(argv[1], "sample") || !strcmp(argv[1], "export"));
+    if (one && !par_is_root()) return 0;   /* under mpirun these run once, on rank 0 */
     if (argc >= 2 && !strcmp(argv[1], "eval")) return cmd_eval(argc, argv);
     if (argc >= 2 && !strcmp(argv[1], "sample")) return cmd_sample(argc, argv);
     if (argc >= 2 && !strcmp(argv[1], "export")) return cmd_export(argc, argv);
@@ -744,4 +794,11 @@ int main(int argc, char **argv) {
     if (rc == 1) return 0;
     if (rc < 0) { fprintf(stderr, "error: %s\n", err); return 2; }
     return run_train(&o);
+}
+
+int main(int argc, char **argv) {
+    model_process_init(argv);
+    par_init(&argc, &argv);   /* under mpirun: this process's rank (trainer/parallel.h) */
+    setvbuf(stdout, NULL, _IOLBF, 0);
+    return par_finish(run_command(argc, argv));
 }

@@ -10,12 +10,14 @@
 #   libpng-dev              writing plots
 #   libjansson-dev          reading JSON (settings, configs, safetensors headers): strict
 #                           parsing, and JSON_REJECT_DUPLICATES refuses repeated keys
+#   libopenmpi-dev          data parallel training (mpirun -np N ./train): the Makefile
+#   openmpi-bin             builds MPI in when it finds mpicc; mpirun starts the ranks
 #
 # Does nothing (not even apt-get update) when everything is already installed, so it is
 # safe to run before every build.
 set -euo pipefail
 
-packages=(build-essential libopenblas-openmp-dev zlib1g-dev libpng-dev libjansson-dev)
+packages=(build-essential libopenblas-openmp-dev zlib1g-dev libpng-dev libjansson-dev libopenmpi-dev openmpi-bin)
 
 die() { echo "setup: error: $*" >&2; exit 1; }
 

@@ -14,6 +14,7 @@
 #include "model.h"
 #include "optim.h"
 #include "options.h"
+#include "parallel.h"
 #include "rng.h"
 #include "runtime.h"
 
@@ -67,7 +68,9 @@ int cmd_bench(int argc, char **argv) {
         fprintf(stderr, "error: %s\n", err);
         return 2;
     }
-    const int B = o.batch, T = o.seq_len, A = o.accum, steps = (int)o.opt.total;
+    const int B = o.batch, T = o.seq_len, A = o.accum, steps = (int)o.opt.total, R = par_size();
+    double c0 = 0, w0 = 0;   /* the collectives' seconds before the timed steps */
+    par_timing_split(1);
     const FlashConfig *c = &o.model;
     ModelOptions mo = {.device = o.device, .precision = o.precision, .threads = o.threads,
                        .max_B = B, .max_T = T, .step_seqs = A * B};
@@ -110,7 +113,13 @@ int cmd_bench(int argc, char **argv) {
     for (int s = -2; s < steps; s++) {     /* two warm-up steps, then the timed ones */
         if (s == 0 && !gpu) model_profile(m, 1);
         double t0 = now_s();
-        loss = model_accumulate(m, tok, A * B, B, T, A);
+        loss = model_accumulate(m, tok, A * B, B, T, R * A);
+        if (R > 1) {   /* data parallel: wait for the slowest rank, then the sums of a step */
+            if (s == 0) { c0 = par_comm_seconds(); w0 = par_wait_seconds(); }
+            int sig = 0;
+            par_step_scalars(&loss, &sig);
+            if (par_allreduce_grads(m, err, sizeof err)) { fprintf(stderr, "error: %s\n", err); par_abort(1); return 1; }
+        }
         double t1 = now_s();
         model_update(m, &o.opt, s + 3, lr_at(&o.opt, s < 0 ? 0 : s));
         if (s >= 0) { step_s[s] = now_s() - t0; t_run += step_s[s]; t_opt += now_s() - t1; }
@@ -152,6 +161,16 @@ int cmd_bench(int argc, char **argv) {
                1e3 * (isnan(bwd) ? 0 : bwd) / steps, 100 * both / t_prof);
     }
     printf("  %-24s %8.1f           (%4.1f%%)\n", "clip + AdamW", 1e3 * t_opt / steps, 100 * t_opt / t_run);
+    if (R > 1) {
+        const double wait = par_wait_seconds() - w0, comm = par_comm_seconds() - c0;
+        printf("  %-24s %8.1f           (%4.1f%%)\n", "wait for slowest rank", 1e3 * wait / steps, 100 * wait / t_run);
+        printf("  %-24s %8.1f           (%4.1f%%)\n", "all-reduce (comm)", 1e3 * comm / steps, 100 * comm / t_run);
+        char par[256];
+        par_describe(par, sizeof par, m);
+        printf("data parallel: %s; per rank %d x %d x %d tokens, global %.0f tokens/s\n", par, A, B, T, tps * R);
+        printf("bench-parallel: ranks=%d comm_ms=%.3f wait_ms=%.3f step_ms=%.3f comm_share=%.4f\n", R,
+               1e3 * comm / steps, 1e3 * wait / steps, 1e3 * t_run / steps, comm / t_run);
+    }
     printf("peak resident memory: %.0f MiB\n", ru.ru_maxrss / 1024.0);
     if (gpu) {
         model_info(m, &info);   /* device memory now: every buffer is allocated at open */

@@ -1,6 +1,7 @@
 /* trainer/options.c: flags, defaults, presets and the JSON form of Options. */
 #include "options.h"
 #include "json.h"
+#include "parallel.h"
 #include <errno.h>
 #include <math.h>
 #include <stddef.h>
@@ -137,7 +138,7 @@ static const Flag FLAGS[] = {
     {"--log-every", K_INT, OFF(log_every), 1, 1e9, G_RUN, "N", "progress line every N steps when the output is not a terminal", CMD_TRAIN},
     {"--steps", K_LONG, OFF(opt.total), 1, 1e12, G_RECIPE, "N", "optimizer steps (the schedule's length)", CMD_TRAIN | CMD_BENCH},
     {"--batch", K_INT, OFF(batch), 1, 1e6, G_RECIPE, "B", "sequences per micro-batch", CMD_TRAIN | CMD_BENCH | CMD_EVAL},
-    {"--accum", K_INT, OFF(accum), 1, 1e6, G_RECIPE, "N", "micro-batches per optimizer step (their gradients averaged)", CMD_TRAIN | CMD_BENCH},
+    {"--accum", K_INT, OFF(accum), 1, 1e6, G_RECIPE, "N", "micro-batches per optimizer step on each rank (their gradients averaged; under mpirun -np R a step is batch x accum x R sequences)", CMD_TRAIN | CMD_BENCH},
     {"--seq-len", K_INT, OFF(seq_len), 1, 1 << 24, G_RECIPE, "T", "tokens per sequence", CMD_TRAIN | CMD_BENCH | CMD_EVAL},
     {"--lr", K_DBL, OFF(opt.peak_lr), 0, 1e3, G_RECIPE, "X", "peak learning rate", CMD_TRAIN | CMD_BENCH},
     {"--warmup", K_LONG, OFF(opt.warmup), 0, 1e12, G_RECIPE, "N", "linear warmup steps", CMD_TRAIN | CMD_BENCH},
@@ -285,6 +286,7 @@ void options_print_help(FILE *f, Command cmd) {
         fprintf(f, "\nEnvironment: on a CPU with AVX-512, OpenBLAS's AVX-512 (SkylakeX) kernels are used even\n"
                    "where OpenBLAS or OPENBLAS_CORETYPE would pick its slower AVX2 ones; FLASH_BLAS_CORE=env\n"
                    "keeps the environment's choice. OMP_NUM_THREADS is overridden by --threads.\n");
+    if (cmd == CMD_TRAIN || cmd == CMD_BENCH) par_print_help(f, cmd == CMD_BENCH);
 }
 
 int options_given(const Options *o, const char *flag) {
@@ -518,12 +520,12 @@ int options_to_json(const Options *o, char *buf, size_t buflen) {
         " \"beta1\": %.17g, \"beta2\": %.17g, \"eps\": %.17g, \"clip_mode\": \"%s\", \"clip\": %.17g,\n"
         " \"eval_every\": %d, \"eval_windows\": %d, \"sample_every\": %d, \"sample_len\": %d,\n"
         " \"sample_prime\": %d, \"ckpt_every\": %d, \"keep_ckpts\": %d, \"log_every\": %d,\n"
-        " \"trained_on\": \"%s\"}\n",
+        " \"trained_on\": \"%s\", \"ranks\": %d}\n",
         model, o->preset, data, init, seed, dataid, o->opt.total, o->batch, o->accum,
         o->seq_len, o->opt.peak_lr, o->opt.warmup, o->opt.min_lr, o->opt.weight_decay,
         o->opt.beta1, o->opt.beta2, o->opt.eps, clip, o->opt.clip, o->eval_every, o->eval_windows,
         o->sample_every, o->sample_len, o->sample_prime, o->ckpt_every, o->keep_ckpts, o->log_every,
-        o->trained_on);
+        o->trained_on, o->ranks > 0 ? o->ranks : 1);
     return n >= 0 && (size_t)n < buflen ? n : -1;   /* -1: it did not fit (never a cut JSON) */
 }
 
@@ -601,5 +603,9 @@ int options_from_json(Options *o, const char *json, char *err, size_t errlen) {
     /* checkpoints from before the GPU backend were all written on the CPU in fp32 */
     if (json_get_string(json, "trained_on", o->trained_on, sizeof o->trained_on) != 0)
         snprintf(o->trained_on, sizeof o->trained_on, "cpu fp32");
+    /* the MPI ranks that trained the run (trainer/parallel.h); checkpoints from before data
+       parallelism were all one process */
+    double ranks;
+    o->ranks = json_get_number(json, "ranks", &ranks) == 0 && ranks >= 1 && ranks <= 1e6 ? (int)ranks : 1;
     return options_validate(o, err, errlen);
 }

@@ -1,0 +1,429 @@
+/* trainer/parallel.c: data parallelism across processes: MPI on the CPU, NCCL between GPUs
+ * (see parallel.h). Without FLASH_MPI everything here is the one-rank identity. */
+#include "parallel.h"
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include "runtime.h"
+
+#ifdef FLASH_MPI
+#include <mpi.h>
+#endif
+#ifdef FLASH_NCCL
+#include <cuda_runtime.h>
+#include <nccl.h>
+#endif
+
+static int g_rank = 0, g_size = 1, g_local_rank = 0, g_local_size = 1;
+#ifdef FLASH_MPI
+static int g_joined = 0;   /* MPI_Init done, MPI_Finalize not yet */
+#endif
+static double g_comm_s = 0, g_wait_s = 0;
+static int g_split_timing = 0;
+static int *g_scratch = NULL;      /* one micro-batch of the other ranks' share */
+static size_t g_scratch_n = 0;
+static void *g_host = NULL;        /* chunk sums; device gradients through the host */
+static size_t g_host_bytes = 0;
+
+int par_rank(void) { return g_rank; }
+int par_size(void) { return g_size; }
+int par_local_rank(void) { return g_local_rank; }
+int par_is_root(void) { return g_rank == 0; }
+double par_comm_seconds(void) { return g_comm_s; }
+double par_wait_seconds(void) { return g_wait_s; }
+void par_timing_split(int on) { g_split_timing = on; }
+
+int par_built(void) {
+#ifdef FLASH_MPI
+    return 1;
+#else
+    return 0;
+#endif
+}
+
+int par_nccl_built(void) {
+#ifdef FLASH_NCCL
+    return 1;
+#else
+    return 0;
+#endif
+}
+
+#ifdef FLASH_MPI
+/* Started by a launcher: OpenMPI's mpirun, or a PMI launcher (MPICH's hydra, Slurm). A
+   program run by hand is one rank and never calls MPI_Init. */
+static int launched_by_mpi(void) {
+    const char *vars[] = {"OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_RANK", "PMI_RANK"};
+    for (size_t i = 0; i < sizeof vars / sizeof vars[0]; i++)
+        if (getenv(vars[i])) return 1;
+    return 0;
+}
+#endif
+
+#ifdef FLASH_MPI
+/* exit() on any rank (an error: die(), a refused setting) ends the whole job at once, where
+   the other ranks would otherwise wait in their next collective; par_finish comes first on
+   a normal return from main */
+static void exit_without_finish(void) {
+    if (!g_joined || g_size == 1) return;
+    g_joined = 0;
+    fflush(stdout);
+    fflush(stderr);
+    MPI_Abort(MPI_COMM_WORLD, 1);
+}
+#endif
+
+void par_init(int *argc, char ***argv) {
+#ifdef FLASH_MPI
+    if (!launched_by_mpi()) return;
+    if (MPI_Init(argc, argv) != MPI_SUCCESS) {
+        fprintf(stderr, "error: MPI_Init failed\n");
+        exit(1);
+    }
+    g_joined = 1;
+    atexit(exit_without_finish);
+    /* errors of the collectives are returned and reported by us, then the job is aborted */
+    MPI_Comm_set_errhandler(MPI_COMM_WORLD, MPI_ERRORS_RETURN);
+    MPI_Comm_rank(MPI_COMM_WORLD, &g_rank);
+    MPI_Comm_size(MPI_COMM_WORLD, &g_size);
+    MPI_Comm local;
+    MPI_Comm_split_type(MPI_COMM_WORLD, MPI_COMM_TYPE_SHARED, g_rank, MPI_INFO_NULL, &local);
+    MPI_Comm_rank(local, &g_local_rank);
+    MPI_Comm_size(local, &g_local_size);
+    MPI_Comm_free(&local);
+    if (g_rank != 0 && !freopen("/dev/null", "w", stdout)) { /* printing is rank 0's */ }
+#else
+    (void)argc; (void)argv;
+#endif
+}
+
+int par_finish(int rc) {
+#ifdef FLASH_MPI
+    if (g_joined) {
+        fflush(stdout);
+        fflush(stderr);
+        MPI_Finalize();
+        g_joined = 0;
+    }
+#endif
+    free(g_scratch); g_scratch = NULL;
+    free(g_host); g_host = NULL; g_host_bytes = 0;
+    return rc;
+}
+
+void par_abort(int code) {
+#ifdef FLASH_MPI
+    if (g_joined && g_size > 1) {
+        g_joined = 0;
+        fflush(stdout);
+        fflush(stderr);
+        MPI_Abort(MPI_COMM_WORLD, code ? code : 1);
+    }
+#else
+    (void)code;
+#endif
+}
+
+/* MPI failed inside a collective: there is no consistent state to go on from */
+#ifdef FLASH_MPI
+static void mpi_check(int rc, const char *what) {
+    if (rc == MPI_SUCCESS) return;
+    char msg[MPI_MAX_ERROR_STRING];
+    int len = 0;
+    MPI_Error_string(rc, msg, &len);
+    fprintf(stderr, "error: rank %d: %s failed: %s\n", g_rank, what, msg);
+    par_abort(1);
+    exit(1);
+}
+#endif
+
+int par_draw_step(const uint8_t *split, size_t n, int A, int B, int T, Rng *rng, int *tokens) {
+    const size_t mb = (size_t)B * (T + 1);
+    if (g_size > 1 && g_scratch_n < mb) {
+        free(g_scratch);
+        g_scratch = malloc(sizeof(int) * mb);
+        if (!g_scratch) { g_scratch_n = 0; return -1; }
+        g_scratch_n = mb;
+    }
+    const int first = g_rank * A, total = g_size * A;
+    for (int a = 0; a < total; a++) {
+        int mine = a >= first && a < first + A;
+        data_sample_batch(split, n, B, T, rng, mine ? tokens + (size_t)(a - first) * mb : g_scratch);
+    }
+    return 0;
+}
+
+#ifdef FLASH_MPI
+static void *host_buffer(size_t bytes) {
+    if (g_host_bytes >= bytes) return g_host;
+    free(g_host);
+    g_host = malloc(bytes);
+    g_host_bytes = g_host ? bytes : 0;
+    return g_host;
+}
+#endif
+
+#ifdef FLASH_MPI
+/* The fixed-order sum over ranks of a host array of count elements (float or double):
+   rank r owns elements [lo(r), lo(r+1)); MPI_Alltoallv brings it every rank's copy of its
+   chunk, it adds them in rank order 0, 1, ..., N-1, and MPI_Allgatherv hands every chunk to
+   every rank. Only copies go through MPI: the bits do not depend on its algorithms. */
+static int fixed_order_sum(void *buf, size_t count, size_t elem, char *err, size_t errlen) {
+    const int N = g_size;
+    if (count > (size_t)0x7fffffff) { snprintf(err, errlen, "gradient buffer too large for MPI counts"); return -1; }
+    int *sc = calloc(4 * (size_t)N, sizeof(int));
+    if (!sc) { snprintf(err, errlen, "out of memory for the gradient sum"); return -1; }
+    int *sd = sc + N, *rc = sd + N, *rd = rc + N;
+    for (int j = 0; j < N; j++) {
+        size_t lo = count * (size_t)j / N, hi = count * (size_t)(j + 1) / N;
+        sc[j] = (int)(hi - lo);
+        sd[j] = (int)lo;
+    }
+    const int mine = sc[g_rank];
+    for (int j = 0; j < N; j++) { rc[j] = mine; rd[j] = j * mine; }
+    char *recv = host_buffer((size_t)N * (size_t)mine * elem + 1);
+    if (!recv) { free(sc); snprintf(err, errlen, "out of memory for the gradient sum"); return -1; }
+    MPI_Datatype t = elem == sizeof(float) ? MPI_FLOAT : MPI_DOUBLE;
+    mpi_check(MPI_Alltoallv(buf, sc, sd, t, recv, rc, rd, t, MPI_COMM_WORLD), "MPI_Alltoallv (gradients)");
+    if (elem == sizeof(float)) {
+        float *out = (float *)buf + sd[g_rank];
+        const float *in = (const float *)recv;
+        for (int i = 0; i < mine; i++) {
+            float s = in[i];
+            for (int j = 1; j < N; j++) s += in[(size_t)j * mine + i];
+            out[i] = s;
+        }
+    } else {
+        double *out = (double *)buf + sd[g_rank];
+        const double *in = (const double *)recv;
+        for (int i = 0; i < mine; i++) {
+            double s = in[i];
+            for (int j = 1; j < N; j++) s += in[(size_t)j * mine + i];
+            out[i] = s;
+        }
+    }
+    mpi_check(MPI_Allgatherv(MPI_IN_PLACE, 0, t, buf, sc, sd, t, MPI_COMM_WORLD), "MPI_Allgatherv (gradients)");
+    free(sc);
+    return 0;
+}
+#endif
+
+#ifdef FLASH_NCCL
+/* NCCL between GPUs, one per local rank: the communicator is made at the first sum (every
+   rank reaches it at the same step), its id broadcast from rank 0 through MPI.
+   UNTESTED: no machine with a GPU ran it when it was written (see README). */
+static ncclComm_t g_nccl;
+static cudaStream_t g_nccl_stream;
+static int g_nccl_ready = 0;
+
+static int nccl_sum(float *dev, size_t count, char *err, size_t errlen) {
+    if (!g_nccl_ready) {
+        ncclUniqueId id;
+        if (g_rank == 0 && ncclGetUniqueId(&id) != ncclSuccess) {
+            snprintf(err, errlen, "ncclGetUniqueId failed");
+            return -1;
+        }
+        mpi_check(MPI_Bcast(&id, sizeof id, MPI_BYTE, 0, MPI_COMM_WORLD), "MPI_Bcast (NCCL id)");
+        int dev_now = 0;
+        cudaGetDevice(&dev_now);   /* the model's device (ModelOptions.gpu = local rank) */
+        if (cudaStreamCreateWithFlags(&g_nccl_stream, cudaStreamNonBlocking) != cudaSuccess) {
+            snprintf(err, errlen, "cudaStreamCreate failed on GPU %d", dev_now);
+            return -1;
+        }
+        ncclResult_t r = ncclCommInitRank(&g_nccl, g_size, id, g_rank);
+        if (r != ncclSuccess) {
+            snprintf(err, errlen, "ncclCommInitRank: %s", ncclGetErrorString(r));
+            return -1;
+        }
+        g_nccl_ready = 1;
+    }
+    /* NCCL's ring and tree sums are deterministic for a fixed rank count, topology and size */
+    ncclResult_t r = ncclAllReduce(dev, dev, count, ncclFloat, ncclSum, g_nccl, g_nccl_stream);
+    if (r != ncclSuccess) { snprintf(err, errlen, "ncclAllReduce: %s", ncclGetErrorString(r)); return -1; }
+    cudaError_t e = cudaStreamSynchronize(g_nccl_stream);
+    if (e != cudaSuccess) { snprintf(err, errlen, "NCCL all-reduce: %s", cudaGetErrorString(e)); return -1; }
+    return 0;
+}
+#endif
+
+int par_allreduce_grads(Model *m, char *err, size_t errlen) {
+    if (g_size == 1) return 0;
+#ifdef FLASH_MPI
+    if (g_split_timing) {
+        double t = now_s();
+        mpi_check(MPI_Barrier(MPI_COMM_WORLD), "MPI_Barrier");
+        g_wait_s += now_s() - t;
+    }
+    double t0 = now_s();
+    size_t count, elem;
+    int on_device, rc = 0;
+    void *g = model_grad_buffer(m, &count, &elem, &on_device);
+    if (!on_device) {
+        rc = fixed_order_sum(g, count, elem, err, errlen);
+    } else {
+#ifdef FLASH_NCCL
+        rc = nccl_sum((float *)g, count, err, errlen);
+#else
+        /* a GPU without NCCL: through host memory, in the parameter table's order */
+        const size_t n = model_table(m)->total;
+        float *h = malloc(sizeof(float) * n);
+        if (!h) { snprintf(err, errlen, "out of memory for the gradient copy"); return -1; }
+        rc = model_read(m, STATE_GRADS, h, err, errlen);
+        if (!rc) rc = fixed_order_sum(h, n, sizeof(float), err, errlen);
+        if (!rc) rc = model_write(m, STATE_GRADS, h, err, errlen);
+        free(h);
+#endif
+    }
+    g_comm_s += now_s() - t0;
+    return rc;
+#else
+    (void)m; (void)err; (void)errlen;
+    return 0;
+#endif
+}
+
+void par_step_scalars(double *loss, int *sig) {
+    if (g_size == 1) return;
+#ifdef FLASH_MPI
+    double t0 = now_s();
+    double mine[2] = {*loss, (double)*sig}, all[2 * g_size];
+    mpi_check(MPI_Allgather(mine, 2, MPI_DOUBLE, all, 2, MPI_DOUBLE, MPI_COMM_WORLD), "MPI_Allgather (loss)");
+    double s = all[0];
+    int first = (int)all[1];
+    for (int j = 1; j < g_size; j++) {
+        s += all[2 * j];
+        if (!first) first = (int)all[2 * j + 1];
+    }
+    *loss = s;
+    *sig = first;
+    g_comm_s += now_s() - t0;
+#else
+    (void)loss; (void)sig;
+#endif
+}
+
+int par_all_same_u64(uint64_t v) {
+    if (g_size == 1) return 1;
+#ifdef FLASH_MPI
+    uint64_t lo = v, hi = v;
+    mpi_check(MPI_Allreduce(MPI_IN_PLACE, &lo, 1, MPI_UINT64_T, MPI_MIN, MPI_COMM_WORLD), "MPI_Allreduce");
+    mpi_check(MPI_Allreduce(MPI_IN_PLACE, &hi, 1, MPI_UINT64_T, MPI_MAX, MPI_COMM_WORLD), "MPI_Allreduce");
+    return lo == hi;
+#else
+    (void)v;
+    return 1;
+#endif
+}
+
+/* k doubles summed over ranks in rank order, the same on every rank */
+static void sum_doubles(double *v, int k) {
+#ifdef FLASH_MPI
+    if (g_size == 1) return;
+    double t0 = now_s();
+    double *all = malloc(sizeof(double) * (size_t)k * g_size);
+    if (!all) { fprintf(stderr, "error: out of memory\n"); par_abort(1); exit(1); }
+    mpi_check(MPI_Allgather(v, k, MPI_DOUBLE, all, k, MPI_DOUBLE, MPI_COMM_WORLD), "MPI_Allgather");
+    for (int i = 0; i < k; i++) {
+        double s = all[i];
+        for (int j = 1; j < g_size; j++) s += all[(size_t)j * k + i];
+        v[i] = s;
+    }
+    free(all);
+    g_comm_s += now_s() - t0;
+#else
+    (void)v; (void)k;
+#endif
+}
+
+double par_eval_windows(Model *m, const uint8_t *split, size_t n, int nwin, int B, int T, int *tokbuf) {
+    double total = 0;
+    const size_t span = n - (size_t)T - 1;
+    const int lo = (int)((long long)nwin * g_rank / g_size), hi = (int)((long long)nwin * (g_rank + 1) / g_size);
+    for (int w0 = lo; w0 < hi; w0 += B) {
+        int nb = hi - w0 < B ? hi - w0 : B;
+        for (int b = 0; b < nb; b++) {
+            int w = w0 + b;
+            size_t start = nwin > 1 ? span * (size_t)w / (size_t)(nwin - 1) : 0;
+            for (int t = 0; t <= T; t++) tokbuf[b * (T + 1) + t] = split[start + t];
+        }
+        total += model_forward(m, tokbuf, nb, T, NULL, NULL) * nb;
+    }
+    sum_doubles(&total, 1);
+    return total / nwin;
+}
+
+double par_eval_split(Model *m, const uint8_t *split, size_t n, int B, int T, int *tokbuf) {
+    double v[2] = {0, 0};   /* nats, predicted bytes */
+    const size_t nfull = (n - 1) / (size_t)T;
+    const size_t lo = nfull * (size_t)g_rank / (size_t)g_size, hi = nfull * (size_t)(g_rank + 1) / (size_t)g_size;
+    for (size_t w0 = lo; w0 < hi; w0 += (size_t)B) {
+        int nb = hi - w0 < (size_t)B ? (int)(hi - w0) : B;
+        for (int b = 0; b < nb; b++) {
+            size_t start = (w0 + (size_t)b) * (size_t)T;
+            for (int t = 0; t <= T; t++) tokbuf[b * (T + 1) + t] = split[start + t];
+        }
+        v[0] += model_forward(m, tokbuf, nb, T, NULL, NULL) * nb * T;
+        v[1] += (double)nb * T;
+    }
+    size_t start = nfull * (size_t)T;
+    int rest = (int)(n - 1 - start);              /* the short last window: the last rank's */
+    if (rest > 0 && g_rank == g_size - 1) {
+        for (int t = 0; t <= rest; t++) tokbuf[t] = split[start + t];
+        v[0] += model_forward(m, tokbuf, 1, rest, NULL, NULL) * rest;
+        v[1] += rest;
+    }
+    sum_doubles(v, 2);
+    return v[0] / v[1];
+}
+
+void par_describe(char *buf, size_t n, Model *m) {
+    if (g_size == 1) {
+        snprintf(buf, n, "one process%s", par_built() ? " (MPI built in: mpirun -np N ./train for N ranks)" : "");
+        return;
+    }
+    size_t count, elem;
+    int on_device = 0;
+    if (m) model_grad_buffer(m, &count, &elem, &on_device);
+    int hosts = 1;
+#ifdef FLASH_MPI
+    int leaders = g_local_rank == 0, sum = 0;
+    MPI_Allreduce(&leaders, &sum, 1, MPI_INT, MPI_SUM, MPI_COMM_WORLD);
+    hosts = sum;
+#endif
+    snprintf(buf, n, "MPI, %d ranks on %d host%s (%d here); gradients summed %s", g_size, hosts,
+             hosts == 1 ? "" : "s", g_local_size,
+             !on_device ? "in a fixed order through MPI on the host"
+             : par_nccl_built() ? "by NCCL on the GPUs (untested path)"
+             : "through host memory in a fixed order (no NCCL in this build)");
+}
+
+void par_print_help(FILE *f, int bench) {
+    if (bench) {
+        fprintf(f, "\nData parallel: under mpirun -np R every rank times its own steps and the gradients are\n"
+                   "summed across the ranks after each backward (as training does); the breakdown adds the\n"
+                   "time spent waiting for the slowest rank and in the sum itself, and its share of a step.\n"
+                   "%s\n", par_built() ? "This build has MPI." : "This build has no MPI (make with mpicc installed).");
+        return;
+    }
+    fprintf(f, "\nData parallel: mpirun -np R ./train [options] FILE trains one model on R processes\n"
+               "(ranks). A step is batch x accum x R sequences: every rank draws the whole step's\n"
+               "accum x R micro-batches from the one seeded stream and runs its own accum of them, so R\n"
+               "ranks with --accum A see exactly the micro-batches of one process with --accum R*A;\n"
+               "the gradients are summed in a fixed order (each rank adds one chunk of every rank's\n"
+               "buffer in rank order, then all gather it), so the same R gives bit-identical runs, and\n"
+               "the averaged gradient equals the single process's up to float32 rounding of the sum.\n"
+               "Token counts in the logs and metrics.csv are global. Rank 0 alone prints and writes\n"
+               "the run directory; validation is split across the ranks; an error on any rank stops\n"
+               "them all. Give each rank its share of the cores (--threads; mpirun binds each rank to\n"
+               "a core by default: --bind-to none or --map-by slot:pe=K for more). --resume with the\n"
+               "same R is bit-exact; with another R it keeps the step's micro-batches (accum becomes\n"
+               "R_saved x accum_saved / R, which must divide) and says the rounding may differ. Every\n"
+               "rank reads the data file and, on --resume, the checkpoint (a shared filesystem across\n"
+               "hosts). SIGINT to mpirun reaches the ranks as SIGTERM: they checkpoint at the end of\n"
+               "the step, but OpenMPI kills them 1 s later: where a step is longer, run mpirun with\n"
+               "--mca odls_base_sigkill_timeout 60. On GPUs each rank takes the GPU of its local rank and the gradients are summed\n"
+               "by NCCL when built in: that path compiles but has not been run yet (no machine with\n"
+               "several GPUs was at hand). %s\n",
+            par_built() ? (par_nccl_built() ? "This build has MPI and NCCL." : "This build has MPI (no NCCL).")
+                        : "This build has no MPI: one process only (make with mpicc installed).");
+}
