@@ -73,7 +73,7 @@ int cmd_bench(int argc, char **argv) {
     par_timing_split(1);
     const FlashConfig *c = &o.model;
     ModelOptions mo = {.device = o.device, .precision = o.precision, .threads = o.threads,
-                       .max_B = B, .max_T = T, .step_seqs = A * B};
+                       .gpu = par_local_rank(), .max_B = B, .max_T = T, .step_seqs = A * B};
     Model *m = model_open(c, &mo, err, sizeof err);   /* fixes the threads first */
     if (!m || model_init_params(m, o.seed, err, sizeof err)) {
         fprintf(stderr, "error: %s\n", err);
