@@ -481,7 +481,7 @@ static int run_train(Options *cli) {
            o->opt.clip_mode == CLIP_LOCAL ? "local" : o->opt.clip_mode == CLIP_GLOBAL ? "global" : "none",
            o->opt.clip);
     printf("device: %s, %s%s%s\n", info.device, info.precision, info.detail[0] ? "; " : "", info.detail);
-    if (R > 1) {
+    if (R > 1 || par_sums_one_rank()) {
         char par[256];
         par_describe(par, sizeof par, r.m);
         printf("data parallel: %s; each rank runs %d of the step's %d micro-batches\n", par, A, R * A);
@@ -511,6 +511,8 @@ static int run_train(Options *cli) {
             rank_sig = g_signal;
             par_step_scalars(&loss, &rank_sig);
             if (isfinite(loss) && par_allreduce_grads(r.m, err, sizeof err)) die("error: %s", err);
+        } else if (par_sums_one_rank() && isfinite(loss) && par_allreduce_grads(r.m, err, sizeof err)) {
+            die("error: %s", err);
         }
         /* a non-finite loss stops before the update; a non-finite gradient norm stops
            without one (model_update leaves everything as it was) */

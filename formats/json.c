@@ -7,18 +7,38 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* The readers look up dozens of keys of one text in a row (a checkpoint's settings): the
+   last text parsed is kept with its parse, so that they parse it once, not once per key.
+   Lookups run on the main thread only. */
+static char *g_last_text = NULL;
+static json_t *g_last_root = NULL;
+
+static json_t *parse_object(const char *json) {
+    if (g_last_text && strcmp(g_last_text, json) == 0) return json_incref(g_last_root);
+    json_error_t e;
+    json_t *r = json_loads(json, JSON_REJECT_DUPLICATES, &e);
+    if (!r || !json_is_object(r)) {
+        json_decref(r);
+        return NULL;
+    }
+    char *copy = strdup(json);
+    if (copy) {
+        json_decref(g_last_root);
+        free(g_last_text);
+        g_last_text = copy;
+        g_last_root = json_incref(r);
+    }
+    return r;
+}
+
 /* The top-level value of `key` in the object `json`: 0 found, 1 absent, -1 when the text
    is not a JSON object (*root then NULL). The caller json_decref's *root. */
 static int lookup(const char *json, const char *key, json_t **root, json_t **val) {
     *root = NULL;
     *val = NULL;
     if (!json || !key) return -1;
-    json_error_t e;
-    json_t *r = json_loads(json, JSON_REJECT_DUPLICATES, &e);
-    if (!r || !json_is_object(r)) {
-        json_decref(r);
-        return -1;
-    }
+    json_t *r = parse_object(json);
+    if (!r) return -1;
     *root = r;
     *val = json_object_get(r, key);
     return *val ? 0 : 1;

@@ -13,6 +13,25 @@
 #include <string.h>
 #include <unistd.h>
 
+/* The decoder's thread count under contention (issue 11). One sequence's byte is a few
+   dozen short parallel products, each ending when its slowest thread does: when another
+   process holds one of the cores, every product waits for the thread that lost its core,
+   and all the threads together run slower than half of them (docs/issue11.md). So a
+   one-sequence decoder keeps measuring: in every window of DT_WINDOW bytes it runs the first
+   DT_PROBE with the count it is not using (all the threads, or half of them) and keeps the
+   faster of the two. Those products give each output to one thread, so the logits do not
+   depend on the count (test_decode_threads_bit_identical); several sequences use the
+   blocked products, whose sums do, and keep the count fixed. */
+#define DT_WINDOW 128
+#define DT_PROBE 8
+typedef struct {
+    int full, half;      /* the two counts; full == half: nothing to choose */
+    int best;            /* the count in use */
+    long k;              /* bytes decoded since the decoder opened */
+    double probe_s, run_s;
+    int probe_n, run_n;
+} DecodeThreads;
+
 typedef struct {
     CpuModel cm;
     real *adam_m, *adam_v;             /* table.total each */
@@ -22,6 +41,7 @@ typedef struct {
     double prof[2 * PROF_PHASES];
     const char *prof_names[2 * PROF_PHASES];
     char bwd_names[PROF_PHASES][48];
+    DecodeThreads dt;
 } CpuImpl;
 
 #define IMPL(m) ((CpuImpl *)(m)->impl)
@@ -137,6 +157,34 @@ static void cpu_dec_close(Model *m) {
     c->dec_logits = NULL;
 }
 
+static void dt_reset(DecodeThreads *dt, int threads, int nseq) {
+    memset(dt, 0, sizeof *dt);
+    dt->full = threads;
+    dt->half = nseq == 1 ? (threads + 1) / 2 : threads;
+    dt->best = threads;
+}
+
+/* the count for the next byte: the other one for the window's first DT_PROBE bytes */
+static int dt_count(const DecodeThreads *dt) {
+    const int other = dt->best == dt->full ? dt->half : dt->full;
+    return dt->k % DT_WINDOW < DT_PROBE ? other : dt->best;
+}
+
+/* The first byte of each part runs after the switch (cold caches on the new threads) and is
+   not counted; at the window's end the other count wins if its bytes were 5% faster. */
+static void dt_record(DecodeThreads *dt, double seconds) {
+    const long pos = dt->k % DT_WINDOW;
+    if (pos > 0 && pos < DT_PROBE) { dt->probe_s += seconds; dt->probe_n++; }
+    else if (pos > DT_PROBE) { dt->run_s += seconds; dt->run_n++; }
+    if (pos == DT_WINDOW - 1) {
+        if (dt->probe_n && dt->run_n && dt->probe_s / dt->probe_n < 0.95 * dt->run_s / dt->run_n)
+            dt->best = dt->best == dt->full ? dt->half : dt->full;
+        dt->probe_s = dt->run_s = 0;
+        dt->probe_n = dt->run_n = 0;
+    }
+    dt->k++;
+}
+
 static int cpu_dec_open(Model *m, int nseq, int max_prompt, char *err, size_t errlen) {
     CpuImpl *c = IMPL(m);
     cpu_dec_close(m);
@@ -148,6 +196,7 @@ static int cpu_dec_open(Model *m, int nseq, int max_prompt, char *err, size_t er
         return -1;
     if (decoder_init(&c->dec, &c->cm, nseq, max_prompt, err, errlen)) return -1;
     c->dec_open = 1;
+    dt_reset(&c->dt, m->opt.threads, nseq);
     if (sizeof(real) != sizeof(float)) {
         c->dec_logits = malloc(sizeof(real) * (size_t)nseq * m->cfg.num_tokens);
         if (!c->dec_logits) {
@@ -179,7 +228,17 @@ static int cpu_dec_prefill(Model *m, const int *prompt, int P, float *logits) {
 static int cpu_dec_step(Model *m, const int *tokens, float *logits) {
     CpuImpl *c = IMPL(m);
     if (!c->dec_open) return -1;
-    decoder_step(&c->dec, tokens, dec_out(c, logits));
+    DecodeThreads *dt = &c->dt;
+    if (dt->full == dt->half) {
+        decoder_step(&c->dec, tokens, dec_out(c, logits));
+    } else {
+        const int n = dt_count(dt);
+        blas_set_threads(n);
+        const double t0 = omp_get_wtime();
+        decoder_step(&c->dec, tokens, dec_out(c, logits));
+        dt_record(dt, omp_get_wtime() - t0);
+        blas_set_threads(m->opt.threads);
+    }
     dec_copy(c, logits);
     return 0;
 }

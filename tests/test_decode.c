@@ -5,6 +5,7 @@
 #include <string.h>
 #include "cpu_decode.h"
 #include "cpu_model.h"
+#include "gemm.h"
 #include "ops.h"
 #include "rng.h"
 #include "test.h"
@@ -132,7 +133,42 @@ static void test_decode_detects_difference(void) {
     cpu_destroy(&m);
 }
 
+/* The CPU backend changes a one-sequence decoder's thread count while it runs
+   (model/cpu_backend.c, DecodeThreads): its logits must not depend on the count. Wide
+   enough that OpenBLAS splits the matrix-vector products across the threads. */
+static void test_decode_threads_bit_identical(void) {
+    FlashConfig c = config_default();
+    c.dim = 256; c.depth = 2; c.group_size = 16; c.query_key_dim = 64;
+    CpuModel m;
+    char err[256];
+    CHECK(!cpu_create(&m, &c, err, sizeof err) && !cpu_alloc_acts(&m, 1, 64, err, sizeof err), "%s", err);
+    cpu_init_params(&m, 5);
+    const int V = c.num_tokens, steps = 60;
+    real *ref = malloc(sizeof(real) * (size_t)steps * V), *got = malloc(sizeof(real) * (size_t)steps * V);
+    int prompt[5] = {72, 101, 108, 108, 111};
+    for (int pass = 0; pass < 2; pass++) {
+        real *out = pass ? got : ref;
+        Decoder dc;
+        blas_set_threads(pass ? 1 : 4);
+        CHECK(!decoder_init(&dc, &m, 1, 5, err, sizeof err), "%s", err);
+        decoder_prefill(&dc, prompt, 5, out);
+        for (int t = 1; t < steps; t++) {
+            if (pass) blas_set_threads(t % 3 == 0 ? 4 : t % 3 == 1 ? 1 : 2);   /* switching every byte */
+            int tok = (t * 37) % 256;
+            decoder_step(&dc, &tok, out + (size_t)t * V);
+        }
+        decoder_free(&dc);
+    }
+    blas_set_threads(1);
+    size_t diff = 0;
+    for (size_t k = 0; k < (size_t)steps * V; k++) diff += memcmp(&ref[k], &got[k], sizeof(real)) != 0;
+    CHECK(diff == 0, "%zu of %d logits differ between 4 threads and a count changing every byte", diff, steps * V);
+    free(ref); free(got);
+    cpu_destroy(&m);
+}
+
 int main(void) {
+    RUN(test_decode_threads_bit_identical);
     RUN(test_decode_scalenorm_shift_laplace);
     RUN(test_decode_layernorm_relu2_partial_rotary);
     RUN(test_decode_several_sequences);

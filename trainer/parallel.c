@@ -20,6 +20,9 @@ static int g_joined = 0;   /* MPI_Init done, MPI_Finalize not yet */
 #endif
 static double g_comm_s = 0, g_wait_s = 0;
 static int g_split_timing = 0;
+/* FLASH_ALLREDUCE_ONE_RANK=1 under mpirun -np 1: run the gradient sum although there is
+   nothing to add, so that one GPU proves the NCCL path (and one CPU the MPI one) */
+static int g_sum_one_rank = 0;
 static int *g_scratch = NULL;      /* one micro-batch of the other ranks' share */
 static size_t g_scratch_n = 0;
 static void *g_host = NULL;        /* chunk sums; device gradients through the host */
@@ -28,6 +31,7 @@ static size_t g_host_bytes = 0;
 int par_rank(void) { return g_rank; }
 int par_size(void) { return g_size; }
 int par_local_rank(void) { return g_local_rank; }
+int par_sums_one_rank(void) { return g_sum_one_rank; }
 int par_is_root(void) { return g_rank == 0; }
 double par_comm_seconds(void) { return g_comm_s; }
 double par_wait_seconds(void) { return g_wait_s; }
@@ -92,6 +96,8 @@ void par_init(int *argc, char ***argv) {
     MPI_Comm_size(local, &g_local_size);
     MPI_Comm_free(&local);
     if (g_rank != 0 && !freopen("/dev/null", "w", stdout)) { /* printing is rank 0's */ }
+    const char *one = getenv("FLASH_ALLREDUCE_ONE_RANK");
+    g_sum_one_rank = g_size == 1 && one && strcmp(one, "1") == 0;
 #else
     (void)argc; (void)argv;
 #endif
@@ -210,8 +216,8 @@ static int fixed_order_sum(void *buf, size_t count, size_t elem, char *err, size
 
 #ifdef FLASH_NCCL
 /* NCCL between GPUs, one per local rank: the communicator is made at the first sum (every
-   rank reaches it at the same step), its id broadcast from rank 0 through MPI.
-   UNTESTED: no machine with a GPU ran it when it was written (see README). */
+   rank reaches it at the same step), its id broadcast from rank 0 through MPI. Run on one
+   GPU with one rank (FLASH_ALLREDUCE_ONE_RANK, tests/run_cuda.sh); never on several GPUs. */
 static ncclComm_t g_nccl;
 static cudaStream_t g_nccl_stream;
 static int g_nccl_ready = 0;
@@ -236,6 +242,11 @@ static int nccl_sum(float *dev, size_t count, char *err, size_t errlen) {
             return -1;
         }
         g_nccl_ready = 1;
+        int v = 0;
+        ncclGetVersion(&v);
+        if (g_rank == 0)
+            printf("nccl: communicator of %d rank%s ready (NCCL %d), this rank on GPU %d\n", g_size,
+                   g_size == 1 ? "" : "s", v, dev_now);
     }
     /* NCCL's ring and tree sums are deterministic for a fixed rank count, topology and size */
     ncclResult_t r = ncclAllReduce(dev, dev, count, ncclFloat, ncclSum, g_nccl, g_nccl_stream);
@@ -247,7 +258,7 @@ static int nccl_sum(float *dev, size_t count, char *err, size_t errlen) {
 #endif
 
 int par_allreduce_grads(Model *m, char *err, size_t errlen) {
-    if (g_size == 1) return 0;
+    if (g_size == 1 && !g_sum_one_rank) return 0;
 #ifdef FLASH_MPI
     if (g_split_timing) {
         double t = now_s();
@@ -377,7 +388,7 @@ double par_eval_split(Model *m, const uint8_t *split, size_t n, int B, int T, in
 }
 
 void par_describe(char *buf, size_t n, Model *m) {
-    if (g_size == 1) {
+    if (g_size == 1 && !g_sum_one_rank) {
         snprintf(buf, n, "one process%s", par_built() ? " (MPI built in: mpirun -np N ./train for N ranks)" : "");
         return;
     }
@@ -390,10 +401,10 @@ void par_describe(char *buf, size_t n, Model *m) {
     MPI_Allreduce(&leaders, &sum, 1, MPI_INT, MPI_SUM, MPI_COMM_WORLD);
     hosts = sum;
 #endif
-    snprintf(buf, n, "MPI, %d ranks on %d host%s (%d here); gradients summed %s", g_size, hosts,
-             hosts == 1 ? "" : "s", g_local_size,
+    snprintf(buf, n, "MPI, %d rank%s on %d host%s (%d here)%s; gradients summed %s", g_size, g_size == 1 ? "" : "s", hosts,
+             hosts == 1 ? "" : "s", g_local_size, g_sum_one_rank ? " (FLASH_ALLREDUCE_ONE_RANK: summing anyway)" : "",
              !on_device ? "in a fixed order through MPI on the host"
-             : par_nccl_built() ? "by NCCL on the GPUs (untested path)"
+             : par_nccl_built() ? "by NCCL on the GPUs"
              : "through host memory in a fixed order (no NCCL in this build)");
 }
 
