@@ -112,10 +112,15 @@ void cuda_forward_pass(Model *m, const int *d_tok, int tstride, int B, int T, in
         bf16 *attn_h = cm->use_bf16 ? TWIN(cm, H_ATTN) + (size_t)l * Nm * C : NULL;
         bf16 *kv_h = cm->use_bf16 ? TWIN(cm, H_KV) + (size_t)l * (Nm / C) * s * e : NULL;
         bf16 *gated_h = cm->use_bf16 ? TWIN(cm, H_GATED) + (size_t)l * Nm * e : NULL;
+        bf16 *att_h = cm->use_bf16 ? TWIN(cm, H_ATT) + (size_t)l * Nm * e : NULL;
         const bf16 *Wh_h = cm->params_h ? cm->params_h + (P->wh - cm->params) : NULL;
         const bf16 *Wo_h = cm->params_h ? cm->params_h + (P->wo - cm->params) : NULL;
         const int shift = c->shift_tokens ? Tp : 0;
         const size_t Ns = (size_t)N * s;
+        /* bf16: att = quad_out + lin_out is written by the products in bf16 (the second adds
+           to the first's rounded values) and kept as that only */
+        void *att_out = att_h ? (void *)att_h : (void *)att;
+        const cudaDataType_t att_type = att_h ? CUDA_R_16BF : CUDA_R_32F;
 
         if (c->norm_type == NORM_SCALENORM)
             scalenorm_forward_cuda(xs, stat, h, P->norm_g, N, d, shift, TW(xs_h), st);
@@ -144,15 +149,15 @@ void cuda_forward_pass(Model *m, const int *d_tok, int tstride, int B, int T, in
         cuda_gemm(cm, 0, 1, C, C, s, inv_C, Qq, Qq_h, s, Cs, Kq, Kq_h, s, Cs, 0, sim, C, CC, BG);
         attn_phi_forward_cuda(sim, attn, bias_dist, BG, C, c->laplace_attn_fn, TW(attn_h), st);
         /* quad_out = A v */
-        cuda_gemm(cm, 0, 0, C, e, C, 1, attn, attn_h, C, CC, hid, hid_h, H, CH, 0, att, e, Ce, BG);
+        gemm_typed(cm, 0, 0, C, e, C, 1, attn, attn_h, C, CC, hid, hid_h, H, CH, 0, att_out, att_type, e, Ce, BG);
         /* KV_g = lin_k^T v / C, then S_g = KV_0 + ... + KV_{g-1} */
         cuda_gemm(cm, 1, 0, s, e, C, inv_C, Kl, Kl_h, s, Cs, hid, hid_h, H, CH, 0, kv, e, se, BG);
         group_scan_cuda(kv, B, G, (size_t)se, 0, TW(kv_h), st);
         /* lin_out = lin_q S_g, added to quad_out */
-        cuda_gemm(cm, 0, 0, C, e, s, 1, Ql, Ql_h, s, Cs, kv, kv_h, e, se, 1, att, e, Ce, BG);
+        gemm_typed(cm, 0, 0, C, e, s, 1, Ql, Ql_h, s, Cs, kv, kv_h, e, se, 1, att_out, att_type, e, Ce, BG);
         MARK(P_ATTENTION);
-        gate_forward_cuda(gated_h ? NULL : gated, hid + e, TW(hid_h ? hid_h + e : NULL), H, att, N, e,
-                          TW(gated_h), st);
+        gate_forward_cuda(gated_h ? NULL : gated, hid + e, TW(hid_h ? hid_h + e : NULL), H, att_h ? NULL : att,
+                          TW(att_h), N, e, TW(gated_h), st);
         MARK(P_GATE);
         /* h_out = h + bo + gated Wo^T */
         bias_add_cuda(h_out, P->bo, h, N, d, st);
@@ -191,6 +196,13 @@ static void backward_pass(Model *m, const int *d_tok, int tstride, int B, int T,
     float *d_lnf = ACT(cm, A_D_LNF);
     bf16 *d_res_h = TWIN(cm, H_D_RES), *d_att_h = TWIN(cm, H_D_ATT), *d_kv_h = TWIN(cm, H_D_KV);
     bf16 *dsim_h = TWIN(cm, H_DSIM), *d_hid_h = TWIN(cm, H_D_HID), *d_logits_h = TWIN(cm, H_D_LOGITS);
+    bf16 *d_gated_h = TWIN(cm, H_D_GATED), *d_xs_h = TWIN(cm, H_D_XS);
+    /* bf16: these products write their outputs in bf16 only: d_gated, d_xs, v's columns of
+       d_hid (the second of its two products adds to the first's rounded values) */
+    const cudaDataType_t h_type = cm->use_bf16 ? CUDA_R_16BF : CUDA_R_32F;
+    void *d_gated_out = d_gated_h ? (void *)d_gated_h : (void *)d_gated;
+    void *d_xs_out = d_xs_h ? (void *)d_xs_h : (void *)d_xs;
+    void *d_hid_out = d_hid_h ? (void *)d_hid_h : (void *)d_hid;
     Marks mk = {0, {0}};
     MARK(-1);
 
@@ -203,7 +215,7 @@ static void backward_pass(Model *m, const int *d_tok, int tstride, int B, int T,
          cm->g.w_logits, d, 0, 1);
     colsum_add_cuda(cm->g.b_logits, d_logits, V, NULL, 0, N, V, col, st);
     cudaMemsetAsync(d_res, 0, sizeof(float) * (size_t)N * d, st);
-    layernorm_backward_cuda(d_res, cm->g.lnf_w, cm->g.lnf_b, d_lnf, ACT(cm, A_RES) + (size_t)L * Nm * d,
+    layernorm_backward_cuda(d_res, cm->g.lnf_w, cm->g.lnf_b, d_lnf, NULL, ACT(cm, A_RES) + (size_t)L * Nm * d,
                             ACT(cm, A_LNF_STAT), cm->p.lnf_w, N, d, 0, ACT(cm, A_XHAT_SCRATCH), col,
                             TW(d_res_h), st);
     MARK(P_PHASES + P_HEAD);
@@ -225,6 +237,7 @@ static void backward_pass(Model *m, const int *d_tok, int tstride, int B, int T,
         const bf16 *attn_h = cm->use_bf16 ? TWIN(cm, H_ATTN) + (size_t)l * Nm * C : NULL;
         const bf16 *kv_h = cm->use_bf16 ? TWIN(cm, H_KV) + (size_t)l * (Nm / C) * s * e : NULL;
         const bf16 *gated_h = cm->use_bf16 ? TWIN(cm, H_GATED) + (size_t)l * Nm * e : NULL;
+        const bf16 *att_h = cm->use_bf16 ? TWIN(cm, H_ATT) + (size_t)l * Nm * e : NULL;
         const bf16 *Wh_h = cm->params_h ? cm->params_h + (P->wh - cm->params) : NULL;
         const bf16 *Wo_h = cm->params_h ? cm->params_h + (P->wo - cm->params) : NULL;
         const int shift = c->shift_tokens ? Tp : 0;
@@ -232,14 +245,14 @@ static void backward_pass(Model *m, const int *d_tok, int tstride, int B, int T,
                         Ce = (long long)C * e, se = (long long)s * e;
 
         /* to_out: d_gated = d_res Wo;  dWo += d_res^T gated;  dbo += colsum(d_res) */
-        cuda_gemm(cm, 0, 0, N, e, d, 1, d_res, d_res_h, d, 0, P->wo, Wo_h, e, 0, 0, d_gated, e, 0, 1);
+        gemm_typed(cm, 0, 0, N, e, d, 1, d_res, d_res_h, d, 0, P->wo, Wo_h, e, 0, 0, d_gated_out, h_type, e, 0, 1);
         cuda_gemm(cm, 1, 0, d, e, N, 1, d_res, d_res_h, d, 0, gated, gated_h, e, 0, 1, D->wo, e, 0, 1);
         colsum_add_cuda(D->bo, d_res, d, NULL, 0, N, d, col, st);
         MARK(P_PHASES + P_TO_OUT);
         /* the gate's and z's silu backward are folded into their kernels; v's follows below */
         /* bf16: d_hid's gate and z columns as the twin only (the bias gradient sums the twin) */
-        gate_backward_cuda(d_hid_h ? NULL : d_hid + e, H, d_att_h ? NULL : d_att, d_gated, hid + e,
-                           TW(hid_h ? hid_h + e : NULL), att, hid_u + e, TW(hid_u_h ? hid_u_h + e : NULL), N, e,
+        gate_backward_cuda(d_hid_h ? NULL : d_hid + e, H, d_att_h ? NULL : d_att, d_gated_h ? NULL : d_gated,
+                           TW(d_gated_h), hid + e, TW(hid_h ? hid_h + e : NULL), att_h ? NULL : att, TW(att_h), hid_u + e, TW(hid_u_h ? hid_u_h + e : NULL), N, e,
                            TW(d_hid_h ? d_hid_h + e : NULL), TW(d_att_h), st);
         MARK(P_PHASES + P_GATE);
         const float *Qq = qk4, *Ql = qk4 + Ns, *Kq = qk4 + 2 * Ns, *Kl = qk4 + 3 * Ns;
@@ -252,7 +265,7 @@ static void backward_pass(Model *m, const int *d_tok, int tstride, int B, int T,
         /* d lin_q = dO S_g^T;  d lin_k = v dKV^T / C;  dv = lin_k dKV / C */
         cuda_gemm(cm, 0, 1, C, s, e, 1, d_att, d_att_h, e, Ce, kv, kv_h, e, se, 0, dQl, s, Cs, BG);
         cuda_gemm(cm, 0, 1, C, s, e, inv_C, hid, hid_h, H, CH, d_kv, d_kv_h, e, se, 0, dKl, s, Cs, BG);
-        cuda_gemm(cm, 0, 0, C, e, s, inv_C, Kl, Kl_h, s, Cs, d_kv, d_kv_h, e, se, 0, d_hid, H, CH, BG);
+        gemm_typed(cm, 0, 0, C, e, s, inv_C, Kl, Kl_h, s, Cs, d_kv, d_kv_h, e, se, 0, d_hid_out, h_type, H, CH, BG);
         /* quad_out = A v:  dA = dO v^T;  dsim = dA phi'(sim) (causal) */
         cuda_gemm(cm, 0, 1, C, C, e, 1, d_att, d_att_h, e, Ce, hid, hid_h, H, CH, 0, dsim, C, CC, BG);
         attn_phi_backward_cuda(dsim, sim, BG, C, c->laplace_attn_fn, TW(dsim_h), ACT(cm, A_DIST_SCRATCH), st);
@@ -261,25 +274,25 @@ static void backward_pass(Model *m, const int *d_tok, int tstride, int B, int T,
         /* sim = Q K^T / C:  dQ = dsim K / C;  dK = dsim^T Q / C;  dv += A^T dO */
         cuda_gemm(cm, 0, 0, C, s, C, inv_C, dsim, dsim_h, C, CC, Kq, Kq_h, s, Cs, 0, dQq, s, Cs, BG);
         cuda_gemm(cm, 1, 0, C, s, C, inv_C, dsim, dsim_h, C, CC, Qq, Qq_h, s, Cs, 0, dKq, s, Cs, BG);
-        cuda_gemm(cm, 1, 0, C, e, C, 1, attn, attn_h, C, CC, d_att, d_att_h, e, Ce, 1, d_hid, H, CH, BG);
+        gemm_typed(cm, 1, 0, C, e, C, 1, attn, attn_h, C, CC, d_att, d_att_h, e, Ce, 1, d_hid_out, h_type, H, CH, BG);
         MARK(P_PHASES + P_ATTENTION);
         offset_scale_rotary_backward_cuda(d_hid_h ? NULL : d_hid + 2 * e, D->gamma, D->beta, d_qk4, hid + 2 * e,
                                           TW(hid_h ? hid_h + 2 * e : NULL), H,
                                           hid_u + 2 * e, TW(hid_u_h ? hid_u_h + 2 * e : NULL), P->gamma, ACT(cm, A_ROT_COS), ACT(cm, A_ROT_SIN),
                                           N, Tp, s, r, col, TW(d_hid_h ? d_hid_h + 2 * e : NULL), st);
         MARK(P_PHASES + P_ROTARY);
-        silu_backward_cuda(d_hid, hid_u, TW(hid_u_h), N, e, H, TW(d_hid_h), st);   /* v's columns */
+        silu_backward_cuda(d_hid_h ? NULL : d_hid, hid_u, TW(hid_u_h), N, e, H, TW(d_hid_h), st);   /* v's columns */
         /* one product gives both inputs' gradient sum, one the fused weight block's */
-        cuda_gemm(cm, 0, 0, N, d, H, 1, d_hid, d_hid_h, H, 0, P->wh, Wh_h, d, 0, 0, d_xs, d, 0, 1);
+        gemm_typed(cm, 0, 0, N, d, H, 1, d_hid, d_hid_h, H, 0, P->wh, Wh_h, d, 0, 0, d_xs_out, h_type, d, 0, 1);
         cuda_gemm(cm, 1, 0, H, d, N, 1, d_hid, d_hid_h, H, 0, xs, xs_h, d, 0, 1, D->wh, d, 0, 1);
         if (d_hid_h) colsum16_add_cuda(D->bh, TW(d_hid_h), H, N, H, col, st);
         else colsum_add_cuda(D->bh, d_hid, H, NULL, 0, N, H, col, st);
         MARK(P_PHASES + P_TO_HIDDEN);
         if (c->norm_type == NORM_SCALENORM)
-            scalenorm_backward_cuda(d_res, D->norm_g, d_xs, h, stat, P->norm_g, N, d, shift, row,
+            scalenorm_backward_cuda(d_res, D->norm_g, d_xs_h ? NULL : d_xs, TW(d_xs_h), h, stat, P->norm_g, N, d, shift, row,
                                     TW(d_res_h), st);
         else
-            layernorm_backward_cuda(d_res, D->norm_w, D->norm_b, d_xs, h, stat, P->norm_w, N, d, shift,
+            layernorm_backward_cuda(d_res, D->norm_w, D->norm_b, d_xs_h ? NULL : d_xs, TW(d_xs_h), h, stat, P->norm_w, N, d, shift,
                                     ACT(cm, A_XHAT_SCRATCH), col, TW(d_res_h), st);
         MARK(P_PHASES + P_NORM);
     }
@@ -346,10 +359,13 @@ static size_t layout(const FlashConfig *c, int capB, int capTp, int bf16, size_t
         n[H_QK4] = n[A_QK4];    n[H_ATTN] = n[A_ATTN];    n[H_KV] = n[A_KV];
         n[H_GATED] = n[A_GATED];      n[H_LNF_OUT] = n[A_LNF_OUT];  n[H_D_LOGITS] = n[A_D_LOGITS];
         n[H_D_RES] = n[A_D_RES];      n[H_D_ATT] = n[A_D_ATT];      n[H_D_KV] = n[A_D_KV];
-        n[H_DSIM] = n[A_DSIM];        n[H_D_HID] = n[A_D_HID];
+        n[H_DSIM] = n[A_DSIM];        n[H_D_HID] = n[A_D_HID];      n[H_ATT] = n[A_ATT];
+        n[H_D_GATED] = n[A_D_GATED];  n[H_D_XS] = n[A_D_XS];
         for (int k = H_XS; k < A_COUNT; k++) el[k] = 2;
-        /* kept as twins only: u, v | gate | z, gated (their fp32 buffers are never read) */
+        /* kept as twins only: u, v | gate | z, gated, att, d_gated, d_xs (their fp32
+           buffers are never read) */
         n[A_HID_U] = 0;         n[A_HID] = 0;             n[A_GATED] = 0;
+        n[A_ATT] = 0;           n[A_D_GATED] = 0;         n[A_D_XS] = 0;
     }
     size_t at = 0;
     for (int k = 0; k < A_COUNT; k++) {

@@ -207,13 +207,13 @@ __device__ __forceinline__ void shifted_store(float *y, bf16_t *twin, int n, int
 }
 /* The gradient of the norm's own output at (n, i), from the gradient of the shifted one:
    dy[t, :h] = dys[t+1, :h], 0 at the last position. */
-__device__ __forceinline__ float unshifted_grad(const float *dys, int n, int i, int d, int half,
-                                                int shift_T) {
+__device__ __forceinline__ float unshifted_grad(const float *dys, const bf16_t *dys16, int n, int i, int d,
+                                                int half, int shift_T) {
     if (shift_T && i < half) {
         const int t = n % shift_T;
-        return t + 1 < shift_T ? dys[(size_t)(n + 1) * d + i] : 0.0f;
+        return t + 1 < shift_T ? ld_act(dys, dys16, (size_t)(n + 1) * d + i) : 0.0f;
     }
-    return dys[(size_t)n * d + i];
+    return ld_act(dys, dys16, (size_t)n * d + i);
 }
 
 /* scalenorm_forward: y = g x r, r = 1/max(||x|| d^-1/2, eps); one warp per row */
@@ -239,7 +239,7 @@ void scalenorm_forward_cuda(float *y, float *stat, const float *x, const float *
 /* scalenorm_backward: dx += g r (dy - x (x.dy) r^2 / d), or g r dy when clamped;
    row_out[n] = (x.dy) r for dg */
 __global__ void scalenorm_backward_kernel(float *dx, float *row_out, const float *dys,
-                                          const float *x, const float *stat, const float *g, int N,
+                                          const bf16_t *dys16, const float *x, const float *stat, const float *g, int N,
                                           int d, int shift_T, bf16_t *twin) {
     const int n = blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32, lane = threadIdx.x % 32;
     if (n >= N) return;
@@ -247,7 +247,7 @@ __global__ void scalenorm_backward_kernel(float *dx, float *row_out, const float
     const int half = (d + 1) / 2;
     float ss = 0, xdy = 0;
     for (int i = lane; i < d; i += 32) {
-        const float dy = unshifted_grad(dys, n, i, d, half, shift_T);
+        const float dy = unshifted_grad(dys, dys16, n, i, d, half, shift_T);
         ss += xr[i] * xr[i];
         xdy += xr[i] * dy;
     }
@@ -258,16 +258,16 @@ __global__ void scalenorm_backward_kernel(float *dx, float *row_out, const float
     const int clamped = sqrtf(ss / d) < NORM_EPS;
     const float cr = clamped ? 0.0f : xdy * r * r / d;
     for (int i = lane; i < d; i += 32) {
-        const float dy = unshifted_grad(dys, n, i, d, half, shift_T);
+        const float dy = unshifted_grad(dys, dys16, n, i, d, half, shift_T);
         const float nv = dx[(size_t)n * d + i] + gain * r * (dy - xr[i] * cr);
         dx[(size_t)n * d + i] = nv;
         put_twin(twin, (size_t)n * d + i, nv);
     }
 }
-void scalenorm_backward_cuda(float *dx, float *dg, const float *dy, const float *x,
+void scalenorm_backward_cuda(float *dx, float *dg, const float *dy, const bf16_t *dy16, const float *x,
                              const float *stat, const float *g, int N, int d, int shift_T,
                              float *row_scratch, bf16_t *dx_twin, cudaStream_t st) {
-    scalenorm_backward_kernel<<<(N + 3) / 4, 128, 0, st>>>(dx, row_scratch, dy, x, stat, g, N, d,
+    scalenorm_backward_kernel<<<(N + 3) / 4, 128, 0, st>>>(dx, row_scratch, dy, dy16, x, stat, g, N, d,
                                                            shift_T, dx_twin);
     sum_add_cuda(dg, row_scratch, N, 1.0f, st);
 }
@@ -298,7 +298,7 @@ void layernorm_forward_cuda(float *y, float *stat, const float *x, const float *
 /* layernorm_backward: g = dy w: dx += rstd (g - mean(g) - xhat mean(g xhat)); writes
    dy xhat and dy (unshifted) for the dw, db column sums */
 __global__ void layernorm_backward_kernel(float *dx, float *p_dyxh, float *p_dy, const float *dys,
-                                          const float *x, const float *stat, const float *w, int N,
+                                          const bf16_t *dys16, const float *x, const float *stat, const float *w, int N,
                                           int d, int shift_T, bf16_t *twin) {
     const int n = blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32, lane = threadIdx.x % 32;
     if (n >= N) return;
@@ -307,7 +307,7 @@ __global__ void layernorm_backward_kernel(float *dx, float *p_dyxh, float *p_dy,
     const int half = (d + 1) / 2;
     float gs = 0, gxs = 0;
     for (int i = lane; i < d; i += 32) {
-        const float dy = unshifted_grad(dys, n, i, d, half, shift_T);
+        const float dy = unshifted_grad(dys, dys16, n, i, d, half, shift_T);
         const float gi = dy * w[i], xh = (xr[i] - mean) * rstd;
         gs += gi;
         gxs += gi * xh;
@@ -323,12 +323,12 @@ __global__ void layernorm_backward_kernel(float *dx, float *p_dyxh, float *p_dy,
         put_twin(twin, (size_t)n * d + i, nv);
     }
 }
-void layernorm_backward_cuda(float *dx, float *dw, float *db, const float *dy, const float *x,
+void layernorm_backward_cuda(float *dx, float *dw, float *db, const float *dy, const bf16_t *dy16, const float *x,
                              const float *stat, const float *w, int N, int d, int shift_T,
                              float *xhat_scratch, float *col_scratch, bf16_t *dx_twin,
                              cudaStream_t st) {
     float *p_dyxh = xhat_scratch, *p_dy = xhat_scratch + (size_t)N * d;
-    layernorm_backward_kernel<<<(N + 3) / 4, 128, 0, st>>>(dx, p_dyxh, p_dy, dy, x, stat, w, N, d,
+    layernorm_backward_kernel<<<(N + 3) / 4, 128, 0, st>>>(dx, p_dyxh, p_dy, dy, dy16, x, stat, w, N, d,
                                                            shift_T, dx_twin);
     colsum_add_cuda(dw, p_dyxh, d, NULL, 0, N, d, col_scratch, st);
     colsum_add_cuda(db, p_dy, d, NULL, 0, N, d, col_scratch, st);
@@ -398,8 +398,8 @@ __global__ void silu_backward_kernel(float *d, const float *u, const bf16_t *u16
     if (j >= M) return;
     FOR_ROWS(n, N) {
         const size_t at = (size_t)n * ld + j;
-        const float g = d[at] * silu_grad_f(ld_act(u, u16, at));
-        if (!twin) d[at] = g;
+        const float g = ld_act(d, twin, at) * silu_grad_f(ld_act(u, u16, at));
+        if (d) d[at] = g;
         put_twin(twin, at, g);
     }
 }
@@ -409,32 +409,33 @@ void silu_backward_cuda(float *d, const float *u, const bf16_t *u16, int N, int 
 }
 
 __global__ void gate_forward_kernel(float *out, const float *gate, const bf16_t *gate16, int gate_stride,
-                                    const float *att, int N, int e, bf16_t *twin) {
+                                    const float *att, const bf16_t *att16, int N, int e, bf16_t *twin) {
     const int i = blockIdx.x * blockDim.x + threadIdx.x;
     if (i >= e) return;
     FOR_ROWS(n, N) {
         const size_t k = (size_t)n * e + i;
-        const float o = ld_act(gate, gate16, (size_t)n * gate_stride + i) * att[k];
+        const float o = ld_act(gate, gate16, (size_t)n * gate_stride + i) * ld_act(att, att16, k);
         if (out) out[k] = o;
         put_twin(twin, k, o);
     }
 }
 void gate_forward_cuda(float *out, const float *gate, const bf16_t *gate16, int gate_stride,
-                       const float *att, int N, int e, bf16_t *twin, cudaStream_t st) {
-    gate_forward_kernel<<<grid_rows(N, e), 256, 0, st>>>(out, gate, gate16, gate_stride, att, N, e, twin);
+                       const float *att, const bf16_t *att16, int N, int e, bf16_t *twin, cudaStream_t st) {
+    gate_forward_kernel<<<grid_rows(N, e), 256, 0, st>>>(out, gate, gate16, gate_stride, att, att16, N, e, twin);
 }
 
 /* out = gate * att: d gate = d_out att (times silu'(u) when u is given); d att = d_out gate */
 __global__ void gate_backward_kernel(float *d_gate, int gate_stride, float *d_att, const float *d_out,
-                                     const float *gate, const bf16_t *gate16, const float *att,
+                                     const bf16_t *d_out16, const float *gate, const bf16_t *gate16,
+                                     const float *att, const bf16_t *att16,
                                      const float *u, const bf16_t *u16, int N, int e, bf16_t *gate_twin,
                                      bf16_t *att_twin) {
     const int i = blockIdx.x * blockDim.x + threadIdx.x;
     if (i >= e) return;
     FOR_ROWS(n, N) {
         const size_t k = (size_t)n * e + i, kg = (size_t)n * gate_stride + i;
-        const float g = ld_act(gate, gate16, kg), dout = d_out[k];
-        float dg = dout * att[k];
+        const float g = ld_act(gate, gate16, kg), dout = ld_act(d_out, d_out16, k);
+        float dg = dout * ld_act(att, att16, k);
         if (u || u16) dg *= silu_grad_f(ld_act(u, u16, kg));
         if (d_gate) d_gate[kg] = dg;
         put_twin(gate_twin, kg, dg);
@@ -443,12 +444,13 @@ __global__ void gate_backward_kernel(float *d_gate, int gate_stride, float *d_at
         put_twin(att_twin, k, da);
     }
 }
-void gate_backward_cuda(float *d_gate, int gate_stride, float *d_att, const float *d_out,
-                        const float *gate, const bf16_t *gate16, const float *att, const float *u_gate,
+void gate_backward_cuda(float *d_gate, int gate_stride, float *d_att, const float *d_out, const bf16_t *d_out16,
+                        const float *gate, const bf16_t *gate16, const float *att, const bf16_t *att16,
+                        const float *u_gate,
                         const bf16_t *u_gate16, int N, int e, bf16_t *d_gate_twin, bf16_t *d_att_twin,
                         cudaStream_t st) {
-    gate_backward_kernel<<<grid_rows(N, e), 256, 0, st>>>(d_gate, gate_stride, d_att, d_out, gate, gate16,
-                                                          att, u_gate, u_gate16, N, e, d_gate_twin,
+    gate_backward_kernel<<<grid_rows(N, e), 256, 0, st>>>(d_gate, gate_stride, d_att, d_out, d_out16, gate,
+                                                          gate16, att, att16, u_gate, u_gate16, N, e, d_gate_twin,
                                                           d_att_twin);
 }
 

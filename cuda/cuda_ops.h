@@ -51,13 +51,14 @@ void embed_backward_cuda(float *d_tok_emb, float *d_pos_scale, const float *dh, 
 void scalenorm_forward_cuda(float *y, float *stat, const float *x, const float *g, int N, int d,
                             int shift_T, bf16_t *twin, cudaStream_t st);
 /* dx += ..., dy is the gradient of the (shifted) output; row_scratch: N floats */
-void scalenorm_backward_cuda(float *dx, float *dg, const float *dy, const float *x,
+void scalenorm_backward_cuda(float *dx, float *dg, const float *dy, const bf16_t *dy16, const float *x,
                              const float *stat, const float *g, int N, int d, int shift_T,
                              float *row_scratch, bf16_t *dx_twin, cudaStream_t st);
 void layernorm_forward_cuda(float *y, float *stat, const float *x, const float *w, const float *b,
                             int N, int d, int shift_T, bf16_t *twin, cudaStream_t st);
 /* dx += ...; dw, db += ...; xhat_scratch: 2 x N x d floats, col_scratch: 64*d floats */
-void layernorm_backward_cuda(float *dx, float *dw, float *db, const float *dy, const float *x,
+void layernorm_backward_cuda(float *dx, float *dw, float *db, const float *dy, const bf16_t *dy16,
+                             const float *x,
                              const float *stat, const float *w, int N, int d, int shift_T,
                              float *xhat_scratch, float *col_scratch, bf16_t *dx_twin,
                              cudaStream_t st);
@@ -71,17 +72,19 @@ void bias_silu_cuda(float *u, bf16_t *u16, float *y, const float *b, int N, int 
 void bias_add_cuda(float *y, const float *b, const float *res, int N, int M, cudaStream_t st);
 /* d[n, j] *= silu'(u[n, j]) for j < M, rows of ld (d and u alike; u from u16 when given);
    with a twin, the result goes to the twin only */
+/* d *= silu'(u); d NULL: in place on the twin (bf16 keeps that gradient as the twin only) */
 void silu_backward_cuda(float *d, const float *u, const bf16_t *u16, int N, int M, int ld,
                         bf16_t *twin, cudaStream_t st);
 /* out = gate * att (gate rows gate_stride apart; read from gate16 when given; out NULL:
    the twin only). Wherever a launcher takes both x and x16, x16 (bf16) is read if given. */
 void gate_forward_cuda(float *out, const float *gate, const bf16_t *gate16, int gate_stride,
-                       const float *att, int N, int e, bf16_t *twin, cudaStream_t st);
+                       const float *att, const bf16_t *att16, int N, int e, bf16_t *twin, cudaStream_t st);
 /* d_gate = d_out att, times silu'(u_gate) when u_gate (the gate's pre-activation, same
    stride) is given: the gate's silu backward folded in; d_att = d_out gate (d_gate, d_att
    NULL: their twins only) */
-void gate_backward_cuda(float *d_gate, int gate_stride, float *d_att, const float *d_out,
-                        const float *gate, const bf16_t *gate16, const float *att, const float *u_gate,
+void gate_backward_cuda(float *d_gate, int gate_stride, float *d_att, const float *d_out, const bf16_t *d_out16,
+                        const float *gate, const bf16_t *gate16, const float *att, const bf16_t *att16,
+                        const float *u_gate,
                         const bf16_t *u_gate16, int N, int e, bf16_t *d_gate_twin, bf16_t *d_att_twin,
                         cudaStream_t st);
 
