@@ -133,11 +133,16 @@ void cuda_forward_pass(Model *m, const int *d_tok, int tstride, int B, int T, in
             gemm_typed(cm, 0, 1, N, H, d, 1, xs, xs_h, d, 0, P->wh, Wh_h, d, 0, 0, hid_u_h, CUDA_R_16BF, H, 0, 1);
         else
             cuda_gemm(cm, 0, 1, N, H, d, 1, xs, xs_h, d, 0, P->wh, Wh_h, d, 0, 0, hid_u, H, 0, 1);
-        bias_silu_cuda(hid_u, TW(hid_u_h), hid_h ? NULL : hid, P->bh, N, H, H, TW(hid_h), st);
+        /* bf16: bias and silu on v's columns only (v feeds products); the gate's and z's
+           kernels take silu(u + b) from the raw product themselves (pre_bias) */
+        bias_silu_cuda(hid_u, TW(hid_u_h), hid_h ? NULL : hid, P->bh, N, hid_h ? e : H, H, TW(hid_h), st);
+        if (hid_h)   /* z's columns too: recomputing silu in both rotary kernels cost more */
+            bias_silu_cuda(NULL, TW(hid_u_h + 2 * e), NULL, P->bh + 2 * e, N, s, H, TW(hid_h + 2 * e), st);
+        const float *pre_gate = hid_h ? P->bh + e : NULL, *pre_z = NULL;
         MARK(P_TO_HIDDEN);
         offset_scale_rotary_forward_cuda(qk4, hid + 2 * e, TW(hid_h ? hid_h + 2 * e : NULL), H, P->gamma,
                                          P->beta, ACT(cm, A_ROT_COS),
-                                         ACT(cm, A_ROT_SIN), N, Tp, s, r, TW(qk4_h), st);
+                                         ACT(cm, A_ROT_SIN), N, Tp, s, r, TW(qk4_h), pre_z, st);
         MARK(P_ROTARY);
         const float *Qq = qk4, *Ql = qk4 + Ns, *Kq = qk4 + 2 * Ns, *Kl = qk4 + 3 * Ns;
         const bf16 *Qq_h = qk4_h, *Ql_h = qk4_h ? qk4_h + Ns : NULL, *Kq_h = qk4_h ? qk4_h + 2 * Ns : NULL,
@@ -156,8 +161,8 @@ void cuda_forward_pass(Model *m, const int *d_tok, int tstride, int B, int T, in
         /* lin_out = lin_q S_g, added to quad_out */
         gemm_typed(cm, 0, 0, C, e, s, 1, Ql, Ql_h, s, Cs, kv, kv_h, e, se, 1, att_out, att_type, e, Ce, BG);
         MARK(P_ATTENTION);
-        gate_forward_cuda(gated_h ? NULL : gated, hid + e, TW(hid_h ? hid_h + e : NULL), H, att_h ? NULL : att,
-                          TW(att_h), N, e, TW(gated_h), st);
+        gate_forward_cuda(gated_h ? NULL : gated, hid + e, TW(hid_h ? hid_u_h + e : NULL), H, att_h ? NULL : att,
+                          TW(att_h), N, e, TW(gated_h), pre_gate, st);
         MARK(P_GATE);
         /* h_out = h + bo + gated Wo^T */
         bias_add_cuda(h_out, P->bo, h, N, d, st);
@@ -196,12 +201,11 @@ static void backward_pass(Model *m, const int *d_tok, int tstride, int B, int T,
     float *d_lnf = ACT(cm, A_D_LNF);
     bf16 *d_res_h = TWIN(cm, H_D_RES), *d_att_h = TWIN(cm, H_D_ATT), *d_kv_h = TWIN(cm, H_D_KV);
     bf16 *dsim_h = TWIN(cm, H_DSIM), *d_hid_h = TWIN(cm, H_D_HID), *d_logits_h = TWIN(cm, H_D_LOGITS);
-    bf16 *d_gated_h = TWIN(cm, H_D_GATED), *d_xs_h = TWIN(cm, H_D_XS);
-    /* bf16: these products write their outputs in bf16 only: d_gated, d_xs, v's columns of
+    bf16 *d_gated_h = TWIN(cm, H_D_GATED);
+    /* bf16: these products write their outputs in bf16 only: d_gated, v's columns of
        d_hid (the second of its two products adds to the first's rounded values) */
     const cudaDataType_t h_type = cm->use_bf16 ? CUDA_R_16BF : CUDA_R_32F;
     void *d_gated_out = d_gated_h ? (void *)d_gated_h : (void *)d_gated;
-    void *d_xs_out = d_xs_h ? (void *)d_xs_h : (void *)d_xs;
     void *d_hid_out = d_hid_h ? (void *)d_hid_h : (void *)d_hid;
     Marks mk = {0, {0}};
     MARK(-1);
@@ -252,8 +256,8 @@ static void backward_pass(Model *m, const int *d_tok, int tstride, int B, int T,
         /* the gate's and z's silu backward are folded into their kernels; v's follows below */
         /* bf16: d_hid's gate and z columns as the twin only (the bias gradient sums the twin) */
         gate_backward_cuda(d_hid_h ? NULL : d_hid + e, H, d_att_h ? NULL : d_att, d_gated_h ? NULL : d_gated,
-                           TW(d_gated_h), hid + e, TW(hid_h ? hid_h + e : NULL), att_h ? NULL : att, TW(att_h), hid_u + e, TW(hid_u_h ? hid_u_h + e : NULL), N, e,
-                           TW(d_hid_h ? d_hid_h + e : NULL), TW(d_att_h), st);
+                           TW(d_gated_h), hid + e, TW(hid_h ? hid_u_h + e : NULL), att_h ? NULL : att, TW(att_h), hid_u + e, TW(hid_u_h ? hid_u_h + e : NULL), N, e,
+                           TW(d_hid_h ? d_hid_h + e : NULL), TW(d_att_h), hid_h ? P->bh + e : NULL, st);
         MARK(P_PHASES + P_GATE);
         const float *Qq = qk4, *Ql = qk4 + Ns, *Kq = qk4 + 2 * Ns, *Kl = qk4 + 3 * Ns;
         const bf16 *Qq_h = qk4_h, *Ql_h = qk4_h ? qk4_h + Ns : NULL, *Kq_h = qk4_h ? qk4_h + 2 * Ns : NULL,
@@ -279,20 +283,22 @@ static void backward_pass(Model *m, const int *d_tok, int tstride, int B, int T,
         offset_scale_rotary_backward_cuda(d_hid_h ? NULL : d_hid + 2 * e, D->gamma, D->beta, d_qk4, hid + 2 * e,
                                           TW(hid_h ? hid_h + 2 * e : NULL), H,
                                           hid_u + 2 * e, TW(hid_u_h ? hid_u_h + 2 * e : NULL), P->gamma, ACT(cm, A_ROT_COS), ACT(cm, A_ROT_SIN),
-                                          N, Tp, s, r, col, TW(d_hid_h ? d_hid_h + 2 * e : NULL), st);
+                                          N, Tp, s, r, col, TW(d_hid_h ? d_hid_h + 2 * e : NULL),
+                                          NULL, st);
         MARK(P_PHASES + P_ROTARY);
         silu_backward_cuda(d_hid_h ? NULL : d_hid, hid_u, TW(hid_u_h), N, e, H, TW(d_hid_h), st);   /* v's columns */
         /* one product gives both inputs' gradient sum, one the fused weight block's */
-        gemm_typed(cm, 0, 0, N, d, H, 1, d_hid, d_hid_h, H, 0, P->wh, Wh_h, d, 0, 0, d_xs_out, h_type, d, 0, 1);
+        /* d_xs stays fp32: the norms' backward read it faster than bf16 (docs/cuda-notes.md) */
+        cuda_gemm(cm, 0, 0, N, d, H, 1, d_hid, d_hid_h, H, 0, P->wh, Wh_h, d, 0, 0, d_xs, d, 0, 1);
         cuda_gemm(cm, 1, 0, H, d, N, 1, d_hid, d_hid_h, H, 0, xs, xs_h, d, 0, 1, D->wh, d, 0, 1);
         if (d_hid_h) colsum16_add_cuda(D->bh, TW(d_hid_h), H, N, H, col, st);
         else colsum_add_cuda(D->bh, d_hid, H, NULL, 0, N, H, col, st);
         MARK(P_PHASES + P_TO_HIDDEN);
         if (c->norm_type == NORM_SCALENORM)
-            scalenorm_backward_cuda(d_res, D->norm_g, d_xs_h ? NULL : d_xs, TW(d_xs_h), h, stat, P->norm_g, N, d, shift, row,
+            scalenorm_backward_cuda(d_res, D->norm_g, d_xs, NULL, h, stat, P->norm_g, N, d, shift, row,
                                     TW(d_res_h), st);
         else
-            layernorm_backward_cuda(d_res, D->norm_w, D->norm_b, d_xs_h ? NULL : d_xs, TW(d_xs_h), h, stat, P->norm_w, N, d, shift,
+            layernorm_backward_cuda(d_res, D->norm_w, D->norm_b, d_xs, NULL, h, stat, P->norm_w, N, d, shift,
                                     ACT(cm, A_XHAT_SCRATCH), col, TW(d_res_h), st);
         MARK(P_PHASES + P_NORM);
     }
@@ -360,12 +366,12 @@ static size_t layout(const FlashConfig *c, int capB, int capTp, int bf16, size_t
         n[H_GATED] = n[A_GATED];      n[H_LNF_OUT] = n[A_LNF_OUT];  n[H_D_LOGITS] = n[A_D_LOGITS];
         n[H_D_RES] = n[A_D_RES];      n[H_D_ATT] = n[A_D_ATT];      n[H_D_KV] = n[A_D_KV];
         n[H_DSIM] = n[A_DSIM];        n[H_D_HID] = n[A_D_HID];      n[H_ATT] = n[A_ATT];
-        n[H_D_GATED] = n[A_D_GATED];  n[H_D_XS] = n[A_D_XS];
+        n[H_D_GATED] = n[A_D_GATED];
         for (int k = H_XS; k < A_COUNT; k++) el[k] = 2;
-        /* kept as twins only: u, v | gate | z, gated, att, d_gated, d_xs (their fp32
+        /* kept as twins only: u, v | gate | z, gated, att, d_gated (their fp32
            buffers are never read) */
         n[A_HID_U] = 0;         n[A_HID] = 0;             n[A_GATED] = 0;
-        n[A_ATT] = 0;           n[A_D_GATED] = 0;         n[A_D_XS] = 0;
+        n[A_ATT] = 0;           n[A_D_GATED] = 0;
     }
     size_t at = 0;
     for (int k = 0; k < A_COUNT; k++) {

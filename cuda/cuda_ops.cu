@@ -53,6 +53,17 @@ __device__ __forceinline__ float ld_act(const float *x, const bf16_t *x16, size_
     return x16 ? __bfloat162float(reinterpret_cast<const bf16 *>(x16)[i]) : x[i];
 }
 __device__ __forceinline__ float silu_f(float u) { return u / (1.0f + expf(-u)); }
+/* bf16 only: the fast exponential (a few ulp of fp32, far below bf16's rounding) */
+__device__ __forceinline__ float sigmoid_fast(float u) { return __frcp_rn(1.0f + __expf(-u)); }
+/* bf16 keeps the gate's and z's columns only as the product's raw output u16 (no bias, no
+   silu: one pass over them fewer); the kernels that read them are given the bias (pre_bias)
+   and take silu(u16 + b) themselves. Without pre_bias: the stored value and pre-activation. */
+__device__ __forceinline__ float ld_pre(const float *u, const bf16_t *u16, const float *pre_bias, size_t i, int j) {
+    return pre_bias ? __bfloat162float(reinterpret_cast<const bf16 *>(u16)[i]) + pre_bias[j] : ld_act(u, u16, i);
+}
+__device__ __forceinline__ float ld_silu(const float *x, const bf16_t *x16, const float *pre_bias, size_t i, int j) {
+    return pre_bias ? silu_f(ld_pre(NULL, x16, pre_bias, i, j)) : ld_act(x, x16, i);
+}
 __device__ __forceinline__ float sigmoid_f(float u) { return 1.0f / (1.0f + expf(-u)); }
 
 /* ================================ reductions ======================================= */
@@ -403,25 +414,67 @@ __global__ void silu_backward_kernel(float *d, const float *u, const bf16_t *u16
         put_twin(twin, at, g);
     }
 }
+/* bf16 only, in place on the twin, two columns per thread */
+__global__ void silu_backward16x2_kernel(const bf16_t *u16, int N, int M2, int ld, bf16_t *twin) {
+    const int j2 = blockIdx.x * blockDim.x + threadIdx.x;
+    if (j2 >= M2) return;
+    const __nv_bfloat162 *u2 = reinterpret_cast<const __nv_bfloat162 *>(u16);
+    __nv_bfloat162 *d2 = reinterpret_cast<__nv_bfloat162 *>(twin);
+    FOR_ROWS(n, N) {
+        const size_t at = ((size_t)n * ld) / 2 + j2;
+        const float2 u = __bfloat1622float2(u2[at]), dv = __bfloat1622float2(d2[at]);
+        const float s0 = sigmoid_fast(u.x), s1 = sigmoid_fast(u.y);
+        d2[at] = __floats2bfloat162_rn(dv.x * s0 * (1.0f + u.x * (1.0f - s0)), dv.y * s1 * (1.0f + u.y * (1.0f - s1)));
+    }
+}
 void silu_backward_cuda(float *d, const float *u, const bf16_t *u16, int N, int M, int ld,
                         bf16_t *twin, cudaStream_t st) {
+    if (!d && u16 && twin && M % 2 == 0 && ld % 2 == 0 && (uintptr_t)u16 % 4 == 0 && (uintptr_t)twin % 4 == 0) {
+        silu_backward16x2_kernel<<<grid_rows(N, M / 2), 256, 0, st>>>(u16, N, M / 2, ld, twin);
+        return;
+    }
     silu_backward_kernel<<<grid_rows(N, M), 256, 0, st>>>(d, u, u16, N, M, ld, twin);
 }
 
 __global__ void gate_forward_kernel(float *out, const float *gate, const bf16_t *gate16, int gate_stride,
-                                    const float *att, const bf16_t *att16, int N, int e, bf16_t *twin) {
+                                    const float *att, const bf16_t *att16, int N, int e, bf16_t *twin,
+                                    const float *pre_bias) {
     const int i = blockIdx.x * blockDim.x + threadIdx.x;
     if (i >= e) return;
     FOR_ROWS(n, N) {
         const size_t k = (size_t)n * e + i;
-        const float o = ld_act(gate, gate16, (size_t)n * gate_stride + i) * ld_act(att, att16, k);
+        const float o = ld_silu(gate, gate16, pre_bias, (size_t)n * gate_stride + i, i) * ld_act(att, att16, k);
         if (out) out[k] = o;
         put_twin(twin, k, o);
     }
 }
+/* bf16 with pre_bias, two columns per thread: twin = silu(u + b) att */
+__global__ void gate_forward16x2_kernel(const bf16_t *u16, int gate_stride, const bf16_t *att16, int N, int e2,
+                                        bf16_t *twin, const float *pre_bias) {
+    const int j2 = blockIdx.x * blockDim.x + threadIdx.x;
+    if (j2 >= e2) return;
+    const float b0 = pre_bias[2 * j2], b1 = pre_bias[2 * j2 + 1];
+    const __nv_bfloat162 *u2 = reinterpret_cast<const __nv_bfloat162 *>(u16);
+    const __nv_bfloat162 *a2 = reinterpret_cast<const __nv_bfloat162 *>(att16);
+    __nv_bfloat162 *o2 = reinterpret_cast<__nv_bfloat162 *>(twin);
+    FOR_ROWS(n, N) {
+        const size_t k = (size_t)n * e2 + j2;
+        const float2 u = __bfloat1622float2(u2[((size_t)n * gate_stride) / 2 + j2]), a = __bfloat1622float2(a2[k]);
+        const float p0 = u.x + b0, p1 = u.y + b1;
+        o2[k] = __floats2bfloat162_rn(p0 * sigmoid_fast(p0) * a.x, p1 * sigmoid_fast(p1) * a.y);
+    }
+}
 void gate_forward_cuda(float *out, const float *gate, const bf16_t *gate16, int gate_stride,
-                       const float *att, const bf16_t *att16, int N, int e, bf16_t *twin, cudaStream_t st) {
-    gate_forward_kernel<<<grid_rows(N, e), 256, 0, st>>>(out, gate, gate16, gate_stride, att, att16, N, e, twin);
+                       const float *att, const bf16_t *att16, int N, int e, bf16_t *twin, const float *pre_bias,
+                       cudaStream_t st) {
+    if (pre_bias && !out && att16 && twin && e % 2 == 0 && gate_stride % 2 == 0 && (uintptr_t)gate16 % 4 == 0 &&
+        (uintptr_t)att16 % 4 == 0 && (uintptr_t)twin % 4 == 0) {
+        gate_forward16x2_kernel<<<grid_rows(N, e / 2), 256, 0, st>>>(gate16, gate_stride, att16, N, e / 2, twin,
+                                                                     pre_bias);
+        return;
+    }
+    gate_forward_kernel<<<grid_rows(N, e), 256, 0, st>>>(out, gate, gate16, gate_stride, att, att16, N, e, twin,
+                                                         pre_bias);
 }
 
 /* out = gate * att: d gate = d_out att (times silu'(u) when u is given); d att = d_out gate */
@@ -429,14 +482,21 @@ __global__ void gate_backward_kernel(float *d_gate, int gate_stride, float *d_at
                                      const bf16_t *d_out16, const float *gate, const bf16_t *gate16,
                                      const float *att, const bf16_t *att16,
                                      const float *u, const bf16_t *u16, int N, int e, bf16_t *gate_twin,
-                                     bf16_t *att_twin) {
+                                     bf16_t *att_twin, const float *pre_bias) {
     const int i = blockIdx.x * blockDim.x + threadIdx.x;
     if (i >= e) return;
     FOR_ROWS(n, N) {
         const size_t k = (size_t)n * e + i, kg = (size_t)n * gate_stride + i;
-        const float g = ld_act(gate, gate16, kg), dout = ld_act(d_out, d_out16, k);
-        float dg = dout * ld_act(att, att16, k);
-        if (u || u16) dg *= silu_grad_f(ld_act(u, u16, kg));
+        const float dout = ld_act(d_out, d_out16, k);
+        float g, dg = dout * ld_act(att, att16, k);
+        if (pre_bias) {
+            const float pre = ld_pre(NULL, u16, pre_bias, kg, i);
+            g = silu_f(pre);
+            dg *= silu_grad_f(pre);
+        } else {
+            g = ld_act(gate, gate16, kg);
+            if (u || u16) dg *= silu_grad_f(ld_act(u, u16, kg));
+        }
         if (d_gate) d_gate[kg] = dg;
         put_twin(gate_twin, kg, dg);
         const float da = dout * g;
@@ -444,14 +504,43 @@ __global__ void gate_backward_kernel(float *d_gate, int gate_stride, float *d_at
         put_twin(att_twin, k, da);
     }
 }
+/* bf16 with pre_bias, two columns per thread: d_gate (twin, gate_stride) = d_out att silu'(p),
+   d_att (twin) = d_out silu(p), p = u + b */
+__global__ void gate_backward16x2_kernel(bf16_t *d_gate, int gate_stride, bf16_t *d_att, const bf16_t *d_out16,
+                                         const bf16_t *att16, const bf16_t *u16, int N, int e2,
+                                         const float *pre_bias) {
+    const int j2 = blockIdx.x * blockDim.x + threadIdx.x;
+    if (j2 >= e2) return;
+    const float b0 = pre_bias[2 * j2], b1 = pre_bias[2 * j2 + 1];
+    const __nv_bfloat162 *u2 = reinterpret_cast<const __nv_bfloat162 *>(u16);
+    const __nv_bfloat162 *a2 = reinterpret_cast<const __nv_bfloat162 *>(att16);
+    const __nv_bfloat162 *o2 = reinterpret_cast<const __nv_bfloat162 *>(d_out16);
+    __nv_bfloat162 *dg2 = reinterpret_cast<__nv_bfloat162 *>(d_gate), *da2 = reinterpret_cast<__nv_bfloat162 *>(d_att);
+    FOR_ROWS(n, N) {
+        const size_t k = (size_t)n * e2 + j2, kg = ((size_t)n * gate_stride) / 2 + j2;
+        const float2 u = __bfloat1622float2(u2[kg]), a = __bfloat1622float2(a2[k]), o = __bfloat1622float2(o2[k]);
+        const float p0 = u.x + b0, p1 = u.y + b1;
+        const float s0 = sigmoid_fast(p0), s1 = sigmoid_fast(p1);
+        dg2[kg] = __floats2bfloat162_rn(o.x * a.x * s0 * (1.0f + p0 * (1.0f - s0)),
+                                        o.y * a.y * s1 * (1.0f + p1 * (1.0f - s1)));
+        da2[k] = __floats2bfloat162_rn(o.x * p0 * s0, o.y * p1 * s1);
+    }
+}
 void gate_backward_cuda(float *d_gate, int gate_stride, float *d_att, const float *d_out, const bf16_t *d_out16,
                         const float *gate, const bf16_t *gate16, const float *att, const bf16_t *att16,
                         const float *u_gate,
                         const bf16_t *u_gate16, int N, int e, bf16_t *d_gate_twin, bf16_t *d_att_twin,
-                        cudaStream_t st) {
+                        const float *pre_bias, cudaStream_t st) {
+    if (pre_bias && !d_gate && !d_att && d_out16 && att16 && u_gate16 && d_gate_twin && d_att_twin && e % 2 == 0 &&
+        gate_stride % 2 == 0 && (uintptr_t)u_gate16 % 4 == 0 && (uintptr_t)d_gate_twin % 4 == 0 &&
+        (uintptr_t)d_att_twin % 4 == 0 && (uintptr_t)d_out16 % 4 == 0 && (uintptr_t)att16 % 4 == 0) {
+        gate_backward16x2_kernel<<<grid_rows(N, e / 2), 256, 0, st>>>(d_gate_twin, gate_stride, d_att_twin, d_out16,
+                                                                      att16, u_gate16, N, e / 2, pre_bias);
+        return;
+    }
     gate_backward_kernel<<<grid_rows(N, e), 256, 0, st>>>(d_gate, gate_stride, d_att, d_out, d_out16, gate,
                                                           gate16, att, att16, u_gate, u_gate16, N, e, d_gate_twin,
-                                                          d_att_twin);
+                                                          d_att_twin, pre_bias);
 }
 
 /* ============================ offset-scale + rotary ================================ */
@@ -466,7 +555,7 @@ __device__ __forceinline__ void unit_features(int u, int pairs, int *f0, int *f1
 /* o_k = z gamma_k + beta_k, then (u, w) -> (u cos - w sin, w cos + u sin) */
 __global__ void osr_forward_kernel(float *qk4, const float *z, const bf16_t *z16, int z_stride, const float *gamma,
                                    const float *beta, const float *rot_cos, const float *rot_sin,
-                                   int N, int Tp, int s, int r, bf16_t *twin) {
+                                   int N, int Tp, int s, int r, bf16_t *twin, const float *pre_bias) {
     const int pairs = r / 2, units = pairs + (s - 2 * pairs);
     const int u = blockIdx.x * blockDim.x + threadIdx.x;
     if (u >= units) return;
@@ -475,7 +564,8 @@ __global__ void osr_forward_kernel(float *qk4, const float *z, const bf16_t *z16
         int f0, f1;
         unit_features(u, pairs, &f0, &f1);
         const size_t zr = (size_t)n * z_stride;
-        const float z0 = ld_act(z, z16, zr + f0), z1 = f1 >= 0 ? ld_act(z, z16, zr + f1) : 0.0f;
+        const float z0 = ld_silu(z, z16, pre_bias, zr + f0, f0);
+        const float z1 = f1 >= 0 ? ld_silu(z, z16, pre_bias, zr + f1, f1) : 0.0f;
         for (int k = 0; k < 4; k++) {
             float *o = qk4 + (size_t)k * N * s + (size_t)n * s;
             const float a = z0 * gamma[k * s + f0] + beta[k * s + f0];
@@ -497,17 +587,17 @@ __global__ void osr_forward_kernel(float *qk4, const float *z, const bf16_t *z16
 void offset_scale_rotary_forward_cuda(float *qk4, const float *z, const bf16_t *z16, int z_stride,
                                       const float *gamma, const float *beta, const float *rot_cos,
                                       const float *rot_sin, int N, int Tp, int s, int r, bf16_t *twin,
-                                      cudaStream_t st) {
+                                      const float *pre_bias, cudaStream_t st) {
     const int units = r / 2 + (s - 2 * (r / 2));
     osr_forward_kernel<<<grid_rows_t(N, units, threads_for(units)), threads_for(units), 0, st>>>(
-        qk4, z, z16, z_stride, gamma, beta, rot_cos, rot_sin, N, Tp, s, r, twin);
+        qk4, z, z16, z_stride, gamma, beta, rot_cos, rot_sin, N, Tp, s, r, twin, pre_bias);
 }
 
 /* rotation back: du = g1 cos + g2 sin, dw = g2 cos - g1 sin; dz = sum_k back_k gamma_k
    (times silu'(u) when u is given) */
 __global__ void osr_backward_kernel(float *dz, float *d_qk4, const float *u, const bf16_t *u16, const float *gamma,
                                     const float *rot_cos, const float *rot_sin, int z_stride, int N,
-                                    int Tp, int s, int r, bf16_t *dz_twin) {
+                                    int Tp, int s, int r, bf16_t *dz_twin, const float *pre_bias) {
     const int pairs = r / 2, units = pairs + (s - 2 * pairs);
     const int un = blockIdx.x * blockDim.x + threadIdx.x;
     if (un >= units) return;
@@ -532,11 +622,11 @@ __global__ void osr_backward_kernel(float *dz, float *d_qk4, const float *u, con
             dz1 += b1 * gamma[k * s + f1];
         }
         const int has_u = u || u16;
-        if (has_u) dz0 *= silu_grad_f(ld_act(u, u16, (size_t)n * z_stride + f0));
+        if (has_u) dz0 *= silu_grad_f(ld_pre(u, u16, pre_bias, (size_t)n * z_stride + f0, f0));
         if (dz) dz[(size_t)n * z_stride + f0] = dz0;
         put_twin(dz_twin, (size_t)n * z_stride + f0, dz0);
         if (f1 >= 0) {
-            if (has_u) dz1 *= silu_grad_f(ld_act(u, u16, (size_t)n * z_stride + f1));
+            if (has_u) dz1 *= silu_grad_f(ld_pre(u, u16, pre_bias, (size_t)n * z_stride + f1, f1));
             if (dz) dz[(size_t)n * z_stride + f1] = dz1;
             put_twin(dz_twin, (size_t)n * z_stride + f1, dz1);
         }
@@ -545,7 +635,7 @@ __global__ void osr_backward_kernel(float *dz, float *d_qk4, const float *u, con
 /* dgamma_k += sum_n back_k z and dbeta_k += sum_n back_k for all four k in one pass:
    blockIdx.z = k, then as colsum_partial_kernel; partial: 64 slices x (4s | 4s) */
 __global__ void osr_param_partial_kernel(float *partial, const float *d_qk4, const float *z,
-                                         const bf16_t *z16, int z_stride, int N, int s) {
+                                         const bf16_t *z16, int z_stride, int N, int s, const float *pre_bias) {
     __shared__ float acc_g[8][33], acc_b[8][33];
     const int j = blockIdx.x * 32 + threadIdx.x, slice = blockIdx.y, k = blockIdx.z;
     const int lo = (int)((long)N * slice / RED_SLICES), hi = (int)((long)N * (slice + 1) / RED_SLICES);
@@ -554,7 +644,7 @@ __global__ void osr_param_partial_kernel(float *partial, const float *d_qk4, con
     if (j < s)
         for (int n = lo + threadIdx.y; n < hi; n += 8) {
             const float a = g[(size_t)n * s + j];
-            sg += a * ld_act(z, z16, (size_t)n * z_stride + j);
+            sg += a * ld_silu(z, z16, pre_bias, (size_t)n * z_stride + j, j);
             sb += a;
         }
     acc_g[threadIdx.y][threadIdx.x] = sg;
@@ -580,12 +670,13 @@ void offset_scale_rotary_backward_cuda(float *dz, float *dgamma, float *dbeta, f
                                        const float *z, const bf16_t *z16, int z_stride, const float *u_z,
                                        const bf16_t *u_z16, const float *gamma, const float *rot_cos,
                                        const float *rot_sin, int N, int Tp, int s, int r,
-                                       float *part_scratch, bf16_t *dz_twin, cudaStream_t st) {
+                                       float *part_scratch, bf16_t *dz_twin, const float *pre_bias,
+                                       cudaStream_t st) {
     const int units = r / 2 + (s - 2 * (r / 2));
     osr_backward_kernel<<<grid_rows_t(N, units, threads_for(units)), threads_for(units), 0, st>>>(dz, d_qk4, u_z, u_z16, gamma, rot_cos, rot_sin,
-                                                            z_stride, N, Tp, s, r, dz_twin);
+                                                            z_stride, N, Tp, s, r, dz_twin, pre_bias);
     dim3 grid((s + 31) / 32, RED_SLICES, 4), block(32, 8);
-    osr_param_partial_kernel<<<grid, block, 0, st>>>(part_scratch, d_qk4, z, z16, z_stride, N, s);
+    osr_param_partial_kernel<<<grid, block, 0, st>>>(part_scratch, d_qk4, z, z16, z_stride, N, s, pre_bias);
     osr_param_final_kernel<<<(8 * s + 255) / 256, 256, 0, st>>>(dgamma, dbeta, part_scratch, s);
 }
 

@@ -76,9 +76,12 @@ void bias_add_cuda(float *y, const float *b, const float *res, int N, int M, cud
 void silu_backward_cuda(float *d, const float *u, const bf16_t *u16, int N, int M, int ld,
                         bf16_t *twin, cudaStream_t st);
 /* out = gate * att (gate rows gate_stride apart; read from gate16 when given; out NULL:
-   the twin only). Wherever a launcher takes both x and x16, x16 (bf16) is read if given. */
+   the twin only). Wherever a launcher takes both x and x16, x16 (bf16) is read if given.
+   pre_bias (bf16): the gate's (z's) columns are the product's raw output, gate16 (z16, u16)
+   point at them, and the kernel takes silu(raw + pre_bias) and silu' of that itself. */
 void gate_forward_cuda(float *out, const float *gate, const bf16_t *gate16, int gate_stride,
-                       const float *att, const bf16_t *att16, int N, int e, bf16_t *twin, cudaStream_t st);
+                       const float *att, const bf16_t *att16, int N, int e, bf16_t *twin, const float *pre_bias,
+                       cudaStream_t st);
 /* d_gate = d_out att, times silu'(u_gate) when u_gate (the gate's pre-activation, same
    stride) is given: the gate's silu backward folded in; d_att = d_out gate (d_gate, d_att
    NULL: their twins only) */
@@ -86,7 +89,7 @@ void gate_backward_cuda(float *d_gate, int gate_stride, float *d_att, const floa
                         const float *gate, const bf16_t *gate16, const float *att, const bf16_t *att16,
                         const float *u_gate,
                         const bf16_t *u_gate16, int N, int e, bf16_t *d_gate_twin, bf16_t *d_att_twin,
-                        cudaStream_t st);
+                        const float *pre_bias, cudaStream_t st);
 
 /* ---- offset-scale + rotary ------------------------------------------------------------ */
 /* qk4: 4 blocks of N x s (quad_q, lin_q, quad_k, lin_k); z rows z_stride apart;
@@ -94,7 +97,7 @@ void gate_backward_cuda(float *d_gate, int gate_stride, float *d_att, const floa
 void offset_scale_rotary_forward_cuda(float *qk4, const float *z, const bf16_t *z16, int z_stride,
                                       const float *gamma, const float *beta, const float *rot_cos,
                                       const float *rot_sin, int N, int Tp, int s, int r, bf16_t *twin,
-                                      cudaStream_t st);
+                                      const float *pre_bias, cudaStream_t st);
 /* d_qk4 is rotated back in place; dz written (rows z_stride apart; NULL: the twin only),
    times silu'(u_z) when u_z (z's pre-activation, same stride) is given; dgamma, dbeta +=.
    part_scratch: 64 x 8 x s floats. */
@@ -102,7 +105,8 @@ void offset_scale_rotary_backward_cuda(float *dz, float *dgamma, float *dbeta, f
                                        const float *z, const bf16_t *z16, int z_stride, const float *u_z,
                                        const bf16_t *u_z16, const float *gamma, const float *rot_cos,
                                        const float *rot_sin, int N, int Tp, int s, int r,
-                                       float *part_scratch, bf16_t *dz_twin, cudaStream_t st);
+                                       float *part_scratch, bf16_t *dz_twin, const float *pre_bias,
+                                       cudaStream_t st);
 
 /* ---- attention pieces (the products are cuBLAS calls in cuda_model.cu) --------------- */
 /* sim[task, i, j] += bias_dist[i - j]; attn = phi(sim) for j <= i, else 0 (and sim 0);

@@ -259,7 +259,7 @@ static void test_silu_gate(void) {
     fill(att, (size_t)N * e, -1, 1);
     gate_forward(outref, u + 3, stride, att, N, e);
     float *d_att = dev_from(att, (size_t)N * e), *d_out = dev_nan((size_t)N * e);
-    gate_forward_cuda(d_out, d_u + 3, NULL, stride, d_att, NULL, N, e, NULL, 0);
+    gate_forward_cuda(d_out, d_u + 3, NULL, stride, d_att, NULL, N, e, NULL, NULL, 0);
     /* the device u holds u + b: compare against the same */
     gate_forward(outref, ug + 3, stride, att, N, e);
     float *out = host_copy(d_out, (size_t)N * e);
@@ -270,7 +270,7 @@ static void test_silu_gate(void) {
     for (size_t i = 0; i < (size_t)N * stride; i++) dgate_ref[i] = 7;
     gate_backward(dgate_ref + 3, stride, datt_ref, dout, ug + 3, att, N, e);
     float *d_dout = dev_from(dout, (size_t)N * e), *d_dgate = dev_nan((size_t)N * stride), *d_datt = dev_nan((size_t)N * e);
-    gate_backward_cuda(d_dgate + 3, stride, d_datt, d_dout, NULL, d_u + 3, NULL, d_att, NULL, NULL, NULL, N, e, NULL, NULL, 0);
+    gate_backward_cuda(d_dgate + 3, stride, d_datt, d_dout, NULL, d_u + 3, NULL, d_att, NULL, NULL, NULL, N, e, NULL, NULL, NULL, 0);
     float *dgate = host_copy(d_dgate, (size_t)N * stride), *datt = host_copy(d_datt, (size_t)N * e);
     double worst = 0;
     for (int n = 0; n < N; n++)
@@ -283,7 +283,7 @@ static void test_silu_gate(void) {
     float *uu = malloc(sizeof(float) * N * stride);
     fill(uu, (size_t)N * stride, -4, 4);
     float *d_uu = dev_from(uu, (size_t)N * stride);
-    gate_backward_cuda(d_dgate + 3, stride, d_datt, d_dout, NULL, d_u + 3, NULL, d_att, NULL, d_uu + 3, NULL, N, e, NULL, NULL, 0);
+    gate_backward_cuda(d_dgate + 3, stride, d_datt, d_dout, NULL, d_u + 3, NULL, d_att, NULL, d_uu + 3, NULL, N, e, NULL, NULL, NULL, 0);
     free(dgate);
     dgate = host_copy(d_dgate, (size_t)N * stride);
     float *sg_ref = malloc(sizeof(float) * N * stride);
@@ -317,7 +317,7 @@ static void osr_case(int s, int r) {
     float *d_z = dev_from(z, (size_t)N * zs), *d_g = dev_from(gamma, 4 * (size_t)s), *d_b = dev_from(beta, 4 * (size_t)s);
     float *d_cs = dev_from(cs, (size_t)T * (r / 2)), *d_sn = dev_from(sn, (size_t)T * (r / 2));
     float *d_q = dev_nan((size_t)4 * N * s);
-    offset_scale_rotary_forward_cuda(d_q, d_z, NULL, zs, d_g, d_b, d_cs, d_sn, N, T, s, r, NULL, 0);
+    offset_scale_rotary_forward_cuda(d_q, d_z, NULL, zs, d_g, d_b, d_cs, d_sn, N, T, s, r, NULL, NULL, 0);
     float *q = host_copy(d_q, (size_t)4 * N * s);
     CHECK(rel_err(q, ref, (size_t)4 * N * s) < KTOL, "s %d r %d forward rel %g", s, r, rel_err(q, ref, (size_t)4 * N * s));
     float *dq = malloc(sizeof(float) * 4 * N * s), *dz_ref = malloc(sizeof(float) * N * zs);
@@ -329,7 +329,7 @@ static void osr_case(int s, int r) {
     float *zeros = calloc(4 * (size_t)s, sizeof(float));
     float *d_dz = dev_nan((size_t)N * zs), *d_dg = dev_from(zeros, 4 * (size_t)s), *d_db = dev_from(zeros, 4 * (size_t)s);
     float *col = dev_nan(64 * 8 * (size_t)s);
-    offset_scale_rotary_backward_cuda(d_dz, d_dg, d_db, d_dq, d_z, NULL, zs, NULL, NULL, d_g, d_cs, d_sn, N, T, s, r, col, NULL, 0);
+    offset_scale_rotary_backward_cuda(d_dz, d_dg, d_db, d_dq, d_z, NULL, zs, NULL, NULL, d_g, d_cs, d_sn, N, T, s, r, col, NULL, NULL, 0);
     float *dz = host_copy(d_dz, (size_t)N * zs), *dgm = host_copy(d_dg, 4 * (size_t)s), *dbt = host_copy(d_db, 4 * (size_t)s);
     double worst = 0;
     for (int n = 0; n < N; n++) for (int f = 0; f < s; f++) {
@@ -347,7 +347,7 @@ static void osr_case(int s, int r) {
     silu_backward(dz2_ref, dz_ref, uz, (size_t)N * zs);
     float *d_uz = dev_from(uz, (size_t)N * zs);
     cudaMemcpy(d_dq, dq0, sizeof(float) * 4 * N * s, cudaMemcpyHostToDevice);
-    offset_scale_rotary_backward_cuda(d_dz, d_dg, d_db, d_dq, d_z, NULL, zs, d_uz, NULL, d_g, d_cs, d_sn, N, T, s, r, col, NULL, 0);
+    offset_scale_rotary_backward_cuda(d_dz, d_dg, d_db, d_dq, d_z, NULL, zs, d_uz, NULL, d_g, d_cs, d_sn, N, T, s, r, col, NULL, NULL, 0);
     free(dz);
     dz = host_copy(d_dz, (size_t)N * zs);
     worst = 0;
