@@ -12,6 +12,8 @@
 #                round, the 16 x 1 split that measured fastest for PyTorch)
 #   --reproduce  scripts/reproduce_enwik8.sh end to end on the data with 200 steps
 #   --no-build   use the binaries already built (./train, build/f32/*)
+# With MPI built in and mpirun found, also the bench under mpirun -np 1 with the gradient sum
+# forced (NCCL when built in), its share of a step.
 # DATA (default ../shared/data/enwik8-head.gz) and FIXTURES (../shared/fixtures) may be
 # set in the environment.
 set -uo pipefail
@@ -23,7 +25,7 @@ while [ $# -gt 0 ]; do
         --evidence) evidence=$2; shift 2 ;;
         --compare) compare=1; shift ;;
         --reproduce) reproduce=1; shift ;;
-        -h|--help) sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h|--help) sed -n "2,18p" "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) echo "gpu_check: unknown option $1" >&2; exit 2 ;;
     esac
 done
@@ -39,6 +41,13 @@ echo "== bench"
 ./train bench --preset flash-pytorch --device cuda --precision fp32 --batch 16 --accum 1 --steps 10 | grep -E '^(gemm|steps|throughput|ratio|bench):'
 ./train bench --preset flash-pytorch --device cuda --precision bf16 --batch 2 --accum 1 --seq-len 8192 --steps 20 | grep -E '^(gemm|throughput|ratio|bench):'
 ./train bench --preset flash-pytorch --device cuda --precision fp32 --batch 2 --accum 1 --seq-len 8192 --steps 10 | grep -E '^(throughput|bench):'
+
+if command -v mpirun >/dev/null 2>&1 && ./train --help 2>&1 | grep -q 'This build has MPI'; then
+    echo "== the data-parallel sum on one GPU (mpirun -np 1, FLASH_ALLREDUCE_ONE_RANK=1)"
+    OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 mpirun -np 1 --bind-to none -x FLASH_ALLREDUCE_ONE_RANK=1 \
+        ./train bench --preset flash-pytorch --device cuda --precision bf16 --batch 16 --accum 1 --steps 20 |
+        grep -E '^(nccl|data parallel|bench-parallel|bench):'
+fi
 
 if [ -n "$evidence" ]; then
     for p in bf16 fp32; do
