@@ -500,11 +500,15 @@ int options_validate(const Options *o, char *err, size_t errlen) {
 int options_to_json(const Options *o, char *buf, size_t buflen) {
     /* an escaped byte takes at most 6 characters (\u00XX): the literals always fit */
     static char data[6 * OPT_PATH_MAX + 8], init[6 * OPT_PATH_MAX + 8];
-    char model[1024], seed[32], dataid[96] = "";
+    char model[1024], seed[32], dataid[96] = "", preset[6 * sizeof o->preset + 8], trained[6 * sizeof o->trained_on + 8];
     config_to_json(&o->model, model, sizeof model);
     model[strlen(model) - 1] = 0;   /* drop '}' to continue the same flat object */
     json_escape(data, sizeof data, o->data_path);
     json_escape(init, sizeof init, o->init_from);
+    /* every string through the escaper, read from a file too: a preset name read back from a
+       crafted checkpoint may hold any byte (the settings fuzzer found a raw \r) */
+    json_escape(preset, sizeof preset, o->preset);
+    json_escape(trained, sizeof trained, o->trained_on);
     /* a seed above 2^63 (jansson's integers are signed 64-bit) is written as a string; none
        goes through a double (2^53) */
     if (o->seed > (uint64_t)INT64_MAX) snprintf(seed, sizeof seed, "\"%llu\"", (unsigned long long)o->seed);
@@ -514,18 +518,18 @@ int options_to_json(const Options *o, char *buf, size_t buflen) {
                  (unsigned long long)o->data_bytes, (unsigned long)o->data_crc32);
     const char *clip = o->opt.clip_mode == CLIP_LOCAL ? "local" : o->opt.clip_mode == CLIP_GLOBAL ? "global" : "none";
     int n = snprintf(buf, buflen,
-        "%s,\n \"preset\": \"%s\", \"data\": %s, \"init_from\": %s, \"seed\": %s,\n%s"
+        "%s,\n \"preset\": %s, \"data\": %s, \"init_from\": %s, \"seed\": %s,\n%s"
         " \"steps\": %ld, \"batch\": %d, \"accum\": %d, \"seq_len\": %d,\n"
         " \"lr\": %.17g, \"warmup\": %ld, \"min_lr\": %.17g, \"weight_decay\": %.17g,\n"
         " \"beta1\": %.17g, \"beta2\": %.17g, \"eps\": %.17g, \"clip_mode\": \"%s\", \"clip\": %.17g,\n"
         " \"eval_every\": %d, \"eval_windows\": %d, \"sample_every\": %d, \"sample_len\": %d,\n"
         " \"sample_prime\": %d, \"ckpt_every\": %d, \"keep_ckpts\": %d, \"log_every\": %d,\n"
-        " \"trained_on\": \"%s\", \"ranks\": %d}\n",
-        model, o->preset, data, init, seed, dataid, o->opt.total, o->batch, o->accum,
+        " \"trained_on\": %s, \"ranks\": %d}\n",
+        model, preset, data, init, seed, dataid, o->opt.total, o->batch, o->accum,
         o->seq_len, o->opt.peak_lr, o->opt.warmup, o->opt.min_lr, o->opt.weight_decay,
         o->opt.beta1, o->opt.beta2, o->opt.eps, clip, o->opt.clip, o->eval_every, o->eval_windows,
         o->sample_every, o->sample_len, o->sample_prime, o->ckpt_every, o->keep_ckpts, o->log_every,
-        o->trained_on, o->ranks > 0 ? o->ranks : 1);
+        trained, o->ranks > 0 ? o->ranks : 1);
     return n >= 0 && (size_t)n < buflen ? n : -1;   /* -1: it did not fit (never a cut JSON) */
 }
 
