@@ -433,8 +433,7 @@ void par_print_help(FILE *f, int bench) {
                "hosts). SIGINT to mpirun reaches the ranks as SIGTERM: they checkpoint at the end of\n"
                "the step, but OpenMPI kills them 1 s later: where a step is longer, run mpirun with\n"
                "--mca odls_base_sigkill_timeout 60. On GPUs each rank takes the GPU of its local rank and the gradients are summed\n"
-               "by NCCL when built in: that path compiles but has not been run yet (no machine with\n"
-               "several GPUs was at hand). %s\n",
+               "by NCCL when built in (run with one rank on one GPU so far, not yet on several). %s\n",
             par_built() ? (par_nccl_built() ? "This build has MPI and NCCL." : "This build has MPI (no NCCL).")
                         : "This build has no MPI: one process only (make with mpicc installed).");
 }
