@@ -79,7 +79,7 @@ static void marks_collect(CudaModel *cm, Marks *mk) {
 
 /* ---- the forward over B sequences padded to Tp; tokens on the device -------------------- */
 void cuda_forward_pass(Model *m, const int *d_tok, int tstride, int B, int T, int Tp,
-                         double loss_weight, double *loss_acc) {
+                         double loss_weight, double *loss_acc, int keep_state) {
     CudaModel *cm = CM(m);
     const FlashConfig *c = &m->cfg;
     const int d = c->dim, e = config_hidden(c), s = c->query_key_dim, V = c->num_tokens;
@@ -157,7 +157,7 @@ void cuda_forward_pass(Model *m, const int *d_tok, int tstride, int B, int T, in
         gemm_typed(cm, 0, 0, C, e, C, 1, attn, attn_h, C, CC, hid, hid_h, H, CH, 0, att_out, att_type, e, Ce, BG);
         /* KV_g = lin_k^T v / C, then S_g = KV_0 + ... + KV_{g-1} */
         cuda_gemm(cm, 1, 0, s, e, C, inv_C, Kl, Kl_h, s, Cs, hid, hid_h, H, CH, 0, kv, e, se, BG);
-        group_scan_cuda(kv, B, G, (size_t)se, 0, TW(kv_h), st);
+        group_scan_cuda(kv, B, G, (size_t)se, 0, TW(kv_h), !keep_state, st);
         /* lin_out = lin_q S_g, added to quad_out */
         gemm_typed(cm, 0, 0, C, e, s, 1, Ql, Ql_h, s, Cs, kv, kv_h, e, se, 1, att_out, att_type, e, Ce, BG);
         MARK(P_ATTENTION);
@@ -265,7 +265,7 @@ static void backward_pass(Model *m, const int *d_tok, int tstride, int B, int T,
         float *dQq = d_qk4, *dQl = d_qk4 + Ns, *dKq = d_qk4 + 2 * Ns, *dKl = d_qk4 + 3 * Ns;
         /* lin_out = lin_q S_g:  dS_g = lin_q^T dO, then dKV_g = sum_{g' > g} dS_g' */
         cuda_gemm(cm, 1, 0, s, e, C, 1, Ql, Ql_h, s, Cs, d_att, d_att_h, e, Ce, 0, d_kv, e, se, BG);
-        group_scan_cuda(d_kv, B, G, (size_t)se, 1, TW(d_kv_h), st);
+        group_scan_cuda(d_kv, B, G, (size_t)se, 1, TW(d_kv_h), 1, st);   /* bf16: read as the twin only */
         /* d lin_q = dO S_g^T;  d lin_k = v dKV^T / C;  dv = lin_k dKV / C */
         cuda_gemm(cm, 0, 1, C, s, e, 1, d_att, d_att_h, e, Ce, kv, kv_h, e, se, 0, dQl, s, Cs, BG);
         cuda_gemm(cm, 0, 1, C, s, e, inv_C, hid, hid_h, H, CH, d_kv, d_kv_h, e, se, 0, dKl, s, Cs, BG);
@@ -524,7 +524,7 @@ static void step_launches(Model *m, int n_seq, int B, int T, int divisor) {
     for (int q = 0; q < chunks; q++) {
         const int *d_tok = cm->d_stage + (size_t)q * mb * (T + 1);
         const int *d_order = cm->d_stage + ntok + q * per_chunk;
-        cuda_forward_pass(m, d_tok, T + 1, mb, T, Tp, weight, cm->scalars + 1);
+        cuda_forward_pass(m, d_tok, T + 1, mb, T, Tp, weight, cm->scalars + 1, 0);
         backward_pass(m, d_tok, T + 1, mb, T, Tp, (float)weight, d_order, d_order + (size_t)mb * T);
     }
 }
@@ -619,7 +619,7 @@ static double cu_forward(Model *m, const int *tokens, int B, int T, float *losse
     memcpy(cm->h_stage, tokens, ntok * sizeof(int));
     cudaMemcpyAsync(cm->d_stage, cm->h_stage, ntok * sizeof(int), cudaMemcpyHostToDevice, st);
     cudaMemsetAsync(cm->scalars + 1, 0, sizeof(double), st);
-    cuda_forward_pass(m, cm->d_stage, T + 1, B, T, Tp, 1.0, cm->scalars + 1);
+    cuda_forward_pass(m, cm->d_stage, T + 1, B, T, Tp, 1.0, cm->scalars + 1, 1);
     double loss = NAN;
     cudaMemcpyAsync(&loss, cm->scalars + 1, sizeof(double), cudaMemcpyDeviceToHost, st);
     /* padded rows t >= T are left out */

@@ -90,9 +90,11 @@ static inline int cuda_fail(cudaError_t e, const char *what, char *err, size_t e
 void cuda_gemm(CudaModel *cm, int ta, int tb, int M, int N, int K, float alpha, const float *A,
                const bf16 *Ah, int lda, long long sA, const float *B, const bf16 *Bh, int ldb,
                long long sB, float beta, float *C, int ldc, long long sC, int batch);
-/* the forward over B sequences padded to Tp, tokens on the device (cuda_model.cu) */
+/* the forward over B sequences padded to Tp, tokens on the device (cuda_model.cu);
+   keep_state: the linear attention's scanned state S kept in fp32 too (the decoder's prefill
+   copies it; a training step reads only its bf16 twin) */
 void cuda_forward_pass(Model *m, const int *d_tok, int tstride, int B, int T, int Tp,
-                       double loss_weight, double *loss_acc);
+                       double loss_weight, double *loss_acc, int keep_state);
 
 /* decoder (cuda_decode.cu) */
 int cuda_decoder_open(Model *m, int nseq, int max_prompt, char *err, size_t errlen);

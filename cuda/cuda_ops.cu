@@ -795,7 +795,7 @@ void attn_rel_bias_backward_cuda(float *d_rel_bias, const float *dist_part, int 
 /* x over the s*e entries of a block (4 per thread), y over the sequences. The groups'
    values are loaded 8 at a time before any is stored, so the loads overlap. */
 template <int W>
-__global__ void group_scan_kernel(float *kv, int B, int G, size_t se, int reverse, bf16_t *twin) {
+__global__ void group_scan_kernel(float *kv, int B, int G, size_t se, int reverse, bf16_t *twin, int store32) {
     const size_t k = (blockIdx.x * (size_t)blockDim.x + threadIdx.x) * W;
     if (k >= se) return;
     for (int b = blockIdx.y; b < B; b += gridDim.y) {
@@ -823,7 +823,8 @@ __global__ void group_scan_kernel(float *kv, int B, int G, size_t se, int revers
                     const int g = reverse ? G - 1 - (q0 + u) : q0 + u;
                     const size_t at = ((size_t)b * G + g) * se + k;
                     if (W == 4) {
-                        *reinterpret_cast<float4 *>(kv + at) = make_float4(run[0], run[W > 1 ? 1 : 0], run[W > 2 ? 2 : 0], run[W > 3 ? 3 : 0]);
+                        if (store32)
+                            *reinterpret_cast<float4 *>(kv + at) = make_float4(run[0], run[W > 1 ? 1 : 0], run[W > 2 ? 2 : 0], run[W > 3 ? 3 : 0]);
                         if (twin) {
                             __nv_bfloat162 lo2 = __floats2bfloat162_rn(run[0], run[W > 1 ? 1 : 0]);
                             __nv_bfloat162 hi2 = __floats2bfloat162_rn(run[W > 2 ? 2 : 0], run[W > 3 ? 3 : 0]);
@@ -833,7 +834,7 @@ __global__ void group_scan_kernel(float *kv, int B, int G, size_t se, int revers
                             *reinterpret_cast<uint2 *>(reinterpret_cast<bf16 *>(twin) + at) = pk;
                         }
                     } else {
-                        kv[at] = run[0];
+                        if (store32) kv[at] = run[0];
                         put_twin(twin, at, run[0]);
                     }
 #pragma unroll
@@ -842,13 +843,14 @@ __global__ void group_scan_kernel(float *kv, int B, int G, size_t se, int revers
         }
     }
 }
-void group_scan_cuda(float *kv, int B, int G, size_t se, int reverse, bf16_t *twin,
+void group_scan_cuda(float *kv, int B, int G, size_t se, int reverse, bf16_t *twin, int twin_only,
                      cudaStream_t st) {
     const int vec = se % 4 == 0 && ((uintptr_t)kv % 16) == 0 && ((uintptr_t)twin % 8) == 0;
     const size_t threads = vec ? se / 4 : se;
     dim3 grid((unsigned)((threads + 255) / 256), (unsigned)(B < 65535 ? B : 65535));
-    if (vec) group_scan_kernel<4><<<grid, 256, 0, st>>>(kv, B, G, se, reverse, twin);
-    else group_scan_kernel<1><<<grid, 256, 0, st>>>(kv, B, G, se, reverse, twin);
+    const int store32 = !(twin && twin_only);
+    if (vec) group_scan_kernel<4><<<grid, 256, 0, st>>>(kv, B, G, se, reverse, twin, store32);
+    else group_scan_kernel<1><<<grid, 256, 0, st>>>(kv, B, G, se, reverse, twin, store32);
 }
 
 /* =============================== cross-entropy ===================================== */

@@ -124,8 +124,9 @@ void attn_phi_backward_cuda(float *dA, const float *sim, int ntask, int C, int l
 void attn_rel_bias_backward_cuda(float *d_rel_bias, const float *dist_part, int nparts, int C, int s,
                                  float *scratch, cudaStream_t st);
 /* exclusive prefix sum over the G groups of each of B sequences, blocks of se floats,
-   in place: S_0 = 0, S_g = KV_0 + ... + KV_{g-1}; reverse = 1: exclusive suffix sum. */
-void group_scan_cuda(float *kv, int B, int G, size_t se, int reverse, bf16_t *twin,
+   in place: S_0 = 0, S_g = KV_0 + ... + KV_{g-1}; reverse = 1: exclusive suffix sum.
+   twin_only (with a twin): the sums are stored in the twin only, kv keeps the inputs. */
+void group_scan_cuda(float *kv, int B, int G, size_t se, int reverse, bf16_t *twin, int twin_only,
                      cudaStream_t st);
 
 /* ---- cross-entropy -------------------------------------------------------------------- */

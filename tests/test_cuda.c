@@ -460,8 +460,8 @@ static void test_attention_pieces(void) {
         for (int g = G - 1; g >= 0; g--) { suf[(b * G + g) * se + k] = run2; run2 += kv[(b * G + g) * se + k]; }
     }
     float *d_kv = dev_from(kv, (size_t)B * G * se), *d_kv2 = dev_from(kv, (size_t)B * G * se);
-    group_scan_cuda(d_kv, B, G, se, 0, NULL, 0);
-    group_scan_cuda(d_kv2, B, G, se, 1, NULL, 0);
+    group_scan_cuda(d_kv, B, G, se, 0, NULL, 0, 0);
+    group_scan_cuda(d_kv2, B, G, se, 1, NULL, 0, 0);
     float *g1 = host_copy(d_kv, (size_t)B * G * se), *g2 = host_copy(d_kv2, (size_t)B * G * se);
     CHECK(max_abs_diff(g1, pre, (size_t)B * G * se) == 0 && max_abs_diff(g2, suf, (size_t)B * G * se) == 0,
           "group scans differ: %g %g", max_abs_diff(g1, pre, (size_t)B * G * se), max_abs_diff(g2, suf, (size_t)B * G * se));
