@@ -391,6 +391,118 @@ static void test_crossentropy(void) {
 }
 
 /* the attention's own pieces, against their definitions (the CPU op fuses them) */
+/* ---- the bf16-only element kernels --------------------------------------------------- */
+static uint16_t bf16_bits(float x) {   /* round to nearest even, as __float2bfloat16 */
+    uint32_t b;
+    memcpy(&b, &x, 4);
+    b += 0x7fffu + ((b >> 16) & 1u);
+    return (uint16_t)(b >> 16);
+}
+static float bf16_value(uint16_t h) {
+    uint32_t b = (uint32_t)h << 16;
+    float x;
+    memcpy(&x, &b, 4);
+    return x;
+}
+/* n floats rounded to bf16 in place; their bits uploaded; out NaN-poisoned (0x7fc0) */
+static bf16_t *dev_bf16(float *x, size_t n) {
+    uint16_t *h = malloc(sizeof(uint16_t) * (n ? n : 1));
+    for (size_t i = 0; i < n; i++) {
+        h[i] = x ? bf16_bits(x[i]) : 0x7fc0;
+        if (x) x[i] = bf16_value(h[i]);
+    }
+    bf16_t *d = NULL;
+    cudaMalloc((void **)&d, sizeof(uint16_t) * n + 4);
+    cudaMemcpy(d, h, sizeof(uint16_t) * n, cudaMemcpyHostToDevice);
+    free(h);
+    return d;
+}
+static float *host_bf16(const bf16_t *d, size_t n) {
+    uint16_t *h = malloc(sizeof(uint16_t) * n);
+    float *x = malloc(sizeof(float) * n);
+    cudaDeviceSynchronize();
+    cudaMemcpy(h, d, sizeof(uint16_t) * n, cudaMemcpyDeviceToHost);
+    for (size_t i = 0; i < n; i++) x[i] = bf16_value(h[i]);
+    free(h);
+    return x;
+}
+
+/* The gate's kernels given pre_bias (the gate's columns are the raw product u, the kernels
+   take silu(u + b)), all operands bf16, against the CPU ops on the same bf16 values; v's
+   silu backward in place on the bf16 gradient. Even widths take the two-column kernels,
+   odd ones the one-column kernels. The outputs are bf16: 1e-2 relative. */
+static void bf16_gate_case(int e, int off, int stride) {
+    const int N = 37;
+    float *u = malloc(sizeof(float) * N * stride), *b = malloc(sizeof(float) * e);
+    float *att = malloc(sizeof(float) * N * e), *dout = malloc(sizeof(float) * N * e);
+    fill(u, (size_t)N * stride, -4, 4);
+    fill(b, (size_t)e, -1, 1);
+    fill(att, (size_t)N * e, -1, 1);
+    fill(dout, (size_t)N * e, -1, 1);
+    bf16_t *d_u = dev_bf16(u, (size_t)N * stride), *d_att = dev_bf16(att, (size_t)N * e);
+    bf16_t *d_dout = dev_bf16(dout, (size_t)N * e);
+    float *d_b = dev_from(b, (size_t)e);
+    /* the CPU's values: gate = silu(u + b) over the gate's columns, packed N x e */
+    float *pre = malloc(sizeof(float) * N * e), *gate = malloc(sizeof(float) * N * e);
+    for (int n = 0; n < N; n++)
+        for (int i = 0; i < e; i++) pre[n * e + i] = u[n * stride + off + i] + b[i];
+    silu_forward(gate, pre, (size_t)N * e);
+    float *out_ref = malloc(sizeof(float) * N * e), *datt_ref = malloc(sizeof(float) * N * e);
+    float *dg_ref = malloc(sizeof(float) * N * e);
+    gate_forward(out_ref, gate, e, att, N, e);
+    gate_backward(dg_ref, e, datt_ref, dout, gate, att, N, e);   /* d gate before silu' */
+    silu_backward(dg_ref, dg_ref, pre, (size_t)N * e);
+
+    bf16_t *d_out = dev_bf16(NULL, (size_t)N * e);
+    gate_forward_cuda(NULL, NULL, d_u + off, stride, NULL, d_att, N, e, d_out, d_b, 0);
+    float *out = host_bf16(d_out, (size_t)N * e);
+    CHECK(rel_err(out, out_ref, (size_t)N * e) < 1e-2, "e %d: bf16 gate forward rel %g", e,
+          rel_err(out, out_ref, (size_t)N * e));
+
+    bf16_t *d_dg = dev_bf16(NULL, (size_t)N * stride), *d_da = dev_bf16(NULL, (size_t)N * e);
+    gate_backward_cuda(NULL, stride, NULL, NULL, d_dout, NULL, d_u + off, NULL, d_att, NULL, d_u + off, N, e,
+                       d_dg + off, d_da, d_b, 0);
+    float *dg_all = host_bf16(d_dg, (size_t)N * stride), *da = host_bf16(d_da, (size_t)N * e);
+    float *dg = malloc(sizeof(float) * N * e);
+    int outside = 0;   /* columns outside the gate's stay poisoned */
+    for (int n = 0; n < N; n++)
+        for (int j = 0; j < stride; j++) {
+            const float v = dg_all[n * stride + j];
+            if (j >= off && j < off + e) dg[n * e + j - off] = v;
+            else outside += !isnan(v);
+        }
+    CHECK(rel_err(dg, dg_ref, (size_t)N * e) < 1e-2, "e %d: bf16 d gate rel %g", e, rel_err(dg, dg_ref, (size_t)N * e));
+    CHECK(rel_err(da, datt_ref, (size_t)N * e) < 1e-2, "e %d: bf16 d att rel %g", e, rel_err(da, datt_ref, (size_t)N * e));
+    CHECK(outside == 0, "e %d: %d entries outside the gate's columns written", e, outside);
+
+    /* v's silu backward in place on the bf16 gradient: d = d silu'(u) */
+    float *dv = malloc(sizeof(float) * N * stride), *dv_ref = malloc(sizeof(float) * N * stride);
+    fill(dv, (size_t)N * stride, -1, 1);
+    bf16_t *d_dv = dev_bf16(dv, (size_t)N * stride);
+    silu_backward(dv_ref, dv, u, (size_t)N * stride);
+    silu_backward_cuda(NULL, NULL, d_u, N, e, stride, d_dv, 0);
+    float *dv_got = host_bf16(d_dv, (size_t)N * stride);
+    float *a = malloc(sizeof(float) * N * e), *r = malloc(sizeof(float) * N * e);
+    int touched = 0;
+    for (int n = 0; n < N; n++)
+        for (int j = 0; j < stride; j++) {
+            if (j < e) { a[n * e + j] = dv_got[n * stride + j]; r[n * e + j] = dv_ref[n * stride + j]; }
+            else touched += dv_got[n * stride + j] != dv[n * stride + j];
+        }
+    CHECK(rel_err(a, r, (size_t)N * e) < 1e-2, "e %d: bf16 silu backward rel %g", e, rel_err(a, r, (size_t)N * e));
+    CHECK(touched == 0, "e %d: %d entries past the first e columns changed", e, touched);
+
+    free(u); free(b); free(att); free(dout); free(pre); free(gate); free(out_ref); free(datt_ref);
+    free(dg_ref); free(out); free(dg_all); free(da); free(dg); free(dv); free(dv_ref); free(dv_got);
+    free(a); free(r);
+    cudaFree(d_u); cudaFree(d_att); cudaFree(d_dout); cudaFree(d_b); cudaFree(d_out); cudaFree(d_dg);
+    cudaFree(d_da); cudaFree(d_dv);
+}
+static void test_bf16_gate_kernels(void) {
+    bf16_gate_case(70, 4, 78);   /* even: two columns per thread */
+    bf16_gate_case(33, 3, 41);   /* odd: one column per thread */
+}
+
 static void test_attention_pieces(void) {
     const int ntask = 5, C = 23, s = 17, B = 2, G = 3;
     const int laplace_cases[2] = {0, 1};
@@ -778,10 +890,11 @@ int main(void) {
     RUN_GPU(test_offset_scale_rotary);
     RUN_GPU(test_crossentropy);
     RUN_GPU(test_attention_pieces);
+    RUN_GPU(test_bf16_gate_kernels);
 #else
     const char *kernel_tests[] = {"test_colsum", "test_embed", "test_scalenorm", "test_layernorm",
                                   "test_silu_gate", "test_offset_scale_rotary", "test_crossentropy",
-                                  "test_attention_pieces"};
+                                  "test_attention_pieces", "test_bf16_gate_kernels"};
     for (size_t i = 0; i < sizeof kernel_tests / sizeof kernel_tests[0]; i++) {
         test_skipped_++;
         printf("skip %s (%s)\n", kernel_tests[i], why);
