@@ -233,6 +233,8 @@ static const struct {
      "text. Bytes below 32 print as spaces. Decoding is recurrent: the prompt's whole groups go\n"
      "through the parallel forward, then each byte costs the same at any position (a cached\n"
      "state per layer), and --num-samples sequences share each pass over the weights.\n"
+     "One sequence on the CPU keeps trying all of --threads and half of them, and uses the\n"
+     "faster (half is faster when another busy process shares the cores); the text is the same.\n"
      "--bench: instead of printing text, times one sequence's bytes per second at positions\n"
      "1,000 to 5,000 and, side by side, recomputing the full forward per byte at a 1,024-byte\n"
      "context (FLASH-pytorch's way).\n"},
