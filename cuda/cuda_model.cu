@@ -133,16 +133,16 @@ void cuda_forward_pass(Model *m, const int *d_tok, int tstride, int B, int T, in
             gemm_typed(cm, 0, 1, N, H, d, 1, xs, xs_h, d, 0, P->wh, Wh_h, d, 0, 0, hid_u_h, CUDA_R_16BF, H, 0, 1);
         else
             cuda_gemm(cm, 0, 1, N, H, d, 1, xs, xs_h, d, 0, P->wh, Wh_h, d, 0, 0, hid_u, H, 0, 1);
-        /* bf16: bias and silu on v's columns only (v feeds products); the gate's and z's
-           kernels take silu(u + b) from the raw product themselves (pre_bias) */
+        /* bf16: bias and silu on v's and z's columns only; the gate's kernels take
+           silu(u + b) from the raw product themselves (pre_bias) */
         bias_silu_cuda(hid_u, TW(hid_u_h), hid_h ? NULL : hid, P->bh, N, hid_h ? e : H, H, TW(hid_h), st);
         if (hid_h)   /* z's columns too: recomputing silu in both rotary kernels cost more */
             bias_silu_cuda(NULL, TW(hid_u_h + 2 * e), NULL, P->bh + 2 * e, N, s, H, TW(hid_h + 2 * e), st);
-        const float *pre_gate = hid_h ? P->bh + e : NULL, *pre_z = NULL;
+        const float *pre_gate = hid_h ? P->bh + e : NULL;
         MARK(P_TO_HIDDEN);
         offset_scale_rotary_forward_cuda(qk4, hid + 2 * e, TW(hid_h ? hid_h + 2 * e : NULL), H, P->gamma,
                                          P->beta, ACT(cm, A_ROT_COS),
-                                         ACT(cm, A_ROT_SIN), N, Tp, s, r, TW(qk4_h), pre_z, st);
+                                         ACT(cm, A_ROT_SIN), N, Tp, s, r, TW(qk4_h), st);
         MARK(P_ROTARY);
         const float *Qq = qk4, *Ql = qk4 + Ns, *Kq = qk4 + 2 * Ns, *Kl = qk4 + 3 * Ns;
         const bf16 *Qq_h = qk4_h, *Ql_h = qk4_h ? qk4_h + Ns : NULL, *Kq_h = qk4_h ? qk4_h + 2 * Ns : NULL,
@@ -219,7 +219,7 @@ static void backward_pass(Model *m, const int *d_tok, int tstride, int B, int T,
          cm->g.w_logits, d, 0, 1);
     colsum_add_cuda(cm->g.b_logits, d_logits, V, NULL, 0, N, V, col, st);
     cudaMemsetAsync(d_res, 0, sizeof(float) * (size_t)N * d, st);
-    layernorm_backward_cuda(d_res, cm->g.lnf_w, cm->g.lnf_b, d_lnf, NULL, ACT(cm, A_RES) + (size_t)L * Nm * d,
+    layernorm_backward_cuda(d_res, cm->g.lnf_w, cm->g.lnf_b, d_lnf, ACT(cm, A_RES) + (size_t)L * Nm * d,
                             ACT(cm, A_LNF_STAT), cm->p.lnf_w, N, d, 0, ACT(cm, A_XHAT_SCRATCH), col,
                             TW(d_res_h), st);
     MARK(P_PHASES + P_HEAD);
@@ -283,8 +283,7 @@ static void backward_pass(Model *m, const int *d_tok, int tstride, int B, int T,
         offset_scale_rotary_backward_cuda(d_hid_h ? NULL : d_hid + 2 * e, D->gamma, D->beta, d_qk4, hid + 2 * e,
                                           TW(hid_h ? hid_h + 2 * e : NULL), H,
                                           hid_u + 2 * e, TW(hid_u_h ? hid_u_h + 2 * e : NULL), P->gamma, ACT(cm, A_ROT_COS), ACT(cm, A_ROT_SIN),
-                                          N, Tp, s, r, col, TW(d_hid_h ? d_hid_h + 2 * e : NULL),
-                                          NULL, st);
+                                          N, Tp, s, r, col, TW(d_hid_h ? d_hid_h + 2 * e : NULL), st);
         MARK(P_PHASES + P_ROTARY);
         silu_backward_cuda(d_hid_h ? NULL : d_hid, hid_u, TW(hid_u_h), N, e, H, TW(d_hid_h), st);   /* v's columns */
         /* one product gives both inputs' gradient sum, one the fused weight block's */
@@ -295,10 +294,10 @@ static void backward_pass(Model *m, const int *d_tok, int tstride, int B, int T,
         else colsum_add_cuda(D->bh, d_hid, H, NULL, 0, N, H, col, st);
         MARK(P_PHASES + P_TO_HIDDEN);
         if (c->norm_type == NORM_SCALENORM)
-            scalenorm_backward_cuda(d_res, D->norm_g, d_xs, NULL, h, stat, P->norm_g, N, d, shift, row,
+            scalenorm_backward_cuda(d_res, D->norm_g, d_xs, h, stat, P->norm_g, N, d, shift, row,
                                     TW(d_res_h), st);
         else
-            layernorm_backward_cuda(d_res, D->norm_w, D->norm_b, d_xs, NULL, h, stat, P->norm_w, N, d, shift,
+            layernorm_backward_cuda(d_res, D->norm_w, D->norm_b, d_xs, h, stat, P->norm_w, N, d, shift,
                                     ACT(cm, A_XHAT_SCRATCH), col, TW(d_res_h), st);
         MARK(P_PHASES + P_NORM);
     }

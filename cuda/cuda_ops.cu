@@ -55,14 +55,14 @@ __device__ __forceinline__ float ld_act(const float *x, const bf16_t *x16, size_
 __device__ __forceinline__ float silu_f(float u) { return u / (1.0f + expf(-u)); }
 /* bf16 only: the fast exponential (a few ulp of fp32, far below bf16's rounding) */
 __device__ __forceinline__ float sigmoid_fast(float u) { return __frcp_rn(1.0f + __expf(-u)); }
-/* bf16 keeps the gate's and z's columns only as the product's raw output u16 (no bias, no
-   silu: one pass over them fewer); the kernels that read them are given the bias (pre_bias)
-   and take silu(u16 + b) themselves. Without pre_bias: the stored value and pre-activation. */
-__device__ __forceinline__ float ld_pre(const float *u, const bf16_t *u16, const float *pre_bias, size_t i, int j) {
-    return pre_bias ? __bfloat162float(reinterpret_cast<const bf16 *>(u16)[i]) + pre_bias[j] : ld_act(u, u16, i);
+/* bf16 keeps the gate's columns only as the product's raw output u16 (no bias, no silu: one
+   pass over them fewer); the gate's kernels are given the bias (pre_bias) and take
+   silu(u16 + b) themselves. Without pre_bias ld_silu reads the stored silu. */
+__device__ __forceinline__ float raw_pre(const bf16_t *u16, const float *pre_bias, size_t i, int j) {
+    return __bfloat162float(reinterpret_cast<const bf16 *>(u16)[i]) + pre_bias[j];
 }
 __device__ __forceinline__ float ld_silu(const float *x, const bf16_t *x16, const float *pre_bias, size_t i, int j) {
-    return pre_bias ? silu_f(ld_pre(NULL, x16, pre_bias, i, j)) : ld_act(x, x16, i);
+    return pre_bias ? silu_f(raw_pre(x16, pre_bias, i, j)) : ld_act(x, x16, i);
 }
 __device__ __forceinline__ float sigmoid_f(float u) { return 1.0f / (1.0f + expf(-u)); }
 
@@ -218,13 +218,13 @@ __device__ __forceinline__ void shifted_store(float *y, bf16_t *twin, int n, int
 }
 /* The gradient of the norm's own output at (n, i), from the gradient of the shifted one:
    dy[t, :h] = dys[t+1, :h], 0 at the last position. */
-__device__ __forceinline__ float unshifted_grad(const float *dys, const bf16_t *dys16, int n, int i, int d,
-                                                int half, int shift_T) {
+__device__ __forceinline__ float unshifted_grad(const float *dys, int n, int i, int d, int half,
+                                                int shift_T) {
     if (shift_T && i < half) {
         const int t = n % shift_T;
-        return t + 1 < shift_T ? ld_act(dys, dys16, (size_t)(n + 1) * d + i) : 0.0f;
+        return t + 1 < shift_T ? dys[(size_t)(n + 1) * d + i] : 0.0f;
     }
-    return ld_act(dys, dys16, (size_t)n * d + i);
+    return dys[(size_t)n * d + i];
 }
 
 /* scalenorm_forward: y = g x r, r = 1/max(||x|| d^-1/2, eps); one warp per row */
@@ -250,7 +250,7 @@ void scalenorm_forward_cuda(float *y, float *stat, const float *x, const float *
 /* scalenorm_backward: dx += g r (dy - x (x.dy) r^2 / d), or g r dy when clamped;
    row_out[n] = (x.dy) r for dg */
 __global__ void scalenorm_backward_kernel(float *dx, float *row_out, const float *dys,
-                                          const bf16_t *dys16, const float *x, const float *stat, const float *g, int N,
+                                          const float *x, const float *stat, const float *g, int N,
                                           int d, int shift_T, bf16_t *twin) {
     const int n = blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32, lane = threadIdx.x % 32;
     if (n >= N) return;
@@ -258,7 +258,7 @@ __global__ void scalenorm_backward_kernel(float *dx, float *row_out, const float
     const int half = (d + 1) / 2;
     float ss = 0, xdy = 0;
     for (int i = lane; i < d; i += 32) {
-        const float dy = unshifted_grad(dys, dys16, n, i, d, half, shift_T);
+        const float dy = unshifted_grad(dys, n, i, d, half, shift_T);
         ss += xr[i] * xr[i];
         xdy += xr[i] * dy;
     }
@@ -269,16 +269,16 @@ __global__ void scalenorm_backward_kernel(float *dx, float *row_out, const float
     const int clamped = sqrtf(ss / d) < NORM_EPS;
     const float cr = clamped ? 0.0f : xdy * r * r / d;
     for (int i = lane; i < d; i += 32) {
-        const float dy = unshifted_grad(dys, dys16, n, i, d, half, shift_T);
+        const float dy = unshifted_grad(dys, n, i, d, half, shift_T);
         const float nv = dx[(size_t)n * d + i] + gain * r * (dy - xr[i] * cr);
         dx[(size_t)n * d + i] = nv;
         put_twin(twin, (size_t)n * d + i, nv);
     }
 }
-void scalenorm_backward_cuda(float *dx, float *dg, const float *dy, const bf16_t *dy16, const float *x,
+void scalenorm_backward_cuda(float *dx, float *dg, const float *dy, const float *x,
                              const float *stat, const float *g, int N, int d, int shift_T,
                              float *row_scratch, bf16_t *dx_twin, cudaStream_t st) {
-    scalenorm_backward_kernel<<<(N + 3) / 4, 128, 0, st>>>(dx, row_scratch, dy, dy16, x, stat, g, N, d,
+    scalenorm_backward_kernel<<<(N + 3) / 4, 128, 0, st>>>(dx, row_scratch, dy, x, stat, g, N, d,
                                                            shift_T, dx_twin);
     sum_add_cuda(dg, row_scratch, N, 1.0f, st);
 }
@@ -309,7 +309,7 @@ void layernorm_forward_cuda(float *y, float *stat, const float *x, const float *
 /* layernorm_backward: g = dy w: dx += rstd (g - mean(g) - xhat mean(g xhat)); writes
    dy xhat and dy (unshifted) for the dw, db column sums */
 __global__ void layernorm_backward_kernel(float *dx, float *p_dyxh, float *p_dy, const float *dys,
-                                          const bf16_t *dys16, const float *x, const float *stat, const float *w, int N,
+                                          const float *x, const float *stat, const float *w, int N,
                                           int d, int shift_T, bf16_t *twin) {
     const int n = blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32, lane = threadIdx.x % 32;
     if (n >= N) return;
@@ -318,7 +318,7 @@ __global__ void layernorm_backward_kernel(float *dx, float *p_dyxh, float *p_dy,
     const int half = (d + 1) / 2;
     float gs = 0, gxs = 0;
     for (int i = lane; i < d; i += 32) {
-        const float dy = unshifted_grad(dys, dys16, n, i, d, half, shift_T);
+        const float dy = unshifted_grad(dys, n, i, d, half, shift_T);
         const float gi = dy * w[i], xh = (xr[i] - mean) * rstd;
         gs += gi;
         gxs += gi * xh;
@@ -334,12 +334,12 @@ __global__ void layernorm_backward_kernel(float *dx, float *p_dyxh, float *p_dy,
         put_twin(twin, (size_t)n * d + i, nv);
     }
 }
-void layernorm_backward_cuda(float *dx, float *dw, float *db, const float *dy, const bf16_t *dy16, const float *x,
+void layernorm_backward_cuda(float *dx, float *dw, float *db, const float *dy, const float *x,
                              const float *stat, const float *w, int N, int d, int shift_T,
                              float *xhat_scratch, float *col_scratch, bf16_t *dx_twin,
                              cudaStream_t st) {
     float *p_dyxh = xhat_scratch, *p_dy = xhat_scratch + (size_t)N * d;
-    layernorm_backward_kernel<<<(N + 3) / 4, 128, 0, st>>>(dx, p_dyxh, p_dy, dy, dy16, x, stat, w, N, d,
+    layernorm_backward_kernel<<<(N + 3) / 4, 128, 0, st>>>(dx, p_dyxh, p_dy, dy, x, stat, w, N, d,
                                                            shift_T, dx_twin);
     colsum_add_cuda(dw, p_dyxh, d, NULL, 0, N, d, col_scratch, st);
     colsum_add_cuda(db, p_dy, d, NULL, 0, N, d, col_scratch, st);
@@ -490,7 +490,7 @@ __global__ void gate_backward_kernel(float *d_gate, int gate_stride, float *d_at
         const float dout = ld_act(d_out, d_out16, k);
         float g, dg = dout * ld_act(att, att16, k);
         if (pre_bias) {
-            const float pre = ld_pre(NULL, u16, pre_bias, kg, i);
+            const float pre = raw_pre(u16, pre_bias, kg, i);
             g = silu_f(pre);
             dg *= silu_grad_f(pre);
         } else {
@@ -555,7 +555,7 @@ __device__ __forceinline__ void unit_features(int u, int pairs, int *f0, int *f1
 /* o_k = z gamma_k + beta_k, then (u, w) -> (u cos - w sin, w cos + u sin) */
 __global__ void osr_forward_kernel(float *qk4, const float *z, const bf16_t *z16, int z_stride, const float *gamma,
                                    const float *beta, const float *rot_cos, const float *rot_sin,
-                                   int N, int Tp, int s, int r, bf16_t *twin, const float *pre_bias) {
+                                   int N, int Tp, int s, int r, bf16_t *twin) {
     const int pairs = r / 2, units = pairs + (s - 2 * pairs);
     const int u = blockIdx.x * blockDim.x + threadIdx.x;
     if (u >= units) return;
@@ -564,8 +564,7 @@ __global__ void osr_forward_kernel(float *qk4, const float *z, const bf16_t *z16
         int f0, f1;
         unit_features(u, pairs, &f0, &f1);
         const size_t zr = (size_t)n * z_stride;
-        const float z0 = ld_silu(z, z16, pre_bias, zr + f0, f0);
-        const float z1 = f1 >= 0 ? ld_silu(z, z16, pre_bias, zr + f1, f1) : 0.0f;
+        const float z0 = ld_act(z, z16, zr + f0), z1 = f1 >= 0 ? ld_act(z, z16, zr + f1) : 0.0f;
         for (int k = 0; k < 4; k++) {
             float *o = qk4 + (size_t)k * N * s + (size_t)n * s;
             const float a = z0 * gamma[k * s + f0] + beta[k * s + f0];
@@ -587,17 +586,17 @@ __global__ void osr_forward_kernel(float *qk4, const float *z, const bf16_t *z16
 void offset_scale_rotary_forward_cuda(float *qk4, const float *z, const bf16_t *z16, int z_stride,
                                       const float *gamma, const float *beta, const float *rot_cos,
                                       const float *rot_sin, int N, int Tp, int s, int r, bf16_t *twin,
-                                      const float *pre_bias, cudaStream_t st) {
+                                      cudaStream_t st) {
     const int units = r / 2 + (s - 2 * (r / 2));
     osr_forward_kernel<<<grid_rows_t(N, units, threads_for(units)), threads_for(units), 0, st>>>(
-        qk4, z, z16, z_stride, gamma, beta, rot_cos, rot_sin, N, Tp, s, r, twin, pre_bias);
+        qk4, z, z16, z_stride, gamma, beta, rot_cos, rot_sin, N, Tp, s, r, twin);
 }
 
 /* rotation back: du = g1 cos + g2 sin, dw = g2 cos - g1 sin; dz = sum_k back_k gamma_k
    (times silu'(u) when u is given) */
 __global__ void osr_backward_kernel(float *dz, float *d_qk4, const float *u, const bf16_t *u16, const float *gamma,
                                     const float *rot_cos, const float *rot_sin, int z_stride, int N,
-                                    int Tp, int s, int r, bf16_t *dz_twin, const float *pre_bias) {
+                                    int Tp, int s, int r, bf16_t *dz_twin) {
     const int pairs = r / 2, units = pairs + (s - 2 * pairs);
     const int un = blockIdx.x * blockDim.x + threadIdx.x;
     if (un >= units) return;
@@ -622,11 +621,11 @@ __global__ void osr_backward_kernel(float *dz, float *d_qk4, const float *u, con
             dz1 += b1 * gamma[k * s + f1];
         }
         const int has_u = u || u16;
-        if (has_u) dz0 *= silu_grad_f(ld_pre(u, u16, pre_bias, (size_t)n * z_stride + f0, f0));
+        if (has_u) dz0 *= silu_grad_f(ld_act(u, u16, (size_t)n * z_stride + f0));
         if (dz) dz[(size_t)n * z_stride + f0] = dz0;
         put_twin(dz_twin, (size_t)n * z_stride + f0, dz0);
         if (f1 >= 0) {
-            if (has_u) dz1 *= silu_grad_f(ld_pre(u, u16, pre_bias, (size_t)n * z_stride + f1, f1));
+            if (has_u) dz1 *= silu_grad_f(ld_act(u, u16, (size_t)n * z_stride + f1));
             if (dz) dz[(size_t)n * z_stride + f1] = dz1;
             put_twin(dz_twin, (size_t)n * z_stride + f1, dz1);
         }
@@ -635,7 +634,7 @@ __global__ void osr_backward_kernel(float *dz, float *d_qk4, const float *u, con
 /* dgamma_k += sum_n back_k z and dbeta_k += sum_n back_k for all four k in one pass:
    blockIdx.z = k, then as colsum_partial_kernel; partial: 64 slices x (4s | 4s) */
 __global__ void osr_param_partial_kernel(float *partial, const float *d_qk4, const float *z,
-                                         const bf16_t *z16, int z_stride, int N, int s, const float *pre_bias) {
+                                         const bf16_t *z16, int z_stride, int N, int s) {
     __shared__ float acc_g[8][33], acc_b[8][33];
     const int j = blockIdx.x * 32 + threadIdx.x, slice = blockIdx.y, k = blockIdx.z;
     const int lo = (int)((long)N * slice / RED_SLICES), hi = (int)((long)N * (slice + 1) / RED_SLICES);
@@ -644,7 +643,7 @@ __global__ void osr_param_partial_kernel(float *partial, const float *d_qk4, con
     if (j < s)
         for (int n = lo + threadIdx.y; n < hi; n += 8) {
             const float a = g[(size_t)n * s + j];
-            sg += a * ld_silu(z, z16, pre_bias, (size_t)n * z_stride + j, j);
+            sg += a * ld_act(z, z16, (size_t)n * z_stride + j);
             sb += a;
         }
     acc_g[threadIdx.y][threadIdx.x] = sg;
@@ -670,13 +669,12 @@ void offset_scale_rotary_backward_cuda(float *dz, float *dgamma, float *dbeta, f
                                        const float *z, const bf16_t *z16, int z_stride, const float *u_z,
                                        const bf16_t *u_z16, const float *gamma, const float *rot_cos,
                                        const float *rot_sin, int N, int Tp, int s, int r,
-                                       float *part_scratch, bf16_t *dz_twin, const float *pre_bias,
-                                       cudaStream_t st) {
+                                       float *part_scratch, bf16_t *dz_twin, cudaStream_t st) {
     const int units = r / 2 + (s - 2 * (r / 2));
     osr_backward_kernel<<<grid_rows_t(N, units, threads_for(units)), threads_for(units), 0, st>>>(dz, d_qk4, u_z, u_z16, gamma, rot_cos, rot_sin,
-                                                            z_stride, N, Tp, s, r, dz_twin, pre_bias);
+                                                            z_stride, N, Tp, s, r, dz_twin);
     dim3 grid((s + 31) / 32, RED_SLICES, 4), block(32, 8);
-    osr_param_partial_kernel<<<grid, block, 0, st>>>(part_scratch, d_qk4, z, z16, z_stride, N, s, pre_bias);
+    osr_param_partial_kernel<<<grid, block, 0, st>>>(part_scratch, d_qk4, z, z16, z_stride, N, s);
     osr_param_final_kernel<<<(8 * s + 255) / 256, 256, 0, st>>>(dgamma, dbeta, part_scratch, s);
 }
 

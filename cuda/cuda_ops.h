@@ -51,14 +51,13 @@ void embed_backward_cuda(float *d_tok_emb, float *d_pos_scale, const float *dh, 
 void scalenorm_forward_cuda(float *y, float *stat, const float *x, const float *g, int N, int d,
                             int shift_T, bf16_t *twin, cudaStream_t st);
 /* dx += ..., dy is the gradient of the (shifted) output; row_scratch: N floats */
-void scalenorm_backward_cuda(float *dx, float *dg, const float *dy, const bf16_t *dy16, const float *x,
+void scalenorm_backward_cuda(float *dx, float *dg, const float *dy, const float *x,
                              const float *stat, const float *g, int N, int d, int shift_T,
                              float *row_scratch, bf16_t *dx_twin, cudaStream_t st);
 void layernorm_forward_cuda(float *y, float *stat, const float *x, const float *w, const float *b,
                             int N, int d, int shift_T, bf16_t *twin, cudaStream_t st);
 /* dx += ...; dw, db += ...; xhat_scratch: 2 x N x d floats, col_scratch: 64*d floats */
-void layernorm_backward_cuda(float *dx, float *dw, float *db, const float *dy, const bf16_t *dy16,
-                             const float *x,
+void layernorm_backward_cuda(float *dx, float *dw, float *db, const float *dy, const float *x,
                              const float *stat, const float *w, int N, int d, int shift_T,
                              float *xhat_scratch, float *col_scratch, bf16_t *dx_twin,
                              cudaStream_t st);
@@ -70,14 +69,14 @@ void bias_silu_cuda(float *u, bf16_t *u16, float *y, const float *b, int N, int 
                     bf16_t *twin, cudaStream_t st);
 /* y[n, j] = b[j] + (res ? res[n, j] : 0), N x M contiguous (y may be res) */
 void bias_add_cuda(float *y, const float *b, const float *res, int N, int M, cudaStream_t st);
-/* d[n, j] *= silu'(u[n, j]) for j < M, rows of ld (d and u alike; u from u16 when given);
-   with a twin, the result goes to the twin only */
-/* d *= silu'(u); d NULL: in place on the twin (bf16 keeps that gradient as the twin only) */
+/* d[n, j] *= silu'(u[n, j]) for j < M, rows of ld (d and u alike; u from u16 when given),
+   the result to the twin too when one is given; d NULL: in place on the twin (bf16 keeps
+   that gradient as the twin only) */
 void silu_backward_cuda(float *d, const float *u, const bf16_t *u16, int N, int M, int ld,
                         bf16_t *twin, cudaStream_t st);
 /* out = gate * att (gate rows gate_stride apart; read from gate16 when given; out NULL:
    the twin only). Wherever a launcher takes both x and x16, x16 (bf16) is read if given.
-   pre_bias (bf16): the gate's (z's) columns are the product's raw output, gate16 (z16, u16)
+   pre_bias (bf16): the gate's columns are the product's raw output, gate16 (and u_gate16)
    point at them, and the kernel takes silu(raw + pre_bias) and silu' of that itself. */
 void gate_forward_cuda(float *out, const float *gate, const bf16_t *gate16, int gate_stride,
                        const float *att, const bf16_t *att16, int N, int e, bf16_t *twin, const float *pre_bias,
@@ -97,7 +96,7 @@ void gate_backward_cuda(float *d_gate, int gate_stride, float *d_att, const floa
 void offset_scale_rotary_forward_cuda(float *qk4, const float *z, const bf16_t *z16, int z_stride,
                                       const float *gamma, const float *beta, const float *rot_cos,
                                       const float *rot_sin, int N, int Tp, int s, int r, bf16_t *twin,
-                                      const float *pre_bias, cudaStream_t st);
+                                      cudaStream_t st);
 /* d_qk4 is rotated back in place; dz written (rows z_stride apart; NULL: the twin only),
    times silu'(u_z) when u_z (z's pre-activation, same stride) is given; dgamma, dbeta +=.
    part_scratch: 64 x 8 x s floats. */
@@ -105,8 +104,7 @@ void offset_scale_rotary_backward_cuda(float *dz, float *dgamma, float *dbeta, f
                                        const float *z, const bf16_t *z16, int z_stride, const float *u_z,
                                        const bf16_t *u_z16, const float *gamma, const float *rot_cos,
                                        const float *rot_sin, int N, int Tp, int s, int r,
-                                       float *part_scratch, bf16_t *dz_twin, const float *pre_bias,
-                                       cudaStream_t st);
+                                       float *part_scratch, bf16_t *dz_twin, cudaStream_t st);
 
 /* ---- attention pieces (the products are cuBLAS calls in cuda_model.cu) --------------- */
 /* sim[task, i, j] += bias_dist[i - j]; attn = phi(sim) for j <= i, else 0 (and sim 0);

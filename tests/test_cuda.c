@@ -192,8 +192,8 @@ static void norm_case(int layernorm, int shift) {
     float zero = 0, zeros[45] = {0};
     float *d_dg = dev_from(&zero, 1), *d_dw = dev_from(zeros, d), *d_db = dev_from(zeros, d);
     float *row = dev_nan(N), *xh = dev_nan((size_t)2 * N * d), *col = dev_nan(64 * d);
-    if (layernorm) layernorm_backward_cuda(d_dx, d_dw, d_db, d_dy, NULL, d_x, d_st, d_w, N, d, shift ? T : 0, xh, col, NULL, 0);
-    else scalenorm_backward_cuda(d_dx, d_dg, d_dy, NULL, d_x, d_st, d_g, N, d, shift ? T : 0, row, NULL, 0);
+    if (layernorm) layernorm_backward_cuda(d_dx, d_dw, d_db, d_dy, d_x, d_st, d_w, N, d, shift ? T : 0, xh, col, NULL, 0);
+    else scalenorm_backward_cuda(d_dx, d_dg, d_dy, d_x, d_st, d_g, N, d, shift ? T : 0, row, NULL, 0);
     float *dx = host_copy(d_dx, (size_t)N * d);
     CHECK(rel_err(dx, dx_ref, (size_t)N * d) < KTOL, "backward dx rel %g", rel_err(dx, dx_ref, (size_t)N * d));
     if (layernorm) {
@@ -317,7 +317,7 @@ static void osr_case(int s, int r) {
     float *d_z = dev_from(z, (size_t)N * zs), *d_g = dev_from(gamma, 4 * (size_t)s), *d_b = dev_from(beta, 4 * (size_t)s);
     float *d_cs = dev_from(cs, (size_t)T * (r / 2)), *d_sn = dev_from(sn, (size_t)T * (r / 2));
     float *d_q = dev_nan((size_t)4 * N * s);
-    offset_scale_rotary_forward_cuda(d_q, d_z, NULL, zs, d_g, d_b, d_cs, d_sn, N, T, s, r, NULL, NULL, 0);
+    offset_scale_rotary_forward_cuda(d_q, d_z, NULL, zs, d_g, d_b, d_cs, d_sn, N, T, s, r, NULL, 0);
     float *q = host_copy(d_q, (size_t)4 * N * s);
     CHECK(rel_err(q, ref, (size_t)4 * N * s) < KTOL, "s %d r %d forward rel %g", s, r, rel_err(q, ref, (size_t)4 * N * s));
     float *dq = malloc(sizeof(float) * 4 * N * s), *dz_ref = malloc(sizeof(float) * N * zs);
@@ -329,7 +329,7 @@ static void osr_case(int s, int r) {
     float *zeros = calloc(4 * (size_t)s, sizeof(float));
     float *d_dz = dev_nan((size_t)N * zs), *d_dg = dev_from(zeros, 4 * (size_t)s), *d_db = dev_from(zeros, 4 * (size_t)s);
     float *col = dev_nan(64 * 8 * (size_t)s);
-    offset_scale_rotary_backward_cuda(d_dz, d_dg, d_db, d_dq, d_z, NULL, zs, NULL, NULL, d_g, d_cs, d_sn, N, T, s, r, col, NULL, NULL, 0);
+    offset_scale_rotary_backward_cuda(d_dz, d_dg, d_db, d_dq, d_z, NULL, zs, NULL, NULL, d_g, d_cs, d_sn, N, T, s, r, col, NULL, 0);
     float *dz = host_copy(d_dz, (size_t)N * zs), *dgm = host_copy(d_dg, 4 * (size_t)s), *dbt = host_copy(d_db, 4 * (size_t)s);
     double worst = 0;
     for (int n = 0; n < N; n++) for (int f = 0; f < s; f++) {
@@ -347,7 +347,7 @@ static void osr_case(int s, int r) {
     silu_backward(dz2_ref, dz_ref, uz, (size_t)N * zs);
     float *d_uz = dev_from(uz, (size_t)N * zs);
     cudaMemcpy(d_dq, dq0, sizeof(float) * 4 * N * s, cudaMemcpyHostToDevice);
-    offset_scale_rotary_backward_cuda(d_dz, d_dg, d_db, d_dq, d_z, NULL, zs, d_uz, NULL, d_g, d_cs, d_sn, N, T, s, r, col, NULL, NULL, 0);
+    offset_scale_rotary_backward_cuda(d_dz, d_dg, d_db, d_dq, d_z, NULL, zs, d_uz, NULL, d_g, d_cs, d_sn, N, T, s, r, col, NULL, 0);
     free(dz);
     dz = host_copy(d_dz, (size_t)N * zs);
     worst = 0;
