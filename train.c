@@ -481,7 +481,7 @@ static int run_train(Options *cli) {
            o->opt.clip_mode == CLIP_LOCAL ? "local" : o->opt.clip_mode == CLIP_GLOBAL ? "global" : "none",
            o->opt.clip);
     printf("device: %s, %s%s%s\n", info.device, info.precision, info.detail[0] ? "; " : "", info.detail);
-    if (R > 1 || par_sums_one_rank()) {
+    if (par_summing()) {
         char par[256];
         par_describe(par, sizeof par, r.m);
         printf("data parallel: %s; each rank runs %d of the step's %d micro-batches\n", par, A, R * A);
@@ -505,14 +505,12 @@ static int run_train(Options *cli) {
         /* the whole step's R x A micro-batches are drawn (the one stream), this rank's A kept */
         if (par_draw_step(r.sp.train, r.sp.n_train, A, B, T, &r.st.data_rng, r.tokens)) die("error: %s", "out of memory");
         double loss = model_accumulate(r.m, r.tokens, A * B, B, T, R * A);
-        if (R > 1) {
+        if (par_summing()) {
             /* the loss summed over the ranks with their signals (every rank stops at the same
                step), then the gradients, in a fixed order: the same bits on every rank */
             rank_sig = g_signal;
             par_step_scalars(&loss, &rank_sig);
             if (isfinite(loss) && par_allreduce_grads(r.m, err, sizeof err)) die("error: %s", err);
-        } else if (par_sums_one_rank() && isfinite(loss) && par_allreduce_grads(r.m, err, sizeof err)) {
-            die("error: %s", err);
         }
         /* a non-finite loss stops before the update; a non-finite gradient norm stops
            without one (model_update leaves everything as it was) */

@@ -114,7 +114,7 @@ int cmd_bench(int argc, char **argv) {
         if (s == 0 && !gpu) model_profile(m, 1);
         double t0 = now_s();
         loss = model_accumulate(m, tok, A * B, B, T, R * A);
-        if (R > 1 || par_sums_one_rank()) {   /* data parallel: wait for the slowest rank, then the sums */
+        if (par_summing()) {   /* data parallel: wait for the slowest rank, then the sums of a step */
             if (s == 0) { c0 = par_comm_seconds(); w0 = par_wait_seconds(); }
             int sig = 0;
             par_step_scalars(&loss, &sig);
@@ -161,7 +161,7 @@ int cmd_bench(int argc, char **argv) {
                1e3 * (isnan(bwd) ? 0 : bwd) / steps, 100 * both / t_prof);
     }
     printf("  %-24s %8.1f           (%4.1f%%)\n", "clip + AdamW", 1e3 * t_opt / steps, 100 * t_opt / t_run);
-    if (R > 1 || par_sums_one_rank()) {
+    if (par_summing()) {
         const double wait = par_wait_seconds() - w0, comm = par_comm_seconds() - c0;
         printf("  %-24s %8.1f           (%4.1f%%)\n", "wait for slowest rank", 1e3 * wait / steps, 100 * wait / t_run);
         printf("  %-24s %8.1f           (%4.1f%%)\n", "all-reduce (comm)", 1e3 * comm / steps, 100 * comm / t_run);

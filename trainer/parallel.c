@@ -31,7 +31,7 @@ static size_t g_host_bytes = 0;
 int par_rank(void) { return g_rank; }
 int par_size(void) { return g_size; }
 int par_local_rank(void) { return g_local_rank; }
-int par_sums_one_rank(void) { return g_sum_one_rank; }
+int par_summing(void) { return g_size > 1 || g_sum_one_rank; }
 int par_is_root(void) { return g_rank == 0; }
 double par_comm_seconds(void) { return g_comm_s; }
 double par_wait_seconds(void) { return g_wait_s; }
@@ -258,7 +258,7 @@ static int nccl_sum(float *dev, size_t count, char *err, size_t errlen) {
 #endif
 
 int par_allreduce_grads(Model *m, char *err, size_t errlen) {
-    if (g_size == 1 && !g_sum_one_rank) return 0;
+    if (!par_summing()) return 0;
 #ifdef FLASH_MPI
     if (g_split_timing) {
         double t = now_s();
@@ -388,7 +388,7 @@ double par_eval_split(Model *m, const uint8_t *split, size_t n, int B, int T, in
 }
 
 void par_describe(char *buf, size_t n, Model *m) {
-    if (g_size == 1 && !g_sum_one_rank) {
+    if (!par_summing()) {
         snprintf(buf, n, "one process%s", par_built() ? " (MPI built in: mpirun -np N ./train for N ranks)" : "");
         return;
     }

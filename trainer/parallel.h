@@ -35,7 +35,9 @@ void par_abort(int code);
 
 int par_rank(void);          /* 0 .. par_size()-1 */
 int par_size(void);          /* 1 without mpirun */
-int par_sums_one_rank(void);  /* mpirun -np 1 with FLASH_ALLREDUCE_ONE_RANK=1: sum anyway (tests) */
+/* 1 when the step's gradients are summed across ranks: more than one rank, or mpirun -np 1
+   with FLASH_ALLREDUCE_ONE_RANK=1 (sums anyway: proves the path on one GPU or CPU) */
+int par_summing(void);
 int par_local_rank(void);    /* the rank among those on this host: its GPU */
 int par_is_root(void);       /* rank 0: writes the run directory and prints */
 int par_built(void);         /* 1 when this build has MPI */
