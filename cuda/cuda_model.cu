@@ -201,12 +201,15 @@ static void backward_pass(Model *m, const int *d_tok, int tstride, int B, int T,
     float *d_lnf = ACT(cm, A_D_LNF);
     bf16 *d_res_h = TWIN(cm, H_D_RES), *d_att_h = TWIN(cm, H_D_ATT), *d_kv_h = TWIN(cm, H_D_KV);
     bf16 *dsim_h = TWIN(cm, H_DSIM), *d_hid_h = TWIN(cm, H_D_HID), *d_logits_h = TWIN(cm, H_D_LOGITS);
-    bf16 *d_gated_h = TWIN(cm, H_D_GATED);
-    /* bf16: these products write their outputs in bf16 only: d_gated, v's columns of
-       d_hid (the second of its two products adds to the first's rounded values) */
+    bf16 *d_gated_h = TWIN(cm, H_D_GATED), *d_qk4_h = TWIN(cm, H_D_QK4);
+    /* bf16: these products write their outputs in bf16 only: d_gated, the four of d_qk4,
+       dA, v's columns of d_hid (the second of its two products adds to the first's
+       rounded values) */
     const cudaDataType_t h_type = cm->use_bf16 ? CUDA_R_16BF : CUDA_R_32F;
     void *d_gated_out = d_gated_h ? (void *)d_gated_h : (void *)d_gated;
     void *d_hid_out = d_hid_h ? (void *)d_hid_h : (void *)d_hid;
+    void *d_qk4_out = d_qk4_h ? (void *)d_qk4_h : (void *)d_qk4, *dsim_out = dsim_h ? (void *)dsim_h : (void *)dsim;
+    const size_t qk4_el = d_qk4_h ? 2 : 4;   /* bytes per entry of d_qk4_out */
     Marks mk = {0, {0}};
     MARK(-1);
 
@@ -262,25 +265,26 @@ static void backward_pass(Model *m, const int *d_tok, int tstride, int B, int T,
         const float *Qq = qk4, *Ql = qk4 + Ns, *Kq = qk4 + 2 * Ns, *Kl = qk4 + 3 * Ns;
         const bf16 *Qq_h = qk4_h, *Ql_h = qk4_h ? qk4_h + Ns : NULL, *Kq_h = qk4_h ? qk4_h + 2 * Ns : NULL,
                    *Kl_h = qk4_h ? qk4_h + 3 * Ns : NULL;
-        float *dQq = d_qk4, *dQl = d_qk4 + Ns, *dKq = d_qk4 + 2 * Ns, *dKl = d_qk4 + 3 * Ns;
+        char *dQ4 = (char *)d_qk4_out;
+        void *dQq = dQ4, *dQl = dQ4 + qk4_el * Ns, *dKq = dQ4 + 2 * qk4_el * Ns, *dKl = dQ4 + 3 * qk4_el * Ns;
         /* lin_out = lin_q S_g:  dS_g = lin_q^T dO, then dKV_g = sum_{g' > g} dS_g' */
         cuda_gemm(cm, 1, 0, s, e, C, 1, Ql, Ql_h, s, Cs, d_att, d_att_h, e, Ce, 0, d_kv, e, se, BG);
         group_scan_cuda(d_kv, B, G, (size_t)se, 1, TW(d_kv_h), 1, st);   /* bf16: read as the twin only */
         /* d lin_q = dO S_g^T;  d lin_k = v dKV^T / C;  dv = lin_k dKV / C */
-        cuda_gemm(cm, 0, 1, C, s, e, 1, d_att, d_att_h, e, Ce, kv, kv_h, e, se, 0, dQl, s, Cs, BG);
-        cuda_gemm(cm, 0, 1, C, s, e, inv_C, hid, hid_h, H, CH, d_kv, d_kv_h, e, se, 0, dKl, s, Cs, BG);
+        gemm_typed(cm, 0, 1, C, s, e, 1, d_att, d_att_h, e, Ce, kv, kv_h, e, se, 0, dQl, h_type, s, Cs, BG);
+        gemm_typed(cm, 0, 1, C, s, e, inv_C, hid, hid_h, H, CH, d_kv, d_kv_h, e, se, 0, dKl, h_type, s, Cs, BG);
         gemm_typed(cm, 0, 0, C, e, s, inv_C, Kl, Kl_h, s, Cs, d_kv, d_kv_h, e, se, 0, d_hid_out, h_type, H, CH, BG);
         /* quad_out = A v:  dA = dO v^T;  dsim = dA phi'(sim) (causal) */
-        cuda_gemm(cm, 0, 1, C, C, e, 1, d_att, d_att_h, e, Ce, hid, hid_h, H, CH, 0, dsim, C, CC, BG);
+        gemm_typed(cm, 0, 1, C, C, e, 1, d_att, d_att_h, e, Ce, hid, hid_h, H, CH, 0, dsim_out, h_type, C, CC, BG);
         attn_phi_backward_cuda(dsim, sim, BG, C, c->laplace_attn_fn, TW(dsim_h), ACT(cm, A_DIST_SCRATCH), st);
         attn_rel_bias_backward_cuda(D->rel_bias, ACT(cm, A_DIST_SCRATCH), attn_dist_parts(BG, C), C, s,
                                     ACT(cm, A_DIST_SCRATCH) + (size_t)attn_dist_parts(BG, C) * C, st);
         /* sim = Q K^T / C:  dQ = dsim K / C;  dK = dsim^T Q / C;  dv += A^T dO */
-        cuda_gemm(cm, 0, 0, C, s, C, inv_C, dsim, dsim_h, C, CC, Kq, Kq_h, s, Cs, 0, dQq, s, Cs, BG);
-        cuda_gemm(cm, 1, 0, C, s, C, inv_C, dsim, dsim_h, C, CC, Qq, Qq_h, s, Cs, 0, dKq, s, Cs, BG);
+        gemm_typed(cm, 0, 0, C, s, C, inv_C, dsim, dsim_h, C, CC, Kq, Kq_h, s, Cs, 0, dQq, h_type, s, Cs, BG);
+        gemm_typed(cm, 1, 0, C, s, C, inv_C, dsim, dsim_h, C, CC, Qq, Qq_h, s, Cs, 0, dKq, h_type, s, Cs, BG);
         gemm_typed(cm, 1, 0, C, e, C, 1, attn, attn_h, C, CC, d_att, d_att_h, e, Ce, 1, d_hid_out, h_type, H, CH, BG);
         MARK(P_PHASES + P_ATTENTION);
-        offset_scale_rotary_backward_cuda(d_hid_h ? NULL : d_hid + 2 * e, D->gamma, D->beta, d_qk4, hid + 2 * e,
+        offset_scale_rotary_backward_cuda(d_hid_h ? NULL : d_hid + 2 * e, D->gamma, D->beta, d_qk4, TW(d_qk4_h), hid + 2 * e,
                                           TW(hid_h ? hid_h + 2 * e : NULL), H,
                                           hid_u + 2 * e, TW(hid_u_h ? hid_u_h + 2 * e : NULL), P->gamma, ACT(cm, A_ROT_COS), ACT(cm, A_ROT_SIN),
                                           N, Tp, s, r, col, TW(d_hid_h ? d_hid_h + 2 * e : NULL), st);
@@ -356,7 +360,7 @@ static size_t layout(const FlashConfig *c, int capB, int capTp, int bf16, size_t
     n[A_D_RES] = Nm * d;              n[A_D_XS] = Nm * d;            n[A_D_HID] = Nm * H;
     n[A_D_QK4] = 4 * Nm * s;          n[A_D_ATT] = Nm * e;           n[A_D_GATED] = Nm * e;
     n[A_D_KV] = BG * s * e;           n[A_DSIM] = Nm * C;            n[A_D_LOGITS] = Nm * V;
-    n[A_D_LNF] = Nm * d;              n[A_ROW_SCRATCH] = Nm;         n[A_COL_SCRATCH] = 64 * (colmax > 8 * s ? colmax : 8 * s);
+    n[A_D_LNF] = Nm * d;              n[A_ROW_SCRATCH] = Nm;         n[A_COL_SCRATCH] = 64 * colmax > OSR_SLICES * 8 * s ? 64 * colmax : OSR_SLICES * 8 * s;
     n[A_XHAT_SCRATCH] = 2 * Nm * d;   /* the final LayerNorm's backward needs it in every config */
     n[A_DIST_SCRATCH] = BG * ((C + 31) / 32) * C + 65 * C;   /* attn_dist_parts(BG, C) x C, + its sums */
     if (bf16) {
@@ -365,12 +369,14 @@ static size_t layout(const FlashConfig *c, int capB, int capTp, int bf16, size_t
         n[H_GATED] = n[A_GATED];      n[H_LNF_OUT] = n[A_LNF_OUT];  n[H_D_LOGITS] = n[A_D_LOGITS];
         n[H_D_RES] = n[A_D_RES];      n[H_D_ATT] = n[A_D_ATT];      n[H_D_KV] = n[A_D_KV];
         n[H_DSIM] = n[A_DSIM];        n[H_D_HID] = n[A_D_HID];      n[H_ATT] = n[A_ATT];
-        n[H_D_GATED] = n[A_D_GATED];
+        n[H_D_GATED] = n[A_D_GATED];  n[H_D_QK4] = n[A_D_QK4];
         for (int k = H_XS; k < A_COUNT; k++) el[k] = 2;
-        /* kept as twins only: u, v | gate | z, gated, att, d_gated (their fp32
-           buffers are never read) */
+        /* kept as twins only: u, v | gate | z, the four of q and k, the attention
+           weights, gated, att, and the gradients d_gated, d_qk4, dsim (their fp32 buffers
+           are never read) */
         n[A_HID_U] = 0;         n[A_HID] = 0;             n[A_GATED] = 0;
-        n[A_ATT] = 0;           n[A_D_GATED] = 0;
+        n[A_ATT] = 0;           n[A_D_GATED] = 0;         n[A_QK4] = 0;
+        n[A_ATTN] = 0;          n[A_D_QK4] = 0;           n[A_DSIM] = 0;
     }
     size_t at = 0;
     for (int k = 0; k < A_COUNT; k++) {
@@ -589,7 +595,7 @@ static double cu_update(Model *m, const OptConfig *o, long t_step, double lr) {
     Marks mk = {0, {0}};
     MARK(-1);
     opt_sumsq_cuda(cm->chunk_ss, cm->grads, cm->chunks, cm->nchunks, st);
-    opt_clip_cuda(cm->clip, cm->scalars, cm->chunk_ss, cm->first, m->table.n,
+    opt_clip_cuda(cm->clip, cm->scalars, cm->chunk_ss + cm->nchunks, cm->chunk_ss, cm->first, m->table.n,
                   o->clip_mode == CLIP_GLOBAL ? 1 : o->clip_mode == CLIP_LOCAL ? 2 : 0, o->clip, st);
     /* the CPU's constants: formed in double, used in float */
     const double bc1 = 1 - pow(o->beta1, (double)t_step), bc2 = 1 - pow(o->beta2, (double)t_step);
@@ -789,7 +795,7 @@ extern "C" int cuda_model_open(Model *m, char *err, size_t errlen) {
                   cuda_fail(cudaMalloc((void **)&cm->first, sizeof(int) * (t->n + 1)), "memory", err, errlen) ||
                   cuda_fail(cudaMalloc((void **)&cm->decays, sizeof(int) * t->n), "memory", err, errlen) ||
                   cuda_fail(cudaMalloc((void **)&cm->clip, sizeof(float) * t->n), "memory", err, errlen) ||
-                  cuda_fail(cudaMalloc((void **)&cm->chunk_ss, sizeof(double) * (nch ? nch : 1)), "memory", err, errlen) ||
+                  cuda_fail(cudaMalloc((void **)&cm->chunk_ss, sizeof(double) * (nch + t->n + 1)), "memory", err, errlen)   /* + the tensors' sums */ ||
                   cuda_fail(cudaMalloc((void **)&cm->scalars, sizeof(double) * 4), "memory", err, errlen);
         if (!bad) {
             cudaMemcpy(cm->chunks, hc, sizeof(OptChunk) * nch, cudaMemcpyHostToDevice);

@@ -27,7 +27,7 @@ enum {
     A_ROW_SCRATCH, A_COL_SCRATCH, A_XHAT_SCRATCH, A_DIST_SCRATCH,
     /* bf16 twins (bf16 precision only) */
     H_XS, H_HID, H_HID_U, H_QK4, H_ATTN, H_KV, H_GATED, H_LNF_OUT, H_D_LOGITS, H_D_RES, H_D_ATT, H_D_KV,
-    H_DSIM, H_D_HID, H_ATT, H_D_GATED,
+    H_DSIM, H_D_HID, H_ATT, H_D_GATED, H_D_QK4,
     A_COUNT
 };
 

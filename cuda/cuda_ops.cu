@@ -25,12 +25,6 @@ static inline unsigned grid_for(size_t n, int block) {
 static inline dim3 grid_rows(int rows, int cols) {
     return dim3((unsigned)((cols + 255) / 256), (unsigned)(rows < ROW_BLOCKS ? (rows > 0 ? rows : 1) : ROW_BLOCKS));
 }
-/* the same with blocks of `threads` (narrow rows: no idle threads) */
-static inline dim3 grid_rows_t(int rows, int cols, int threads) {
-    return dim3((unsigned)((cols + threads - 1) / threads),
-                (unsigned)(rows < 8 * ROW_BLOCKS ? (rows > 0 ? rows : 1) : 8 * ROW_BLOCKS));
-}
-static inline int threads_for(int cols) { return cols < 256 ? (cols + 31) / 32 * 32 : 256; }
 #define FOR_ROWS(n, rows) for (int n = blockIdx.y; n < (rows); n += gridDim.y)
 
 __device__ __forceinline__ float warp_sum(float v) {
@@ -545,137 +539,283 @@ void gate_backward_cuda(float *d_gate, int gate_stride, float *d_att, const floa
 
 /* ============================ offset-scale + rotary ================================ */
 
-/* One thread per unit of a row: a rotary pair (2j, 2j+1), j < r/2, or a single feature
-   past the pairs. units = r/2 + (s - 2*(r/2)). */
-__device__ __forceinline__ void unit_features(int u, int pairs, int *f0, int *f1) {
-    if (u < pairs) { *f0 = 2 * u; *f1 = 2 * u + 1; }
-    else { *f0 = 2 * pairs + (u - pairs); *f1 = -1; }
+/* One thread per feature j, blocks of whole warps across a row's features and several rows
+   (threadIdx.y). A rotary pair (2u, 2u+1), u < r/2, lies in two neighbouring lanes, which
+   trade values by a shuffle; features past the pairs are not rotated. Every lane of a warp
+   takes part in the shuffles (its row is the warp's), a lane past s only does not store. */
+static inline dim3 osr_block(int s) {
+    const int bx = s < 128 ? (s + 31) / 32 * 32 : 128;
+    return dim3((unsigned)bx, (unsigned)(256 / bx));
 }
 
-/* o_k = z gamma_k + beta_k, then (u, w) -> (u cos - w sin, w cos + u sin) */
+/* o_k = z gamma_k + beta_k, then (a, b) -> (a cos - b sin, b cos + a sin) */
 __global__ void osr_forward_kernel(float *qk4, const float *z, const bf16_t *z16, int z_stride, const float *gamma,
                                    const float *beta, const float *rot_cos, const float *rot_sin,
                                    int N, int Tp, int s, int r, bf16_t *twin) {
-    const int pairs = r / 2, units = pairs + (s - 2 * pairs);
-    const int u = blockIdx.x * blockDim.x + threadIdx.x;
-    if (u >= units) return;
-    FOR_ROWS(n, N) {
-        const int t = n % Tp;
-        int f0, f1;
-        unit_features(u, pairs, &f0, &f1);
-        const size_t zr = (size_t)n * z_stride;
-        const float z0 = ld_act(z, z16, zr + f0), z1 = f1 >= 0 ? ld_act(z, z16, zr + f1) : 0.0f;
-        for (int k = 0; k < 4; k++) {
-            float *o = qk4 + (size_t)k * N * s + (size_t)n * s;
-            const float a = z0 * gamma[k * s + f0] + beta[k * s + f0];
-            if (f1 < 0) {
-                o[f0] = a;
-                put_twin(twin, (size_t)k * N * s + (size_t)n * s + f0, a);
-                continue;
-            }
-            const float b = z1 * gamma[k * s + f1] + beta[k * s + f1];
-            const float c = rot_cos[(size_t)t * pairs + u], sn = rot_sin[(size_t)t * pairs + u];
-            const float o0 = a * c - b * sn, o1 = b * c + a * sn;
-            o[f0] = o0;
-            o[f1] = o1;
-            put_twin(twin, (size_t)k * N * s + (size_t)n * s + f0, o0);
-            put_twin(twin, (size_t)k * N * s + (size_t)n * s + f1, o1);
+    const int pairs = r / 2, j = blockIdx.x * blockDim.x + threadIdx.x;
+    const bool live = j < s, rot = j < 2 * pairs;
+    const int jc = live ? j : s - 1;
+    float gk[4], bk[4];
+#pragma unroll
+    for (int k = 0; k < 4; k++) { gk[k] = gamma[k * s + jc]; bk[k] = beta[k * s + jc]; }
+    const size_t Ns = (size_t)N * s;
+    for (int n = blockIdx.y * blockDim.y + threadIdx.y; n < N; n += gridDim.y * blockDim.y) {
+        float c = 1, sn = 0;
+        if (rot) {
+            const size_t q = (size_t)(n % Tp) * pairs + j / 2;
+            c = rot_cos[q];
+            sn = j & 1 ? rot_sin[q] : -rot_sin[q];   /* even: a c - b sin, odd: b c + a sin */
         }
+        const float zj = ld_act(z, z16, (size_t)n * z_stride + jc);
+#pragma unroll
+        for (int k = 0; k < 4; k++) {
+            const float a = zj * gk[k] + bk[k];
+            const float partner = __shfl_xor_sync(0xffffffffu, a, 1);
+            const float o = rot ? a * c + partner * sn : a;
+            const size_t at = k * Ns + (size_t)n * s + j;
+            if (!live) continue;
+            if (twin) put_twin(twin, at, o);
+            else qk4[at] = o;
+        }
+    }
+}
+/* bf16 only: four features (two rotary pairs) per thread with 8-byte loads and stores
+   (scalar 2-byte accesses left these kernels instruction-bound); s / 4 threads per row,
+   256 / (s / 4) rows per block of 256 threads. Needs s / 4 to divide 256 and 8-byte
+   aligned rows: osr_vec_ok. */
+__device__ __forceinline__ void ld4_bf16(const bf16 *p, float v[4]) {
+    const uint2 w = *reinterpret_cast<const uint2 *>(p);
+    const float2 a = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162 *>(&w.x));
+    const float2 b = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162 *>(&w.y));
+    v[0] = a.x; v[1] = a.y; v[2] = b.x; v[3] = b.y;
+}
+__device__ __forceinline__ void st4_bf16(bf16 *p, const float v[4]) {
+    const __nv_bfloat162 a = __floats2bfloat162_rn(v[0], v[1]), b = __floats2bfloat162_rn(v[2], v[3]);
+    uint2 w;
+    w.x = *reinterpret_cast<const unsigned *>(&a);
+    w.y = *reinterpret_cast<const unsigned *>(&b);
+    *reinterpret_cast<uint2 *>(p) = w;
+}
+static int osr_vec_ok(int s, int z_stride, const void *a, const void *b, const void *c, const void *d) {
+    const int tpr = s / 4;
+    const uintptr_t bits = (uintptr_t)a | (uintptr_t)b | (uintptr_t)c | (uintptr_t)d;
+    return s % 4 == 0 && tpr > 0 && 256 % tpr == 0 && z_stride % 4 == 0 && bits % 8 == 0;
+}
+/* the rotation of features f..f+3 (f a multiple of 4) at position t: cos, sin of the two
+   pairs; pairs past r/2 are not rotated (c = 1, sn = 0) */
+__device__ __forceinline__ void osr_rot2(const float *rot_cos, const float *rot_sin, int t, int pairs, int f,
+                                         float c[2], float sn[2]) {
+#pragma unroll
+    for (int p = 0; p < 2; p++) {
+        const int u = f / 2 + p;
+        c[p] = u < pairs ? rot_cos[(size_t)t * pairs + u] : 1.0f;
+        sn[p] = u < pairs ? rot_sin[(size_t)t * pairs + u] : 0.0f;
+    }
+}
+__global__ void __launch_bounds__(256) osr_forward16x4_kernel(bf16 *__restrict__ out, const bf16 *__restrict__ z16,
+                                                              int z_stride, const float *gamma, const float *beta,
+                                                              const float *rot_cos, const float *rot_sin, int N,
+                                                              int Tp, int s, int r) {
+    const int tpr = s / 4, R = 256 / tpr, f = (threadIdx.x % tpr) * 4, pairs = r / 2;
+    float gk[4][4], bk[4][4];
+#pragma unroll
+    for (int k = 0; k < 4; k++)
+#pragma unroll
+        for (int i = 0; i < 4; i++) { gk[k][i] = gamma[k * s + f + i]; bk[k][i] = beta[k * s + f + i]; }
+    const size_t Ns = (size_t)N * s;
+    for (int n = blockIdx.x * R + threadIdx.x / tpr; n < N; n += gridDim.x * R) {
+        float zv[4], c[2], sn[2];
+        ld4_bf16(z16 + (size_t)n * z_stride + f, zv);
+        osr_rot2(rot_cos, rot_sin, n % Tp, pairs, f, c, sn);
+#pragma unroll
+        for (int k = 0; k < 4; k++) {
+            float a[4], o[4];
+#pragma unroll
+            for (int i = 0; i < 4; i++) a[i] = zv[i] * gk[k][i] + bk[k][i];
+#pragma unroll
+            for (int p = 0; p < 2; p++) {   /* (a, b) -> (a cos - b sin, b cos + a sin) */
+                o[2 * p] = a[2 * p] * c[p] - a[2 * p + 1] * sn[p];
+                o[2 * p + 1] = a[2 * p + 1] * c[p] + a[2 * p] * sn[p];
+            }
+            st4_bf16(out + k * Ns + (size_t)n * s + f, o);
+        }
+    }
+}
+/* the backward and the parameters' partial sums as osr_backward_kernel: each thread sums
+   its rows in order, the block's R rows are combined in row order, slices by the final
+   kernel */
+__global__ void __launch_bounds__(256) osr_backward16x4_kernel(
+    bf16 *__restrict__ dz16, const bf16 *__restrict__ dq16, const bf16 *__restrict__ z16,
+    const bf16 *__restrict__ u16, const float *gamma, const float *rot_cos, const float *rot_sin, int z_stride,
+    int N, int Tp, int s, int r, float *__restrict__ partial) {
+    __shared__ float red[8 * 256 * 4];   /* [R][8][s]: R * s = 1,024 */
+    const int tpr = s / 4, R = 256 / tpr, row = threadIdx.x / tpr, f = (threadIdx.x % tpr) * 4;
+    const int pairs = r / 2, slice = blockIdx.x;
+    const int lo = (int)((long)N * slice / OSR_SLICES), hi = (int)((long)N * (slice + 1) / OSR_SLICES);
+    float gk[4][4], ag[4][4], ab[4][4];
+#pragma unroll
+    for (int k = 0; k < 4; k++)
+#pragma unroll
+        for (int i = 0; i < 4; i++) { gk[k][i] = gamma[k * s + f + i]; ag[k][i] = 0; ab[k][i] = 0; }
+    const size_t Ns = (size_t)N * s;
+#pragma unroll 2
+    for (int n = lo + row; n < hi; n += R) {
+        const size_t zr = (size_t)n * z_stride + f;
+        float zv[4], uv[4] = {0, 0, 0, 0}, c[2], sn[2], dz[4] = {0, 0, 0, 0};
+        ld4_bf16(z16 + zr, zv);
+        if (u16) ld4_bf16(u16 + zr, uv);
+        osr_rot2(rot_cos, rot_sin, n % Tp, pairs, f, c, sn);
+#pragma unroll
+        for (int k = 0; k < 4; k++) {
+            float g[4], b[4];
+            ld4_bf16(dq16 + k * Ns + (size_t)n * s + f, g);
+#pragma unroll
+            for (int p = 0; p < 2; p++) {   /* back: (g1 cos + g2 sin, g2 cos - g1 sin) */
+                b[2 * p] = g[2 * p] * c[p] + g[2 * p + 1] * sn[p];
+                b[2 * p + 1] = g[2 * p + 1] * c[p] - g[2 * p] * sn[p];
+            }
+#pragma unroll
+            for (int i = 0; i < 4; i++) {
+                dz[i] += b[i] * gk[k][i];
+                ag[k][i] += b[i] * zv[i];
+                ab[k][i] += b[i];
+            }
+        }
+        if (u16)
+#pragma unroll
+            for (int i = 0; i < 4; i++) {   /* silu'(u) = sig (1 + u (1 - sig)) */
+                const float sg = sigmoid_fast(uv[i]);
+                dz[i] *= sg * (1.0f + uv[i] * (1.0f - sg));
+            }
+        st4_bf16(dz16 + zr, dz);
+    }
+#pragma unroll
+    for (int k = 0; k < 4; k++)
+#pragma unroll
+        for (int i = 0; i < 4; i++) {
+            red[(row * 8 + k) * s + f + i] = ag[k][i];
+            red[(row * 8 + 4 + k) * s + f + i] = ab[k][i];
+        }
+    __syncthreads();
+    for (int q = threadIdx.x; q < 8 * s; q += blockDim.x) {
+        float t = 0;
+        for (int y = 0; y < R; y++) t += red[y * 8 * s + q];
+        partial[(size_t)slice * 8 * s + q] = t;
     }
 }
 void offset_scale_rotary_forward_cuda(float *qk4, const float *z, const bf16_t *z16, int z_stride,
                                       const float *gamma, const float *beta, const float *rot_cos,
                                       const float *rot_sin, int N, int Tp, int s, int r, bf16_t *twin,
                                       cudaStream_t st) {
-    const int units = r / 2 + (s - 2 * (r / 2));
-    osr_forward_kernel<<<grid_rows_t(N, units, threads_for(units)), threads_for(units), 0, st>>>(
-        qk4, z, z16, z_stride, gamma, beta, rot_cos, rot_sin, N, Tp, s, r, twin);
+    if (N <= 0 || s <= 0) return;
+    if (z16 && twin && osr_vec_ok(s, z_stride, z16, twin, NULL, NULL)) {
+        const int R = 256 / (s / 4), blocks = (N + R - 1) / R;
+        osr_forward16x4_kernel<<<blocks < 16384 ? blocks : 16384, 256, 0, st>>>(
+            reinterpret_cast<bf16 *>(twin), reinterpret_cast<const bf16 *>(z16), z_stride, gamma, beta, rot_cos,
+            rot_sin, N, Tp, s, r);
+        return;
+    }
+    const dim3 block = osr_block(s);
+    const int rows = (N + (int)block.y - 1) / (int)block.y;
+    const dim3 grid((unsigned)((s + block.x - 1) / block.x), (unsigned)(rows < 16384 ? rows : 16384));
+    osr_forward_kernel<<<grid, block, 0, st>>>(qk4, z, z16, z_stride, gamma, beta, rot_cos, rot_sin, N, Tp, s,
+                                              r, twin);
 }
 
-/* rotation back: du = g1 cos + g2 sin, dw = g2 cos - g1 sin; dz = sum_k back_k gamma_k
-   (times silu'(u) when u is given) */
-__global__ void osr_backward_kernel(float *dz, float *d_qk4, const float *u, const bf16_t *u16, const float *gamma,
+/* The backward and the parameters' sums in one pass. Rotation back of g = d o_k:
+   even j: b = g_j cos + g_{j+1} sin, odd j: b = g_j cos - g_{j-1} sin; then
+   dz = sum_k b_k gamma_k (times silu'(u) when u is given), dgamma_k += b_k z, dbeta_k += b_k.
+   blockIdx.y is a slice of rows; each thread sums its rows in order, the block's rows
+   are combined in threadIdx.y order, and the slices in slice order by the final kernel. */
+__global__ void osr_backward_kernel(float *dz, const float *d_qk4, const bf16_t *d_qk4_16, const float *z,
+                                    const bf16_t *z16, const float *u, const bf16_t *u16, const float *gamma,
                                     const float *rot_cos, const float *rot_sin, int z_stride, int N,
-                                    int Tp, int s, int r, bf16_t *dz_twin) {
-    const int pairs = r / 2, units = pairs + (s - 2 * pairs);
-    const int un = blockIdx.x * blockDim.x + threadIdx.x;
-    if (un >= units) return;
-    int f0, f1;
-    unit_features(un, pairs, &f0, &f1);
-    FOR_ROWS(n, N) {
-        const int t = n % Tp;
-        float dz0 = 0, dz1 = 0;
+                                    int Tp, int s, int r, bf16_t *dz_twin, float *partial) {
+    extern __shared__ float red[];   /* [blockDim.y][8][blockDim.x] */
+    const int pairs = r / 2, j = blockIdx.x * blockDim.x + threadIdx.x, slice = blockIdx.y;
+    const bool live = j < s, rot = j < 2 * pairs, has_u = u || u16;
+    const int jc = live ? j : s - 1;
+    const int lo = (int)((long)N * slice / OSR_SLICES), hi = (int)((long)N * (slice + 1) / OSR_SLICES);
+    float gk[4], ag[4] = {0, 0, 0, 0}, ab[4] = {0, 0, 0, 0};
+#pragma unroll
+    for (int k = 0; k < 4; k++) gk[k] = gamma[k * s + jc];
+    const size_t Ns = (size_t)N * s;
+    for (int n = lo + threadIdx.y; n < hi; n += blockDim.y) {
+        float c = 1, sn = 0;
+        if (rot) {
+            const size_t q = (size_t)(n % Tp) * pairs + j / 2;
+            c = rot_cos[q];
+            sn = j & 1 ? -rot_sin[q] : rot_sin[q];
+        }
+        const size_t zr = (size_t)n * z_stride + jc;
+        const float zj = ld_act(z, z16, zr);
+        float dzj = 0;
 #pragma unroll
         for (int k = 0; k < 4; k++) {
-            float *g = d_qk4 + (size_t)k * N * s + (size_t)n * s;
-            if (f1 < 0) {
-                dz0 += g[f0] * gamma[k * s + f0];
-                continue;
-            }
-            const float c = rot_cos[(size_t)t * pairs + un], sn = rot_sin[(size_t)t * pairs + un];
-            const float g1 = g[f0], g2 = g[f1];
-            const float b0 = g1 * c + g2 * sn, b1 = g2 * c - g1 * sn;
-            g[f0] = b0;
-            g[f1] = b1;
-            dz0 += b0 * gamma[k * s + f0];
-            dz1 += b1 * gamma[k * s + f1];
+            const float g = ld_act(d_qk4, d_qk4_16, k * Ns + (size_t)n * s + jc);
+            const float partner = __shfl_xor_sync(0xffffffffu, g, 1);
+            const float b = rot ? g * c + partner * sn : g;
+            dzj += b * gk[k];
+            ag[k] += b * zj;
+            ab[k] += b;
         }
-        const int has_u = u || u16;
-        if (has_u) dz0 *= silu_grad_f(ld_act(u, u16, (size_t)n * z_stride + f0));
-        if (dz) dz[(size_t)n * z_stride + f0] = dz0;
-        put_twin(dz_twin, (size_t)n * z_stride + f0, dz0);
-        if (f1 >= 0) {
-            if (has_u) dz1 *= silu_grad_f(ld_act(u, u16, (size_t)n * z_stride + f1));
-            if (dz) dz[(size_t)n * z_stride + f1] = dz1;
-            put_twin(dz_twin, (size_t)n * z_stride + f1, dz1);
+        if (has_u) dzj *= silu_grad_f(ld_act(u, u16, zr));
+        if (live) {
+            if (dz) dz[zr] = dzj;
+            put_twin(dz_twin, zr, dzj);
         }
     }
-}
-/* dgamma_k += sum_n back_k z and dbeta_k += sum_n back_k for all four k in one pass:
-   blockIdx.z = k, then as colsum_partial_kernel; partial: 64 slices x (4s | 4s) */
-__global__ void osr_param_partial_kernel(float *partial, const float *d_qk4, const float *z,
-                                         const bf16_t *z16, int z_stride, int N, int s) {
-    __shared__ float acc_g[8][33], acc_b[8][33];
-    const int j = blockIdx.x * 32 + threadIdx.x, slice = blockIdx.y, k = blockIdx.z;
-    const int lo = (int)((long)N * slice / RED_SLICES), hi = (int)((long)N * (slice + 1) / RED_SLICES);
-    const float *g = d_qk4 + (size_t)k * N * s;
-    float sg = 0, sb = 0;
-    if (j < s)
-        for (int n = lo + threadIdx.y; n < hi; n += 8) {
-            const float a = g[(size_t)n * s + j];
-            sg += a * ld_act(z, z16, (size_t)n * z_stride + j);
-            sb += a;
-        }
-    acc_g[threadIdx.y][threadIdx.x] = sg;
-    acc_b[threadIdx.y][threadIdx.x] = sb;
+    const int bx = blockDim.x, y = threadIdx.y, x = threadIdx.x;
+#pragma unroll
+    for (int k = 0; k < 4; k++) {
+        red[(y * 8 + k) * bx + x] = ag[k];
+        red[(y * 8 + 4 + k) * bx + x] = ab[k];
+    }
     __syncthreads();
-    if (threadIdx.y == 0 && j < s) {
-        float tg = 0, tb = 0;
-        for (int y = 0; y < 8; y++) { tg += acc_g[y][threadIdx.x]; tb += acc_b[y][threadIdx.x]; }
-        partial[(size_t)slice * 8 * s + k * s + j] = tg;
-        partial[(size_t)slice * 8 * s + 4 * s + k * s + j] = tb;
+    if (y == 0 && live)
+        for (int q = 0; q < 8; q++) {
+            float t = 0;
+            for (int yy = 0; yy < (int)blockDim.y; yy++) t += red[(yy * 8 + q) * bx + x];
+            partial[(size_t)slice * 8 * s + q * s + j] = t;   /* q < 4: gamma_q, else beta_{q-4} */
+        }
+}
+/* dgamma, dbeta (4 x s each) += the slices' sums: a block takes 32 of the 8s sums, its
+   warp w the slices w, w + 8, ... in order, then the 8 warps' sums in warp order */
+__global__ void osr_param_final_kernel(float *dgamma, float *dbeta, const float *part, int s) {
+    __shared__ float acc[8][32];
+    const int lane = threadIdx.x % 32, w = threadIdx.x / 32, q = blockIdx.x * 32 + lane;
+    float t = 0;
+    if (q < 8 * s)
+        for (int sl = w; sl < OSR_SLICES; sl += 8) t += part[(size_t)sl * 8 * s + q];
+    acc[w][lane] = t;
+    __syncthreads();
+    if (w == 0 && q < 8 * s) {
+        float u = 0;
+        for (int y = 0; y < 8; y++) u += acc[y][lane];
+        if (q < 4 * s) dgamma[q] += u;
+        else dbeta[q - 4 * s] += u;
     }
 }
-/* dgamma, dbeta (4 x s each) += the slices' sums, in slice order */
-__global__ void osr_param_final_kernel(float *dgamma, float *dbeta, const float *part, int s) {
-    const int q = blockIdx.x * blockDim.x + threadIdx.x;
-    if (q >= 8 * s) return;
-    float t = 0;
-    for (int sl = 0; sl < RED_SLICES; sl++) t += part[(size_t)sl * 8 * s + q];
-    if (q < 4 * s) dgamma[q] += t;
-    else dbeta[q - 4 * s] += t;
-}
-void offset_scale_rotary_backward_cuda(float *dz, float *dgamma, float *dbeta, float *d_qk4,
-                                       const float *z, const bf16_t *z16, int z_stride, const float *u_z,
-                                       const bf16_t *u_z16, const float *gamma, const float *rot_cos,
-                                       const float *rot_sin, int N, int Tp, int s, int r,
-                                       float *part_scratch, bf16_t *dz_twin, cudaStream_t st) {
-    const int units = r / 2 + (s - 2 * (r / 2));
-    osr_backward_kernel<<<grid_rows_t(N, units, threads_for(units)), threads_for(units), 0, st>>>(dz, d_qk4, u_z, u_z16, gamma, rot_cos, rot_sin,
-                                                            z_stride, N, Tp, s, r, dz_twin);
-    dim3 grid((s + 31) / 32, RED_SLICES, 4), block(32, 8);
-    osr_param_partial_kernel<<<grid, block, 0, st>>>(part_scratch, d_qk4, z, z16, z_stride, N, s);
-    osr_param_final_kernel<<<(8 * s + 255) / 256, 256, 0, st>>>(dgamma, dbeta, part_scratch, s);
+void offset_scale_rotary_backward_cuda(float *dz, float *dgamma, float *dbeta, const float *d_qk4,
+                                       const bf16_t *d_qk4_16, const float *z, const bf16_t *z16,
+                                       int z_stride, const float *u_z, const bf16_t *u_z16,
+                                       const float *gamma, const float *rot_cos, const float *rot_sin,
+                                       int N, int Tp, int s, int r, float *part_scratch, bf16_t *dz_twin,
+                                       cudaStream_t st) {
+    if (N <= 0 || s <= 0) return;
+    if (!dz && dz_twin && d_qk4_16 && z16 && (u_z16 || !u_z) &&
+        osr_vec_ok(s, z_stride, dz_twin, d_qk4_16, z16, u_z16)) {
+        osr_backward16x4_kernel<<<OSR_SLICES, 256, 0, st>>>(
+            reinterpret_cast<bf16 *>(dz_twin), reinterpret_cast<const bf16 *>(d_qk4_16),
+            reinterpret_cast<const bf16 *>(z16), reinterpret_cast<const bf16 *>(u_z16), gamma, rot_cos, rot_sin,
+            z_stride, N, Tp, s, r, part_scratch);
+    } else {
+        const dim3 block = osr_block(s), grid((unsigned)((s + block.x - 1) / block.x), OSR_SLICES);
+        osr_backward_kernel<<<grid, block, sizeof(float) * 8 * block.x * block.y, st>>>(
+            dz, d_qk4, d_qk4_16, z, z16, u_z, u_z16, gamma, rot_cos, rot_sin, z_stride, N, Tp, s, r, dz_twin,
+            part_scratch);
+    }
+    osr_param_final_kernel<<<(8 * s + 31) / 32, 256, 0, st>>>(dgamma, dbeta, part_scratch, s);
 }
 
 /* ================================ attention ======================================== */
@@ -721,8 +861,8 @@ __global__ void attn_phi_forward_kernel(float *sim, float *attn, const float *bi
         } else {
             sim[k] = 0;
         }
-        attn[k] = a;
-        put_twin(twin, k, a);
+        if (twin) put_twin(twin, k, a);
+        else attn[k] = a;
     }
 }
 void attn_phi_forward_cuda(float *sim, float *attn, const float *bias_dist, int ntask, int C,
@@ -731,38 +871,57 @@ void attn_phi_forward_cuda(float *sim, float *attn, const float *bias_dist, int 
                                                                      laplace, attn_twin);
 }
 
-/* dsim = dA phi'(sim) on j <= i. A block takes ATT_ROWS rows of one group and sums dsim
-   per distance i - j in shared memory: within one row every column has its own distance,
-   and the rows follow one another between barriers, so the sums have a fixed order. */
+/* dsim = dA phi'(sim) on j <= i, 0 above. A block takes ATT_ROWS rows of one group; its
+   thread for distance k takes, in each row i, the entry (i, i - k) when k <= i (and adds it
+   to its distance's sum, rows in order) or else the entry (i, k) above the diagonal (a
+   zero): each row's C entries once, both runs of addresses contiguous across the threads.
+   Eight rows' loads are issued before any store (the stores go to the buffer read). */
 #define ATT_ROWS 32
 __global__ void attn_phi_backward_kernel(float *dA, const float *sim, int C, int laplace,
                                          bf16_t *twin, float *dist_part) {
-    extern __shared__ float dist_sh[];
     const int chunks = (C + ATT_ROWS - 1) / ATT_ROWS;
     const int task = blockIdx.x / chunks, i0 = (blockIdx.x % chunks) * ATT_ROWS;
-    for (int k = threadIdx.x; k < C; k += blockDim.x) dist_sh[k] = 0;
-    __syncthreads();
-    for (int i = i0; i < i0 + ATT_ROWS && i < C; i++) {
-        for (int j = threadIdx.x; j < C; j += blockDim.x) {
-            const size_t k = ((size_t)task * C + i) * C + j;
-            const float g = j <= i ? dA[k] * phi_grad_f(sim[k], laplace) : 0.0f;
-            dA[k] = g;
-            put_twin(twin, k, g);
-            if (j <= i) dist_sh[i - j] += g;
+    const int i1 = i0 + ATT_ROWS < C ? i0 + ATT_ROWS : C;
+    for (int k = threadIdx.x; k < C; k += blockDim.x) {
+        float dist = 0;
+        for (int i = i0; i < i1; i += 8) {
+            float a[8], sv[8];
+            size_t at[8];
+#pragma unroll
+            for (int q = 0; q < 8; q++) {
+                const int ii = i + q;
+                const size_t row = ((size_t)task * C + ii) * C;
+                a[q] = 0;
+                sv[q] = 0;
+                at[q] = row + (k <= ii ? ii - k : k);
+                if (ii < i1 && k <= ii) {
+                    a[q] = ld_act(dA, twin, at[q]);
+                    sv[q] = sim[at[q]];
+                }
+            }
+#pragma unroll
+            for (int q = 0; q < 8; q++) {
+                const int ii = i + q;
+                if (ii >= i1) break;
+                float g = 0;
+                if (k <= ii) {
+                    g = a[q] * phi_grad_f(sv[q], laplace);
+                    dist += g;
+                }
+                if (twin) put_twin(twin, at[q], g);
+                else dA[at[q]] = g;
+            }
         }
-        __syncthreads();
+        if (dist_part) dist_part[(size_t)blockIdx.x * C + k] = dist;
     }
-    if (dist_part)
-        for (int k = threadIdx.x; k < C; k += blockDim.x) dist_part[(size_t)blockIdx.x * C + k] = dist_sh[k];
 }
 int attn_dist_parts(int ntask, int C) { return ntask * ((C + ATT_ROWS - 1) / ATT_ROWS); }
 void attn_phi_backward_cuda(float *dA, const float *sim, int ntask, int C, int laplace,
                             bf16_t *twin, float *dist_part, cudaStream_t st) {
     const int blocks = attn_dist_parts(ntask, C), threads = C < 256 ? (C + 31) / 32 * 32 : 256;
-    attn_phi_backward_kernel<<<blocks, threads, sizeof(float) * C, st>>>(dA, sim, C, laplace, twin, dist_part);
+    attn_phi_backward_kernel<<<blocks, threads, 0, st>>>(twin ? NULL : dA, sim, C, laplace, twin, dist_part);
 }
 
-/* each bucket adds its distances' sums, in distance order */
 /* The bucket of distance k never decreases with k, so bucket b holds one range of
    distances: the 16 exact ones, then [16 * 2^((b-16)/2), ...) found by a binary search. */
 __device__ int first_distance_of(int b, int C) {
@@ -773,21 +932,36 @@ __device__ int first_distance_of(int b, int C) {
     }
     return lo;
 }
-__global__ void attn_rel_bias_kernel(float *d_rel_bias, const float *dist, int C, float scale) {
-    const int b = threadIdx.x;
+/* One block: the slices' sums per distance (four runs of RED_SLICES / 4 slices, each in
+   order, then the four in order; shared), then warp b sums bucket b's distances (lanes
+   strided, then the fixed butterfly). 32 warps, 32 buckets. */
+__global__ void attn_rel_bias_kernel(float *d_rel_bias, const float *slices, int C, float scale) {
+    extern __shared__ float sh[];   /* [4][C] runs, then [C] */
+    const int run = RED_SLICES / 4;
+    for (int q = threadIdx.x; q < 4 * C; q += blockDim.x) {
+        const int part = q / C, k = q % C;
+        float t = 0;
+        for (int sl = part * run; sl < (part + 1) * run; sl++) t += slices[(size_t)sl * C + k];
+        sh[q] = t;
+    }
+    __syncthreads();
+    float *dist = sh + 4 * C;
+    for (int k = threadIdx.x; k < C; k += blockDim.x)
+        dist[k] = ((sh[k] + sh[C + k]) + sh[2 * C + k]) + sh[3 * C + k];
+    __syncthreads();
+    const int b = threadIdx.x / 32, lane = threadIdx.x % 32;
     const int k0 = first_distance_of(b, C), k1 = first_distance_of(b + 1, C);
-    if (k0 >= k1) return;
     float acc = 0;
-    for (int k = k0; k < k1; k++) acc += scale * dist[k];
-    d_rel_bias[b] += acc;
+    for (int k = k0 + lane; k < k1; k += 32) acc += scale * dist[k];
+    acc = warp_sum(acc);
+    if (lane == 0 && k0 < k1) d_rel_bias[b] += acc;
 }
 void attn_rel_bias_backward_cuda(float *d_rel_bias, const float *dist_part, int nparts, int C, int s,
                                  float *scratch, cudaStream_t st) {
-    /* the parts' sum per distance: a column sum of the nparts x C matrix */
-    float *dist = scratch, *col = scratch + C;
-    cudaMemsetAsync(dist, 0, sizeof(float) * C, st);
-    colsum_add_cuda(dist, dist_part, C, NULL, 0, nparts, C, col, st);
-    attn_rel_bias_kernel<<<1, 32, 0, st>>>(d_rel_bias, dist, C, sqrtf((float)s));
+    /* the parts' column sums in RED_SLICES slices, then the buckets */
+    dim3 grid((C + 31) / 32, RED_SLICES), block(32, 8);
+    colsum_partial_kernel<<<grid, block, 0, st>>>(scratch, dist_part, C, NULL, 0, nparts, C);
+    attn_rel_bias_kernel<<<1, 1024, sizeof(float) * 5 * C, st>>>(d_rel_bias, scratch, C, sqrtf((float)s));
 }
 
 /* x over the s*e entries of a block (4 per thread), y over the sequences. The groups'
@@ -950,28 +1124,38 @@ void opt_sumsq_cuda(double *chunk_ss, const float *grads, const OptChunk *chunks
     if (nchunks > 0) opt_sumsq_kernel<<<nchunks, 256, 0, st>>>(chunk_ss, grads, chunks);
 }
 
-/* global: min(1, c / (N + 1e-6)); local: c / n for a tensor whose norm n > c */
-__global__ void opt_clip_kernel(float *clip, double *norm_out, const double *chunk_ss,
+/* global: min(1, c / (N + 1e-6)); local: c / n for a tensor whose norm n > c. One block of
+   32 warps: warp w takes tensors w, w + 32, ..., its lanes summing the tensor's chunks
+   (strided, then the fixed butterfly); then warp 0 sums the tensors the same way. */
+__global__ void opt_clip_kernel(float *clip, double *norm_out, double *tensor_ss, const double *chunk_ss,
                                 const int *first, int ntensor, int mode, double c) {
-    double total = 0;
-    for (int i = 0; i < ntensor; i++) {
+    const int w = threadIdx.x / 32, lane = threadIdx.x % 32, warps = blockDim.x / 32;
+    for (int i = w; i < ntensor; i += warps) {
         double ss = 0;
-        for (int q = first[i]; q < first[i + 1]; q++) ss += chunk_ss[q];
-        total += ss;
+        for (int q = first[i] + lane; q < first[i + 1]; q += 32) ss += chunk_ss[q];
+        ss = warp_sum_d(ss);
+        if (lane == 0) tensor_ss[i] = ss;
+    }
+    __syncthreads();
+    __shared__ double total_sh;
+    if (w == 0) {
+        double total = 0;
+        for (int i = lane; i < ntensor; i += 32) total += tensor_ss[i];
+        total = warp_sum_d(total);
+        if (lane == 0) { total_sh = total; norm_out[0] = sqrt(total); }
+    }
+    __syncthreads();
+    const double norm = sqrt(total_sh);
+    for (int i = threadIdx.x; i < ntensor; i += blockDim.x) {
         double f = 1;
-        if (mode == 2) { const double nrm = sqrt(ss); if (nrm > c) f = c / nrm; }
+        if (mode == 1) { const double g = c / (norm + 1e-6); f = g < 1 ? g : 1; }
+        if (mode == 2) { const double nrm = sqrt(tensor_ss[i]); if (nrm > c) f = c / nrm; }
         clip[i] = (float)f;
     }
-    const double norm = sqrt(total);
-    if (mode == 1) {
-        const double f = c / (norm + 1e-6);
-        for (int i = 0; i < ntensor; i++) clip[i] = (float)(f < 1 ? f : 1);
-    }
-    norm_out[0] = norm;
 }
-void opt_clip_cuda(float *clip, double *norm_out, const double *chunk_ss, const int *tensor_first_chunk,
-                   int ntensor, int mode, double c, cudaStream_t st) {
-    opt_clip_kernel<<<1, 1, 0, st>>>(clip, norm_out, chunk_ss, tensor_first_chunk, ntensor, mode, c);
+void opt_clip_cuda(float *clip, double *norm_out, double *tensor_ss, const double *chunk_ss,
+                   const int *tensor_first_chunk, int ntensor, int mode, double c, cudaStream_t st) {
+    opt_clip_kernel<<<1, 1024, 0, st>>>(clip, norm_out, tensor_ss, chunk_ss, tensor_first_chunk, ntensor, mode, c);
 }
 
 /* m = b1 m + (1-b1) g;  v = b2 v + (1-b2) g^2;  p = p decay - step m / (sqrt(v / bc2) + eps) */

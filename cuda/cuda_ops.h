@@ -92,33 +92,38 @@ void gate_backward_cuda(float *d_gate, int gate_stride, float *d_att, const floa
 
 /* ---- offset-scale + rotary ------------------------------------------------------------ */
 /* qk4: 4 blocks of N x s (quad_q, lin_q, quad_k, lin_k); z rows z_stride apart;
-   rot_cos/rot_sin: Tp x r/2 */
+   rot_cos/rot_sin: Tp x r/2. With a twin the outputs are written to the twin only (bf16
+   keeps them so), without one to qk4. */
 void offset_scale_rotary_forward_cuda(float *qk4, const float *z, const bf16_t *z16, int z_stride,
                                       const float *gamma, const float *beta, const float *rot_cos,
                                       const float *rot_sin, int N, int Tp, int s, int r, bf16_t *twin,
                                       cudaStream_t st);
-/* d_qk4 is rotated back in place; dz written (rows z_stride apart; NULL: the twin only),
-   times silu'(u_z) when u_z (z's pre-activation, same stride) is given; dgamma, dbeta +=.
-   part_scratch: 64 x 8 x s floats. */
-void offset_scale_rotary_backward_cuda(float *dz, float *dgamma, float *dbeta, float *d_qk4,
-                                       const float *z, const bf16_t *z16, int z_stride, const float *u_z,
-                                       const bf16_t *u_z16, const float *gamma, const float *rot_cos,
-                                       const float *rot_sin, int N, int Tp, int s, int r,
-                                       float *part_scratch, bf16_t *dz_twin, cudaStream_t st);
+/* d_qk4 (or its bf16 form d_qk4_16) is read, not changed; dz written (rows z_stride apart;
+   NULL: the twin only), times silu'(u_z) when u_z (z's pre-activation, same stride) is
+   given; dgamma, dbeta +=. part_scratch: OSR_SLICES x 8 x s floats. */
+#define OSR_SLICES 256
+void offset_scale_rotary_backward_cuda(float *dz, float *dgamma, float *dbeta, const float *d_qk4,
+                                       const bf16_t *d_qk4_16, const float *z, const bf16_t *z16,
+                                       int z_stride, const float *u_z, const bf16_t *u_z16,
+                                       const float *gamma, const float *rot_cos, const float *rot_sin,
+                                       int N, int Tp, int s, int r, float *part_scratch, bf16_t *dz_twin,
+                                       cudaStream_t st);
 
 /* ---- attention pieces (the products are cuBLAS calls in cuda_model.cu) --------------- */
 /* sim[task, i, j] += bias_dist[i - j]; attn = phi(sim) for j <= i, else 0 (and sim 0);
-   ntask groups of C x C. bias_dist: C floats, sqrt(s) * rel_bias[bucket(k)]. */
+   ntask groups of C x C. bias_dist: C floats, sqrt(s) * rel_bias[bucket(k)]. With a twin
+   attn is written to the twin only. */
 void attn_phi_forward_cuda(float *sim, float *attn, const float *bias_dist, int ntask, int C,
                            int laplace, bf16_t *attn_twin, cudaStream_t st);
 void attn_bias_dist_cuda(float *bias_dist, const float *rel_bias, int C, int s, cudaStream_t st);
-/* dsim = dA * phi'(sim) on j <= i, 0 above; in place on dA. dist_part (NULL: skipped)
+/* dsim = dA * phi'(sim) on j <= i, 0 above; in place on dA, or with a twin in place on the
+   twin (it holds dA in bf16 on entry, dA unused). dist_part (NULL: skipped)
    gets attn_dist_parts(ntask, C) partial sums of dsim per distance i - j, C each. */
 int attn_dist_parts(int ntask, int C);
 void attn_phi_backward_cuda(float *dA, const float *sim, int ntask, int C, int laplace,
                             bf16_t *twin, float *dist_part, cudaStream_t st);
 /* d_rel_bias[bucket(k)] += sqrt(s) * (sum of the nparts partial sums at distance k).
-   scratch: 65 x C floats. */
+   scratch: 64 x C floats. */
 void attn_rel_bias_backward_cuda(float *d_rel_bias, const float *dist_part, int nparts, int C, int s,
                                  float *scratch, cudaStream_t st);
 /* exclusive prefix sum over the G groups of each of B sequences, blocks of se floats,
@@ -144,10 +149,11 @@ typedef struct { int tensor; size_t start, count; } OptChunk;
 /* chunk_ss[c] = sum of squares of grads over chunk c (nchunks of them) */
 void opt_sumsq_cuda(double *chunk_ss, const float *grads, const OptChunk *chunks, int nchunks,
                     cudaStream_t st);
-/* Per tensor: ss = sum of its chunks' squares (in chunk order, double); total norm N;
-   clip factor per tensor (mode 0 none, 1 global, 2 local) into clip[]; *norm_out = N. */
-void opt_clip_cuda(float *clip, double *norm_out, const double *chunk_ss, const int *tensor_first_chunk,
-                   int ntensor, int mode, double c, cudaStream_t st);
+/* Per tensor: ss = sum of its chunks' squares (in a fixed order, double) into tensor_ss
+   (ntensor doubles); total norm N; clip factor per tensor (mode 0 none, 1 global, 2 local)
+   into clip[]; *norm_out = N. */
+void opt_clip_cuda(float *clip, double *norm_out, double *tensor_ss, const double *chunk_ss,
+                   const int *tensor_first_chunk, int ntensor, int mode, double c, cudaStream_t st);
 /* AdamW over the chunks (trained tensors only); nothing when *norm is not finite.
    decays[tensor]: weight decay applies (the weight is first multiplied by decay_val =
    1 - lr*wd). The bf16 twin of the weights (NULL: none) is refreshed. */

@@ -328,8 +328,8 @@ static void osr_case(int s, int r) {
     offset_scale_rotary_backward(dz_ref, dg_ref, db_ref, dq, z, zs, gamma, cs, sn, B, T, s, r);
     float *zeros = calloc(4 * (size_t)s, sizeof(float));
     float *d_dz = dev_nan((size_t)N * zs), *d_dg = dev_from(zeros, 4 * (size_t)s), *d_db = dev_from(zeros, 4 * (size_t)s);
-    float *col = dev_nan(64 * 8 * (size_t)s);
-    offset_scale_rotary_backward_cuda(d_dz, d_dg, d_db, d_dq, d_z, NULL, zs, NULL, NULL, d_g, d_cs, d_sn, N, T, s, r, col, NULL, 0);
+    float *col = dev_nan((size_t)OSR_SLICES * 8 * s);
+    offset_scale_rotary_backward_cuda(d_dz, d_dg, d_db, d_dq, NULL, d_z, NULL, zs, NULL, NULL, d_g, d_cs, d_sn, N, T, s, r, col, NULL, 0);
     float *dz = host_copy(d_dz, (size_t)N * zs), *dgm = host_copy(d_dg, 4 * (size_t)s), *dbt = host_copy(d_db, 4 * (size_t)s);
     double worst = 0;
     for (int n = 0; n < N; n++) for (int f = 0; f < s; f++) {
@@ -340,14 +340,14 @@ static void osr_case(int s, int r) {
     CHECK(rel_err(dgm, dg_ref, 4 * (size_t)s) < KTOL && rel_err(dbt, db_ref, 4 * (size_t)s) < KTOL,
           "dgamma %g dbeta %g", rel_err(dgm, dg_ref, 4 * (size_t)s), rel_err(dbt, db_ref, 4 * (size_t)s));
     float *dqb = host_copy(d_dq, (size_t)4 * N * s);
-    CHECK(rel_err(dqb, dq, (size_t)4 * N * s) < KTOL, "rotated-back gradients rel %g", rel_err(dqb, dq, (size_t)4 * N * s));
+    CHECK(memcmp(dqb, dq0, sizeof(float) * 4 * N * s) == 0, "the backward changed its input d_qk4");
     /* with z's silu backward folded in (u: the pre-activation, z's stride) */
     float *uz = malloc(sizeof(float) * N * zs), *dz2_ref = malloc(sizeof(float) * N * zs);
     fill(uz, (size_t)N * zs, -4, 4);
     silu_backward(dz2_ref, dz_ref, uz, (size_t)N * zs);
     float *d_uz = dev_from(uz, (size_t)N * zs);
     cudaMemcpy(d_dq, dq0, sizeof(float) * 4 * N * s, cudaMemcpyHostToDevice);
-    offset_scale_rotary_backward_cuda(d_dz, d_dg, d_db, d_dq, d_z, NULL, zs, d_uz, NULL, d_g, d_cs, d_sn, N, T, s, r, col, NULL, 0);
+    offset_scale_rotary_backward_cuda(d_dz, d_dg, d_db, d_dq, NULL, d_z, NULL, zs, d_uz, NULL, d_g, d_cs, d_sn, N, T, s, r, col, NULL, 0);
     free(dz);
     dz = host_copy(d_dz, (size_t)N * zs);
     worst = 0;
@@ -501,6 +501,135 @@ static void bf16_gate_case(int e, int off, int stride) {
 static void test_bf16_gate_kernels(void) {
     bf16_gate_case(70, 4, 78);   /* even: two columns per thread */
     bf16_gate_case(33, 3, 41);   /* odd: one column per thread */
+}
+
+/* bf16 forms of the offset-scale+rotary and attention kernels, as the bf16 step calls them,
+   against the CPU ops on the same bf16 values: outputs to the twin only (the fp32 buffers
+   stay poisoned), inputs from bf16. bf16 outputs: 1e-2 relative; the fp32 sums (dgamma,
+   dbeta, the bias gradient) of the same bf16 inputs: float32 rounding. */
+static double phi_grad_ref(double x, int lap) {   /* phi' of the forward's definition */
+    if (lap) return exp(-(x - sqrt(0.5)) * (x - sqrt(0.5)) / (2 * (1 / (4 * M_PI)))) / (sqrt(1 / (4 * M_PI)) * sqrt(2 * M_PI));
+    return x > 0 ? 2 * x : 0;
+}
+static int all_nan(const float *d, size_t n) {
+    float *h = host_copy(d, n);
+    size_t bad = 0;
+    for (size_t i = 0; i < n; i++) bad += !isnan(h[i]);
+    free(h);
+    return bad == 0;
+}
+/* zs - s extra columns: z's stride a multiple of 4 with s / 4 dividing 256 takes the
+   four-feature kernels, any other the one-feature ones */
+static void bf16_osr_case(int s, int r, int extra) {
+    const int B = 2, T = 13, N = B * T, zs = s + extra;
+    float *z = malloc(sizeof(float) * N * zs), *uz = malloc(sizeof(float) * N * zs);
+    float *gamma = malloc(sizeof(float) * 4 * s), *beta = malloc(sizeof(float) * 4 * s);
+    fill(z, (size_t)N * zs, -1, 1); fill(uz, (size_t)N * zs, -4, 4);
+    fill(gamma, 4 * (size_t)s, -1, 1); fill(beta, 4 * (size_t)s, -0.5, 0.5);
+    float freqs[16], *cs = malloc(sizeof(float) * T * (r / 2 + 1)), *sn = malloc(sizeof(float) * T * (r / 2 + 1));
+    for (int j = 0; j < r / 2; j++) freqs[j] = (float)pow(10000.0, -2.0 * j / r);
+    rotary_table_fill(cs, sn, freqs, T, r);
+    bf16_t *z16 = dev_bf16(z, (size_t)N * zs), *u16 = dev_bf16(uz, (size_t)N * zs);   /* z, uz rounded */
+    float *d_g = dev_from(gamma, 4 * (size_t)s), *d_b = dev_from(beta, 4 * (size_t)s);
+    float *d_cs = dev_from(cs, (size_t)T * (r / 2)), *d_sn = dev_from(sn, (size_t)T * (r / 2));
+    float *ref = malloc(sizeof(float) * 4 * N * s);
+    offset_scale_rotary_forward(ref, z, zs, gamma, beta, cs, sn, B, T, s, r);
+    float *d_q = dev_nan((size_t)4 * N * s);
+    bf16_t *q16 = dev_bf16(NULL, (size_t)4 * N * s);
+    offset_scale_rotary_forward_cuda(d_q, NULL, z16, zs, d_g, d_b, d_cs, d_sn, N, T, s, r, q16, 0);
+    float *q = host_bf16(q16, (size_t)4 * N * s);
+    CHECK(rel_err(q, ref, (size_t)4 * N * s) < 1e-2, "s %d r %d: bf16 forward rel %g", s, r,
+          rel_err(q, ref, (size_t)4 * N * s));
+    CHECK(all_nan(d_q, (size_t)4 * N * s), "s %d r %d: the fp32 output was written beside the twin", s, r);
+
+    float *dq = malloc(sizeof(float) * 4 * N * s);
+    fill(dq, (size_t)4 * N * s, -1, 1);
+    bf16_t *dq16 = dev_bf16(dq, (size_t)4 * N * s);   /* dq rounded */
+    float *dz_ref = malloc(sizeof(float) * N * zs), *dg_ref = calloc(4 * (size_t)s, sizeof(float));
+    float *db_ref = calloc(4 * (size_t)s, sizeof(float)), *zeros = calloc(4 * (size_t)s, sizeof(float));
+    offset_scale_rotary_backward(dz_ref, dg_ref, db_ref, dq, z, zs, gamma, cs, sn, B, T, s, r);
+    silu_backward(dz_ref, dz_ref, uz, (size_t)N * zs);
+    float *d_dg = dev_from(zeros, 4 * (size_t)s), *d_db = dev_from(zeros, 4 * (size_t)s);
+    float *col = dev_nan((size_t)OSR_SLICES * 8 * s);
+    bf16_t *dz16 = dev_bf16(NULL, (size_t)N * zs);
+    offset_scale_rotary_backward_cuda(NULL, d_dg, d_db, NULL, dq16, NULL, z16, zs, NULL, u16, d_g, d_cs, d_sn,
+                                      N, T, s, r, col, dz16, 0);
+    float *dz_all = host_bf16(dz16, (size_t)N * zs), *dz = malloc(sizeof(float) * N * s), *dzr = malloc(sizeof(float) * N * s);
+    int outside = 0;
+    for (int n = 0; n < N; n++)
+        for (int f = 0; f < zs; f++) {
+            if (f < s) { dz[n * s + f] = dz_all[n * zs + f]; dzr[n * s + f] = dz_ref[n * zs + f]; }
+            else outside += !isnan(dz_all[n * zs + f]);
+        }
+    CHECK(rel_err(dz, dzr, (size_t)N * s) < 1e-2, "s %d r %d: bf16 dz rel %g", s, r, rel_err(dz, dzr, (size_t)N * s));
+    CHECK(outside == 0, "s %d r %d: %d entries past z's s columns written", s, r, outside);
+    float *dgm = host_copy(d_dg, 4 * (size_t)s), *dbt = host_copy(d_db, 4 * (size_t)s);
+    CHECK(rel_err(dgm, dg_ref, 4 * (size_t)s) < 1e-5 && rel_err(dbt, db_ref, 4 * (size_t)s) < 1e-5,
+          "s %d r %d: dgamma %g dbeta %g from bf16 inputs", s, r, rel_err(dgm, dg_ref, 4 * (size_t)s),
+          rel_err(dbt, db_ref, 4 * (size_t)s));
+    free(z); free(uz); free(gamma); free(beta); free(cs); free(sn); free(ref); free(q); free(dq);
+    free(dz_ref); free(dg_ref); free(db_ref); free(zeros); free(dz_all); free(dz); free(dzr); free(dgm); free(dbt);
+    cudaFree(z16); cudaFree(u16); cudaFree(d_g); cudaFree(d_b); cudaFree(d_cs); cudaFree(d_sn); cudaFree(d_q);
+    cudaFree(q16); cudaFree(dq16); cudaFree(d_dg); cudaFree(d_db); cudaFree(col); cudaFree(dz16);
+}
+static void bf16_attention_case(int lap) {
+    const int ntask = 5, C = 23, s = 17, n = ntask * C * C;
+    float bias[32], bd[23];
+    fill(bias, 32, -1, 1);
+    for (int k = 0; k < C; k++) bd[k] = sqrtf((float)s) * bias[rel_pos_bucket(k)];
+    float *sim0 = malloc(sizeof(float) * n), *sim_ref = malloc(sizeof(float) * n), *attn_ref = malloc(sizeof(float) * n);
+    fill(sim0, (size_t)n, -1.5, 1.5);
+    for (int q = 0; q < n; q++) {
+        const int j = q % C, i = q / C % C;
+        sim_ref[q] = j <= i ? sim0[q] + bd[i - j] : 0;
+        attn_ref[q] = j <= i ? attn_phi(sim_ref[q], lap) : 0;
+    }
+    float *d_bd = dev_from(bd, C), *d_sim = dev_from(sim0, (size_t)n), *d_attn = dev_nan((size_t)n);
+    bf16_t *attn16 = dev_bf16(NULL, (size_t)n);
+    attn_phi_forward_cuda(d_sim, d_attn, d_bd, ntask, C, lap, attn16, 0);
+    float *attn = host_bf16(attn16, (size_t)n);
+    CHECK(rel_err(attn, attn_ref, (size_t)n) < 1e-2, "phi %d: bf16 attn rel %g", lap, rel_err(attn, attn_ref, (size_t)n));
+    CHECK(all_nan(d_attn, (size_t)n), "phi %d: the fp32 attn was written beside the twin", lap);
+    float *simg = host_copy(d_sim, (size_t)n);
+    CHECK(rel_err(simg, sim_ref, (size_t)n) < KTOL, "phi %d: sim rel %g", lap, rel_err(simg, sim_ref, (size_t)n));
+    /* the backward in place on the bf16 dA */
+    float *dA = malloc(sizeof(float) * n), *ds_ref = malloc(sizeof(float) * n);
+    fill(dA, (size_t)n, -1, 1);
+    bf16_t *dA16 = dev_bf16(dA, (size_t)n);   /* dA rounded */
+    float *dsim = malloc(sizeof(float) * n);
+    for (int q = 0; q < n; q++) {
+        const int j = q % C, i = q / C % C;
+        ds_ref[q] = j <= i ? (float)(dA[q] * phi_grad_ref(simg[q], lap)) : 0;
+    }
+    float *dist = dev_nan((size_t)attn_dist_parts(ntask, C) * C), *d_unused = dev_nan((size_t)n);
+    attn_phi_backward_cuda(d_unused, d_sim, ntask, C, lap, dA16, dist, 0);
+    float *ds = host_bf16(dA16, (size_t)n);
+    CHECK(rel_err(ds, ds_ref, (size_t)n) < 1e-2, "phi' %d: bf16 dsim rel %g", lap, rel_err(ds, ds_ref, (size_t)n));
+    CHECK(all_nan(d_unused, (size_t)n), "phi' %d: the fp32 dA was written beside the twin", lap);
+    float rb_ref[32], rbz[32] = {0}, rb[32];
+    for (int k = 0; k < 32; k++) rb_ref[k] = 0;
+    for (int k = 0; k < C; k++) {
+        double sum = 0;
+        for (int t = 0; t < ntask; t++) for (int i = k; i < C; i++) sum += ds_ref[(t * C + i) * C + i - k];
+        rb_ref[rel_pos_bucket(k)] += sqrtf((float)s) * (float)sum;
+    }
+    float *d_rb = dev_from(rbz, 32), *scr = dev_nan(64 * (size_t)C);
+    attn_rel_bias_backward_cuda(d_rb, dist, attn_dist_parts(ntask, C), C, s, scr, 0);
+    to_host(rb, d_rb, 32);
+    CHECK(rel_err(rb, rb_ref, 32) < 1e-5, "phi' %d: d rel bias from bf16 dA rel %g", lap, rel_err(rb, rb_ref, 32));
+    (void)dsim;
+    free(sim0); free(sim_ref); free(attn_ref); free(attn); free(simg); free(dA); free(ds_ref); free(dsim); free(ds);
+    cudaFree(d_bd); cudaFree(d_sim); cudaFree(d_attn); cudaFree(attn16); cudaFree(dA16); cudaFree(dist);
+    cudaFree(d_unused); cudaFree(d_rb); cudaFree(scr);
+}
+static void test_bf16_attention_kernels(void) {
+    bf16_osr_case(32, 32, 8);     /* four features per thread */
+    bf16_osr_case(128, 32, 16);   /* the train.py shape's kernel: a row per warp */
+    bf16_osr_case(64, 18, 4);     /* an odd number of rotary pairs: one group of four half rotated */
+    bf16_osr_case(48, 32, 8);     /* 12 threads a row do not divide a block: one feature per thread */
+    bf16_osr_case(21, 21, 5);
+    bf16_attention_case(0);
+    bf16_attention_case(1);
 }
 
 static void test_attention_pieces(void) {
@@ -891,10 +1020,12 @@ int main(void) {
     RUN_GPU(test_crossentropy);
     RUN_GPU(test_attention_pieces);
     RUN_GPU(test_bf16_gate_kernels);
+    RUN_GPU(test_bf16_attention_kernels);
 #else
     const char *kernel_tests[] = {"test_colsum", "test_embed", "test_scalenorm", "test_layernorm",
                                   "test_silu_gate", "test_offset_scale_rotary", "test_crossentropy",
-                                  "test_attention_pieces", "test_bf16_gate_kernels"};
+                                  "test_attention_pieces", "test_bf16_gate_kernels",
+                                  "test_bf16_attention_kernels"};
     for (size_t i = 0; i < sizeof kernel_tests / sizeof kernel_tests[0]; i++) {
         test_skipped_++;
         printf("skip %s (%s)\n", kernel_tests[i], why);
