@@ -199,7 +199,7 @@ static void dec_launch_step(Model *m) {
         cuda_gemm(cm, 0, 1, n, d, e, 1, dc->gated, NULL, e, 0, P->wo, NULL, e, 0, 1, dc->h, d, 0, 1);
         bias_add_cuda(dc->h, P->bo, dc->h, n, d, st);
     }
-    layernorm_forward_cuda(dc->lnf, dc->stat, dc->h, p->lnf_w, p->lnf_b, n, d, 0, NULL, st);
+    layernorm_forward_cuda(dc->lnf, dc->stat, dc->h, p->lnf_w, p->lnf_b, n, d, 0, NULL, NULL, NULL, st);
     bias_add_cuda(dc->logits, p->b_logits, NULL, n, V, st);
     cuda_gemm(cm, 0, 1, n, V, d, 1, dc->lnf, NULL, d, 0, p->w_logits, NULL, d, 0, 1, dc->logits, V, 0, 1);
     dec_advance_kernel<<<1, 1, 0, st>>>(dc->d_pos);
@@ -336,9 +336,9 @@ int cuda_decoder_prefill(Model *m, const int *prompt, int P, float *logits) {
             const float *row = ACT(cm, A_RES) + ((size_t)l * Nm + P0 - 1) * d;
             float *prev = dc->prev + (size_t)l * n * d;
             if (c->norm_type == NORM_SCALENORM)
-                scalenorm_forward_cuda(prev, dc->stat, row, Pl->norm_g, 1, d, 0, NULL, st);
+                scalenorm_forward_cuda(prev, dc->stat, row, Pl->norm_g, 1, d, 0, NULL, NULL, NULL, st);
             else
-                layernorm_forward_cuda(prev, dc->stat, row, Pl->norm_w, Pl->norm_b, 1, d, 0, NULL, st);
+                layernorm_forward_cuda(prev, dc->stat, row, Pl->norm_w, Pl->norm_b, 1, d, 0, NULL, NULL, NULL, st);
             for (int i = 1; i < n; i++) {
                 cudaMemcpyAsync(S + (size_t)i * s * e, S, sizeof(float) * (size_t)s * e, cudaMemcpyDeviceToDevice, st);
                 cudaMemcpyAsync(prev + (size_t)i * d, prev, sizeof(float) * d, cudaMemcpyDeviceToDevice, st);

@@ -123,9 +123,9 @@ void cuda_forward_pass(Model *m, const int *d_tok, int tstride, int B, int T, in
         const cudaDataType_t att_type = att_h ? CUDA_R_16BF : CUDA_R_32F;
 
         if (c->norm_type == NORM_SCALENORM)
-            scalenorm_forward_cuda(xs, stat, h, P->norm_g, N, d, shift, TW(xs_h), st);
+            scalenorm_forward_cuda(xs, stat, h, P->norm_g, N, d, shift, TW(xs_h), h_out, P->bo, st);
         else
-            layernorm_forward_cuda(xs, stat, h, P->norm_w, P->norm_b, N, d, shift, TW(xs_h), st);
+            layernorm_forward_cuda(xs, stat, h, P->norm_w, P->norm_b, N, d, shift, TW(xs_h), h_out, P->bo, st);
         MARK(P_NORM);
         /* [to_hidden; to_qk]: one (2e + s) x d product, then bias and silu */
         /* bf16 keeps the pre-activation u and v | gate | z in bf16 only */
@@ -133,11 +133,11 @@ void cuda_forward_pass(Model *m, const int *d_tok, int tstride, int B, int T, in
             gemm_typed(cm, 0, 1, N, H, d, 1, xs, xs_h, d, 0, P->wh, Wh_h, d, 0, 0, hid_u_h, CUDA_R_16BF, H, 0, 1);
         else
             cuda_gemm(cm, 0, 1, N, H, d, 1, xs, xs_h, d, 0, P->wh, Wh_h, d, 0, 0, hid_u, H, 0, 1);
-        /* bf16: bias and silu on v's and z's columns only; the gate's kernels take
-           silu(u + b) from the raw product themselves (pre_bias) */
-        bias_silu_cuda(hid_u, TW(hid_u_h), hid_h ? NULL : hid, P->bh, N, hid_h ? e : H, H, TW(hid_h), st);
-        if (hid_h)   /* z's columns too: recomputing silu in both rotary kernels cost more */
-            bias_silu_cuda(NULL, TW(hid_u_h + 2 * e), NULL, P->bh + 2 * e, N, s, H, TW(hid_h + 2 * e), st);
+        /* bf16: u stays the raw product; silu(u + b) of v's and z's columns into the twin
+           in one launch; the gate's kernels take silu(u + b) from the raw product
+           themselves, and every backward adds b to u again (pre_bias) */
+        if (hid_h) bias_silu_vz_cuda(TW(hid_u_h), P->bh, N, e, s, H, TW(hid_h), st);
+        else bias_silu_cuda(hid_u, NULL, hid, P->bh, N, H, H, NULL, st);
         const float *pre_gate = hid_h ? P->bh + e : NULL;
         MARK(P_TO_HIDDEN);
         offset_scale_rotary_forward_cuda(qk4, hid + 2 * e, TW(hid_h ? hid_h + 2 * e : NULL), H, P->gamma,
@@ -164,8 +164,7 @@ void cuda_forward_pass(Model *m, const int *d_tok, int tstride, int B, int T, in
         gate_forward_cuda(gated_h ? NULL : gated, hid + e, TW(hid_h ? hid_u_h + e : NULL), H, att_h ? NULL : att,
                           TW(att_h), N, e, TW(gated_h), pre_gate, st);
         MARK(P_GATE);
-        /* h_out = h + bo + gated Wo^T */
-        bias_add_cuda(h_out, P->bo, h, N, d, st);
+        /* h_out = h + bo + gated Wo^T (h + bo written by the norm above) */
         cuda_gemm(cm, 0, 1, N, d, e, 1, gated, gated_h, e, 0, P->wo, Wo_h, e, 0, 1, h_out, d, 0, 1);
         MARK(P_TO_OUT);
     }
@@ -174,7 +173,7 @@ void cuda_forward_pass(Model *m, const int *d_tok, int tstride, int B, int T, in
     bf16 *lnf_h = TWIN(cm, H_LNF_OUT);
     const bf16 *Wl_h = cm->params_h ? cm->params_h + (cm->p.w_logits - cm->params) : NULL;
     layernorm_forward_cuda(lnf_out, ACT(cm, A_LNF_STAT), hL, cm->p.lnf_w, cm->p.lnf_b, N, d, 0,
-                           TW(lnf_h), st);
+                           TW(lnf_h), NULL, NULL, st);
     bias_add_cuda(logits, cm->p.b_logits, NULL, N, V, st);
     cuda_gemm(cm, 0, 1, N, V, d, 1, lnf_out, lnf_h, d, 0, cm->p.w_logits, Wl_h, d, 0, 1, logits, V, 0, 1);
     crossentropy_forward_cuda(ACT(cm, A_LOSSES), loss_acc, logits, d_tok, tstride, B, T, Tp, V,
@@ -287,9 +286,11 @@ static void backward_pass(Model *m, const int *d_tok, int tstride, int B, int T,
         offset_scale_rotary_backward_cuda(d_hid_h ? NULL : d_hid + 2 * e, D->gamma, D->beta, d_qk4, TW(d_qk4_h), hid + 2 * e,
                                           TW(hid_h ? hid_h + 2 * e : NULL), H,
                                           hid_u + 2 * e, TW(hid_u_h ? hid_u_h + 2 * e : NULL), P->gamma, ACT(cm, A_ROT_COS), ACT(cm, A_ROT_SIN),
-                                          N, Tp, s, r, col, TW(d_hid_h ? d_hid_h + 2 * e : NULL), st);
+                                          N, Tp, s, r, col, TW(d_hid_h ? d_hid_h + 2 * e : NULL),
+                                          hid_u_h ? P->bh + 2 * e : NULL, st);
         MARK(P_PHASES + P_ROTARY);
-        silu_backward_cuda(d_hid_h ? NULL : d_hid, hid_u, TW(hid_u_h), N, e, H, TW(d_hid_h), st);   /* v's columns */
+        silu_backward_cuda(d_hid_h ? NULL : d_hid, hid_u, TW(hid_u_h), N, e, H, TW(d_hid_h), hid_u_h ? P->bh : NULL,
+                           st);   /* v's columns */
         /* one product gives both inputs' gradient sum, one the fused weight block's */
         /* d_xs stays fp32: the norms' backward read it faster than bf16 (docs/cuda-notes.md) */
         cuda_gemm(cm, 0, 0, N, d, H, 1, d_hid, d_hid_h, H, 0, P->wh, Wh_h, d, 0, 0, d_xs, d, 0, 1);

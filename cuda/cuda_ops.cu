@@ -106,11 +106,41 @@ __global__ void colsum16_partial_kernel(float *partial, const bf16_t *A, int lda
         partial[(size_t)slice * M + j] = t;
     }
 }
+/* the same, two columns per thread (4-byte loads; each column's sum in the same order) */
+__global__ void colsum16x2_partial_kernel(float *partial, const bf16_t *A, int lda, int N, int M) {
+    __shared__ float acc[8][65];
+    const int j2 = blockIdx.x * 32 + threadIdx.x, slice = blockIdx.y;
+    const int lo = (int)((long)N * slice / RED_SLICES), hi = (int)((long)N * (slice + 1) / RED_SLICES);
+    const __nv_bfloat162 *a2 = reinterpret_cast<const __nv_bfloat162 *>(A);
+    float s0 = 0, s1 = 0;
+    if (2 * j2 < M)
+        for (int n = lo + threadIdx.y; n < hi; n += 8) {
+            const float2 v = __bfloat1622float2(a2[((size_t)n * lda) / 2 + j2]);
+            s0 += v.x;
+            s1 += v.y;
+        }
+    acc[threadIdx.y][2 * threadIdx.x] = s0;
+    acc[threadIdx.y][2 * threadIdx.x + 1] = s1;
+    __syncthreads();
+    if (threadIdx.y < 2) {   /* row y of the block's first two: column 2 x + y */
+        const int c = 2 * threadIdx.x + threadIdx.y, j = 2 * blockIdx.x * 32 + c;
+        if (j < M) {
+            float t = 0;
+            for (int y = 0; y < 8; y++) t += acc[y][c];
+            partial[(size_t)slice * M + j] = t;
+        }
+    }
+}
 void colsum16_add_cuda(float *dst, const bf16_t *A, int lda, int N, int M, float *scratch,
                        cudaStream_t st) {
     if (M <= 0) return;
-    dim3 grid((M + 31) / 32, RED_SLICES), block(32, 8);
-    colsum16_partial_kernel<<<grid, block, 0, st>>>(scratch, A, lda, N, M);
+    if (M % 2 == 0 && lda % 2 == 0 && (uintptr_t)A % 4 == 0) {
+        dim3 grid((M + 63) / 64, RED_SLICES), block(32, 8);
+        colsum16x2_partial_kernel<<<grid, block, 0, st>>>(scratch, A, lda, N, M);
+    } else {
+        dim3 grid((M + 31) / 32, RED_SLICES), block(32, 8);
+        colsum16_partial_kernel<<<grid, block, 0, st>>>(scratch, A, lda, N, M);
+    }
     colsum_final_kernel<<<(M + 255) / 256, 256, 0, st>>>(dst, scratch, M);
 }
 void colsum_add_cuda(float *dst, const float *A, int lda, const float *Bm, int ldb, int N, int M,
@@ -223,7 +253,8 @@ __device__ __forceinline__ float unshifted_grad(const float *dys, int n, int i, 
 
 /* scalenorm_forward: y = g x r, r = 1/max(||x|| d^-1/2, eps); one warp per row */
 __global__ void scalenorm_forward_kernel(float *y, float *stat, const float *x, const float *g,
-                                         int N, int d, int shift_T, bf16_t *twin) {
+                                         int N, int d, int shift_T, bf16_t *twin, float *res_out,
+                                         const float *res_bias) {
     const int n = blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32, lane = threadIdx.x % 32;
     if (n >= N) return;
     const float *xr = x + (size_t)n * d;
@@ -235,10 +266,12 @@ __global__ void scalenorm_forward_kernel(float *y, float *stat, const float *x, 
     if (lane == 0) stat[n] = r;
     const int half = (d + 1) / 2;
     for (int i = lane; i < d; i += 32) shifted_store(y, twin, n, i, d, half, shift_T, xr[i] * r * gain);
+    if (res_out)
+        for (int i = lane; i < d; i += 32) res_out[(size_t)n * d + i] = res_bias[i] + xr[i];
 }
 void scalenorm_forward_cuda(float *y, float *stat, const float *x, const float *g, int N, int d,
-                            int shift_T, bf16_t *twin, cudaStream_t st) {
-    scalenorm_forward_kernel<<<(N + 3) / 4, 128, 0, st>>>(y, stat, x, g, N, d, shift_T, twin);
+                            int shift_T, bf16_t *twin, float *res_out, const float *res_bias, cudaStream_t st) {
+    scalenorm_forward_kernel<<<(N + 3) / 4, 128, 0, st>>>(y, stat, x, g, N, d, shift_T, twin, res_out, res_bias);
 }
 
 /* scalenorm_backward: dx += g r (dy - x (x.dy) r^2 / d), or g r dy when clamped;
@@ -279,7 +312,8 @@ void scalenorm_backward_cuda(float *dx, float *dg, const float *dy, const float 
 
 /* layernorm_forward: y = (x - mean) rstd w + b; stat = (mean, rstd) */
 __global__ void layernorm_forward_kernel(float *y, float *stat, const float *x, const float *w,
-                                         const float *b, int N, int d, int shift_T, bf16_t *twin) {
+                                         const float *b, int N, int d, int shift_T, bf16_t *twin,
+                                         float *res_out, const float *res_bias) {
     const int n = blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32, lane = threadIdx.x % 32;
     if (n >= N) return;
     const float *xr = x + (size_t)n * d;
@@ -294,10 +328,13 @@ __global__ void layernorm_forward_kernel(float *y, float *stat, const float *x, 
     const int half = (d + 1) / 2;
     for (int i = lane; i < d; i += 32)
         shifted_store(y, twin, n, i, d, half, shift_T, (xr[i] - mean) * rstd * w[i] + b[i]);
+    if (res_out)
+        for (int i = lane; i < d; i += 32) res_out[(size_t)n * d + i] = res_bias[i] + xr[i];
 }
 void layernorm_forward_cuda(float *y, float *stat, const float *x, const float *w, const float *b,
-                            int N, int d, int shift_T, bf16_t *twin, cudaStream_t st) {
-    layernorm_forward_kernel<<<(N + 3) / 4, 128, 0, st>>>(y, stat, x, w, b, N, d, shift_T, twin);
+                            int N, int d, int shift_T, bf16_t *twin, float *res_out, const float *res_bias,
+                            cudaStream_t st) {
+    layernorm_forward_kernel<<<(N + 3) / 4, 128, 0, st>>>(y, stat, x, w, b, N, d, shift_T, twin, res_out, res_bias);
 }
 
 /* layernorm_backward: g = dy w: dx += rstd (g - mean(g) - xhat mean(g xhat)); writes
@@ -370,6 +407,35 @@ __global__ void bias_silu16x2_kernel(bf16_t *u16, const float *b, int N, int M2,
         t2[at] = __floats2bfloat162_rn(silu_f(v0), silu_f(v1));
     }
 }
+/* bf16 only: twin = silu(u + b) over v's columns [0, e) and z's [2e, 2e + s) in one launch, u
+   left as the product wrote it (the backward adds b again: pre_bias); W columns per thread */
+template <int W>
+__global__ void bias_silu_vz_kernel(const bf16_t *u16, const float *b, int N, int e, int s, int ld, bf16_t *twin) {
+    const int q = blockIdx.x * blockDim.x + threadIdx.x;   /* the q-th group of W columns of v | z */
+    if (q * W >= e + s) return;
+    const int j = q * W < e ? q * W : q * W + e;   /* skip the gate's columns */
+    float bj[W];
+#pragma unroll
+    for (int w = 0; w < W; w++) bj[w] = b[j + w];
+    const bf16 *u = reinterpret_cast<const bf16 *>(u16);
+    bf16 *t = reinterpret_cast<bf16 *>(twin);
+    FOR_ROWS(n, N) {
+        const size_t at = (size_t)n * ld + j;
+        if (W == 2) {
+            const float2 uv = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162 *>(u + at));
+            *reinterpret_cast<__nv_bfloat162 *>(t + at) = __floats2bfloat162_rn(silu_f(uv.x + bj[0]), silu_f(uv.y + bj[W - 1]));
+        } else {
+            t[at] = __float2bfloat16(silu_f(__bfloat162float(u[at]) + bj[0]));
+        }
+    }
+}
+void bias_silu_vz_cuda(const bf16_t *u16, const float *b, int N, int e, int s, int ld, bf16_t *twin,
+                       cudaStream_t st) {
+    if (e % 2 == 0 && s % 2 == 0 && ld % 2 == 0 && (uintptr_t)u16 % 4 == 0 && (uintptr_t)twin % 4 == 0)
+        bias_silu_vz_kernel<2><<<grid_rows(N, (e + s) / 2), 256, 0, st>>>(u16, b, N, e, s, ld, twin);
+    else
+        bias_silu_vz_kernel<1><<<grid_rows(N, e + s), 256, 0, st>>>(u16, b, N, e, s, ld, twin);
+}
 void bias_silu_cuda(float *u, bf16_t *u16, float *y, const float *b, int N, int M, int ld,
                     bf16_t *twin, cudaStream_t st) {
     if (u16 && twin && !y && M % 2 == 0 && ld % 2 == 0 && ((uintptr_t)u16 % 4) == 0 && ((uintptr_t)twin % 4) == 0) {
@@ -398,36 +464,41 @@ __device__ __forceinline__ float silu_grad_f(float u) {
     return sg * (1.0f + u * (1.0f - sg));
 }
 __global__ void silu_backward_kernel(float *d, const float *u, const bf16_t *u16, int N, int M, int ld,
-                                     bf16_t *twin) {
+                                     bf16_t *twin, const float *pre_bias) {
     const int j = blockIdx.x * blockDim.x + threadIdx.x;
     if (j >= M) return;
     FOR_ROWS(n, N) {
         const size_t at = (size_t)n * ld + j;
-        const float g = ld_act(d, twin, at) * silu_grad_f(ld_act(u, u16, at));
+        const float g = ld_act(d, twin, at) * silu_grad_f(ld_act(u, u16, at) + (pre_bias ? pre_bias[j] : 0.0f));
         if (d) d[at] = g;
         put_twin(twin, at, g);
     }
 }
 /* bf16 only, in place on the twin, two columns per thread */
-__global__ void silu_backward16x2_kernel(const bf16_t *u16, int N, int M2, int ld, bf16_t *twin) {
+__global__ void silu_backward16x2_kernel(const bf16_t *u16, int N, int M2, int ld, bf16_t *twin,
+                                         const float *pre_bias) {
     const int j2 = blockIdx.x * blockDim.x + threadIdx.x;
     if (j2 >= M2) return;
+    const float b0 = pre_bias ? pre_bias[2 * j2] : 0.0f, b1 = pre_bias ? pre_bias[2 * j2 + 1] : 0.0f;
     const __nv_bfloat162 *u2 = reinterpret_cast<const __nv_bfloat162 *>(u16);
     __nv_bfloat162 *d2 = reinterpret_cast<__nv_bfloat162 *>(twin);
     FOR_ROWS(n, N) {
         const size_t at = ((size_t)n * ld) / 2 + j2;
-        const float2 u = __bfloat1622float2(u2[at]), dv = __bfloat1622float2(d2[at]);
+        float2 u = __bfloat1622float2(u2[at]);
+        const float2 dv = __bfloat1622float2(d2[at]);
+        u.x += b0;
+        u.y += b1;
         const float s0 = sigmoid_fast(u.x), s1 = sigmoid_fast(u.y);
         d2[at] = __floats2bfloat162_rn(dv.x * s0 * (1.0f + u.x * (1.0f - s0)), dv.y * s1 * (1.0f + u.y * (1.0f - s1)));
     }
 }
 void silu_backward_cuda(float *d, const float *u, const bf16_t *u16, int N, int M, int ld,
-                        bf16_t *twin, cudaStream_t st) {
+                        bf16_t *twin, const float *pre_bias, cudaStream_t st) {
     if (!d && u16 && twin && M % 2 == 0 && ld % 2 == 0 && (uintptr_t)u16 % 4 == 0 && (uintptr_t)twin % 4 == 0) {
-        silu_backward16x2_kernel<<<grid_rows(N, M / 2), 256, 0, st>>>(u16, N, M / 2, ld, twin);
+        silu_backward16x2_kernel<<<grid_rows(N, M / 2), 256, 0, st>>>(u16, N, M / 2, ld, twin, pre_bias);
         return;
     }
-    silu_backward_kernel<<<grid_rows(N, M), 256, 0, st>>>(d, u, u16, N, M, ld, twin);
+    silu_backward_kernel<<<grid_rows(N, M), 256, 0, st>>>(d, u, u16, N, M, ld, twin, pre_bias);
 }
 
 __global__ void gate_forward_kernel(float *out, const float *gate, const bf16_t *gate16, int gate_stride,
@@ -647,16 +718,18 @@ __global__ void __launch_bounds__(256) osr_forward16x4_kernel(bf16 *__restrict__
 __global__ void __launch_bounds__(256) osr_backward16x4_kernel(
     bf16 *__restrict__ dz16, const bf16 *__restrict__ dq16, const bf16 *__restrict__ z16,
     const bf16 *__restrict__ u16, const float *gamma, const float *rot_cos, const float *rot_sin, int z_stride,
-    int N, int Tp, int s, int r, float *__restrict__ partial) {
+    int N, int Tp, int s, int r, float *__restrict__ partial, const float *u_bias) {
     __shared__ float red[8 * 256 * 4];   /* [R][8][s]: R * s = 1,024 */
     const int tpr = s / 4, R = 256 / tpr, row = threadIdx.x / tpr, f = (threadIdx.x % tpr) * 4;
     const int pairs = r / 2, slice = blockIdx.x;
     const int lo = (int)((long)N * slice / OSR_SLICES), hi = (int)((long)N * (slice + 1) / OSR_SLICES);
-    float gk[4][4], ag[4][4], ab[4][4];
+    float gk[4][4], ag[4][4], ab[4][4], ub[4];
 #pragma unroll
     for (int k = 0; k < 4; k++)
 #pragma unroll
         for (int i = 0; i < 4; i++) { gk[k][i] = gamma[k * s + f + i]; ag[k][i] = 0; ab[k][i] = 0; }
+#pragma unroll
+    for (int i = 0; i < 4; i++) ub[i] = u_bias ? u_bias[f + i] : 0.0f;
     const size_t Ns = (size_t)N * s;
 #pragma unroll 2
     for (int n = lo + row; n < hi; n += R) {
@@ -684,8 +757,8 @@ __global__ void __launch_bounds__(256) osr_backward16x4_kernel(
         if (u16)
 #pragma unroll
             for (int i = 0; i < 4; i++) {   /* silu'(u) = sig (1 + u (1 - sig)) */
-                const float sg = sigmoid_fast(uv[i]);
-                dz[i] *= sg * (1.0f + uv[i] * (1.0f - sg));
+                const float p = uv[i] + ub[i], sg = sigmoid_fast(p);
+                dz[i] *= sg * (1.0f + p * (1.0f - sg));
             }
         st4_bf16(dz16 + zr, dz);
     }
@@ -730,7 +803,7 @@ void offset_scale_rotary_forward_cuda(float *qk4, const float *z, const bf16_t *
 __global__ void osr_backward_kernel(float *dz, const float *d_qk4, const bf16_t *d_qk4_16, const float *z,
                                     const bf16_t *z16, const float *u, const bf16_t *u16, const float *gamma,
                                     const float *rot_cos, const float *rot_sin, int z_stride, int N,
-                                    int Tp, int s, int r, bf16_t *dz_twin, float *partial) {
+                                    int Tp, int s, int r, bf16_t *dz_twin, float *partial, const float *u_bias) {
     extern __shared__ float red[];   /* [blockDim.y][8][blockDim.x] */
     const int pairs = r / 2, j = blockIdx.x * blockDim.x + threadIdx.x, slice = blockIdx.y;
     const bool live = j < s, rot = j < 2 * pairs, has_u = u || u16;
@@ -759,7 +832,7 @@ __global__ void osr_backward_kernel(float *dz, const float *d_qk4, const bf16_t 
             ag[k] += b * zj;
             ab[k] += b;
         }
-        if (has_u) dzj *= silu_grad_f(ld_act(u, u16, zr));
+        if (has_u) dzj *= silu_grad_f(ld_act(u, u16, zr) + (u_bias ? u_bias[jc] : 0.0f));
         if (live) {
             if (dz) dz[zr] = dzj;
             put_twin(dz_twin, zr, dzj);
@@ -801,19 +874,19 @@ void offset_scale_rotary_backward_cuda(float *dz, float *dgamma, float *dbeta, c
                                        int z_stride, const float *u_z, const bf16_t *u_z16,
                                        const float *gamma, const float *rot_cos, const float *rot_sin,
                                        int N, int Tp, int s, int r, float *part_scratch, bf16_t *dz_twin,
-                                       cudaStream_t st) {
+                                       const float *u_bias, cudaStream_t st) {
     if (N <= 0 || s <= 0) return;
     if (!dz && dz_twin && d_qk4_16 && z16 && (u_z16 || !u_z) &&
         osr_vec_ok(s, z_stride, dz_twin, d_qk4_16, z16, u_z16)) {
         osr_backward16x4_kernel<<<OSR_SLICES, 256, 0, st>>>(
             reinterpret_cast<bf16 *>(dz_twin), reinterpret_cast<const bf16 *>(d_qk4_16),
             reinterpret_cast<const bf16 *>(z16), reinterpret_cast<const bf16 *>(u_z16), gamma, rot_cos, rot_sin,
-            z_stride, N, Tp, s, r, part_scratch);
+            z_stride, N, Tp, s, r, part_scratch, u_bias);
     } else {
         const dim3 block = osr_block(s), grid((unsigned)((s + block.x - 1) / block.x), OSR_SLICES);
         osr_backward_kernel<<<grid, block, sizeof(float) * 8 * block.x * block.y, st>>>(
             dz, d_qk4, d_qk4_16, z, z16, u_z, u_z16, gamma, rot_cos, rot_sin, z_stride, N, Tp, s, r, dz_twin,
-            part_scratch);
+            part_scratch, u_bias);
     }
     osr_param_final_kernel<<<(8 * s + 31) / 32, 256, 0, st>>>(dgamma, dbeta, part_scratch, s);
 }

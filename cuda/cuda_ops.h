@@ -48,14 +48,17 @@ void embed_backward_cuda(float *d_tok_emb, float *d_pos_scale, const float *dh, 
                          float *row_scratch, cudaStream_t st);
 
 /* ---- norms (with the token shift fused: shift_T = Tp when on, 0 when off) ------------ */
+/* The forwards also write res_out = x + res_bias (row-wise; NULL: not): the residual's
+   start, h + the output bias, read once with the norm's own pass over x. */
 void scalenorm_forward_cuda(float *y, float *stat, const float *x, const float *g, int N, int d,
-                            int shift_T, bf16_t *twin, cudaStream_t st);
+                            int shift_T, bf16_t *twin, float *res_out, const float *res_bias, cudaStream_t st);
 /* dx += ..., dy is the gradient of the (shifted) output; row_scratch: N floats */
 void scalenorm_backward_cuda(float *dx, float *dg, const float *dy, const float *x,
                              const float *stat, const float *g, int N, int d, int shift_T,
                              float *row_scratch, bf16_t *dx_twin, cudaStream_t st);
 void layernorm_forward_cuda(float *y, float *stat, const float *x, const float *w, const float *b,
-                            int N, int d, int shift_T, bf16_t *twin, cudaStream_t st);
+                            int N, int d, int shift_T, bf16_t *twin, float *res_out, const float *res_bias,
+                            cudaStream_t st);
 /* dx += ...; dw, db += ...; xhat_scratch: 2 x N x d floats, col_scratch: 64*d floats */
 void layernorm_backward_cuda(float *dx, float *dw, float *db, const float *dy, const float *x,
                              const float *stat, const float *w, int N, int d, int shift_T,
@@ -67,13 +70,17 @@ void layernorm_backward_cuda(float *dx, float *dw, float *db, const float *dy, c
    u16 given: u is that bf16 matrix, updated in place) */
 void bias_silu_cuda(float *u, bf16_t *u16, float *y, const float *b, int N, int M, int ld,
                     bf16_t *twin, cudaStream_t st);
+/* bf16: twin[n, j] = silu(u16[n, j] + b[j]) over v's columns j < e and z's 2e <= j < 2e + s
+   of the [v | gate | z] rows (ld apart); u16 is not changed (its readers add b: pre_bias) */
+void bias_silu_vz_cuda(const bf16_t *u16, const float *b, int N, int e, int s, int ld, bf16_t *twin,
+                       cudaStream_t st);
 /* y[n, j] = b[j] + (res ? res[n, j] : 0), N x M contiguous (y may be res) */
 void bias_add_cuda(float *y, const float *b, const float *res, int N, int M, cudaStream_t st);
 /* d[n, j] *= silu'(u[n, j]) for j < M, rows of ld (d and u alike; u from u16 when given),
    the result to the twin too when one is given; d NULL: in place on the twin (bf16 keeps
-   that gradient as the twin only) */
+   that gradient as the twin only); pre_bias (NULL: none): silu' at u + pre_bias[j] */
 void silu_backward_cuda(float *d, const float *u, const bf16_t *u16, int N, int M, int ld,
-                        bf16_t *twin, cudaStream_t st);
+                        bf16_t *twin, const float *pre_bias, cudaStream_t st);
 /* out = gate * att (gate rows gate_stride apart; read from gate16 when given; out NULL:
    the twin only). Wherever a launcher takes both x and x16, x16 (bf16) is read if given.
    pre_bias (bf16): the gate's columns are the product's raw output, gate16 (and u_gate16)
@@ -100,14 +107,15 @@ void offset_scale_rotary_forward_cuda(float *qk4, const float *z, const bf16_t *
                                       cudaStream_t st);
 /* d_qk4 (or its bf16 form d_qk4_16) is read, not changed; dz written (rows z_stride apart;
    NULL: the twin only), times silu'(u_z) when u_z (z's pre-activation, same stride) is
-   given; dgamma, dbeta +=. part_scratch: OSR_SLICES x 8 x s floats. */
+   given (u_bias: plus u_bias[j], the bias bf16 leaves out of u); dgamma, dbeta +=.
+   part_scratch: OSR_SLICES x 8 x s floats. */
 #define OSR_SLICES 256
 void offset_scale_rotary_backward_cuda(float *dz, float *dgamma, float *dbeta, const float *d_qk4,
                                        const bf16_t *d_qk4_16, const float *z, const bf16_t *z16,
                                        int z_stride, const float *u_z, const bf16_t *u_z16,
                                        const float *gamma, const float *rot_cos, const float *rot_sin,
                                        int N, int Tp, int s, int r, float *part_scratch, bf16_t *dz_twin,
-                                       cudaStream_t st);
+                                       const float *u_bias, cudaStream_t st);
 
 /* ---- attention pieces (the products are cuBLAS calls in cuda_model.cu) --------------- */
 /* sim[task, i, j] += bias_dist[i - j]; attn = phi(sim) for j <= i, else 0 (and sim 0);

@@ -91,6 +91,42 @@ static float *host_copy(const float *d, size_t n) {
 
 #define KTOL 2e-6   /* relative L2: float32 rounding of differently ordered sums */
 
+/* ---- the bf16-only element kernels --------------------------------------------------- */
+static uint16_t bf16_bits(float x) {   /* round to nearest even, as __float2bfloat16 */
+    uint32_t b;
+    memcpy(&b, &x, 4);
+    b += 0x7fffu + ((b >> 16) & 1u);
+    return (uint16_t)(b >> 16);
+}
+static float bf16_value(uint16_t h) {
+    uint32_t b = (uint32_t)h << 16;
+    float x;
+    memcpy(&x, &b, 4);
+    return x;
+}
+/* n floats rounded to bf16 in place; their bits uploaded; out NaN-poisoned (0x7fc0) */
+static bf16_t *dev_bf16(float *x, size_t n) {
+    uint16_t *h = malloc(sizeof(uint16_t) * (n ? n : 1));
+    for (size_t i = 0; i < n; i++) {
+        h[i] = x ? bf16_bits(x[i]) : 0x7fc0;
+        if (x) x[i] = bf16_value(h[i]);
+    }
+    bf16_t *d = NULL;
+    cudaMalloc((void **)&d, sizeof(uint16_t) * n + 4);
+    cudaMemcpy(d, h, sizeof(uint16_t) * n, cudaMemcpyHostToDevice);
+    free(h);
+    return d;
+}
+static float *host_bf16(const bf16_t *d, size_t n) {
+    uint16_t *h = malloc(sizeof(uint16_t) * n);
+    float *x = malloc(sizeof(float) * n);
+    cudaDeviceSynchronize();
+    cudaMemcpy(h, d, sizeof(uint16_t) * n, cudaMemcpyDeviceToHost);
+    for (size_t i = 0; i < n; i++) x[i] = bf16_value(h[i]);
+    free(h);
+    return x;
+}
+
 /* ---- 1. kernels against the CPU ops ------------------------------------------------------- */
 
 static void test_colsum(void) {
@@ -113,6 +149,23 @@ static void test_colsum(void) {
     CHECK(rel_err(got, ref, M) < 1e-6, "colsum rel %g", rel_err(got, ref, M));
     to_host(got, dst2, M);
     CHECK(rel_err(got, ref2, M) < 1e-6, "colsum of products rel %g", rel_err(got, ref2, M));
+    /* over a bf16 matrix: an even width and stride (two columns per thread), then odd */
+    for (int par = 0; par < 2; par++) {
+        const int M16 = par ? 69 : 70, ld16 = par ? 75 : 74;
+        float *A16 = malloc(sizeof(float) * N * ld16);
+        fill(A16, (size_t)N * ld16, -1, 1);
+        bf16_t *dA16 = dev_bf16(A16, (size_t)N * ld16);   /* A16 rounded */
+        for (int j = 0; j < M16; j++) {
+            double s = 0.5;
+            for (int n = 0; n < N; n++) s += A16[n * ld16 + j];
+            ref[j] = (float)s;
+        }
+        float *dst3 = dev_from(init, M16);
+        colsum16_add_cuda(dst3, dA16, ld16, N, M16, scr, 0);
+        to_host(got, dst3, M16);
+        CHECK(rel_err(got, ref, M16) < 1e-6, "colsum of bf16 (width %d) rel %g", M16, rel_err(got, ref, M16));
+        free(A16); cudaFree(dA16); cudaFree(dst3);
+    }
     cudaFree(dA); cudaFree(dB); cudaFree(scr); cudaFree(dst); cudaFree(dst2);
     free(A); free(Bm);
 }
@@ -183,11 +236,16 @@ static void norm_case(int layernorm, int shift) {
 
     float *d_x = dev_from(x, (size_t)N * d), *d_y = dev_nan((size_t)N * d), *d_st = dev_nan((size_t)N * 2);
     float *d_g = dev_from(&g, 1), *d_w = dev_from(w, d), *d_b = dev_from(b, d);
-    if (layernorm) layernorm_forward_cuda(d_y, d_st, d_x, d_w, d_b, N, d, shift ? T : 0, NULL, 0);
-    else scalenorm_forward_cuda(d_y, d_st, d_x, d_g, N, d, shift ? T : 0, NULL, 0);
-    float *y = host_copy(d_y, (size_t)N * d);
+    /* with the residual's start written beside: res = x + b, as bias_add_cuda would */
+    float *d_res = dev_nan((size_t)N * d), *res_ref = malloc(sizeof(float) * N * d);
+    for (int n = 0; n < N; n++) for (int i = 0; i < d; i++) res_ref[n * d + i] = b[i] + x[n * d + i];
+    if (layernorm) layernorm_forward_cuda(d_y, d_st, d_x, d_w, d_b, N, d, shift ? T : 0, NULL, d_res, d_b, 0);
+    else scalenorm_forward_cuda(d_y, d_st, d_x, d_g, N, d, shift ? T : 0, NULL, d_res, d_b, 0);
+    float *y = host_copy(d_y, (size_t)N * d), *res = host_copy(d_res, (size_t)N * d);
     CHECK(rel_err(y, y_ref, (size_t)N * d) < KTOL, "%s%s forward rel %g", layernorm ? "layernorm" : "scalenorm",
           shift ? "+shift" : "", rel_err(y, y_ref, (size_t)N * d));
+    CHECK(memcmp(res, res_ref, sizeof(float) * N * d) == 0, "the residual's start x + b differs");
+    free(res); free(res_ref); cudaFree(d_res);
     float *d_dx = dev_from(dx0, (size_t)N * d), *d_dy = dev_from(dy, (size_t)N * d);
     float zero = 0, zeros[45] = {0};
     float *d_dg = dev_from(&zero, 1), *d_dw = dev_from(zeros, d), *d_db = dev_from(zeros, d);
@@ -248,10 +306,33 @@ static void test_silu_gate(void) {
         free(u2); free(ref2); free(h16); free(got2);
         cudaFree(d_u2); cudaFree(d_u16); cudaFree(d_t16);
     }
+    /* bf16, v's and z's columns of [v | gate | z] in one launch, u left as it was: e and s
+       even (two columns per thread), then odd (one) */
+    for (int par = 0; par < 2; par++) {
+        const int ev = par ? 9 : 10, sz = par ? 5 : 6, ld = 2 * ev + sz + (par ? 1 : 2);
+        float *uu = malloc(sizeof(float) * N * ld), *ref3 = malloc(sizeof(float) * N * ld);
+        fill(uu, (size_t)N * ld, -6, 6);
+        bf16_t *d_uu = dev_bf16(uu, (size_t)N * ld), *d_tw = dev_bf16(NULL, (size_t)N * ld);
+        for (int n = 0; n < N; n++) for (int j = 0; j < ld; j++) ref3[n * ld + j] = uu[n * ld + j] + b[j];
+        silu_forward(ref3, ref3, (size_t)N * ld);
+        bias_silu_vz_cuda(d_uu, d_b, N, ev, sz, ld, d_tw, 0);
+        float *tw = host_bf16(d_tw, (size_t)N * ld), *u_after = host_bf16(d_uu, (size_t)N * ld);
+        double worst = 0;
+        int wrong_cols = 0;
+        for (int n = 0; n < N; n++) for (int j = 0; j < ld; j++) {
+            const int live = j < ev || (j >= 2 * ev && j < 2 * ev + sz);
+            if (live) { double dd = fabs(tw[n * ld + j] - ref3[n * ld + j]) / (1 + fabs(ref3[n * ld + j])); if (dd > worst) worst = dd; }
+            else wrong_cols += !isnan(tw[n * ld + j]);
+        }
+        CHECK(worst < 1e-2, "bf16 bias+silu of v and z (e %d s %d): worst %g", ev, sz, worst);
+        CHECK(wrong_cols == 0, "bf16 bias+silu of v and z: %d entries of the gate's or later columns written", wrong_cols);
+        CHECK(memcmp(u_after, uu, sizeof(float) * N * ld) == 0, "bf16 bias+silu of v and z changed u");
+        free(uu); free(ref3); free(tw); free(u_after); cudaFree(d_uu); cudaFree(d_tw);
+    }
     float *duref = malloc(sizeof(float) * N * M);
     silu_backward(duref, dy, uref, (size_t)N * M);
     float *d_du = dev_from(dy, (size_t)N * M);   /* in place */
-    silu_backward_cuda(d_du, d_u, NULL, N, M, M, NULL, 0);
+    silu_backward_cuda(d_du, d_u, NULL, N, M, M, NULL, NULL, 0);
     float *du = host_copy(d_du, (size_t)N * M);
     CHECK(rel_err(du, duref, (size_t)N * M) < KTOL, "silu backward rel %g", rel_err(du, duref, (size_t)N * M));
     /* gate: gate rows inside a wider buffer */
@@ -329,7 +410,7 @@ static void osr_case(int s, int r) {
     float *zeros = calloc(4 * (size_t)s, sizeof(float));
     float *d_dz = dev_nan((size_t)N * zs), *d_dg = dev_from(zeros, 4 * (size_t)s), *d_db = dev_from(zeros, 4 * (size_t)s);
     float *col = dev_nan((size_t)OSR_SLICES * 8 * s);
-    offset_scale_rotary_backward_cuda(d_dz, d_dg, d_db, d_dq, NULL, d_z, NULL, zs, NULL, NULL, d_g, d_cs, d_sn, N, T, s, r, col, NULL, 0);
+    offset_scale_rotary_backward_cuda(d_dz, d_dg, d_db, d_dq, NULL, d_z, NULL, zs, NULL, NULL, d_g, d_cs, d_sn, N, T, s, r, col, NULL, NULL, 0);
     float *dz = host_copy(d_dz, (size_t)N * zs), *dgm = host_copy(d_dg, 4 * (size_t)s), *dbt = host_copy(d_db, 4 * (size_t)s);
     double worst = 0;
     for (int n = 0; n < N; n++) for (int f = 0; f < s; f++) {
@@ -347,7 +428,7 @@ static void osr_case(int s, int r) {
     silu_backward(dz2_ref, dz_ref, uz, (size_t)N * zs);
     float *d_uz = dev_from(uz, (size_t)N * zs);
     cudaMemcpy(d_dq, dq0, sizeof(float) * 4 * N * s, cudaMemcpyHostToDevice);
-    offset_scale_rotary_backward_cuda(d_dz, d_dg, d_db, d_dq, NULL, d_z, NULL, zs, d_uz, NULL, d_g, d_cs, d_sn, N, T, s, r, col, NULL, 0);
+    offset_scale_rotary_backward_cuda(d_dz, d_dg, d_db, d_dq, NULL, d_z, NULL, zs, d_uz, NULL, d_g, d_cs, d_sn, N, T, s, r, col, NULL, NULL, 0);
     free(dz);
     dz = host_copy(d_dz, (size_t)N * zs);
     worst = 0;
@@ -390,42 +471,6 @@ static void test_crossentropy(void) {
     cudaFree(d_lg); cudaFree(d_losses); cudaFree(d_dl); cudaFree(d_tok); cudaFree(d_acc);
 }
 
-/* the attention's own pieces, against their definitions (the CPU op fuses them) */
-/* ---- the bf16-only element kernels --------------------------------------------------- */
-static uint16_t bf16_bits(float x) {   /* round to nearest even, as __float2bfloat16 */
-    uint32_t b;
-    memcpy(&b, &x, 4);
-    b += 0x7fffu + ((b >> 16) & 1u);
-    return (uint16_t)(b >> 16);
-}
-static float bf16_value(uint16_t h) {
-    uint32_t b = (uint32_t)h << 16;
-    float x;
-    memcpy(&x, &b, 4);
-    return x;
-}
-/* n floats rounded to bf16 in place; their bits uploaded; out NaN-poisoned (0x7fc0) */
-static bf16_t *dev_bf16(float *x, size_t n) {
-    uint16_t *h = malloc(sizeof(uint16_t) * (n ? n : 1));
-    for (size_t i = 0; i < n; i++) {
-        h[i] = x ? bf16_bits(x[i]) : 0x7fc0;
-        if (x) x[i] = bf16_value(h[i]);
-    }
-    bf16_t *d = NULL;
-    cudaMalloc((void **)&d, sizeof(uint16_t) * n + 4);
-    cudaMemcpy(d, h, sizeof(uint16_t) * n, cudaMemcpyHostToDevice);
-    free(h);
-    return d;
-}
-static float *host_bf16(const bf16_t *d, size_t n) {
-    uint16_t *h = malloc(sizeof(uint16_t) * n);
-    float *x = malloc(sizeof(float) * n);
-    cudaDeviceSynchronize();
-    cudaMemcpy(h, d, sizeof(uint16_t) * n, cudaMemcpyDeviceToHost);
-    for (size_t i = 0; i < n; i++) x[i] = bf16_value(h[i]);
-    free(h);
-    return x;
-}
 
 /* The gate's kernels given pre_bias (the gate's columns are the raw product u, the kernels
    take silu(u + b)), all operands bf16, against the CPU ops on the same bf16 values; v's
@@ -475,12 +520,16 @@ static void bf16_gate_case(int e, int off, int stride) {
     CHECK(rel_err(da, datt_ref, (size_t)N * e) < 1e-2, "e %d: bf16 d att rel %g", e, rel_err(da, datt_ref, (size_t)N * e));
     CHECK(outside == 0, "e %d: %d entries outside the gate's columns written", e, outside);
 
-    /* v's silu backward in place on the bf16 gradient: d = d silu'(u) */
+    /* v's silu backward in place on the bf16 gradient: d = d silu'(u + b), u the raw product */
     float *dv = malloc(sizeof(float) * N * stride), *dv_ref = malloc(sizeof(float) * N * stride);
     fill(dv, (size_t)N * stride, -1, 1);
     bf16_t *d_dv = dev_bf16(dv, (size_t)N * stride);
-    silu_backward(dv_ref, dv, u, (size_t)N * stride);
-    silu_backward_cuda(NULL, NULL, d_u, N, e, stride, d_dv, 0);
+    float *upb = malloc(sizeof(float) * N * stride);
+    for (int n = 0; n < N; n++)
+        for (int j = 0; j < stride; j++) upb[n * stride + j] = u[n * stride + j] + (j < e ? b[j] : 0.0f);
+    silu_backward(dv_ref, dv, upb, (size_t)N * stride);
+    free(upb);
+    silu_backward_cuda(NULL, NULL, d_u, N, e, stride, d_dv, d_b, 0);
     float *dv_got = host_bf16(d_dv, (size_t)N * stride);
     float *a = malloc(sizeof(float) * N * e), *r = malloc(sizeof(float) * N * e);
     int touched = 0;
@@ -548,12 +597,19 @@ static void bf16_osr_case(int s, int r, int extra) {
     float *dz_ref = malloc(sizeof(float) * N * zs), *dg_ref = calloc(4 * (size_t)s, sizeof(float));
     float *db_ref = calloc(4 * (size_t)s, sizeof(float)), *zeros = calloc(4 * (size_t)s, sizeof(float));
     offset_scale_rotary_backward(dz_ref, dg_ref, db_ref, dq, z, zs, gamma, cs, sn, B, T, s, r);
-    silu_backward(dz_ref, dz_ref, uz, (size_t)N * zs);
+    /* u is z's raw product, its bias u_bias added by the kernel: silu'(u + u_bias) */
+    float *ub = malloc(sizeof(float) * s), *upre = malloc(sizeof(float) * N * zs);
+    fill(ub, (size_t)s, -1, 1);
+    for (int n = 0; n < N; n++) for (int f = 0; f < zs; f++) upre[n * zs + f] = uz[n * zs + f] + (f < s ? ub[f] : 0.0f);
+    silu_backward(dz_ref, dz_ref, upre, (size_t)N * zs);
+    float *d_ub = dev_from(ub, (size_t)s);
+    free(upre);
     float *d_dg = dev_from(zeros, 4 * (size_t)s), *d_db = dev_from(zeros, 4 * (size_t)s);
     float *col = dev_nan((size_t)OSR_SLICES * 8 * s);
     bf16_t *dz16 = dev_bf16(NULL, (size_t)N * zs);
     offset_scale_rotary_backward_cuda(NULL, d_dg, d_db, NULL, dq16, NULL, z16, zs, NULL, u16, d_g, d_cs, d_sn,
-                                      N, T, s, r, col, dz16, 0);
+                                      N, T, s, r, col, dz16, d_ub, 0);
+    free(ub); cudaFree(d_ub);
     float *dz_all = host_bf16(dz16, (size_t)N * zs), *dz = malloc(sizeof(float) * N * s), *dzr = malloc(sizeof(float) * N * s);
     int outside = 0;
     for (int n = 0; n < N; n++)
@@ -632,6 +688,7 @@ static void test_bf16_attention_kernels(void) {
     bf16_attention_case(1);
 }
 
+/* the attention's own pieces, against their definitions (the CPU op fuses them) */
 static void test_attention_pieces(void) {
     const int ntask = 5, C = 23, s = 17, B = 2, G = 3;
     const int laplace_cases[2] = {0, 1};
