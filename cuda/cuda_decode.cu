@@ -25,6 +25,7 @@ typedef struct CudaDecoder {
     long pos;
     cudaGraphExec_t graph;
     int graph_ready, graph_failed;
+    int fused;                              /* the three-kernel layer (few sequences) */
 } CudaDecoder;
 
 __device__ __forceinline__ float dec_phi(float x, int laplace) {
@@ -98,7 +99,8 @@ __global__ void dec_norm_shift_kernel(float *xs, float *prev, const float *h, co
 __global__ void dec_attend_kernel(float *gated, float *kv, float *gq, float *gk, float *gv,
                                   const float *hid, const int *pos, const float *gamma,
                                   const float *beta, const float *freqs, const float *rel_bias,
-                                  int e, int s, int r, int C, int H, int laplace) {
+                                  int e, int s, int r, int C, int H, int laplace, const float *xn,
+                                  float *prev, int d) {
     extern __shared__ float sh[];
     float *q4 = sh, *a = sh + 4 * s, *part = a + C;   /* part: DEC_WARPS x DEC_F */
     const int i = blockIdx.x, tid = threadIdx.x, nt = blockDim.x;
@@ -106,6 +108,10 @@ __global__ void dec_attend_kernel(float *gated, float *kv, float *gq, float *gk,
     const long t = pos[0];
     const int j = (int)(t % C), pairs = r / 2, units = pairs + (s - 2 * pairs);
     const float *hrow = hid + (size_t)i * H, *z = hrow + 2 * e;
+    /* the fused path: this position's norm output becomes prev (every reader of the old
+       prev, the kernel before, has finished) */
+    if (xn && blockIdx.y == 0)
+        for (int k = tid; k < d; k += nt) prev[(size_t)i * d + k] = xn[(size_t)i * d + k];
     for (int u = tid; u < units; u += nt) {
         int f0, f1 = -1;
         if (u < pairs) { f0 = 2 * u; f1 = 2 * u + 1; } else f0 = 2 * pairs + (u - pairs);
@@ -130,13 +136,21 @@ __global__ void dec_attend_kernel(float *gated, float *kv, float *gq, float *gk,
     if (blockIdx.y == 0)
         for (int f = tid; f < s; f += nt) { Gq[(size_t)j * s + f] = kq[f]; Gk[(size_t)j * s + f] = kl[f]; }
     const float inv_C = 1.0f / C, bias_scale = sqrtf((float)s);
-    /* one warp per key: its lanes split the s features (coalesced reads of the cache) */
-    for (int k = warp; k <= j; k += nt / 32) {
-        const float *key = k == j ? kq : Gq + (size_t)k * s;
+    /* four lanes per key, eight keys per warp at once (a warp per key left the block 32
+       keys deep in a serial chain at the group's end): each lane a quarter of the s
+       features, then two shuffles */
+    const int sub = lane / 4, quarter = lane % 4;
+    for (int k0 = warp * 8; k0 <= j; k0 += (nt / 32) * 8) {
+        const int k = k0 + sub;
+        const bool ok = k <= j;
+        const float *key = k == j ? kq : Gq + (size_t)(ok ? k : 0) * s;
         float dot = 0;
-        for (int f = lane; f < s; f += 32) dot += qq[f] * key[f];
-        for (int o = 16; o > 0; o >>= 1) dot += __shfl_xor_sync(0xffffffffu, dot, o);
-        if (lane == 0) a[k] = dec_phi(dot * inv_C + bias_scale * rel_bias[dec_bucket(j - k)], laplace);
+        if (ok)
+#pragma unroll 8
+            for (int f = quarter; f < s; f += 4) dot += qq[f] * key[f];
+        dot += __shfl_xor_sync(0xffffffffu, dot, 1);
+        dot += __shfl_xor_sync(0xffffffffu, dot, 2);
+        if (ok && quarter == 0) a[k] = dec_phi(dot * inv_C + bias_scale * rel_bias[dec_bucket(j - k)], laplace);
     }
     __syncthreads();
     const int f = blockIdx.y * DEC_F + lane;
@@ -146,8 +160,10 @@ __global__ void dec_attend_kernel(float *gated, float *kv, float *gq, float *gk,
     /* this warp's share: keys k = warp, warp + 8, ... and rows q of S likewise */
     float acc = 0;
     if (live) {
+#pragma unroll 8
         for (int k = warp; k < j; k += DEC_WARPS) acc += a[k] * Gv[(size_t)k * e + f];
         if (warp == j % DEC_WARPS) acc += a[j] * v;
+#pragma unroll 8
         for (int q = warp; q < s; q += DEC_WARPS) acc += ql[q] * S[(size_t)q * e + f];
     }
     part[warp * DEC_F + lane] = acc;
@@ -161,14 +177,184 @@ __global__ void dec_attend_kernel(float *gated, float *kv, float *gq, float *gk,
         /* every warp has read S above (barrier): each now updates its own rows q */
         for (int q = warp; q < s; q += DEC_WARPS) {
             float sum = 0;
-            for (int k = 0; k < C; k++)
-                sum += (k == j ? kl[q] : Gk[(size_t)k * s + q]) * (k == j ? v : Gv[(size_t)k * e + f]);
+#pragma unroll 8
+            for (int k = 0; k < j; k++) sum += Gk[(size_t)k * s + q] * Gv[(size_t)k * e + f];
+            sum += kl[q] * v;   /* k = j: this row, not yet read back from the cache */
             S[(size_t)q * e + f] += inv_C * sum;
         }
     }
 }
 
 __global__ void dec_advance_kernel(int *pos) { pos[0] += 1; }
+
+/* ---- the fused step for a few sequences (n <= DEC_FUSED_SEQ) ----------------------------
+   A byte costs as many graph nodes as it has launches, each a few microseconds with little
+   work in it, so for one to eight sequences a layer is three kernels: norm + to_hidden
+   product + bias + silu; the attention (above); to_out product + bias + residual. The
+   products take one warp per output row (16-byte weight loads when the rows allow them,
+   several loads in flight per lane); every block of the first kernel computes the norm of
+   the n rows itself into shared memory. More sequences take the cuBLAS path below. */
+#define DEC_FUSED_SEQ 8
+#define DEC_ROW_WARPS 8
+
+__device__ __forceinline__ float dec_silu(float u) { return u / (1.0f + expf(-u)); }
+__device__ __forceinline__ float dec_warp_sum(float v) {
+    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+    return v;
+}
+/* warp w < n: xs_sh row w = norm(h row w), shifted against prev as dec_norm_shift_kernel;
+   xn_out (NULL: none) gets the unshifted norm output, written by block 0 only */
+__device__ void dec_norm_rows(float *xs_sh, float *xn_out, const float *h, const float *prev,
+                              const float *g, const float *w, const float *b, int layernorm, int shift,
+                              int n, int d) {
+    const int i = threadIdx.x / 32, lane = threadIdx.x % 32;
+    if (i >= n) return;
+    const float *x = h + (size_t)i * d;
+    const float *pv = prev ? prev + (size_t)i * d : NULL;
+    float *xo = xs_sh + (size_t)i * d;
+    const int half = (d + 1) / 2;
+    float a = 0, bb = 0;
+    if (!layernorm) {
+        float ss = 0;
+        for (int k = lane; k < d; k += 32) ss += x[k] * x[k];
+        ss = dec_warp_sum(ss);
+        const float nrm = sqrtf(ss / d);
+        a = 1.0f / (nrm > 1e-5f ? nrm : 1e-5f);
+    } else {
+        float s = 0;
+        for (int k = lane; k < d; k += 32) s += x[k];
+        s = dec_warp_sum(s);
+        const float mean = s / d;
+        float v = 0;
+        for (int k = lane; k < d; k += 32) { const float c = x[k] - mean; v += c * c; }
+        v = dec_warp_sum(v);
+        a = rsqrtf(v / d + 1e-5f);
+        bb = mean;
+    }
+    for (int k = lane; k < d; k += 32) {
+        const float xn = layernorm ? (x[k] - bb) * a * w[k] + b[k] : x[k] * a * g[0];
+        xo[k] = shift && k < half ? pv[k] : xn;
+        if (xn_out && blockIdx.x == 0) xn_out[(size_t)i * d + k] = xn;
+    }
+}
+/* VEC 4: the lane's first DEC_PRE float4 of weight row wr, loaded before the kernel's
+   prologue (norm, copies, barrier) so that their latency overlaps it */
+#define DEC_PRE 8
+__device__ __forceinline__ void dec_prefetch(float4 pre[DEC_PRE], const float *wr, int K, bool live) {
+    const int lane = threadIdx.x % 32;
+#pragma unroll
+    for (int c = 0; c < DEC_PRE; c++) {
+        const int k = lane * 4 + 128 * c;
+        pre[c] = live && k < K ? __ldg(reinterpret_cast<const float4 *>(wr + k)) : make_float4(0, 0, 0, 0);
+    }
+}
+/* dot of weight row wr (K floats) with the n shared rows x (K apart), one warp: lane sums,
+   then the butterfly; VEC 4 takes the prefetched part from pre */
+template <int VEC>
+__device__ __forceinline__ void dec_row_dots(float acc[DEC_FUSED_SEQ], const float *wr, const float *x, int n,
+                                             int K, const float4 *pre) {
+    const int lane = threadIdx.x % 32;
+#pragma unroll
+    for (int q = 0; q < DEC_FUSED_SEQ; q++) acc[q] = 0;
+    if (VEC == 4) {
+#pragma unroll
+        for (int c = 0; c < DEC_PRE; c++) {
+            const int k = lane * 4 + 128 * c;
+            if (k >= K) break;
+            const float4 wv = pre[c];
+#pragma unroll
+            for (int q = 0; q < DEC_FUSED_SEQ; q++)
+                if (q < n) {
+                    const float4 xv = *reinterpret_cast<const float4 *>(x + (size_t)q * K + k);
+                    acc[q] += wv.x * xv.x + wv.y * xv.y + wv.z * xv.z + wv.w * xv.w;
+                }
+        }
+#pragma unroll 4
+        for (int k = lane * 4 + 128 * DEC_PRE; k < K; k += 128) {
+            const float4 wv = __ldg(reinterpret_cast<const float4 *>(wr + k));
+#pragma unroll
+            for (int q = 0; q < DEC_FUSED_SEQ; q++)
+                if (q < n) {
+                    const float4 xv = *reinterpret_cast<const float4 *>(x + (size_t)q * K + k);
+                    acc[q] += wv.x * xv.x + wv.y * xv.y + wv.z * xv.z + wv.w * xv.w;
+                }
+        }
+    } else {
+#pragma unroll 4
+        for (int k = lane; k < K; k += 32) {
+            const float wv = __ldg(wr + k);
+#pragma unroll
+            for (int q = 0; q < DEC_FUSED_SEQ; q++)
+                if (q < n) acc[q] += wv * x[(size_t)q * K + k];
+        }
+    }
+#pragma unroll
+    for (int q = 0; q < DEC_FUSED_SEQ; q++)
+        if (q < n) acc[q] = dec_warp_sum(acc[q]);
+}
+/* hid = silu(norm(h) Wh^T + bh), H outputs; shared: n x d (the normalized rows) */
+template <int VEC>
+__global__ void dec_hidden_kernel(float *hid, float *xn_out, const float *h, const float *prev, const float *g,
+                                  const float *nw, const float *nb, int layernorm, int shift, const float *W,
+                                  const float *bias, int n, int d, int H) {
+    extern __shared__ float xs_sh[];
+    const int row = blockIdx.x * DEC_ROW_WARPS + threadIdx.x / 32;
+    float4 pre[DEC_PRE];
+    if (VEC == 4) dec_prefetch(pre, W + (size_t)(row < H ? row : 0) * d, d, row < H);
+    dec_norm_rows(xs_sh, xn_out, h, prev, g, nw, nb, layernorm, shift, n, d);
+    __syncthreads();
+    if (row >= H) return;
+    float acc[DEC_FUSED_SEQ];
+    dec_row_dots<VEC>(acc, W + (size_t)row * d, xs_sh, n, d, pre);
+    if (threadIdx.x % 32 == 0)
+#pragma unroll
+        for (int q = 0; q < DEC_FUSED_SEQ; q++)
+            if (q < n) hid[(size_t)q * H + row] = dec_silu(acc[q] + bias[row]);
+}
+/* h = bo + (h + gated Wo^T), d outputs of e inputs (the order of the cuBLAS path's two
+   additions); shared: n x e (gated) */
+template <int VEC>
+__global__ void dec_out_kernel(float *h, const float *gated, const float *W, const float *bo, int n, int d, int e) {
+    extern __shared__ float g_sh[];
+    const int row = blockIdx.x * DEC_ROW_WARPS + threadIdx.x / 32;
+    float4 pre[DEC_PRE];
+    if (VEC == 4) dec_prefetch(pre, W + (size_t)(row < d ? row : 0) * e, e, row < d);
+    for (int k = threadIdx.x; k < n * e; k += blockDim.x) g_sh[k] = gated[k];
+    __syncthreads();
+    if (row >= d) return;
+    float acc[DEC_FUSED_SEQ];
+    dec_row_dots<VEC>(acc, W + (size_t)row * e, g_sh, n, e, pre);
+    if (threadIdx.x % 32 == 0)
+#pragma unroll
+        for (int q = 0; q < DEC_FUSED_SEQ; q++)
+            if (q < n) h[(size_t)q * d + row] = bo[row] + (h[(size_t)q * d + row] + acc[q]);
+}
+/* logits = layernorm(h) Wl^T + b, V outputs; then the position advances (block 0, after
+   its own reads; no other kernel of the step reads it after this one) */
+template <int VEC>
+__global__ void dec_logits_kernel(float *logits, int *pos, const float *h, const float *lw, const float *lb,
+                                  const float *W, const float *bias, int n, int d, int V) {
+    extern __shared__ float xs_sh[];
+    const int row = blockIdx.x * DEC_ROW_WARPS + threadIdx.x / 32;
+    float4 pre[DEC_PRE];
+    if (VEC == 4) dec_prefetch(pre, W + (size_t)(row < V ? row : 0) * d, d, row < V);
+    dec_norm_rows(xs_sh, NULL, h, NULL, NULL, lw, lb, 1, 0, n, d);
+    __syncthreads();
+    if (blockIdx.x == 0 && threadIdx.x == 0) pos[0] += 1;
+    if (row >= V) return;
+    float acc[DEC_FUSED_SEQ];
+    dec_row_dots<VEC>(acc, W + (size_t)row * d, xs_sh, n, d, pre);
+    if (threadIdx.x % 32 == 0)
+#pragma unroll
+        for (int q = 0; q < DEC_FUSED_SEQ; q++)
+            if (q < n) logits[(size_t)q * V + row] = acc[q] + bias[row];
+}
+/* the fused path fits: few sequences, the shared rows within the default 48 KB */
+static int dec_fused_ok(int n, int d, int e) {
+    return n <= DEC_FUSED_SEQ && (size_t)n * (d > e ? d : e) * sizeof(float) <= 48 * 1024;
+}
+static int dec_vec4(int K, const float *W) { return K % 4 == 0 && (uintptr_t)W % 16 == 0; }
+
 
 /* the launches of one step (captured once into a graph) */
 static void dec_launch_step(Model *m) {
@@ -182,27 +368,60 @@ static void dec_launch_step(Model *m) {
     dec_embed_kernel<<<(n * d + 255) / 256, 256, 0, st>>>(dc->h, dc->d_tok, dc->d_pos, p->tok_emb,
                                                           p->pos_scale, p->inv_freq, n, d);
     const size_t shmem = sizeof(float) * (4 * (size_t)s + C + DEC_WARPS * DEC_F);
+    const int fused = dc->fused;
     for (int l = 0; l < L; l++) {
         const LayerParams *P = &p->layer[l];
-        dec_norm_shift_kernel<<<(n + 3) / 4, 128, 0, st>>>(dc->xs, dc->prev + (size_t)l * n * d, dc->h,
-                                                           P->norm_g, P->norm_w, P->norm_b,
-                                                           c->norm_type == NORM_LAYERNORM, c->shift_tokens,
-                                                           n, d);
-        cuda_gemm(cm, 0, 1, n, H, d, 1, dc->xs, NULL, d, 0, P->wh, NULL, d, 0, 0, dc->hid_u, H, 0, 1);
-        bias_silu_cuda(dc->hid_u, NULL, dc->hid, P->bh, n, H, H, NULL, st);
+        float *prev = dc->prev + (size_t)l * n * d;
+        const int layernorm = c->norm_type == NORM_LAYERNORM;
+        if (fused) {
+            const unsigned blocks = (unsigned)((H + DEC_ROW_WARPS - 1) / DEC_ROW_WARPS);
+            const size_t sh = sizeof(float) * (size_t)n * d;
+            if (dec_vec4(d, P->wh))
+                dec_hidden_kernel<4><<<blocks, 32 * DEC_ROW_WARPS, sh, st>>>(dc->hid, dc->xs, dc->h, prev, P->norm_g,
+                    P->norm_w, P->norm_b, layernorm, c->shift_tokens, P->wh, P->bh, n, d, H);
+            else
+                dec_hidden_kernel<1><<<blocks, 32 * DEC_ROW_WARPS, sh, st>>>(dc->hid, dc->xs, dc->h, prev, P->norm_g,
+                    P->norm_w, P->norm_b, layernorm, c->shift_tokens, P->wh, P->bh, n, d, H);
+        } else {
+            dec_norm_shift_kernel<<<(n + 3) / 4, 128, 0, st>>>(dc->xs, prev, dc->h, P->norm_g, P->norm_w, P->norm_b,
+                                                               layernorm, c->shift_tokens, n, d);
+            cuda_gemm(cm, 0, 1, n, H, d, 1, dc->xs, NULL, d, 0, P->wh, NULL, d, 0, 0, dc->hid_u, H, 0, 1);
+            bias_silu_cuda(dc->hid_u, NULL, dc->hid, P->bh, n, H, H, NULL, st);
+        }
         dim3 grid(n, (e + DEC_F - 1) / DEC_F);
         dec_attend_kernel<<<grid, 32 * DEC_WARPS, shmem, st>>>(
             dc->gated, dc->kv + (size_t)l * n * s * e, dc->gq + (size_t)l * n * C * s,
             dc->gk + (size_t)l * n * C * s, dc->gv + (size_t)l * n * C * e, dc->hid, dc->d_pos, P->gamma,
-            P->beta, P->rot_freqs, P->rel_bias, e, s, r, C, H, c->laplace_attn_fn);
+            P->beta, P->rot_freqs, P->rel_bias, e, s, r, C, H, c->laplace_attn_fn,
+            fused && c->shift_tokens ? dc->xs : NULL, prev, d);
         /* h += gated Wo^T + bo */
-        cuda_gemm(cm, 0, 1, n, d, e, 1, dc->gated, NULL, e, 0, P->wo, NULL, e, 0, 1, dc->h, d, 0, 1);
-        bias_add_cuda(dc->h, P->bo, dc->h, n, d, st);
+        if (fused) {
+            const unsigned blocks = (unsigned)((d + DEC_ROW_WARPS - 1) / DEC_ROW_WARPS);
+            const size_t sh = sizeof(float) * (size_t)n * e;
+            if (dec_vec4(e, P->wo))
+                dec_out_kernel<4><<<blocks, 32 * DEC_ROW_WARPS, sh, st>>>(dc->h, dc->gated, P->wo, P->bo, n, d, e);
+            else
+                dec_out_kernel<1><<<blocks, 32 * DEC_ROW_WARPS, sh, st>>>(dc->h, dc->gated, P->wo, P->bo, n, d, e);
+        } else {
+            cuda_gemm(cm, 0, 1, n, d, e, 1, dc->gated, NULL, e, 0, P->wo, NULL, e, 0, 1, dc->h, d, 0, 1);
+            bias_add_cuda(dc->h, P->bo, dc->h, n, d, st);
+        }
     }
-    layernorm_forward_cuda(dc->lnf, dc->stat, dc->h, p->lnf_w, p->lnf_b, n, d, 0, NULL, NULL, NULL, st);
-    bias_add_cuda(dc->logits, p->b_logits, NULL, n, V, st);
-    cuda_gemm(cm, 0, 1, n, V, d, 1, dc->lnf, NULL, d, 0, p->w_logits, NULL, d, 0, 1, dc->logits, V, 0, 1);
-    dec_advance_kernel<<<1, 1, 0, st>>>(dc->d_pos);
+    if (fused) {
+        const unsigned blocks = (unsigned)((V + DEC_ROW_WARPS - 1) / DEC_ROW_WARPS);
+        const size_t sh = sizeof(float) * (size_t)n * d;
+        if (dec_vec4(d, p->w_logits))
+            dec_logits_kernel<4><<<blocks, 32 * DEC_ROW_WARPS, sh, st>>>(dc->logits, dc->d_pos, dc->h, p->lnf_w,
+                                                                         p->lnf_b, p->w_logits, p->b_logits, n, d, V);
+        else
+            dec_logits_kernel<1><<<blocks, 32 * DEC_ROW_WARPS, sh, st>>>(dc->logits, dc->d_pos, dc->h, p->lnf_w,
+                                                                         p->lnf_b, p->w_logits, p->b_logits, n, d, V);
+    } else {
+        layernorm_forward_cuda(dc->lnf, dc->stat, dc->h, p->lnf_w, p->lnf_b, n, d, 0, NULL, NULL, NULL, st);
+        bias_add_cuda(dc->logits, p->b_logits, NULL, n, V, st);
+        cuda_gemm(cm, 0, 1, n, V, d, 1, dc->lnf, NULL, d, 0, p->w_logits, NULL, d, 0, 1, dc->logits, V, 0, 1);
+        dec_advance_kernel<<<1, 1, 0, st>>>(dc->d_pos);
+    }
     cudaMemcpyAsync(dc->h_logits, dc->logits, sizeof(float) * (size_t)n * V, cudaMemcpyDeviceToHost, st);
 }
 
@@ -238,6 +457,9 @@ int cuda_decoder_open(Model *m, int nseq, int max_prompt, char *err, size_t errl
     cm->dec = dc;
     dc->nseq = nseq;
     dc->max_prompt = max_prompt;
+    /* FLASH_CUDA_DECODE_FUSED=0 takes the cuBLAS path for any count (A/B runs, tests) */
+    const char *fz = getenv("FLASH_CUDA_DECODE_FUSED");
+    dc->fused = dec_fused_ok(nseq, (int)d, (int)e) && !(fz && strcmp(fz, "0") == 0);
     const size_t counts[] = {L * n * s * e, L * n * C * s, L * n * C * s, L * n * C * e, L * n * d,
                              n * d, n * d, n * 2, n * H, n * H, n * e, n * d, n * V};
     float **ptrs[] = {&dc->kv, &dc->gq, &dc->gk, &dc->gv, &dc->prev, &dc->h, &dc->xs, &dc->stat,

@@ -926,9 +926,13 @@ static void test_micro_batch_split(void) {
 }
 
 /* The recurrent decoder's logits equal the full forward's at every position. */
+/* both paths of the GPU decoder: the fused kernels (a few sequences) and cuBLAS */
 static void test_decoder_matches_forward(void) {
-    for (int ci = 0; ci < ncases; ci++) {
+    for (int run = 0; run < 2 * ncases; run++) {
+        const int ci = run % ncases, cublas_path = run >= ncases;
         const Case *k = &cases[ci];
+        if (cublas_path) setenv("FLASH_CUDA_DECODE_FUSED", "0", 1);
+        else unsetenv("FLASH_CUDA_DECODE_FUSED");
         const int V = k->cfg.num_tokens, C = k->cfg.group_size, nseq = 2;
         const int P = C + 3, steps = 2 * C + 5, T = P + steps;
         char err[256];
@@ -956,11 +960,13 @@ static void test_decoder_matches_forward(void) {
                 if (!(e <= worst)) worst = e;
             }
         }
-        CHECK(worst < 1e-4, "%s: decoder against forward rel %g", k->name, worst);
+        CHECK(worst < 1e-4, "%s (%s): decoder against forward rel %g", k->name, cublas_path ? "cuBLAS" : "fused",
+              worst);
         model_decoder_close(m);
         free(tok); free(full); free(lg);
         model_close(m);
     }
+    unsetenv("FLASH_CUDA_DECODE_FUSED");
 }
 
 /* Two runs from the same seed and data give the same bits. */
