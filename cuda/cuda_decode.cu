@@ -237,22 +237,44 @@ __device__ void dec_norm_rows(float *xs_sh, float *xn_out, const float *h, const
         if (xn_out && blockIdx.x == 0) xn_out[(size_t)i * d + k] = xn;
     }
 }
-/* VEC 4: the lane's first DEC_PRE float4 of weight row wr, loaded before the kernel's
-   prologue (norm, copies, barrier) so that their latency overlaps it */
+/* Weights in fp32 or, in bf16 precision, their bf16 twin (what the bf16 forward's products
+   read): four of them per load (16 or 8 bytes), converted where they are used. */
+template <typename WT> struct W4;
+template <> struct W4<float> {
+    typedef float4 raw;
+    static __device__ __forceinline__ raw load(const float *p) { return __ldg(reinterpret_cast<const float4 *>(p)); }
+    static __device__ __forceinline__ float4 cvt(raw r) { return r; }
+    static __device__ __forceinline__ raw zero() { return make_float4(0, 0, 0, 0); }
+    static __device__ __forceinline__ float one(const float *p) { return __ldg(p); }
+};
+template <> struct W4<__nv_bfloat16> {
+    typedef uint2 raw;
+    static __device__ __forceinline__ raw load(const __nv_bfloat16 *p) { return __ldg(reinterpret_cast<const uint2 *>(p)); }
+    static __device__ __forceinline__ float4 cvt(raw r) {
+        const float2 a = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162 *>(&r.x));
+        const float2 b = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162 *>(&r.y));
+        return make_float4(a.x, a.y, b.x, b.y);
+    }
+    static __device__ __forceinline__ raw zero() { return make_uint2(0, 0); }
+    static __device__ __forceinline__ float one(const __nv_bfloat16 *p) { return __bfloat162float(*p); }
+};
+/* VEC 4: the lane's first DEC_PRE groups of four weights of row wr, loaded before the
+   kernel's prologue (norm, copies, barrier) so that their latency overlaps it */
 #define DEC_PRE 8
-__device__ __forceinline__ void dec_prefetch(float4 pre[DEC_PRE], const float *wr, int K, bool live) {
+template <typename WT>
+__device__ __forceinline__ void dec_prefetch(typename W4<WT>::raw pre[DEC_PRE], const WT *wr, int K, bool live) {
     const int lane = threadIdx.x % 32;
 #pragma unroll
     for (int c = 0; c < DEC_PRE; c++) {
         const int k = lane * 4 + 128 * c;
-        pre[c] = live && k < K ? __ldg(reinterpret_cast<const float4 *>(wr + k)) : make_float4(0, 0, 0, 0);
+        pre[c] = live && k < K ? W4<WT>::load(wr + k) : W4<WT>::zero();
     }
 }
-/* dot of weight row wr (K floats) with the n shared rows x (K apart), one warp: lane sums,
+/* dot of weight row wr (K of them) with the n shared rows x (K apart), one warp: lane sums,
    then the butterfly; VEC 4 takes the prefetched part from pre */
-template <int VEC>
-__device__ __forceinline__ void dec_row_dots(float acc[DEC_FUSED_SEQ], const float *wr, const float *x, int n,
-                                             int K, const float4 *pre) {
+template <int VEC, typename WT>
+__device__ __forceinline__ void dec_row_dots(float acc[DEC_FUSED_SEQ], const WT *wr, const float *x, int n,
+                                             int K, const typename W4<WT>::raw *pre) {
     const int lane = threadIdx.x % 32;
 #pragma unroll
     for (int q = 0; q < DEC_FUSED_SEQ; q++) acc[q] = 0;
@@ -261,7 +283,7 @@ __device__ __forceinline__ void dec_row_dots(float acc[DEC_FUSED_SEQ], const flo
         for (int c = 0; c < DEC_PRE; c++) {
             const int k = lane * 4 + 128 * c;
             if (k >= K) break;
-            const float4 wv = pre[c];
+            const float4 wv = W4<WT>::cvt(pre[c]);
 #pragma unroll
             for (int q = 0; q < DEC_FUSED_SEQ; q++)
                 if (q < n) {
@@ -271,7 +293,7 @@ __device__ __forceinline__ void dec_row_dots(float acc[DEC_FUSED_SEQ], const flo
         }
 #pragma unroll 4
         for (int k = lane * 4 + 128 * DEC_PRE; k < K; k += 128) {
-            const float4 wv = __ldg(reinterpret_cast<const float4 *>(wr + k));
+            const float4 wv = W4<WT>::cvt(W4<WT>::load(wr + k));
 #pragma unroll
             for (int q = 0; q < DEC_FUSED_SEQ; q++)
                 if (q < n) {
@@ -282,7 +304,7 @@ __device__ __forceinline__ void dec_row_dots(float acc[DEC_FUSED_SEQ], const flo
     } else {
 #pragma unroll 4
         for (int k = lane; k < K; k += 32) {
-            const float wv = __ldg(wr + k);
+            const float wv = W4<WT>::one(wr + k);
 #pragma unroll
             for (int q = 0; q < DEC_FUSED_SEQ; q++)
                 if (q < n) acc[q] += wv * x[(size_t)q * K + k];
@@ -293,37 +315,39 @@ __device__ __forceinline__ void dec_row_dots(float acc[DEC_FUSED_SEQ], const flo
         if (q < n) acc[q] = dec_warp_sum(acc[q]);
 }
 /* hid = silu(norm(h) Wh^T + bh), H outputs; shared: n x d (the normalized rows) */
-template <int VEC>
+template <int VEC, typename WT>
 __global__ void dec_hidden_kernel(float *hid, float *xn_out, const float *h, const float *prev, const float *g,
-                                  const float *nw, const float *nb, int layernorm, int shift, const float *W,
+                                  const float *nw, const float *nb, int layernorm, int shift, const WT *W,
                                   const float *bias, int n, int d, int H) {
     extern __shared__ float xs_sh[];
     const int row = blockIdx.x * DEC_ROW_WARPS + threadIdx.x / 32;
-    float4 pre[DEC_PRE];
-    if (VEC == 4) dec_prefetch(pre, W + (size_t)(row < H ? row : 0) * d, d, row < H);
+    typename W4<WT>::raw pre[DEC_PRE];
+    if (VEC == 4) dec_prefetch<WT>(pre, W + (size_t)(row < H ? row : 0) * d, d, row < H);
     dec_norm_rows(xs_sh, xn_out, h, prev, g, nw, nb, layernorm, shift, n, d);
     __syncthreads();
     if (row >= H) return;
     float acc[DEC_FUSED_SEQ];
-    dec_row_dots<VEC>(acc, W + (size_t)row * d, xs_sh, n, d, pre);
+    dec_row_dots<VEC, WT>(acc, W + (size_t)row * d, xs_sh, n, d, pre);
     if (threadIdx.x % 32 == 0)
 #pragma unroll
         for (int q = 0; q < DEC_FUSED_SEQ; q++)
             if (q < n) hid[(size_t)q * H + row] = dec_silu(acc[q] + bias[row]);
 }
 /* h = bo + (h + gated Wo^T), d outputs of e inputs (the order of the cuBLAS path's two
-   additions); shared: n x e (gated) */
-template <int VEC>
-__global__ void dec_out_kernel(float *h, const float *gated, const float *W, const float *bo, int n, int d, int e) {
+   additions); shared: n x e (gated). Blocks of DEC_OUT_WARPS rows: d rows are few, so
+   smaller blocks reach more of the SMs. */
+#define DEC_OUT_WARPS 4
+template <int VEC, typename WT>
+__global__ void dec_out_kernel(float *h, const float *gated, const WT *W, const float *bo, int n, int d, int e) {
     extern __shared__ float g_sh[];
-    const int row = blockIdx.x * DEC_ROW_WARPS + threadIdx.x / 32;
-    float4 pre[DEC_PRE];
-    if (VEC == 4) dec_prefetch(pre, W + (size_t)(row < d ? row : 0) * e, e, row < d);
+    const int row = blockIdx.x * DEC_OUT_WARPS + threadIdx.x / 32;
+    typename W4<WT>::raw pre[DEC_PRE];
+    if (VEC == 4) dec_prefetch<WT>(pre, W + (size_t)(row < d ? row : 0) * e, e, row < d);
     for (int k = threadIdx.x; k < n * e; k += blockDim.x) g_sh[k] = gated[k];
     __syncthreads();
     if (row >= d) return;
     float acc[DEC_FUSED_SEQ];
-    dec_row_dots<VEC>(acc, W + (size_t)row * e, g_sh, n, e, pre);
+    dec_row_dots<VEC, WT>(acc, W + (size_t)row * e, g_sh, n, e, pre);
     if (threadIdx.x % 32 == 0)
 #pragma unroll
         for (int q = 0; q < DEC_FUSED_SEQ; q++)
@@ -331,29 +355,61 @@ __global__ void dec_out_kernel(float *h, const float *gated, const float *W, con
 }
 /* logits = layernorm(h) Wl^T + b, V outputs; then the position advances (block 0, after
    its own reads; no other kernel of the step reads it after this one) */
-template <int VEC>
+template <int VEC, typename WT>
 __global__ void dec_logits_kernel(float *logits, int *pos, const float *h, const float *lw, const float *lb,
-                                  const float *W, const float *bias, int n, int d, int V) {
+                                  const WT *W, const float *bias, int n, int d, int V) {
     extern __shared__ float xs_sh[];
     const int row = blockIdx.x * DEC_ROW_WARPS + threadIdx.x / 32;
-    float4 pre[DEC_PRE];
-    if (VEC == 4) dec_prefetch(pre, W + (size_t)(row < V ? row : 0) * d, d, row < V);
+    typename W4<WT>::raw pre[DEC_PRE];
+    if (VEC == 4) dec_prefetch<WT>(pre, W + (size_t)(row < V ? row : 0) * d, d, row < V);
     dec_norm_rows(xs_sh, NULL, h, NULL, NULL, lw, lb, 1, 0, n, d);
     __syncthreads();
     if (blockIdx.x == 0 && threadIdx.x == 0) pos[0] += 1;
     if (row >= V) return;
     float acc[DEC_FUSED_SEQ];
-    dec_row_dots<VEC>(acc, W + (size_t)row * d, xs_sh, n, d, pre);
+    dec_row_dots<VEC, WT>(acc, W + (size_t)row * d, xs_sh, n, d, pre);
     if (threadIdx.x % 32 == 0)
 #pragma unroll
         for (int q = 0; q < DEC_FUSED_SEQ; q++)
             if (q < n) logits[(size_t)q * V + row] = acc[q] + bias[row];
 }
+/* the launches of the three fused products, on the fp32 weights or their bf16 twins */
+template <typename WT>
+static void dec_fused_hidden(CudaDecoder *dc, const WT *W, const LayerParams *P, float *prev, int layernorm,
+                             int shift, int n, int d, int H, cudaStream_t st) {
+    const unsigned blocks = (unsigned)((H + DEC_ROW_WARPS - 1) / DEC_ROW_WARPS);
+    const size_t sh = sizeof(float) * (size_t)n * d;
+    if (d % 4 == 0 && (uintptr_t)W % 16 == 0)
+        dec_hidden_kernel<4, WT><<<blocks, 32 * DEC_ROW_WARPS, sh, st>>>(dc->hid, dc->xs, dc->h, prev, P->norm_g,
+            P->norm_w, P->norm_b, layernorm, shift, W, P->bh, n, d, H);
+    else
+        dec_hidden_kernel<1, WT><<<blocks, 32 * DEC_ROW_WARPS, sh, st>>>(dc->hid, dc->xs, dc->h, prev, P->norm_g,
+            P->norm_w, P->norm_b, layernorm, shift, W, P->bh, n, d, H);
+}
+template <typename WT>
+static void dec_fused_out(CudaDecoder *dc, const WT *W, const float *bo, int n, int d, int e, cudaStream_t st) {
+    const unsigned blocks = (unsigned)((d + DEC_OUT_WARPS - 1) / DEC_OUT_WARPS);
+    const size_t sh = sizeof(float) * (size_t)n * e;
+    if (e % 4 == 0 && (uintptr_t)W % 16 == 0)
+        dec_out_kernel<4, WT><<<blocks, 32 * DEC_OUT_WARPS, sh, st>>>(dc->h, dc->gated, W, bo, n, d, e);
+    else
+        dec_out_kernel<1, WT><<<blocks, 32 * DEC_OUT_WARPS, sh, st>>>(dc->h, dc->gated, W, bo, n, d, e);
+}
+template <typename WT>
+static void dec_fused_logits(CudaDecoder *dc, const WT *W, const ModelParams *p, int n, int d, int V, cudaStream_t st) {
+    const unsigned blocks = (unsigned)((V + DEC_ROW_WARPS - 1) / DEC_ROW_WARPS);
+    const size_t sh = sizeof(float) * (size_t)n * d;
+    if (d % 4 == 0 && (uintptr_t)W % 16 == 0)
+        dec_logits_kernel<4, WT><<<blocks, 32 * DEC_ROW_WARPS, sh, st>>>(dc->logits, dc->d_pos, dc->h, p->lnf_w,
+                                                                         p->lnf_b, W, p->b_logits, n, d, V);
+    else
+        dec_logits_kernel<1, WT><<<blocks, 32 * DEC_ROW_WARPS, sh, st>>>(dc->logits, dc->d_pos, dc->h, p->lnf_w,
+                                                                         p->lnf_b, W, p->b_logits, n, d, V);
+}
 /* the fused path fits: few sequences, the shared rows within the default 48 KB */
 static int dec_fused_ok(int n, int d, int e) {
     return n <= DEC_FUSED_SEQ && (size_t)n * (d > e ? d : e) * sizeof(float) <= 48 * 1024;
 }
-static int dec_vec4(int K, const float *W) { return K % 4 == 0 && (uintptr_t)W % 16 == 0; }
 
 
 /* the launches of one step (captured once into a graph) */
@@ -369,19 +425,16 @@ static void dec_launch_step(Model *m) {
                                                           p->pos_scale, p->inv_freq, n, d);
     const size_t shmem = sizeof(float) * (4 * (size_t)s + C + DEC_WARPS * DEC_F);
     const int fused = dc->fused;
+    /* bf16 precision: the fused products read the weights' bf16 twin, as the forward does */
+    const __nv_bfloat16 *wb = cm->use_bf16 && cm->params_h ? (const __nv_bfloat16 *)cm->params_h : NULL;
     for (int l = 0; l < L; l++) {
         const LayerParams *P = &p->layer[l];
         float *prev = dc->prev + (size_t)l * n * d;
         const int layernorm = c->norm_type == NORM_LAYERNORM;
-        if (fused) {
-            const unsigned blocks = (unsigned)((H + DEC_ROW_WARPS - 1) / DEC_ROW_WARPS);
-            const size_t sh = sizeof(float) * (size_t)n * d;
-            if (dec_vec4(d, P->wh))
-                dec_hidden_kernel<4><<<blocks, 32 * DEC_ROW_WARPS, sh, st>>>(dc->hid, dc->xs, dc->h, prev, P->norm_g,
-                    P->norm_w, P->norm_b, layernorm, c->shift_tokens, P->wh, P->bh, n, d, H);
-            else
-                dec_hidden_kernel<1><<<blocks, 32 * DEC_ROW_WARPS, sh, st>>>(dc->hid, dc->xs, dc->h, prev, P->norm_g,
-                    P->norm_w, P->norm_b, layernorm, c->shift_tokens, P->wh, P->bh, n, d, H);
+        if (fused && wb) {
+            dec_fused_hidden(dc, wb + (P->wh - cm->params), P, prev, layernorm, c->shift_tokens, n, d, H, st);
+        } else if (fused) {
+            dec_fused_hidden(dc, P->wh, P, prev, layernorm, c->shift_tokens, n, d, H, st);
         } else {
             dec_norm_shift_kernel<<<(n + 3) / 4, 128, 0, st>>>(dc->xs, prev, dc->h, P->norm_g, P->norm_w, P->norm_b,
                                                                layernorm, c->shift_tokens, n, d);
@@ -395,27 +448,19 @@ static void dec_launch_step(Model *m) {
             P->beta, P->rot_freqs, P->rel_bias, e, s, r, C, H, c->laplace_attn_fn,
             fused && c->shift_tokens ? dc->xs : NULL, prev, d);
         /* h += gated Wo^T + bo */
-        if (fused) {
-            const unsigned blocks = (unsigned)((d + DEC_ROW_WARPS - 1) / DEC_ROW_WARPS);
-            const size_t sh = sizeof(float) * (size_t)n * e;
-            if (dec_vec4(e, P->wo))
-                dec_out_kernel<4><<<blocks, 32 * DEC_ROW_WARPS, sh, st>>>(dc->h, dc->gated, P->wo, P->bo, n, d, e);
-            else
-                dec_out_kernel<1><<<blocks, 32 * DEC_ROW_WARPS, sh, st>>>(dc->h, dc->gated, P->wo, P->bo, n, d, e);
+        if (fused && wb) {
+            dec_fused_out(dc, wb + (P->wo - cm->params), P->bo, n, d, e, st);
+        } else if (fused) {
+            dec_fused_out(dc, P->wo, P->bo, n, d, e, st);
         } else {
             cuda_gemm(cm, 0, 1, n, d, e, 1, dc->gated, NULL, e, 0, P->wo, NULL, e, 0, 1, dc->h, d, 0, 1);
             bias_add_cuda(dc->h, P->bo, dc->h, n, d, st);
         }
     }
-    if (fused) {
-        const unsigned blocks = (unsigned)((V + DEC_ROW_WARPS - 1) / DEC_ROW_WARPS);
-        const size_t sh = sizeof(float) * (size_t)n * d;
-        if (dec_vec4(d, p->w_logits))
-            dec_logits_kernel<4><<<blocks, 32 * DEC_ROW_WARPS, sh, st>>>(dc->logits, dc->d_pos, dc->h, p->lnf_w,
-                                                                         p->lnf_b, p->w_logits, p->b_logits, n, d, V);
-        else
-            dec_logits_kernel<1><<<blocks, 32 * DEC_ROW_WARPS, sh, st>>>(dc->logits, dc->d_pos, dc->h, p->lnf_w,
-                                                                         p->lnf_b, p->w_logits, p->b_logits, n, d, V);
+    if (fused && wb) {
+        dec_fused_logits(dc, wb + (p->w_logits - cm->params), p, n, d, V, st);
+    } else if (fused) {
+        dec_fused_logits(dc, p->w_logits, p, n, d, V, st);
     } else {
         layernorm_forward_cuda(dc->lnf, dc->stat, dc->h, p->lnf_w, p->lnf_b, n, d, 0, NULL, NULL, NULL, st);
         bias_add_cuda(dc->logits, p->b_logits, NULL, n, V, st);
