@@ -2,6 +2,7 @@
  * line mirrors a step of cpu_model.c's parallel forward for one position t. */
 #include "cpu_decode.h"
 #include "ops.h"
+#include <omp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -14,6 +15,7 @@ int decoder_init(Decoder *dc, CpuModel *m, int nseq, int max_prompt, char *err, 
     dc->m = m;
     dc->nseq = nseq;
     dc->max_prompt = max_prompt;
+    dc->blocks = omp_get_max_threads();   /* fixed for the decoder's life: see gemv_split */
     int fail = 0;
     if (nseq < 1 || max_prompt < 1) {
         snprintf(err, errlen, "the decoder needs at least one sequence and a prompt of at least one token");
@@ -77,11 +79,49 @@ static void decoder_reset(Decoder *dc) {
     dc->pos = 0;
 }
 
+/* The decoder's products split into a number of blocks of outputs fixed when the decoder
+   opens (the thread count then), a thread a block (or several), BLAS serial inside. One
+   sequence's thread count changes from byte to byte (model/cpu_backend.c, DecodeThreads),
+   and OpenBLAS's own split of a matrix-vector product over its threads changes the rounding
+   of some outputs with the count (seen with its Haswell and Zen kernels: tests/test_decode.c);
+   with the blocks fixed every output comes from the same call whatever the count. Inside a
+   parallel region (several sequences) the loop runs on the calling thread. */
+#define DEC_MIN_WIDTH 16         /* outputs of a block at least */
+static int dec_block_width(int out, int blocks) {
+    const int w = (out + blocks - 1) / blocks;
+    return w > DEC_MIN_WIDTH ? w : DEC_MIN_WIDTH;
+}
+static void gemv_split(int blocks, int trans, int M, int N, real alpha, const real *A, int lda, const real *x,
+                       real beta, real *y) {
+    const int out = trans ? N : M, width = dec_block_width(out, blocks), nb = (out + width - 1) / width;
+    const int saved = blas_serial_begin();
+#pragma omp parallel for schedule(static)
+    for (int b = 0; b < nb; b++) {
+        const int o0 = b * width, w = out - o0 < width ? out - o0 : width;
+        if (trans) gemv(1, M, w, alpha, A + o0, lda, x, beta, y + o0);
+        else gemv(0, w, N, alpha, A + (size_t)o0 * lda, lda, x, beta, y + o0);
+    }
+    blas_serial_end(saved);
+}
+/* C (M x N) += alpha A^T B (A: K x M, B: K x N), split over N as gemv_split */
+static void gemm_tn_split(int blocks, int M, int N, int K, real alpha, const real *A, int lda, const real *B,
+                          int ldb, real *C, int ldc) {
+    const int width = dec_block_width(N, blocks), nb = (N + width - 1) / width;
+    const int saved = blas_serial_begin();
+#pragma omp parallel for schedule(static)
+    for (int b = 0; b < nb; b++) {
+        const int c0 = b * width, w = N - c0 < width ? N - c0 : width;
+        gemm(1, 0, M, w, K, alpha, A, lda, B + c0, ldb, 1, C + c0, ldc);
+    }
+    blas_serial_end(saved);
+}
+
 /* y (M x out) = x W^T + b; a matrix-vector product for one row */
-static void rows_linear(real *y, const real *x, const real *W, const real *b, int M, int in, int out) {
+static void rows_linear(const Decoder *dc, real *y, const real *x, const real *W, const real *b, int M, int in,
+                        int out) {
     if (M == 1) {
         memcpy(y, b, sizeof(real) * out);
-        gemv(0, out, in, 1, W, in, x, 1, y);
+        gemv_split(dc->blocks, 0, out, in, 1, W, in, x, 1, y);
     } else {
         linear_forward(y, x, W, b, M, in, out);
     }
@@ -108,13 +148,13 @@ static void attend(Decoder *dc, int l, int i, int j) {
     memcpy(Gv + (size_t)j * e, v, sizeof(real) * e);
     /* quadratic: a_k = phi(q . k_k / C + sqrt(s) bias[bucket(j - k)]) for k <= j */
     real *sim = dc->sim + (size_t)i * C;
-    gemv(0, j + 1, s, inv_C, Gq, s, qq, 0, sim);
+    gemv_split(dc->blocks, 0, j + 1, s, inv_C, Gq, s, qq, 0, sim);
     for (int k = 0; k <= j; k++)
         sim[k] = attn_phi(sim[k] + bias_scale * P->rel_bias[rel_pos_bucket(j - k)], c->laplace_attn_fn);
-    gemv(1, j + 1, e, 1, Gv, e, sim, 0, att);         /* quad_out = sum_k a_k v_k */
-    gemv(1, s, e, 1, S, e, ql, 1, att);               /* + lin_out = lin_q S */
-    if (j == C - 1)                                   /* group done: S += lin_k^T v / C */
-        gemm(1, 0, s, e, C, inv_C, Gk, s, Gv, e, 1, S, e);
+    gemv_split(dc->blocks, 1, j + 1, e, 1, Gv, e, sim, 0, att);   /* quad_out = sum_k a_k v_k */
+    gemv_split(dc->blocks, 1, s, e, 1, S, e, ql, 1, att);         /* + lin_out = lin_q S */
+    if (j == C - 1)                                               /* group done: S += lin_k^T v / C */
+        gemm_tn_split(dc->blocks, s, e, C, inv_C, Gk, s, Gv, e, S, e);
 }
 
 void decoder_step(Decoder *dc, const int *tokens, real *logits) {
@@ -154,9 +194,9 @@ void decoder_step(Decoder *dc, const int *tokens, real *logits) {
                 memcpy(prev + (size_t)i * d, dc->xn + (size_t)i * d, sizeof(real) * d);
             }
         }
-        rows_linear(dc->hid_u, dc->xs, P->wh, P->bh, n, d, 2 * e);
+        rows_linear(dc, dc->hid_u, dc->xs, P->wh, P->bh, n, d, 2 * e);
         silu_forward(dc->hid, dc->hid_u, (size_t)n * 2 * e);
-        rows_linear(dc->z_u, dc->xs, P->wqk, P->bqk, n, d, s);
+        rows_linear(dc, dc->z_u, dc->xs, P->wqk, P->bqk, n, d, s);
         silu_forward(dc->z, dc->z_u, (size_t)n * s);
         /* one "sequence" of length 1 per row, rotated at position t by the tables above */
         offset_scale_rotary_forward(dc->qk4, dc->z, s, P->gamma, P->beta, dc->rot_cos, dc->rot_sin, n, 1, s, r);
@@ -171,11 +211,11 @@ void decoder_step(Decoder *dc, const int *tokens, real *logits) {
             blas_serial_end(blas_saved);
         }
         gate_forward(dc->gated, dc->hid + e, 2 * e, dc->att, n, e);
-        rows_linear(dc->tmp, dc->gated, P->wo, P->bo, n, e, d);
+        rows_linear(dc, dc->tmp, dc->gated, P->wo, P->bo, n, e, d);
         for (size_t k = 0; k < (size_t)n * d; k++) dc->h[k] += dc->tmp[k];
     }
     layernorm_forward(dc->lnf, dc->stat, dc->h, m->p.lnf_w, m->p.lnf_b, n, d);
-    rows_linear(logits, dc->lnf, m->p.w_logits, m->p.b_logits, n, d, V);
+    rows_linear(dc, logits, dc->lnf, m->p.w_logits, m->p.b_logits, n, d, V);
     dc->pos++;
 }
 

@@ -14,6 +14,7 @@
 typedef struct {
     CpuModel *m;
     int nseq, max_prompt;
+    int blocks;            /* output blocks of a product (the thread count at init) */
     long pos;              /* the next position to process */
     /* state, per layer l and sequence i */
     real *kv;              /* L x nseq x s x e: S over finished groups */
