@@ -49,6 +49,9 @@ __device__ __forceinline__ float ld_act(const float *x, const bf16_t *x16, size_
 __device__ __forceinline__ float silu_f(float u) { return u / (1.0f + expf(-u)); }
 /* bf16 only: the fast exponential (a few ulp of fp32, far below bf16's rounding) */
 __device__ __forceinline__ float sigmoid_fast(float u) { return __frcp_rn(1.0f + __expf(-u)); }
+/* silu'(p) = s (1 + p (1 - s)) with s = sigmoid(p): the second factor, the kernels multiply
+   by s themselves (s is also silu's own factor) */
+__device__ __forceinline__ float silu_grad_factor(float p, float s) { return 1.0f + p * (1.0f - s); }
 /* bf16 keeps the gate's columns only as the product's raw output u16 (no bias, no silu: one
    pass over them fewer); the gate's kernels are given the bias (pre_bias) and take
    silu(u16 + b) themselves. Without pre_bias ld_silu reads the stored silu. */
@@ -151,18 +154,24 @@ void colsum_add_cuda(float *dst, const float *A, int lda, const float *Bm, int l
     colsum_final_kernel<<<(M + 255) / 256, 256, 0, st>>>(dst, scratch, M);
 }
 
-/* one block of 256 threads: strided partial sums, then a fixed tree */
-__global__ void sum_add_kernel(float *dst, const float *src, int n, float scale) {
+/* The sum of a block of 256 threads' values in a fixed tree (every thread calls it, once per
+   kernel; the total is returned to all). */
+__device__ double block_sum_256(double s) {
     __shared__ double part[256];
-    double s = 0;
-    for (int i = threadIdx.x; i < n; i += 256) s += src[i];
     part[threadIdx.x] = s;
     __syncthreads();
     for (int w = 128; w > 0; w >>= 1) {
         if (threadIdx.x < w) part[threadIdx.x] += part[threadIdx.x + w];
         __syncthreads();
     }
-    if (threadIdx.x == 0) dst[0] += (float)(scale * part[0]);
+    return part[0];
+}
+/* one block of 256 threads: strided partial sums, then the tree */
+__global__ void sum_add_kernel(float *dst, const float *src, int n, float scale) {
+    double s = 0;
+    for (int i = threadIdx.x; i < n; i += 256) s += src[i];
+    s = block_sum_256(s);
+    if (threadIdx.x == 0) dst[0] += (float)(scale * s);
 }
 void sum_add_cuda(float *dst, const float *src, int n, float scale, cudaStream_t st) {
     sum_add_kernel<<<1, 256, 0, st>>>(dst, src, n, scale);
@@ -489,7 +498,7 @@ __global__ void silu_backward16x2_kernel(const bf16_t *u16, int N, int M2, int l
         u.x += b0;
         u.y += b1;
         const float s0 = sigmoid_fast(u.x), s1 = sigmoid_fast(u.y);
-        d2[at] = __floats2bfloat162_rn(dv.x * s0 * (1.0f + u.x * (1.0f - s0)), dv.y * s1 * (1.0f + u.y * (1.0f - s1)));
+        d2[at] = __floats2bfloat162_rn(dv.x * s0 * silu_grad_factor(u.x, s0), dv.y * s1 * silu_grad_factor(u.y, s1));
     }
 }
 void silu_backward_cuda(float *d, const float *u, const bf16_t *u16, int N, int M, int ld,
@@ -586,8 +595,8 @@ __global__ void gate_backward16x2_kernel(bf16_t *d_gate, int gate_stride, bf16_t
         const float2 u = __bfloat1622float2(u2[kg]), a = __bfloat1622float2(a2[k]), o = __bfloat1622float2(o2[k]);
         const float p0 = u.x + b0, p1 = u.y + b1;
         const float s0 = sigmoid_fast(p0), s1 = sigmoid_fast(p1);
-        dg2[kg] = __floats2bfloat162_rn(o.x * a.x * s0 * (1.0f + p0 * (1.0f - s0)),
-                                        o.y * a.y * s1 * (1.0f + p1 * (1.0f - s1)));
+        dg2[kg] = __floats2bfloat162_rn(o.x * a.x * s0 * silu_grad_factor(p0, s0),
+                                        o.y * a.y * s1 * silu_grad_factor(p1, s1));
         da2[k] = __floats2bfloat162_rn(o.x * p0 * s0, o.y * p1 * s1);
     }
 }
@@ -756,9 +765,9 @@ __global__ void __launch_bounds__(256) osr_backward16x4_kernel(
         }
         if (u16)
 #pragma unroll
-            for (int i = 0; i < 4; i++) {   /* silu'(u) = sig (1 + u (1 - sig)) */
+            for (int i = 0; i < 4; i++) {
                 const float p = uv[i] + ub[i], sg = sigmoid_fast(p);
-                dz[i] *= sg * (1.0f + p * (1.0f - sg));
+                dz[i] *= sg * silu_grad_factor(p, sg);
             }
         st4_bf16(dz16 + zr, dz);
     }
@@ -1120,16 +1129,10 @@ __global__ void ce_forward_kernel(float *losses, const float *logits, const int 
     }
 }
 __global__ void loss_mean_kernel(double *acc, const float *losses, int N, double count, double weight) {
-    __shared__ double part[256];
     double s = 0;
     for (int i = threadIdx.x; i < N; i += 256) s += losses[i];
-    part[threadIdx.x] = s;
-    __syncthreads();
-    for (int w = 128; w > 0; w >>= 1) {
-        if (threadIdx.x < w) part[threadIdx.x] += part[threadIdx.x + w];
-        __syncthreads();
-    }
-    if (threadIdx.x == 0) acc[0] += part[0] / count * weight;
+    s = block_sum_256(s);
+    if (threadIdx.x == 0) acc[0] += s / count * weight;
 }
 void crossentropy_forward_cuda(float *losses, double *loss_acc, const float *logits,
                                const int *tokens, int tstride, int B, int T, int Tp, int V,
@@ -1177,20 +1180,14 @@ void crossentropy_backward_cuda(float *dlogits, const float *logits, const int *
 /* ================================ optimizer ======================================== */
 
 __global__ void opt_sumsq_kernel(double *chunk_ss, const float *grads, const OptChunk *chunks) {
-    __shared__ double part[256];
     const OptChunk c = chunks[blockIdx.x];
     double s = 0;
     for (size_t k = threadIdx.x; k < c.count; k += 256) {
         const double g = grads[c.start + k];
         s += g * g;
     }
-    part[threadIdx.x] = s;
-    __syncthreads();
-    for (int w = 128; w > 0; w >>= 1) {
-        if (threadIdx.x < w) part[threadIdx.x] += part[threadIdx.x + w];
-        __syncthreads();
-    }
-    if (threadIdx.x == 0) chunk_ss[blockIdx.x] = part[0];
+    s = block_sum_256(s);
+    if (threadIdx.x == 0) chunk_ss[blockIdx.x] = s;
 }
 void opt_sumsq_cuda(double *chunk_ss, const float *grads, const OptChunk *chunks, int nchunks,
                     cudaStream_t st) {
