@@ -810,6 +810,11 @@ extern "C" int cuda_model_open(Model *m, char *err, size_t errlen) {
     {
         /* capacity: a step's sequences in micro-batches of up to capB, each padded to Tp */
         const int C = c->group_size;
+        if (C > CUDA_MAX_GROUP) {   /* the bias gradient's kernel keeps a group's distances in shared memory */
+            snprintf(err, errlen, "group_size %d is beyond the CUDA backend's %d; train this model on the CPU",
+                     C, CUDA_MAX_GROUP);
+            goto fail;
+        }
         const int maxB = o->max_B > 0 ? o->max_B : 1, maxT = o->max_T > 0 ? o->max_T : C;
         const int seqs = o->step_seqs > maxB ? o->step_seqs : maxB;
         cm->micro_fixed = o->micro_batch;

@@ -1014,22 +1014,16 @@ __device__ int first_distance_of(int b, int C) {
     }
     return lo;
 }
-/* One block: the slices' sums per distance (four runs of RED_SLICES / 4 slices, each in
-   order, then the four in order; shared), then warp b sums bucket b's distances (lanes
-   strided, then the fixed butterfly). 32 warps, 32 buckets. */
+/* One block: the slices' sums per distance in slice order (shared, C floats), then warp b
+   sums bucket b's distances (lanes strided, then the fixed butterfly). 32 warps, 32
+   buckets. (Four runs of slices per distance measured no faster: 8.3 against 8.4 us.) */
 __global__ void attn_rel_bias_kernel(float *d_rel_bias, const float *slices, int C, float scale) {
-    extern __shared__ float sh[];   /* [4][C] runs, then [C] */
-    const int run = RED_SLICES / 4;
-    for (int q = threadIdx.x; q < 4 * C; q += blockDim.x) {
-        const int part = q / C, k = q % C;
+    extern __shared__ float dist[];
+    for (int k = threadIdx.x; k < C; k += blockDim.x) {
         float t = 0;
-        for (int sl = part * run; sl < (part + 1) * run; sl++) t += slices[(size_t)sl * C + k];
-        sh[q] = t;
+        for (int sl = 0; sl < RED_SLICES; sl++) t += slices[(size_t)sl * C + k];
+        dist[k] = t;
     }
-    __syncthreads();
-    float *dist = sh + 4 * C;
-    for (int k = threadIdx.x; k < C; k += blockDim.x)
-        dist[k] = ((sh[k] + sh[C + k]) + sh[2 * C + k]) + sh[3 * C + k];
     __syncthreads();
     const int b = threadIdx.x / 32, lane = threadIdx.x % 32;
     const int k0 = first_distance_of(b, C), k1 = first_distance_of(b + 1, C);
@@ -1043,7 +1037,7 @@ void attn_rel_bias_backward_cuda(float *d_rel_bias, const float *dist_part, int 
     /* the parts' column sums in RED_SLICES slices, then the buckets */
     dim3 grid((C + 31) / 32, RED_SLICES), block(32, 8);
     colsum_partial_kernel<<<grid, block, 0, st>>>(scratch, dist_part, C, NULL, 0, nparts, C);
-    attn_rel_bias_kernel<<<1, 1024, sizeof(float) * 5 * C, st>>>(d_rel_bias, scratch, C, sqrtf((float)s));
+    attn_rel_bias_kernel<<<1, 1024, sizeof(float) * C, st>>>(d_rel_bias, scratch, C, sqrtf((float)s));
 }
 
 /* x over the s*e entries of a block (4 per thread), y over the sequences. The groups'

@@ -118,6 +118,9 @@ void offset_scale_rotary_backward_cuda(float *dz, float *dgamma, float *dbeta, c
                                        const float *u_bias, cudaStream_t st);
 
 /* ---- attention pieces (the products are cuBLAS calls in cuda_model.cu) --------------- */
+/* the largest group whose floats fit 48 KB of shared memory: the bias gradient's kernel
+   keeps C of them, the decoder's attention 4 s + C + 256; model and decoder refuse more */
+#define CUDA_MAX_GROUP 12288
 /* sim[task, i, j] += bias_dist[i - j]; attn = phi(sim) for j <= i, else 0 (and sim 0);
    ntask groups of C x C. bias_dist: C floats, sqrt(s) * rel_bias[bucket(k)]. With a twin
    attn is written to the twin only. */

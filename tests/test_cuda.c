@@ -969,6 +969,33 @@ static void test_decoder_matches_forward(void) {
     unsetenv("FLASH_CUDA_DECODE_FUSED");
 }
 
+#ifdef FLASH_CUDA
+/* Group sizes past what the attention kernels hold in shared memory are refused with a
+   message (a launch beyond it would fail without one and leave a gradient unwritten). */
+static void test_group_size_limits(void) {
+    FlashConfig c = cases[0].cfg;
+    char err[512];
+    c.group_size = CUDA_MAX_GROUP + 1;
+    ModelOptions mo = {.device = DEVICE_CUDA, .precision = PRECISION_FP32, .threads = 2, .max_B = 1,
+                       .max_T = c.group_size, .step_seqs = 1};
+    Model *m = model_open(&c, &mo, err, sizeof err);
+    CHECK(m == NULL && strstr(err, "group_size") != NULL, "group_size %d: open gave %s", c.group_size,
+          m ? "a model" : err);
+    if (m) model_close(m);
+    /* the largest the training kernels take, then the decoder's own limit (4 s + C + 256) */
+    c.group_size = CUDA_MAX_GROUP;
+    c.depth = 1;
+    mo.max_T = c.group_size;
+    m = model_open(&c, &mo, err, sizeof err);
+    CHECK(m != NULL, "group_size %d: %s", c.group_size, err);
+    if (m) {
+        CHECK(model_decoder_open(m, 1, 1, err, sizeof err) != 0 && strstr(err, "shared memory") != NULL,
+              "decoder at group_size %d: %s", c.group_size, err);
+        model_close(m);
+    }
+}
+#endif
+
 /* Two runs from the same seed and data give the same bits. */
 static void run_steps(Model *m, int steps, int A, int B, int T, int V, uint64_t seed, double *losses, float *params) {
     char err[256];
@@ -1084,11 +1111,12 @@ int main(void) {
     RUN_GPU(test_attention_pieces);
     RUN_GPU(test_bf16_gate_kernels);
     RUN_GPU(test_bf16_attention_kernels);
+    RUN_GPU(test_group_size_limits);
 #else
     const char *kernel_tests[] = {"test_colsum", "test_embed", "test_scalenorm", "test_layernorm",
                                   "test_silu_gate", "test_offset_scale_rotary", "test_crossentropy",
                                   "test_attention_pieces", "test_bf16_gate_kernels",
-                                  "test_bf16_attention_kernels"};
+                                  "test_bf16_attention_kernels", "test_group_size_limits"};
     for (size_t i = 0; i < sizeof kernel_tests / sizeof kernel_tests[0]; i++) {
         test_skipped_++;
         printf("skip %s (%s)\n", kernel_tests[i], why);
