@@ -363,7 +363,7 @@ static size_t layout(const FlashConfig *c, int capB, int capTp, int bf16, size_t
     n[A_D_KV] = BG * s * e;           n[A_DSIM] = Nm * C;            n[A_D_LOGITS] = Nm * V;
     n[A_D_LNF] = Nm * d;              n[A_ROW_SCRATCH] = Nm;         n[A_COL_SCRATCH] = 64 * colmax > OSR_SLICES * 8 * s ? 64 * colmax : OSR_SLICES * 8 * s;
     n[A_XHAT_SCRATCH] = 2 * Nm * d;   /* the final LayerNorm's backward needs it in every config */
-    n[A_DIST_SCRATCH] = BG * ((C + 31) / 32) * C + 65 * C;   /* attn_dist_parts(BG, C) x C, + its sums */
+    n[A_DIST_SCRATCH] = BG * ((C + 31) / 32) * C + 65 * C;   /* attn_dist_parts(BG, C) x C, + the 64 slices of their column sum (one row spare) */
     if (bf16) {
         n[H_XS] = n[A_XS];      n[H_HID] = n[A_HID];      n[H_HID_U] = n[A_HID_U];
         n[H_QK4] = n[A_QK4];    n[H_ATTN] = n[A_ATTN];    n[H_KV] = n[A_KV];
