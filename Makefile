@@ -13,7 +13,7 @@ BLAS_LIB ?= $(firstword $(wildcard /usr/lib/x86_64-linux-gnu/openblas-openmp /us
 WARN     = -Wall -Wextra
 CFLAGS  ?= $(OPT)
 ALL_CFLAGS = -std=c11 -D_POSIX_C_SOURCE=200809L -D_DEFAULT_SOURCE $(WARN) -g -fopenmp \
-             -Imodel -Iautograd -Ioptim -Idata -Iformats -Iplot -Itrainer -Itests -I$(BLAS_INC) $(CFLAGS)
+             -Imodel -Iautograd/cpu -Idata -Iformats -Iplot -Itrainer -Itests -I$(BLAS_INC) $(CFLAGS)
 LDLIBS   = -L$(BLAS_LIB) -Wl,-rpath,$(BLAS_LIB) -lopenblas -ljansson -lpng -lz -lm -fopenmp
 SAN      = -fsanitize=address,undefined,float-cast-overflow -fno-omit-frame-pointer -fno-sanitize-recover=undefined,float-cast-overflow
 
@@ -23,10 +23,10 @@ NVCC      ?= $(or $(shell command -v nvcc 2>/dev/null),$(wildcard /usr/local/cud
 CUDA_HOME ?= $(patsubst %/bin/nvcc,%,$(NVCC))
 CUDA      ?= $(if $(and $(NVCC),$(wildcard $(CUDA_HOME)/include/cublas_v2.h)),1,0)
 CUDA_ARCH ?= -gencode arch=compute_90,code=sm_90 -gencode arch=compute_90,code=compute_90
-NVFLAGS   = -O3 $(CUDA_ARCH) -std=c++17 -Xcompiler -Wall,-Wextra -Imodel -Ioptim -Icuda
+NVFLAGS   = -O3 $(CUDA_ARCH) -std=c++17 -Xcompiler -Wall,-Wextra -Imodel -Iautograd/cuda
 ifeq ($(CUDA),1)
-CUDA_OBJ    = $(patsubst %.cu,build/cuda/%.o,$(wildcard cuda/*.cu))
-CUDA_CFLAGS = -DFLASH_CUDA -Icuda -I$(CUDA_HOME)/include
+CUDA_OBJ    = $(patsubst %.cu,build/cuda/%.o,$(wildcard autograd/cuda/*.cu))
+CUDA_CFLAGS = -DFLASH_CUDA -Iautograd/cuda -I$(CUDA_HOME)/include
 CUDA_LIBS   = -L$(CUDA_HOME)/lib64 -Wl,-rpath,$(CUDA_HOME)/lib64 -lcublas -lcudart -lstdc++
 $(info CUDA: built in ($(NVCC), sm_90); make CUDA=0 leaves it out)
 else
@@ -55,7 +55,8 @@ CUDA_LIBS   += -lnccl
 $(info NCCL: built in (the GPUs' gradient sum under mpirun; untested: no multi-GPU machine ran it yet))
 endif
 
-LIB_SRC  = $(wildcard model/*.c autograd/*.c optim/*.c data/*.c formats/*.c plot/*.c trainer/*.c)
+HDRS     = $(wildcard */*.h */*/*.h autograd/cuda/*.cuh)
+LIB_SRC  = $(wildcard model/*.c autograd/cpu/*.c data/*.c formats/*.c plot/*.c trainer/*.c)
 TEST_SRC = $(wildcard tests/test_*.c)
 # tests/test_grad*.c check gradients by finite differences: they use the f64 library and the
 # checker tests/gradcheck.c (test code: not in the library, not in ./train)
@@ -83,33 +84,33 @@ all: train $(TEST_BINS)
 train: build/f32/train.o $(F32_OBJ) $(CUDA_OBJ)
 	$(CC) $(ALL_CFLAGS) -o $@ $^ $(LDLIBS) $(CUDA_LIBS)
 
-build/f32/%.o: %.c $(wildcard */*.h)
+build/f32/%.o: %.c $(HDRS)
 	@mkdir -p $(dir $@)
 	$(CC) $(ALL_CFLAGS) $(CUDA_CFLAGS) -c $< -o $@
-build/cuda/%.o: %.cu $(wildcard cuda/*.h model/*.h)
+build/cuda/%.o: %.cu $(HDRS)
 	@mkdir -p $(dir $@)
 	$(NVCC) $(NVFLAGS) -c $< -o $@
-build/f64/%.o: %.c $(wildcard */*.h)
+build/f64/%.o: %.c $(HDRS)
 	@mkdir -p $(dir $@)
 	$(CC) $(ALL_CFLAGS) -DFLASH_DOUBLE -c $< -o $@
-build/asan/%.o: %.c $(wildcard */*.h)
+build/asan/%.o: %.c $(HDRS)
 	@mkdir -p $(dir $@)
 	$(CC) $(ALL_CFLAGS) -O1 $(SAN) -c $< -o $@
 
-build/f32/test_%: tests/test_%.c $(F32_OBJ) $(CUDA_OBJ) $(wildcard */*.h)
+build/f32/test_%: tests/test_%.c $(F32_OBJ) $(CUDA_OBJ) $(HDRS)
 	$(CC) $(ALL_CFLAGS) $(CUDA_CFLAGS) -o $@ $< $(F32_OBJ) $(CUDA_OBJ) $(LDLIBS) $(CUDA_LIBS)
-build/f64/test_%: tests/test_%.c $(GRADCHECK) $(F64_OBJ) $(wildcard */*.h)
+build/f64/test_%: tests/test_%.c $(GRADCHECK) $(F64_OBJ) $(HDRS)
 	$(CC) $(ALL_CFLAGS) -DFLASH_DOUBLE -o $@ $< $(GRADCHECK) $(F64_OBJ) $(LDLIBS)
-build/f32/parity: tests/parity.c $(F32_OBJ) $(CUDA_OBJ) $(wildcard */*.h)
+build/f32/parity: tests/parity.c $(F32_OBJ) $(CUDA_OBJ) $(HDRS)
 	$(CC) $(ALL_CFLAGS) $(CUDA_CFLAGS) -o $@ $< $(F32_OBJ) $(CUDA_OBJ) $(LDLIBS) $(CUDA_LIBS)
-build/asan/test_grad%: tests/test_grad%.c $(GRADCHECK) $(LIB_SRC) $(wildcard */*.h)
+build/asan/test_grad%: tests/test_grad%.c $(GRADCHECK) $(LIB_SRC) $(HDRS)
 	@mkdir -p build/asan/f64
 	$(CC) $(ALL_CFLAGS) -O1 $(SAN) -DFLASH_DOUBLE -o $@ $< $(GRADCHECK) $(LIB_SRC) $(LDLIBS) $(SAN)
-build/asan/test_%: tests/test_%.c $(ASAN_OBJ) $(wildcard */*.h)
+build/asan/test_%: tests/test_%.c $(ASAN_OBJ) $(HDRS)
 	$(CC) $(ALL_CFLAGS) -O1 $(SAN) -o $@ $< $(ASAN_OBJ) $(LDLIBS) $(SAN)
 build/asan/train: build/asan/train.o $(ASAN_OBJ)
 	$(CC) $(ALL_CFLAGS) -O1 $(SAN) -o $@ $^ $(LDLIBS) $(SAN)
-build/asan/parity: tests/parity.c $(ASAN_OBJ) $(wildcard */*.h)
+build/asan/parity: tests/parity.c $(ASAN_OBJ) $(HDRS)
 	$(CC) $(ALL_CFLAGS) -O1 $(SAN) -o $@ $< $(ASAN_OBJ) $(LDLIBS) $(SAN)
 
 # Every fixture pair in FIXTURES, results written to OUT, on DEVICE (cpu, the default, or
@@ -163,11 +164,11 @@ FUZZ_OK   := $(shell printf 'int LLVMFuzzerTestOneInput(const unsigned char*d,un
                $(FUZZ_CC) -x c -fsanitize=fuzzer -o /dev/null - 2>/dev/null && echo 1)
 FUZZ_SAN   = -fsanitize=address,undefined,float-cast-overflow -fno-sanitize-recover=undefined,float-cast-overflow
 FUZZ_CFLAGS = -std=c11 -D_POSIX_C_SOURCE=200809L -D_DEFAULT_SOURCE -g -O1 -fopenmp -Wno-pass-failed $(FUZZ_SAN) \
-              -Imodel -Iautograd -Ioptim -Idata -Iformats -Iplot -Itrainer -Ifuzz -I$(BLAS_INC)
+              -Imodel -Iautograd/cpu -Idata -Iformats -Iplot -Itrainer -Ifuzz -I$(BLAS_INC)
 FUZZ_OBJ   = $(LIB_SRC:%.c=build/fuzz/obj/%.o)
 FUZZ_BINS  = $(FUZZERS:%=build/fuzz/fuzz_%)
 .PHONY: fuzz fuzz-bins
-build/fuzz/obj/%.o: %.c $(wildcard */*.h)
+build/fuzz/obj/%.o: %.c $(HDRS)
 	@mkdir -p $(dir $@)
 	$(FUZZ_CC) $(FUZZ_CFLAGS) -fsanitize=fuzzer-no-link -c $< -o $@
 build/fuzz/fuzz_%: fuzz/fuzz_%.c fuzz/fuzz_common.h $(FUZZ_OBJ)

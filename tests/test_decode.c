@@ -134,7 +134,7 @@ static void test_decode_detects_difference(void) {
 }
 
 /* The CPU backend changes a one-sequence decoder's thread count while it runs
-   (model/cpu_backend.c, DecodeThreads): its logits must not depend on the count. Wide
+   (autograd/cpu/cpu_backend.c, DecodeThreads): its logits must not depend on the count. Wide
    enough that OpenBLAS splits the matrix-vector products across the threads. */
 static void test_decode_threads_bit_identical(void) {
     FlashConfig c = config_default();

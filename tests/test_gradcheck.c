@@ -1,4 +1,4 @@
-/* tests/test_gradcheck.c: every backward of autograd/ops.h, and the whole model, against
+/* tests/test_gradcheck.c: every backward of autograd/cpu/ops.h, and the whole model, against
  * central finite differences (tests/gradcheck.h), in double precision.
  *
  * Usage: test_gradcheck [FIXTURE_DIR [DATA]]   (arguments unused: the inputs are random)

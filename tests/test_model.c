@@ -585,7 +585,7 @@ static void test_fixture(void) {
     model_close(m);
 }
 
-/* The Linear layers' GEMM ways (autograd/gemm.c) agree with a double-precision product and
+/* The Linear layers' GEMM ways (autograd/cpu/gemm.c) agree with a double-precision product and
    write every element of C (poisoned with NaN when beta = 0); odd sizes make short edge
    tiles. Then linear_forward, at a thread count where it uses tiles, gives the same output
    on every call. */

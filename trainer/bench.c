@@ -2,7 +2,6 @@
  * step's largest matrix product; then warm-up and timed full training steps (forward,
  * backward, clipping, AdamW); the step's FLOP rate by the FLOP model of
  * docs/model.md and its ratio to the GEMM rate. */
-#include <cblas.h>
 #include <math.h>
 #include <omp.h>
 #include <stdio.h>

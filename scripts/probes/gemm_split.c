@@ -1,6 +1,6 @@
 // The step's big GEMM shapes at 2 and 16 threads: OpenBLAS's own threading against one
 // single-threaded GEMM per thread on a block of rows (the first version of our partition;
-// autograd/gemm.c now uses 4 tiles per thread). GFLOP/s, best and median of repeated calls.
+// autograd/cpu/gemm.c now uses 4 tiles per thread). GFLOP/s, best and median of repeated calls.
 // Build: gcc -O2 -fopenmp -I$BLAS_INC scripts/probes/gemm_split.c -L$BLAS_LIB -lopenblas
 // (BLAS_INC, BLAS_LIB as in the Makefile); run with OPENBLAS_CORETYPE=SkylakeX.
 #include <cblas.h>

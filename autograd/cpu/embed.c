@@ -1,4 +1,4 @@
-/* autograd/embed.c: the token and absolute position embedding: forward and backward. */
+/* autograd/cpu/embed.c: the token and absolute position embedding: forward and backward. */
 #include "ops.h"
 #include "vmath.h"
 #include <omp.h>

@@ -1,4 +1,4 @@
-/* model/cpu_decode.h: the CPU backend's incremental (recurrent) decoding of the causal FLASHTransformer.
+/* autograd/cpu/cpu_decode.h: the CPU backend's incremental (recurrent) decoding of the causal FLASHTransformer.
  *
  * A causal FLASH layer needs, to process position t, only: the linear attention's prefix
  * sum S = sum over finished groups of lin_k^T v / C (s x e), the current group's quad_k,

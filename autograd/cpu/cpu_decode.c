@@ -1,4 +1,4 @@
-/* model/cpu_decode.c: the recurrent form of the causal FLASH layer (see cpu_decode.h). Each
+/* autograd/cpu/cpu_decode.c: the recurrent form of the causal FLASH layer (see cpu_decode.h). Each
  * line mirrors a step of cpu_model.c's parallel forward for one position t. */
 #include "cpu_decode.h"
 #include "ops.h"
@@ -81,7 +81,7 @@ static void decoder_reset(Decoder *dc) {
 
 /* The decoder's products split into a number of blocks of outputs fixed when the decoder
    opens (the thread count then), a thread a block (or several), BLAS serial inside. One
-   sequence's thread count changes from byte to byte (model/cpu_backend.c, DecodeThreads),
+   sequence's thread count changes from byte to byte (autograd/cpu/cpu_backend.c, DecodeThreads),
    and OpenBLAS's own split of a matrix-vector product over its threads changes the rounding
    of some outputs with the count (seen with its Haswell and Zen kernels: tests/test_decode.c);
    with the blocks fixed every output comes from the same call whatever the count. Inside a

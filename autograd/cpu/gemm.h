@@ -1,11 +1,59 @@
-/* autograd/gemm.h: the BLAS and threading policy of the CPU backend: the process's BLAS
+/* autograd/cpu/gemm.h: the BLAS and threading policy of the CPU backend: the process's BLAS
  * kernels and thread count, and how the Linear layers' large products use the threads
- * (autograd/gemm.c). Every choice depends on the thread count and the shape only, never on
+ * (autograd/cpu/gemm.c). Every choice depends on the thread count and the shape only, never on
  * timing: the ways round differently, and a resumed run must choose as the run it continues. */
 #ifndef FLASH_GEMM_H
 #define FLASH_GEMM_H
 #include <stddef.h>
+#include <cblas.h>
 #include "real.h"
+
+/* OpenBLAS's threading hooks (declared by most builds' cblas.h; repeated for the others) */
+int openblas_get_parallel(void);     /* 0 sequential, 1 pthreads, 2 OpenMP */
+int openblas_get_num_threads(void);
+void openblas_set_num_threads(int);
+
+/* Our OpenMP loops over attention groups call small GEMMs from every thread. The OpenMP
+   build of OpenBLAS then runs each on its calling thread; the pthreads build would hand
+   each to its own pool of all cores, oversubscribing them many times over (the cost is in
+   docs/performance-notes.md, "Figures behind the code"). So around such loops the pthreads
+   build is set to one thread.
+   (The OpenMP build must not be touched: its set_num_threads sets OpenMP's own count.) */
+static inline int blas_serial_begin(void) {
+    if (openblas_get_parallel() != 1) return 0;
+    int n = openblas_get_num_threads();
+    openblas_set_num_threads(1);
+    return n;
+}
+static inline void blas_serial_end(int saved) {
+    if (saved > 0) openblas_set_num_threads(saved);
+}
+
+/* Row-major C = alpha * op(A) op(B) + beta * C; op(A) is M x K, op(B) is K x N. */
+static inline void gemm(int trans_a, int trans_b, int M, int N, int K, real alpha,
+                        const real *A, int lda, const real *B, int ldb, real beta,
+                        real *C, int ldc) {
+    if (M <= 0 || N <= 0) return;
+#ifdef FLASH_DOUBLE
+    cblas_dgemm(CblasRowMajor, trans_a ? CblasTrans : CblasNoTrans,
+                trans_b ? CblasTrans : CblasNoTrans, M, N, K, alpha, A, lda, B, ldb,
+                beta, C, ldc);
+#else
+    cblas_sgemm(CblasRowMajor, trans_a ? CblasTrans : CblasNoTrans,
+                trans_b ? CblasTrans : CblasNoTrans, M, N, K, alpha, A, lda, B, ldb,
+                beta, C, ldc);
+#endif
+}
+
+/* y = alpha * op(A) x + beta * y, A row-major M x N */
+static inline void gemv(int trans_a, int M, int N, real alpha, const real *A, int lda,
+                        const real *x, real beta, real *y) {
+#ifdef FLASH_DOUBLE
+    cblas_dgemv(CblasRowMajor, trans_a ? CblasTrans : CblasNoTrans, M, N, alpha, A, lda, x, 1, beta, y, 1);
+#else
+    cblas_sgemv(CblasRowMajor, trans_a ? CblasTrans : CblasNoTrans, M, N, alpha, A, lda, x, 1, beta, y, 1);
+#endif
+}
 
 /* At process start, before any BLAS call: on a CPU with AVX-512 whose OpenBLAS kernels are
    not AVX-512 ones (detected, or pinned by OPENBLAS_CORETYPE), re-executes the program with

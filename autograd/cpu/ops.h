@@ -1,4 +1,4 @@
-/* autograd/ops.h: the layers of FLASHTransformer as forward/backward pairs, one file per
+/* autograd/cpu/ops.h: the layers of FLASHTransformer as forward/backward pairs, one file per
  * family: embed.c, norm.c (and the token shift), linear.c (and SiLU), rotary.c (offset-scale
  * and rotary), attention.c (and the gate), loss.c. docs/model.md gives the computation.
  *

@@ -1,6 +1,6 @@
-/* model/cpu_model.h: the CPU backend's model: parameters, gradients, activations, forward
+/* autograd/cpu/cpu_model.h: the CPU backend's model: parameters, gradients, activations, forward
  * and backward over a batch of B sequences of T tokens (docs/model.md). Only the CPU backend
- * (model/cpu_backend.c), its decoder and the tests of the CPU code use this header; everything
+ * (autograd/cpu/cpu_backend.c), its decoder and the tests of the CPU code use this header; everything
  * else goes through model/model.h. */
 #ifndef FLASH_CPU_MODEL_H
 #define FLASH_CPU_MODEL_H

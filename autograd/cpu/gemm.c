@@ -1,4 +1,4 @@
-/* autograd/gemm.c: the BLAS and threading policy of the CPU's large products: how the
+/* autograd/cpu/gemm.c: the BLAS and threading policy of the CPU's large products: how the
  * Linear layers' GEMMs use the threads (one OpenBLAS call, tiles, split K), chosen by the
  * thread count alone. */
 #include "gemm.h"

@@ -1,4 +1,4 @@
-/* autograd/attention.c: the mixed-chunk attention (quadratic inside a group, linear across groups)
+/* autograd/cpu/attention.c: the mixed-chunk attention (quadratic inside a group, linear across groups)
  * and the output gate: forward and backward. */
 #include "ops.h"
 #include "vmath.h"

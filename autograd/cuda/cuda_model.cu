@@ -1,4 +1,4 @@
-/* cuda/cuda_model.cu: the CUDA backend behind model/model.h.
+/* autograd/cuda/cuda_model.cu: the CUDA backend behind model/model.h.
  *
  * The model's whole state lives on the GPU: parameters, gradients and both Adam moments in
  * one buffer (the parameter table's layout, four times), the activations in one arena cut
@@ -598,12 +598,10 @@ static double cu_update(Model *m, const OptConfig *o, long t_step, double lr) {
     opt_sumsq_cuda(cm->chunk_ss, cm->grads, cm->chunks, cm->nchunks, st);
     opt_clip_cuda(cm->clip, cm->scalars, cm->chunk_ss + cm->nchunks, cm->chunk_ss, cm->first, m->table.n,
                   o->clip_mode == CLIP_GLOBAL ? 1 : o->clip_mode == CLIP_LOCAL ? 2 : 0, o->clip, st);
-    /* the CPU's constants: formed in double, used in float */
-    const double bc1 = 1 - pow(o->beta1, (double)t_step), bc2 = 1 - pow(o->beta2, (double)t_step);
+    const AdamConstants k = adam_constants(o, t_step, lr);   /* the CPU's, cast to float */
     opt_adamw_cuda(cm->params, cm->grads, cm->adam_m, cm->adam_v, cm->chunks, cm->nchunks, cm->clip,
-                   cm->decays, (float)(1 - lr * o->weight_decay), cm->scalars, (float)o->beta1,
-                   (float)o->beta2, (float)(1 - o->beta1), (float)(1 - o->beta2), (float)(lr / bc1),
-                   (float)(1 / bc2), (float)o->eps, (bf16_t *)cm->params_h, st);
+                   cm->decays, (float)k.decay, cm->scalars, (float)k.b1, (float)k.b2, (float)k.c1,
+                   (float)k.c2, (float)k.step, (float)k.inv_bc2, (float)k.eps, (bf16_t *)cm->params_h, st);
     MARK(P_OPT);
     marks_collect(cm, &mk);
     double norm = NAN;

@@ -1,4 +1,4 @@
-/* autograd/loss.c: the cross-entropy of the logits against the next byte: forward and backward. */
+/* autograd/cpu/loss.c: the cross-entropy of the logits against the next byte: forward and backward. */
 #include "ops.h"
 #include "vmath.h"
 #include <omp.h>

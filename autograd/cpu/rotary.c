@@ -1,4 +1,4 @@
-/* autograd/rotary.c: the offset-scale of the shared z into four query/key vectors, and the rotary
+/* autograd/cpu/rotary.c: the offset-scale of the shared z into four query/key vectors, and the rotary
  * position rotation: forward and backward. */
 #include "ops.h"
 #include "vmath.h"

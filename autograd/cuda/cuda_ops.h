@@ -1,4 +1,4 @@
-/* cuda/cuda_ops.h: the GPU twins of the CPU ops (autograd/), one launcher per kernel.
+/* autograd/cuda/cuda_ops.h: the GPU twins of the CPU ops (autograd/), one launcher per kernel.
  *
  * Each launcher takes device pointers and a stream and returns at once. Names pair with
  * the CPU op they reproduce (scalenorm_forward -> scalenorm_forward_cuda), and

@@ -1,5 +1,5 @@
-/* autograd/linear.c: the Linear layers (y = x W^T + b, alone, with a residual, with SiLU) and SiLU: forward
- * and backward. How their products use the threads is autograd/gemm.c. */
+/* autograd/cpu/linear.c: the Linear layers (y = x W^T + b, alone, with a residual, with SiLU) and SiLU: forward
+ * and backward. How their products use the threads is autograd/cpu/gemm.c. */
 #include "ops.h"
 #include "vmath.h"
 #include "gemm.h"

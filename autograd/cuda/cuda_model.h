@@ -1,4 +1,4 @@
-/* cuda/cuda_model.h: the CUDA backend's own state, shared by its files (cuda_model.cu:
+/* autograd/cuda/cuda_model.h: the CUDA backend's own state, shared by its files (cuda_model.cu:
  * the model, the step and the update; cuda_decode.cu: the recurrent decoder). */
 #ifndef FLASH_CUDA_MODEL_H
 #define FLASH_CUDA_MODEL_H

@@ -1,8 +1,9 @@
-/* model/cpu_backend.c: the CPU implementation of model/model.h. The model of cpu_model.c
+/* autograd/cpu/cpu_backend.c: the CPU implementation of model/model.h. The model of cpu_model.c
  * (parameters, gradients, activations), the decoder of cpu_decode.c and both Adam moments,
  * all in host memory. The thread count is fixed first, then every buffer is sized for it,
  * so no step allocates or changes how a product is split (resume is bit for bit). */
 #include "backend.h"
+#include "adamw.h"
 #include "cpu_decode.h"
 #include "cpu_model.h"
 #include "ops.h"

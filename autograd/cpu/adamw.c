@@ -1,15 +1,6 @@
-/* optim/optim.c: schedule, clipping, AdamW. */
-#include "optim.h"
+/* autograd/cpu/adamw.c: clipping and AdamW on the CPU. */
+#include "adamw.h"
 #include <math.h>
-
-#define CLIP_NORM_EPS 1e-6   /* torch.nn.utils.clip_grad_norm_ adds it to the norm */
-
-double lr_at(const OptConfig *o, long s) {
-    if (s < o->warmup) return o->peak_lr * (double)(s + 1) / (double)o->warmup;
-    long span = o->total - o->warmup;
-    if (span < 1) span = 1;
-    return o->peak_lr - (o->peak_lr - o->min_lr) * (double)(s - o->warmup) / (double)span;
-}
 
 /* Fixed chunks summed in order, so the norm (and so clipping) is the same bit for bit
    in every run, whatever the thread count: resume must reproduce a run exactly. */
@@ -25,28 +16,25 @@ static double tensor_sumsq(const real *g, size_t n) {
     return ss;
 }
 
-
-
-
-/* One tensor's AdamW update with its gradient multiplied by clip (see adamw_step). */
-static void adamw_tensor(const OptConfig *o, const ParamInfo *p, real *params, const real *grads,
-                         real *m, real *v, double bc1, double bc2, double lr, double clip) {
+/* One tensor's AdamW update with its gradient multiplied by clip (see optimizer_step). */
+static void adamw_tensor(const AdamConstants *k, const ParamInfo *p, real *params, const real *grads,
+                         real *m, real *v, double clip) {
     /* float arithmetic (16 lanes per AVX-512 instruction, twice double's): the
        per-step constants are formed in double, the update itself agrees with the double
        reference to float rounding (parity: final weights within 1e-6) */
-    const real b1 = (real)o->beta1, b2 = (real)o->beta2, c1 = (real)(1 - o->beta1), c2 = (real)(1 - o->beta2);
-    const real decay = (real)(p->decay ? 1 - lr * o->weight_decay : 1);
-    const real step = (real)(lr / bc1), inv_bc2 = (real)(1 / bc2), eps = (real)o->eps, cl = (real)clip;
+    const real b1 = (real)k->b1, b2 = (real)k->b2, c1 = (real)k->c1, c2 = (real)k->c2;
+    const real decay = (real)(p->decay ? k->decay : 1);
+    const real step = (real)k->step, inv_bc2 = (real)k->inv_bc2, eps = (real)k->eps, cl = (real)clip;
     real *w = params + p->offset, *mm = m + p->offset, *vv = v + p->offset;
     const real *g = grads + p->offset;
 #pragma omp parallel for simd schedule(static)
-    for (size_t k = 0; k < p->numel; k++) {
-        real gk = g[k] * cl;
-        real mk = b1 * mm[k] + c1 * gk;
-        real vk = b2 * vv[k] + c2 * gk * gk;
-        mm[k] = mk;
-        vv[k] = vk;
-        w[k] = w[k] * decay - step * mk / (R_SQRT(vk * inv_bc2) + eps);
+    for (size_t q = 0; q < p->numel; q++) {
+        real gk = g[q] * cl;
+        real mk = b1 * mm[q] + c1 * gk;
+        real vk = b2 * vv[q] + c2 * gk * gk;
+        mm[q] = mk;
+        vv[q] = vk;
+        w[q] = w[q] * decay - step * mk / (R_SQRT(vk * inv_bc2) + eps);
     }
 }
 
@@ -60,7 +48,7 @@ double optimizer_step(const OptConfig *o, const ParamTable *t, real *params, con
     }
     const double norm = sqrt(total);
     if (!isfinite(norm)) return norm;   /* no update from a NaN or infinite gradient */
-    const double bc1 = 1 - pow(o->beta1, (double)t_step), bc2 = 1 - pow(o->beta2, (double)t_step);
+    const AdamConstants k = adam_constants(o, t_step, lr);
     for (int i = 0; i < t->n; i++) {
         const ParamInfo *p = &t->info[i];
         if (!p->trained) continue;
@@ -72,7 +60,7 @@ double optimizer_step(const OptConfig *o, const ParamTable *t, real *params, con
             double n = sqrt(ss[i]);
             if (n > o->clip) clip = o->clip / n;
         }
-        adamw_tensor(o, p, params, grads, m, v, bc1, bc2, lr, clip);
+        adamw_tensor(&k, p, params, grads, m, v, clip);
     }
     return norm;
 }

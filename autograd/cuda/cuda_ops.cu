@@ -1,8 +1,11 @@
-/* cuda/cuda_ops.cu: the GPU twins of the CPU ops (see cuda_ops.h). Each kernel says which
+/* autograd/cuda/cuda_ops.cu: the GPU twins of the CPU ops (see cuda_ops.h). Each kernel says which
  * CPU op it reproduces; the derivations are beside the CPU ops (autograd/) and are the
  * same here. Every reduction runs in a fixed order (no atomics), so a run repeats bit for
  * bit on the same GPU. */
 #include "cuda_ops.h"
+extern "C" {
+#include "optim.h"
+}
 #include <cuda_bf16.h>
 #include <math.h>
 #include <stdint.h>
@@ -1212,7 +1215,7 @@ __global__ void opt_clip_kernel(float *clip, double *norm_out, double *tensor_ss
     const double norm = sqrt(total_sh);
     for (int i = threadIdx.x; i < ntensor; i += blockDim.x) {
         double f = 1;
-        if (mode == 1) { const double g = c / (norm + 1e-6); f = g < 1 ? g : 1; }
+        if (mode == 1) { const double g = c / (norm + CLIP_NORM_EPS); f = g < 1 ? g : 1; }
         if (mode == 2) { const double nrm = sqrt(tensor_ss[i]); if (nrm > c) f = c / nrm; }
         clip[i] = (float)f;
     }

@@ -1,22 +1,9 @@
-/* optim/optim.h: the training recipe's arithmetic (docs/model.md, "Optimizer"):
- * learning-rate schedule, gradient clipping and AdamW, each one loop over
- * the parameter table. */
-#ifndef FLASH_OPTIM_H
-#define FLASH_OPTIM_H
+/* autograd/cpu/adamw.h: the CPU backend's update: clipping and AdamW over the parameter
+ * table (the constants from model/optim.h). */
+#ifndef FLASH_CPU_ADAMW_H
+#define FLASH_CPU_ADAMW_H
+#include "optim.h"
 #include "params.h"
-
-typedef enum { CLIP_NONE = 0, CLIP_GLOBAL = 1, CLIP_LOCAL = 2 } ClipMode;
-
-typedef struct {
-    double peak_lr, min_lr;
-    long warmup, total;          /* steps */
-    double beta1, beta2, eps, weight_decay;
-    ClipMode clip_mode;
-    double clip;
-} OptConfig;
-
-/* lr at 0-based step s: P (s+1)/W while s < W, then P - (P - m)(s - W)/max(1, S - W). */
-double lr_at(const OptConfig *o, long step);
 
 /* The whole update of a training step, in two passes over the gradients:
    1. each tensor's norm; the global norm N is their root sum of squares;

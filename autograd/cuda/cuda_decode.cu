@@ -1,4 +1,4 @@
-/* cuda/cuda_decode.cu: the recurrent decoder on the GPU, the twin of model/cpu_decode.c.
+/* autograd/cuda/cuda_decode.cu: the recurrent decoder on the GPU, the twin of autograd/cpu/cpu_decode.c.
  *
  * Per new byte and layer: the norm with the token shift against the previous position's
  * row, one product for to_hidden and to_qk, one kernel for offset-scale, rotary, the

@@ -1,4 +1,4 @@
-/* model/cpu_model.c: the FLASHTransformer's forward and backward on the CPU, built from the
+/* autograd/cpu/cpu_model.c: the FLASHTransformer's forward and backward on the CPU, built from the
  * forward/backward pairs of autograd/ (docs/model.md gives the computation). */
 #include "cpu_model.h"
 #include "ops.h"
@@ -73,7 +73,7 @@ static void acts_sizes(const FlashConfig *c, int B, int T, int threads, size_t *
     const size_t C = c->group_size, V = c->num_tokens, r = config_rotary(c);
     const size_t G = ((size_t)T + C - 1) / C, N = (size_t)B * T, BG = (size_t)B * G;
     const size_t H = 2 * e + s;
-    /* the weight gradients' partial sums at this thread count (autograd/gemm.c, split K):
+    /* the weight gradients' partial sums at this thread count (autograd/cpu/gemm.c, split K):
        room for the largest weight */
     size_t SK = 0;
     if (gemm_way_for(threads, 1) == GEMM_SPLITK) {

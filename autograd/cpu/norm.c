@@ -1,4 +1,4 @@
-/* autograd/norm.c: scalenorm, layernorm and the token shift: forward and backward. */
+/* autograd/cpu/norm.c: scalenorm, layernorm and the token shift: forward and backward. */
 #include "ops.h"
 #include "vmath.h"
 #include <omp.h>

@@ -1,4 +1,4 @@
-/* autograd/vmath.h: vectorizable element-wise math and the fixed-order reductions shared by
+/* autograd/cpu/vmath.h: vectorizable element-wise math and the fixed-order reductions shared by
  * the forward/backward pairs (internal to autograd/). */
 #ifndef FLASH_VMATH_H
 #define FLASH_VMATH_H
