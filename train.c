@@ -470,7 +470,7 @@ static int run_train(Options *cli) {
            "activations %.0f MiB\n", model_table(r.m)->n_trained, o->model.dim, o->model.depth,
            config_hidden(&o->model), o->model.query_key_dim, o->model.group_size,
            o->model.norm_type == NORM_LAYERNORM ? "layernorm" : "scalenorm",
-           o->model.shift_tokens ? ", token shift" : "", o->model.laplace_attn_fn ? "laplace" : "relu^2",
+           o->model.shift_tokens ? ", token shift" : "", (o->model.attn_fn == ATTN_LAPLACE) ? "laplace" : "relu^2",
            info.activation_bytes / 1048576.0);
     char ranks[32] = "";
     if (R > 1) snprintf(ranks, sizeof ranks, "%d ranks x ", R);

@@ -12,7 +12,7 @@ FlashConfig config_default(void) {
     FlashConfig c = {
         .num_tokens = 256, .dim = 512, .depth = 8, .group_size = 256,
         .query_key_dim = 128, .expansion_factor = 2.0, .norm_type = NORM_SCALENORM,
-        .shift_tokens = 1, .laplace_attn_fn = 1,
+        .shift_tokens = 1, .attn_fn = ATTN_LAPLACE,
     };
     return c;
 }
@@ -53,7 +53,7 @@ int config_to_json(const FlashConfig *c, char *buf, size_t buflen) {
                     c->num_tokens, c->dim, c->depth, c->group_size, c->query_key_dim,
                     c->expansion_factor,
                     c->norm_type == NORM_LAYERNORM ? "layernorm" : "scalenorm",
-                    c->shift_tokens ? "true" : "false", c->laplace_attn_fn ? "true" : "false");
+                    c->shift_tokens ? "true" : "false", c->attn_fn == ATTN_LAPLACE ? "true" : "false");
 }
 
 static int get_int(const char *json, const char *key, int *out, char *err, size_t errlen) {
@@ -81,9 +81,11 @@ int config_from_json(FlashConfig *c, const char *json, char *err, size_t errlen)
         get_int(json, "depth", &c->depth, err, errlen) ||
         get_int(json, "group_size", &c->group_size, err, errlen) ||
         get_int(json, "query_key_dim", &c->query_key_dim, err, errlen) ||
-        get_bool(json, "shift_tokens", &c->shift_tokens, err, errlen) ||
-        get_bool(json, "laplace_attn_fn", &c->laplace_attn_fn, err, errlen))
+        get_bool(json, "shift_tokens", &c->shift_tokens, err, errlen))
         return -1;
+    int laplace = c->attn_fn == ATTN_LAPLACE;
+    if (get_bool(json, "laplace_attn_fn", &laplace, err, errlen)) return -1;
+    c->attn_fn = laplace ? ATTN_LAPLACE : ATTN_RELU2;
     double ef;
     int r = json_get_number(json, "expansion_factor", &ef);
     if (r < 0) { snprintf(err, errlen, "config: \"expansion_factor\" must be a number"); return -1; }

@@ -4,6 +4,8 @@
 #include <stddef.h>
 
 typedef enum { NORM_SCALENORM = 0, NORM_LAYERNORM = 1 } NormType;
+/* The attention function phi of the scores (FLASH-pytorch's laplace_attn_fn: true or false). */
+typedef enum { ATTN_RELU2 = 0, ATTN_LAPLACE = 1 } AttnFn;
 
 typedef struct {
     int num_tokens;          /* V: vocabulary, 256 for bytes */
@@ -14,7 +16,7 @@ typedef struct {
     double expansion_factor; /* hidden width e = int(expansion_factor * d) */
     NormType norm_type;
     int shift_tokens;        /* bool */
-    int laplace_attn_fn;     /* bool: laplace phi, else relu^2 */
+    AttnFn attn_fn;
 } FlashConfig;
 
 /* The train.py model: d 512, L 8, C 256, s 128, expansion 2, scalenorm, shift, laplace. */

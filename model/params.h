@@ -11,9 +11,9 @@
 #include <stdint.h>
 #include "config.h"
 #include "real.h"
+#include "relpos.h"
 
 #define PARAM_NAME_MAX 96
-#define REL_POS_BUCKETS 32      /* T5RelativePositionBias num_buckets */
 
 typedef struct {
     char name[PARAM_NAME_MAX];

@@ -1,4 +1,4 @@
-/* autograd/cpu/gradcheck.c: finite-difference gradient checks (see gradcheck.h). */
+/* tests/gradcheck.c: finite-difference gradient checks (see gradcheck.h). */
 #include "gradcheck.h"
 #include "rng.h"
 #include <math.h>

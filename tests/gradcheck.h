@@ -1,4 +1,4 @@
-/* autograd/cpu/gradcheck.h: finite-difference gradient checks.
+/* tests/gradcheck.h: finite-difference gradient checks.
  *
  * The caller supplies a scalar loss of the current inputs, `double loss(void *ctx)`, an
  * input array x (n entries, read and written in place: each checked entry is perturbed

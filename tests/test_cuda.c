@@ -777,17 +777,17 @@ static int ncases;
 static void make_cases(void) {
     FlashConfig a = config_default();
     a.num_tokens = 256; a.dim = 32; a.depth = 2; a.group_size = 16; a.query_key_dim = 32;
-    a.expansion_factor = 2; a.norm_type = NORM_SCALENORM; a.shift_tokens = 1; a.laplace_attn_fn = 1;
+    a.expansion_factor = 2; a.norm_type = NORM_SCALENORM; a.shift_tokens = 1; a.attn_fn = ATTN_LAPLACE;
     cases[0] = (Case){"scalenorm+shift+laplace, T 45 C 16 (padded group)", a, 3, 45};
     FlashConfig b = a;
-    b.norm_type = NORM_LAYERNORM; b.shift_tokens = 0; b.laplace_attn_fn = 0; b.query_key_dim = 48;
+    b.norm_type = NORM_LAYERNORM; b.shift_tokens = 0; b.attn_fn = ATTN_RELU2; b.query_key_dim = 48;
     cases[1] = (Case){"layernorm, relu^2, s 48 r 32 (partial rotary), T 64", b, 2, 64};
     FlashConfig c = a;
     c.dim = 26; c.expansion_factor = 1.5; c.group_size = 8; c.query_key_dim = 20; c.depth = 3;
     c.num_tokens = 97;
     cases[2] = (Case){"odd widths: d 26, e 39, s 20, C 8, V 97, T 21", c, 2, 21};
     FlashConfig d = a;
-    d.norm_type = NORM_LAYERNORM; d.shift_tokens = 1; d.laplace_attn_fn = 0;
+    d.norm_type = NORM_LAYERNORM; d.shift_tokens = 1; d.attn_fn = ATTN_RELU2;
     cases[3] = (Case){"layernorm+shift, relu^2, T 16 = one group", d, 4, 16};
     ncases = 4;
 }

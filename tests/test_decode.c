@@ -75,7 +75,7 @@ static FlashConfig small_cfg(int scalenorm, int shift, int laplace, int s) {
     FlashConfig c = config_default();
     c.dim = 32; c.depth = 2; c.group_size = 8; c.query_key_dim = s;
     c.norm_type = scalenorm ? NORM_SCALENORM : NORM_LAYERNORM;
-    c.shift_tokens = shift; c.laplace_attn_fn = laplace;
+    c.shift_tokens = shift; c.attn_fn = laplace ? ATTN_LAPLACE : ATTN_RELU2;
     return c;
 }
 

@@ -584,7 +584,7 @@ static void perturb_params(CpuModel *m) {
         else if (ends_with(nm, "qk_offset_scale.gamma"))
             fill(x, p->numel, 0, 0.5);
         else if (ends_with(nm, "relative_attention_bias.weight"))
-            fill(x, p->numel, (m->cfg.laplace_attn_fn ? 0.5 : 0.15) / sqrt(s), 0.3 / sqrt(s));
+            fill(x, p->numel, ((m->cfg.attn_fn == ATTN_LAPLACE) ? 0.5 : 0.15) / sqrt(s), 0.3 / sqrt(s));
     }
 }
 
@@ -634,7 +634,7 @@ static void model_case(const char *tag, const FlashConfig *cfg, int B, int T) {
         cpu_init_params(&m, 7 + (uint64_t)tries);
         perturb_params(&m);
         loss = model_loss(&c);
-        if (!cfg->laplace_attn_fn) margin = model_min_abs_sim(&m, &few);
+        if ((cfg->attn_fn != ATTN_LAPLACE)) margin = model_min_abs_sim(&m, &few);
     } while ((margin < 1e-3 || few < 3) && ++tries < 100);
     CHECK(margin >= 1e-3 && few >= 3, "%s: min |sim| %g, %d scores of one sign", tag, margin, few);
     cpu_zero_grads(&m);
@@ -702,7 +702,7 @@ static void model_case(const char *tag, const FlashConfig *cfg, int B, int T) {
 static void test_model_scalenorm_shift_laplace(void) {
     FlashConfig c = config_default();
     c.dim = 8; c.depth = 2; c.group_size = 4; c.query_key_dim = 6; c.expansion_factor = 2;
-    c.norm_type = NORM_SCALENORM; c.shift_tokens = 1; c.laplace_attn_fn = 1;
+    c.norm_type = NORM_SCALENORM; c.shift_tokens = 1; c.attn_fn = ATTN_LAPLACE;
     model_case("a", &c, 2, 10);
 }
 
@@ -710,7 +710,7 @@ static void test_model_scalenorm_shift_laplace(void) {
 static void test_model_layernorm_relu2_partial_rotary(void) {
     FlashConfig c = config_default();
     c.dim = 8; c.depth = 2; c.group_size = 4; c.query_key_dim = 34; c.expansion_factor = 2;
-    c.norm_type = NORM_LAYERNORM; c.shift_tokens = 0; c.laplace_attn_fn = 0;
+    c.norm_type = NORM_LAYERNORM; c.shift_tokens = 0; c.attn_fn = ATTN_RELU2;
     model_case("b", &c, 2, 9);
 }
 

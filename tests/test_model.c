@@ -36,7 +36,7 @@ static FlashConfig small_config(void) {
     FlashConfig c = config_default();
     c.num_tokens = 40; c.dim = 12; c.depth = 2; c.group_size = 8; c.query_key_dim = 36;
     c.expansion_factor = 1.5; c.norm_type = NORM_LAYERNORM; c.shift_tokens = 0;
-    c.laplace_attn_fn = 0;
+    c.attn_fn = ATTN_RELU2;
     return c;
 }
 
@@ -44,7 +44,7 @@ static int same_config(const FlashConfig *a, const FlashConfig *b) {
     return a->num_tokens == b->num_tokens && a->dim == b->dim && a->depth == b->depth &&
            a->group_size == b->group_size && a->query_key_dim == b->query_key_dim &&
            a->expansion_factor == b->expansion_factor && a->norm_type == b->norm_type &&
-           a->shift_tokens == b->shift_tokens && a->laplace_attn_fn == b->laplace_attn_fn;
+           a->shift_tokens == b->shift_tokens && (a->attn_fn == ATTN_LAPLACE) == (b->attn_fn == ATTN_LAPLACE);
 }
 
 /* mean and standard deviation (biased) of n values */
@@ -195,7 +195,7 @@ static void test_config_json(void) {
         CHECK(n > 0 && (size_t)n < sizeof json, "config_to_json: %d", n);
         FlashConfig back = config_default();
         back.dim = 2; back.depth = 99; back.norm_type = NORM_SCALENORM; back.shift_tokens = 0;
-        back.laplace_attn_fn = 1; back.expansion_factor = 4;
+        back.attn_fn = ATTN_LAPLACE; back.expansion_factor = 4;
         CHECK(config_from_json(&back, json, err, sizeof err) == 0, "case %d: %s (%s)", i, err, json);
         CHECK(same_config(&back, &cases[i]), "case %d does not round-trip: %s", i, json);
     }
@@ -556,9 +556,9 @@ static void test_fixture(void) {
     const ParamTable *mt = model_table(m);
     CHECK(mc->dim == 64 && mc->depth == 2, "flash_small: dim %d depth %d, expected 64, 2", mc->dim, mc->depth);
     CHECK(mc->group_size == 16 && mc->query_key_dim == 32 && mc->norm_type == NORM_SCALENORM &&
-          mc->shift_tokens && mc->laplace_attn_fn,
+          mc->shift_tokens && (mc->attn_fn == ATTN_LAPLACE),
           "flash_small: C %d s %d norm %d shift %d laplace %d", mc->group_size, mc->query_key_dim,
-          mc->norm_type, mc->shift_tokens, mc->laplace_attn_fn);
+          mc->norm_type, mc->shift_tokens, (mc->attn_fn == ATTN_LAPLACE));
     /* the values are the file's */
     StFile f;
     float *mp = params_of(m);
@@ -578,10 +578,10 @@ static void test_fixture(void) {
     snprintf(path, sizeof path, "%s/flash_small_ln.weights.safetensors", fixture_dir);
     if (!(m = load_cpu(path, NULL, err, sizeof err))) { CHECK(0, "%s", err); return; }
     mc = model_config(m);
-    CHECK(mc->norm_type == NORM_LAYERNORM && !mc->shift_tokens && !mc->laplace_attn_fn &&
+    CHECK(mc->norm_type == NORM_LAYERNORM && !mc->shift_tokens && (mc->attn_fn != ATTN_LAPLACE) &&
           mc->query_key_dim == 48 && config_rotary(mc) == 32,
           "flash_small_ln: norm %d shift %d laplace %d s %d", mc->norm_type, mc->shift_tokens,
-          mc->laplace_attn_fn, mc->query_key_dim);
+          (mc->attn_fn == ATTN_LAPLACE), mc->query_key_dim);
     model_close(m);
 }
 

@@ -157,7 +157,7 @@ static const Flag FLAGS[] = {
     {"--norm", K_NORM, OFF(model.norm_type), 0, 0, G_MODEL, "scalenorm|layernorm", "normalization", CMD_TRAIN | CMD_BENCH},
     {"--shift-tokens", K_ON, OFF(model.shift_tokens), 0, 0, G_MODEL, NULL, "token shift on", CMD_TRAIN | CMD_BENCH},
     {"--no-shift-tokens", K_OFF, OFF(model.shift_tokens), 0, 0, G_MODEL, NULL, "token shift off", CMD_TRAIN | CMD_BENCH},
-    {"--attn-fn", K_ATTN, OFF(model.laplace_attn_fn), 0, 0, G_MODEL, "laplace|relu2", "attention function", CMD_TRAIN | CMD_BENCH},
+    {"--attn-fn", K_ATTN, OFF(model.attn_fn), 0, 0, G_MODEL, "laplace|relu2", "attention function", CMD_TRAIN | CMD_BENCH},
 };
 #define N_FLAGS ((int)(sizeof FLAGS / sizeof FLAGS[0]))
 
@@ -178,7 +178,7 @@ static void value_str(const Options *o, const Flag *f, char *buf, size_t n) {
     case K_ON: snprintf(buf, n, "%s", *(const int *)p ? "on" : "off"); break;
     case K_OFF: buf[0] = 0; break;
     case K_NORM: snprintf(buf, n, "%s", *(const NormType *)p == NORM_LAYERNORM ? "layernorm" : "scalenorm"); break;
-    case K_ATTN: snprintf(buf, n, "%s", *(const int *)p ? "laplace" : "relu2"); break;
+    case K_ATTN: snprintf(buf, n, "%s", *(const AttnFn *)p == ATTN_LAPLACE ? "laplace" : "relu2"); break;
     case K_DEVICE: {
         ModelDevice v = *(const ModelDevice *)p;
         snprintf(buf, n, "%s", v == DEVICE_CPU ? "cpu" : v == DEVICE_CUDA ? "cuda" : "auto");
@@ -351,8 +351,8 @@ static int set_flag(Options *o, const Flag *f, const char *val, char *err, size_
         else { snprintf(err, errlen, "%s: expected scalenorm or layernorm, got \"%s\"", f->flag, val); return -1; }
         return 0;
     case K_ATTN:
-        if (!strcmp(val, "laplace")) *(int *)p = 1;
-        else if (!strcmp(val, "relu2")) *(int *)p = 0;
+        if (!strcmp(val, "laplace")) *(AttnFn *)p = ATTN_LAPLACE;
+        else if (!strcmp(val, "relu2")) *(AttnFn *)p = ATTN_RELU2;
         else { snprintf(err, errlen, "%s: expected laplace or relu2, got \"%s\"", f->flag, val); return -1; }
         return 0;
     case K_CLIP:

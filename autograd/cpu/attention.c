@@ -8,15 +8,6 @@
 
 /* ================================ attention ======================================== */
 
-/* T5RelativePositionBias, causal, 32 buckets, max distance 128: exact below 16, then
-   logarithmic, computed in float32 as the reference does (docs/model.md, "Forward" 2.6). */
-int rel_pos_bucket(int n) {
-    if (n < 0) n = 0;
-    if (n < 16) return n;
-    int b = 16 + (int)(logf((float)n / 16.0f) / 2.0794415f * 16.0f);
-    return b < 31 ? b : 31;
-}
-
 /* Laplace attention function: mu = sqrt(1/2), sigma = sqrt(1/(4 pi)). */
 #define LAPLACE_MU 0.70710678118654752440
 #define LAPLACE_SIGMA 0.28209479177387814347

@@ -150,7 +150,7 @@ static void attend(Decoder *dc, int l, int i, int j) {
     real *sim = dc->sim + (size_t)i * C;
     gemv_split(dc->blocks, 0, j + 1, s, inv_C, Gq, s, qq, 0, sim);
     for (int k = 0; k <= j; k++)
-        sim[k] = attn_phi(sim[k] + bias_scale * P->rel_bias[rel_pos_bucket(j - k)], c->laplace_attn_fn);
+        sim[k] = attn_phi(sim[k] + bias_scale * P->rel_bias[rel_pos_bucket(j - k)], (c->attn_fn == ATTN_LAPLACE));
     gemv_split(dc->blocks, 1, j + 1, e, 1, Gv, e, sim, 0, att);   /* quad_out = sum_k a_k v_k */
     gemv_split(dc->blocks, 1, s, e, 1, S, e, ql, 1, att);         /* + lin_out = lin_q S */
     if (j == C - 1)                                               /* group done: S += lin_k^T v / C */

@@ -184,7 +184,7 @@ double cpu_forward(CpuModel *m, const int *tokens, int B, int T) {
         offset_scale_rotary_forward(qk4, hid + 2 * e, H, P->gamma, P->beta, a->rot_cos, a->rot_sin,
                                     B, T, s, r);
         mark(m, PROF_ROTARY);
-        AttnShape as = {B, T, C, G, s, e, c->laplace_attn_fn, P->rel_bias, a->bias_dist};
+        AttnShape as = {B, T, C, G, s, e, (c->attn_fn == ATTN_LAPLACE), P->rel_bias, a->bias_dist};
         attention_forward(att, a->sim + l * BGCC, a->attn + l * BGCC,
                           a->kv + (size_t)l * B * G * s * e, qk4, hid, H, &as);
         mark(m, PROF_ATTENTION);
@@ -237,7 +237,7 @@ void cpu_backward(CpuModel *m, const int *tokens, real dloss) {
         mark(m, K + PROF_TO_OUT);
         gate_backward(a->d_hid + e, H, a->d_att, a->d_gated, hid + e, att, N, e);
         mark(m, K + PROF_GATE);
-        AttnShape as = {B, T, C, G, s, e, c->laplace_attn_fn, P->rel_bias, a->bias_dist};
+        AttnShape as = {B, T, C, G, s, e, (c->attn_fn == ATTN_LAPLACE), P->rel_bias, a->bias_dist};
         attention_backward(a->d_hid, H, a->d_qk4, D->rel_bias, a->d_att, a->sim + l * BGCC,
                            a->attn + l * BGCC, a->kv + (size_t)l * B * G * s * e, qk4, hid,
                            a->d_kv, a->d_rel_partial, a->dsim, &as);

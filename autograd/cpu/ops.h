@@ -11,6 +11,7 @@
 #define FLASH_OPS_H
 #include "gemm.h"
 #include "real.h"
+#include "relpos.h"
 #include <stddef.h>
 
 
@@ -81,7 +82,6 @@ typedef struct {
    stop at its diagonal block. 64 by default; tests set small values so that the blocked
    path (several blocks, a short last one) runs on small groups. */
 extern int attn_block_rows;
-int rel_pos_bucket(int n);  /* T5 causal bucket of distance n = i - j >= 0 */
 real attn_phi(real x, int laplace);  /* the attention function: laplace or relu^2 */
 void attention_forward(real *att, real *sim, real *attn, real *kv, const real *qk4,
                        const real *v, int v_stride, const AttnShape *a);

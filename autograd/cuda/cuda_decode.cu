@@ -445,7 +445,7 @@ static void dec_launch_step(Model *m) {
         dec_attend_kernel<<<grid, 32 * DEC_WARPS, shmem, st>>>(
             dc->gated, dc->kv + (size_t)l * n * s * e, dc->gq + (size_t)l * n * C * s,
             dc->gk + (size_t)l * n * C * s, dc->gv + (size_t)l * n * C * e, dc->hid, dc->d_pos, P->gamma,
-            P->beta, P->rot_freqs, P->rel_bias, e, s, r, C, H, c->laplace_attn_fn,
+            P->beta, P->rot_freqs, P->rel_bias, e, s, r, C, H, (c->attn_fn == ATTN_LAPLACE),
             fused && c->shift_tokens ? dc->xs : NULL, prev, d);
         /* h += gated Wo^T + bo */
         if (fused && wb) {

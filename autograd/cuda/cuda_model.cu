@@ -152,7 +152,7 @@ void cuda_forward_pass(Model *m, const int *d_tok, int tstride, int B, int T, in
         attn_bias_dist_cuda(bias_dist, P->rel_bias, C, s, st);
         /* sim = quad_q quad_k^T / C (+ bias, phi, causal mask in the kernel) */
         cuda_gemm(cm, 0, 1, C, C, s, inv_C, Qq, Qq_h, s, Cs, Kq, Kq_h, s, Cs, 0, sim, C, CC, BG);
-        attn_phi_forward_cuda(sim, attn, bias_dist, BG, C, c->laplace_attn_fn, TW(attn_h), st);
+        attn_phi_forward_cuda(sim, attn, bias_dist, BG, C, (c->attn_fn == ATTN_LAPLACE), TW(attn_h), st);
         /* quad_out = A v */
         gemm_typed(cm, 0, 0, C, e, C, 1, attn, attn_h, C, CC, hid, hid_h, H, CH, 0, att_out, att_type, e, Ce, BG);
         /* KV_g = lin_k^T v / C, then S_g = KV_0 + ... + KV_{g-1} */
@@ -275,7 +275,7 @@ static void backward_pass(Model *m, const int *d_tok, int tstride, int B, int T,
         gemm_typed(cm, 0, 0, C, e, s, inv_C, Kl, Kl_h, s, Cs, d_kv, d_kv_h, e, se, 0, d_hid_out, h_type, H, CH, BG);
         /* quad_out = A v:  dA = dO v^T;  dsim = dA phi'(sim) (causal) */
         gemm_typed(cm, 0, 1, C, C, e, 1, d_att, d_att_h, e, Ce, hid, hid_h, H, CH, 0, dsim_out, h_type, C, CC, BG);
-        attn_phi_backward_cuda(dsim, sim, BG, C, c->laplace_attn_fn, TW(dsim_h), ACT(cm, A_DIST_SCRATCH), st);
+        attn_phi_backward_cuda(dsim, sim, BG, C, (c->attn_fn == ATTN_LAPLACE), TW(dsim_h), ACT(cm, A_DIST_SCRATCH), st);
         attn_rel_bias_backward_cuda(D->rel_bias, ACT(cm, A_DIST_SCRATCH), attn_dist_parts(BG, C), C, s,
                                     ACT(cm, A_DIST_SCRATCH) + (size_t)attn_dist_parts(BG, C) * C, st);
         /* sim = Q K^T / C:  dQ = dsim K / C;  dK = dsim^T Q / C;  dv += A^T dO */
