@@ -3,6 +3,7 @@
 #define _POSIX_C_SOURCE 200809L /* fileno, fstat, fsync */
 #endif
 #include "safetensors.h"
+#include "regular.h"
 
 #include "atomic.h"
 #include "json.h"
@@ -354,11 +355,8 @@ int st_load(StFile *f, const char *path, char *err, size_t errlen) {
         snprintf(why, sizeof why, "big-endian hosts are not supported");
         goto fail;
     }
-    fp = fopen(path, "rb");
-    if (!fp) {
-        snprintf(why, sizeof why, "cannot open: %s", strerror(errno));
-        goto fail;
-    }
+    fp = fopen_regular(path, "rb", why, sizeof why);
+    if (!fp) goto fail;
     struct stat stt;
     if (fstat(fileno(fp), &stt) != 0 || !S_ISREG(stt.st_mode)) {
         snprintf(why, sizeof why, "not a regular file");

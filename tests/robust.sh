@@ -213,5 +213,23 @@ if [ "$rc" -eq 0 ] && printf '%s' "$out" | grep -q 'notice: the default warmup';
 else bad trial_run_warmup_notice "exit $rc: $(printf '%s' "$out" | tail -1)"; fi
 expect_fail explicit_warmup_too_long "--warmup 50 is longer" $S --steps 30 --warmup 50 --out "$tmp/trial2" "$data"
 
+# ---- issue 23, 4. reads that block: every reader opens regular files only, without blocking
+t23() {  # name, args...: refused within 20 s (no hang) saying "FIFO"
+    local name=$1; shift
+    out=$(timeout 20 "$bin" "$@" 2>&1 </dev/null); rc=$?
+    if [ "$rc" -ne 0 ] && [ "$rc" -ne 124 ] && printf '%s' "$out" | grep -q 'FIFO'; then ok "$name"
+    else bad "$name" "exit $rc (124: it hung): $(printf '%s' "$out" | tail -2)"; fi
+}
+t23 fifo_eval_checkpoint eval "$tmp/fifo" "$data" --threads 2
+t23 fifo_sample_checkpoint sample "$tmp/fifo" --threads 2 --len 4
+t23 fifo_init_from $S --steps 2 --init-from "$tmp/fifo" --out "$tmp/fifo_init" "$data"
+mkdir -p "$tmp/fifo_dir"; cp "$ck" "$tmp/fifo_dir/"; mkfifo "$tmp/fifo_dir/ckpt-00000030.bin"
+out=$(timeout 20 "$bin" eval "$tmp/fifo_dir" "$data" --threads 2 2>&1 </dev/null); rc=$?
+if [ "$rc" -ne 124 ] && printf '%s' "$out" | grep -q 'ckpt-00000020.bin'; then ok fifo_in_run_dir_skipped
+else bad fifo_in_run_dir_skipped "exit $rc (124: it hung): $(printf '%s' "$out" | tail -2)"; fi
+# ---- issue 23, 7. one flipped byte in the header's reserved bytes
+python3 -c "import sys; b=bytearray(open(sys.argv[1],'rb').read()); b[28]^=1; open(sys.argv[2],'wb').write(b)" "$ck" "$tmp/flip28.bin"
+expect_fail header_byte_28_checked "reserved bytes" eval "$tmp/flip28.bin" "$data" --threads 2
+
 echo "RESULT passed=$passed failed=$failed"
 [ "$failed" -eq 0 ]

@@ -1,10 +1,12 @@
 /* tests/test_checkpoint.c: the checkpoint format on its own: an exact round trip of
  * settings, state, parameters and both Adam moments; and a well-formed file (valid
- * checksum) whose settings describe another model than its parameter block is refused. */
+ * checksum) whose settings describe another model than its parameter block is refused;
+ * one flipped byte anywhere is refused; a FIFO in a checkpoint's place is refused at once. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+#include <sys/stat.h>
 #include "checkpoint.h"
 #include "test.h"
 
@@ -96,8 +98,71 @@ static void test_other_model_refused(void) {
     unlink(path);
 }
 
+/* Every byte of a checkpoint is covered by a check: a file with any one byte flipped (each
+   header byte, and bytes spread over the settings, state and arrays) is refused. */
+static void test_every_byte_checked(void) {
+    Options o;
+    options_default(&o);
+    o.model = small(32);
+    char err[512];
+    Model *m = open_cpu(&o.model);
+    if (!m) return;
+    model_init_params(m, 3, err, sizeof err);
+    TrainState st = {.step = 7, .tokens = 70, .elapsed_s = 1.5};
+    rng_seed(&st.data_rng, 1);
+    rng_seed(&st.sample_rng, 2);
+    const char *path = "/tmp/flash_test_ckpt_flip.bin";
+    CHECK(!checkpoint_save(path, &o, &st, m, err, sizeof err), "%s", err);
+    model_close(m);
+    FILE *f = fopen(path, "rb");
+    CHECK(f, "cannot reopen %s", path);
+    if (!f) return;
+    fseek(f, 0, SEEK_END);
+    long size = ftell(f);
+    unsigned char *buf = malloc((size_t)size);
+    rewind(f);
+    CHECK(fread(buf, 1, (size_t)size, f) == (size_t)size, "short read");
+    fclose(f);
+    int accepted = 0, tried = 0;
+    for (long pos = 0; pos < size; pos += pos < 64 ? 1 : size / 97 + 1) {
+        buf[pos] ^= 0x10;
+        FILE *w = fopen(path, "wb");
+        fwrite(buf, 1, (size_t)size, w);
+        fclose(w);
+        buf[pos] ^= 0x10;
+        Options o2;
+        TrainState st2;
+        CkptState cs;
+        tried++;
+        if (checkpoint_load(path, &o2, &st2, &cs, err, sizeof err) == 0) {
+            if (accepted++ < 3) fprintf(stderr, "  byte %ld flipped was accepted\n", pos);
+            checkpoint_state_free(&cs);
+        }
+    }
+    CHECK(accepted == 0, "%d of %d single-byte flips accepted", accepted, tried);
+    free(buf);
+    unlink(path);
+}
+
+/* A FIFO where a checkpoint should be is refused at once, never waited on. */
+static void test_fifo_refused(void) {
+    const char *path = "/tmp/flash_test_ckpt_fifo.bin";
+    unlink(path);
+    CHECK(mkfifo(path, 0600) == 0, "mkfifo failed");
+    Options o;
+    TrainState st;
+    CkptState cs;
+    char err[512];
+    int rc = checkpoint_load(path, &o, &st, &cs, err, sizeof err);
+    CHECK(rc != 0 && strstr(err, "FIFO"), "a FIFO must be refused with a message, got rc %d: %s", rc, err);
+    CHECK(!checkpoint_has_magic(path), "a FIFO has no checkpoint magic");
+    unlink(path);
+}
+
 int main(void) {
     RUN(test_round_trip);
     RUN(test_other_model_refused);
+    RUN(test_every_byte_checked);
+    RUN(test_fifo_refused);
     TEST_MAIN_END();
 }

@@ -1,6 +1,7 @@
 /* trainer/checkpoint.c: atomic, checksummed checkpoints. */
 #include "checkpoint.h"
 #include "atomic.h"
+#include "regular.h"
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -105,8 +106,9 @@ int checkpoint_save(const char *path, const Options *opts, const TrainState *st,
 int checkpoint_load(const char *path, Options *o, TrainState *st, CkptState *cs,
                     char *err, size_t errlen) {
     memset(cs, 0, sizeof *cs);
-    FILE *f = fopen(path, "rb");
-    if (!f) { snprintf(err, errlen, "cannot open checkpoint %s: %s", path, strerror(errno)); return -1; }
+    char why[256];
+    FILE *f = fopen_regular(path, "rb", why, sizeof why);
+    if (!f) { snprintf(err, errlen, "checkpoint %s: %s", path, why); return -1; }
     unsigned char hdr[HEADER_BYTES];
     size_t got = fread(hdr, 1, HEADER_BYTES, f);
     if (got < 8 || memcmp(hdr, CKPT_MAGIC, 8)) {
@@ -119,8 +121,16 @@ int checkpoint_load(const char *path, Options *o, TrainState *st, CkptState *cs,
         fclose(f);
         return -1;
     }
+    /* Every header byte is checked: the magic and the version here, the JSON length and the
+       element count by the file's exact length below, the checksum (of everything after the
+       header) against the body, and the reserved bytes 28-31 must be the zeros written. */
     uint32_t version = get_u32(hdr + 8), jlen = get_u32(hdr + 12), crc_want = get_u32(hdr + 24);
     uint64_t n = get_u64(hdr + 16);
+    if (get_u32(hdr + 28) != 0) {
+        snprintf(err, errlen, "checkpoint %s is corrupt (its header's reserved bytes 28-31 are not zero)", path);
+        fclose(f);
+        return -1;
+    }
     if (version != CKPT_VERSION) {
         snprintf(err, errlen, "checkpoint %s has format version %u; this program reads version %d",
                  path, version, CKPT_VERSION);
@@ -296,7 +306,8 @@ int checkpoint_list_all(const char *dir, uint64_t **steps) {
 }
 
 int checkpoint_has_magic(const char *path) {
-    FILE *f = fopen(path, "rb");
+    char why[256];
+    FILE *f = fopen_regular(path, "rb", why, sizeof why);
     if (!f) return 0;
     char m[8];
     int ok = fread(m, 1, 8, f) == 8 && !memcmp(m, CKPT_MAGIC, 8);

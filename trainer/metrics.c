@@ -3,6 +3,7 @@
 #include "evaluate.h"
 #include "plot.h"
 #include "atomic.h"
+#include "regular.h"
 #include <errno.h>
 #include <math.h>
 #include <stdlib.h>
@@ -53,8 +54,14 @@ int metrics_open(Metrics *mt, const char *dir, long keep_upto, long cap, char *e
     FILE *out = af.f;
     fprintf(out, "%s\n", METRICS_HEADER);
     if (keep_upto >= 0) {
-        FILE *in = fopen(mt->csv_path, "r");
+        char why[256];
+        FILE *in = fopen_regular(mt->csv_path, "r", why, sizeof why);
         char line[1024];
+        if (!in && errno != ENOENT) {   /* a FIFO or a directory in its place: never block on it */
+            snprintf(err, errlen, "%s: %s", mt->csv_path, why);
+            afile_abort(&af);
+            return -1;
+        }
         if (in) {
             if (!fgets(line, sizeof line, in)) line[0] = 0;   /* header */
             while (fgets(line, sizeof line, in)) {
