@@ -10,7 +10,9 @@
 #   4. write DIR/results.md: bpc on the test and validation splits, training time, tokens,
 #      device and the exact commands.
 # A stopped run continues where it left off: run the same command again (it resumes from
-# DIR's newest checkpoint).
+# DIR's newest checkpoint with the settings saved there; of the other flags only --threads,
+# --device and --precision still apply, the rest are the run's already). A finished run is
+# evaluated again; a run stopped before its first checkpoint starts over.
 #
 # Options (the rest go to ./train unchanged, e.g. --precision fp32):
 #   --data FILE    use this enwik8 (.gz or raw) instead of downloading
@@ -40,22 +42,39 @@ fi
 
 # SKIP_BUILD=1: use the ./train already built (a machine that runs but does not build)
 [ "${SKIP_BUILD:-0}" = 1 ] || make train >/dev/null || die "the build failed (run make to see why)"
+train=${FLASH_TRAIN_BIN:-./train}
 
 args=()
 # a shortened schedule keeps the recipe's shape: warmup a tenth of it (flags given later win)
 [ -n "$steps" ] && args+=(--steps "$steps" --warmup "$(( steps / 10 > 0 ? steps / 10 : 1 ))")
 t0=$(date +%s)
 if ls "$out"/ckpt-*.bin >/dev/null 2>&1; then
-    echo "reproduce_enwik8: resuming $out"
-    ./train --resume "$out" "$data" "${extra[@]+"${extra[@]}"}" | tee -a "$out/train.log"
+    # --resume takes the run's saved settings: pass on only the flags it accepts
+    keep=() dropped=() i=0
+    while [ $i -lt ${#extra[@]} ]; do
+        a=${extra[$i]}
+        case "$a" in
+            --threads|--device|--precision) keep+=("$a" "${extra[$((i + 1))]:-}"); i=$((i + 2)) ;;
+            --threads=*|--device=*|--precision=*) keep+=("$a"); i=$((i + 1)) ;;
+            *) dropped+=("$a"); i=$((i + 1)) ;;
+        esac
+    done
+    echo "reproduce_enwik8: resuming $out${dropped[*]+ (its saved settings stand; not passed on: ${dropped[*]})}"
+    "$train" --resume "$out" "$data" "${keep[@]+"${keep[@]}"}" | tee -a "$out/train.log"
 else
+    # no checkpoint: nothing of a run to keep (a run killed before its first checkpoint)
+    ow=()
+    if [ -e "$out/config.json" ] || [ -e "$out/metrics.csv" ]; then
+        ow=(--overwrite)
+        echo "reproduce_enwik8: $out holds no checkpoint: starting over"
+    fi
     mkdir -p "$out"
-    ./train "${args[@]+"${args[@]}"}" "${extra[@]+"${extra[@]}"}" --out "$out" "$data" | tee "$out/train.log"
+    "$train" "${args[@]+"${args[@]}"}" "${extra[@]+"${extra[@]}"}" "${ow[@]+"${ow[@]}"}" --out "$out" "$data" | tee "$out/train.log"
 fi
 t1=$(date +%s)
 
-test_line=$(./train eval "$out" "$data" --split test | grep '^eval:')
-val_line=$(./train eval "$out" "$data" --split val | grep '^eval:')
+test_line=$("$train" eval "$out" "$data" --split test | grep '^eval:')
+val_line=$("$train" eval "$out" "$data" --split val | grep '^eval:')
 field() { echo "$1" | sed "s/.*$2=\([^ ]*\).*/\1/"; }
 last=$(tail -1 "$out/metrics.csv")
 step=$(echo "$last" | cut -d, -f1)

@@ -231,5 +231,26 @@ else bad fifo_in_run_dir_skipped "exit $rc (124: it hung): $(printf '%s' "$out" 
 python3 -c "import sys; b=bytearray(open(sys.argv[1],'rb').read()); b[28]^=1; open(sys.argv[2],'wb').write(b)" "$ck" "$tmp/flip28.bin"
 expect_fail header_byte_28_checked "reserved bytes" eval "$tmp/flip28.bin" "$data" --threads 2
 
+# ---- issue 23, 2. the documented rerun of scripts/reproduce_enwik8.sh: after a finished run,
+# an interrupted one (its last checkpoint gone: it continues from the one before), and one
+# stopped before its first checkpoint (it starts over); the same command each time
+here=$(cd "$(dirname "$0")/.." && pwd)
+repro() {
+    out=$(cd "$here" && SKIP_BUILD=1 FLASH_TRAIN_BIN="$bin" bash scripts/reproduce_enwik8.sh --data "$data" \
+          --out "$tmp/repro" --steps 8 $S --ckpt-every 4 2>&1 </dev/null); rc=$?
+}
+repro
+if [ "$rc" -eq 0 ] && [ -f "$tmp/repro/results.md" ]; then
+    repro
+    if [ "$rc" -eq 0 ] && printf '%s' "$out" | grep -q 'resuming'; then ok reproduce_rerun_finished
+    else bad reproduce_rerun_finished "exit $rc: $(printf '%s' "$out" | tail -2)"; fi
+    rm "$tmp/repro/ckpt-00000008.bin"; repro
+    if [ "$rc" -eq 0 ] && [ "$(tail -1 "$tmp/repro/metrics.csv" | cut -d, -f1)" = 8 ]; then ok reproduce_rerun_interrupted
+    else bad reproduce_rerun_interrupted "exit $rc: $(printf '%s' "$out" | tail -2)"; fi
+    rm "$tmp/repro"/ckpt-*.bin; repro
+    if [ "$rc" -eq 0 ] && [ -f "$tmp/repro/ckpt-00000008.bin" ]; then ok reproduce_rerun_killed_before_checkpoint
+    else bad reproduce_rerun_killed_before_checkpoint "exit $rc: $(printf '%s' "$out" | tail -2)"; fi
+else bad reproduce_first_run "exit $rc: $(printf '%s' "$out" | tail -3)"; fi
+
 echo "RESULT passed=$passed failed=$failed"
 [ "$failed" -eq 0 ]
