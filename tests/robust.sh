@@ -252,5 +252,10 @@ if [ "$rc" -eq 0 ] && [ -f "$tmp/repro/results.md" ]; then
     else bad reproduce_rerun_killed_before_checkpoint "exit $rc: $(printf '%s' "$out" | tail -2)"; fi
 else bad reproduce_first_run "exit $rc: $(printf '%s' "$out" | tail -3)"; fi
 
+# ---- issue 23, 8. long sampling says how far it is, with an ETA, on stderr
+out=$("$bin" sample "$ck" --threads 2 --num-samples 64 --len 6000 2>&1 >/dev/null </dev/null); rc=$?
+if [ "$rc" -eq 0 ] && printf '%s' "$out" | grep -q '^sample: .* bytes/s, ETA'; then ok sample_progress_eta
+else bad sample_progress_eta "exit $rc: $(printf '%s' "$out" | tail -2)"; fi
+
 echo "RESULT passed=$passed failed=$failed"
 [ "$failed" -eq 0 ]

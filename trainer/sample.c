@@ -1,5 +1,6 @@
 /* trainer/sample.c: top-k sampling and the reference full-forward generator. */
 #include "sample.h"
+#include "progress.h"
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -61,6 +62,9 @@ int generate_full_forward(Model *m, const uint8_t *prompt, int plen, int n, int 
     return rc;
 }
 
+static FILE *g_progress;
+void generate_progress(FILE *f) { g_progress = f; }
+
 int generate(Model *m, int ns, const uint8_t *prompt, int plen, int n, double temperature,
              Rng *rng, uint8_t *out, char *err, size_t errlen) {
     const int V = model_config(m)->num_tokens;
@@ -75,7 +79,10 @@ int generate(Model *m, int ns, const uint8_t *prompt, int plen, int n, double te
             rc = -1;
         }
     }
+    Progress pr;
+    progress_start(&pr, g_progress, "sample", "bytes", (double)n * ns);
     for (int i = 0; i < n && !rc; i++) {
+        progress_tick(&pr, (double)i * ns);
         for (int q = 0; q < ns; q++) {
             tok[q] = sample_topk(logits + (size_t)q * V, V, temperature, rng);
             out[(size_t)q * n + i] = (uint8_t)tok[q];
@@ -85,6 +92,7 @@ int generate(Model *m, int ns, const uint8_t *prompt, int plen, int n, double te
             rc = -1;
         }
     }
+    progress_end(&pr);
     free(logits);
     free(tok);
     return rc;

@@ -24,6 +24,9 @@ int generate_full_forward(Model *m, const uint8_t *prompt, int plen, int n, int 
 int generate(Model *m, int nseq, const uint8_t *prompt, int plen, int n, double temperature,
              Rng *rng, uint8_t *out, char *err, size_t errlen);
 
+/* generate() reports its progress on f (NULL, the default: silent), for ./train sample. */
+void generate_progress(FILE *f);
+
 /* Bytes as text, values below 32 shown as a space (as the reference's decode_token). */
 void print_bytes(FILE *f, const uint8_t *b, int n);
 
