@@ -257,5 +257,21 @@ out=$("$bin" sample "$ck" --threads 2 --num-samples 64 --len 6000 2>&1 >/dev/nul
 if [ "$rc" -eq 0 ] && printf '%s' "$out" | grep -q '^sample: .* bytes/s, ETA'; then ok sample_progress_eta
 else bad sample_progress_eta "exit $rc: $(printf '%s' "$out" | tail -2)"; fi
 
+# ---- issue 23, 3. a step counter past the run's steps (CRC recomputed) is refused, metrics kept
+mkdir -p "$tmp/bigstep"; cp "$base/metrics.csv" "$base/config.json" "$tmp/bigstep/"
+python3 - "$ck" "$tmp/bigstep/ckpt-00000020.bin" <<'EOF'
+import struct, sys, zlib
+b = bytearray(open(sys.argv[1], 'rb').read())
+jlen = struct.unpack_from('<I', b, 12)[0]
+struct.pack_into('<Q', b, 32 + jlen, (1 << 63) + 5)
+struct.pack_into('<I', b, 24, zlib.crc32(bytes(b[32:])) & 0xffffffff)
+open(sys.argv[2], 'wb').write(bytes(b))
+EOF
+rows_before=$(wc -l < "$tmp/bigstep/metrics.csv")
+run --resume "$tmp/bigstep" "$data" --threads 2
+if [ "$rc" -ne 0 ] && printf '%s' "$out" | grep -q 'past the run' && [ "$(wc -l < "$tmp/bigstep/metrics.csv")" = "$rows_before" ]; then
+    ok step_counter_past_run_refused
+else bad step_counter_past_run_refused "exit $rc: $(printf '%s' "$out" | tail -2)"; fi
+
 echo "RESULT passed=$passed failed=$failed"
 [ "$failed" -eq 0 ]

@@ -196,6 +196,14 @@ int checkpoint_load(const char *path, Options *o, TrainState *st, CkptState *cs,
             return -1;
         }
     }
+    /* the run ends at its last step: a counter past it is corruption, and resume would cut
+       metrics.csv to rows that no checkpoint proves */
+    if (st->step > (uint64_t)o->opt.total) {
+        snprintf(err, errlen, "checkpoint %s is corrupt: step %llu is past the run's %ld steps", path,
+                 (unsigned long long)st->step, o->opt.total);
+        free(buf);
+        return -1;
+    }
     if (!(st->elapsed_s >= 0 && st->elapsed_s < 1e12)) {
         snprintf(err, errlen, "checkpoint %s is corrupt: elapsed time %g s", path, st->elapsed_s);
         free(buf);
