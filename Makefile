@@ -77,7 +77,7 @@ FIXTURES ?= $(SHARED)/fixtures
 DATA     ?= $(SHARED)/data/enwik8-head.gz
 OUT      ?= build/parity-out
 
-.PHONY: all test test-fast test-asan test-cuda parity clean
+.PHONY: all test test-fast test-asan test-cuda test-cuda-sanitize parity clean
 .SECONDARY:
 all: train $(TEST_BINS)
 
@@ -125,6 +125,12 @@ parity: build/f32/parity
 # checks (resume bit-exact, two runs identical, checkpoints across devices).
 test-cuda: train build/f32/test_cuda build/f32/parity
 	@bash tests/run_cuda.sh $(FIXTURES) $(DATA)
+
+# compute-sanitizer's memcheck, racecheck, initcheck and synccheck over the CUDA tests, short
+# fp32 and bf16 training runs and sampling (a GPU machine; SAN_TOOLS picks fewer tools).
+SAN_TOOLS ?= memcheck racecheck initcheck synccheck
+test-cuda-sanitize: train build/f32/test_cuda
+	@bash tests/run_cuda_sanitize.sh $(DATA) "$(SAN_TOOLS)"
 
 test-fast: all
 	@bash tests/run.sh build/f32 build/f64 -- $(FIXTURES) $(DATA)

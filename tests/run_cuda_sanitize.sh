@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# tests/run_cuda_sanitize.sh DATA [TOOLS]: compute-sanitizer over the CUDA code (make
+# test-cuda-sanitize, on a machine with a GPU). TOOLS (default: memcheck racecheck initcheck
+# synccheck) each run over build/f32/test_cuda, a short training run in fp32 and in bf16 (a
+# small model: validation, a sample and a checkpoint inside), and ./train sample on the bf16
+# run. Each line "ok TOOL WHAT" needs the tool's "0 errors" and the program's exit 0.
+# Ends with "N passed, N failed, N skipped".
+set -u
+data=$1
+tools=${2:-memcheck racecheck initcheck synccheck}
+train=${FLASH_TRAIN_BIN:-./train}
+passed=0; failed=0; skipped=0
+work=$(mktemp -d /tmp/flash-cuda-san.XXXXXX)
+trap 'rm -rf "$work"' EXIT
+cs=$(command -v compute-sanitizer || ls /usr/local/cuda/bin/compute-sanitizer 2>/dev/null)
+if [ -z "$cs" ] || ! nvidia-smi >/dev/null 2>&1; then
+    echo "skip compute-sanitizer: $([ -z "$cs" ] && echo 'no compute-sanitizer' || echo 'no GPU')"
+    echo "0 passed, 0 failed, 1 skipped"; exit 0
+fi
+S="--dim 64 --depth 2 --group-size 32 --qk-dim 32 --seq-len 96 --batch 2 --accum 2 --steps 3 --warmup 1
+   --eval-every 3 --eval-windows 2 --sample-every 3 --sample-len 16 --sample-prime 8 --ckpt-every 3"
+one() {  # tool, name, command...
+    local tool=$1 name=$2; shift 2
+    local log=$work/$tool-$name.log
+    "$cs" --tool "$tool" --error-exitcode 99 "$@" > "$log" 2>&1; local rc=$?
+    if [ $rc -eq 0 ] && grep -q 'ERROR SUMMARY: 0 errors' "$log"; then
+        echo "ok   $tool $name"; passed=$((passed + 1))
+    else
+        echo "FAIL $tool $name (exit $rc)"; grep -E 'ERROR SUMMARY|Invalid|Race|Uninitialized|Barrier|FAIL' "$log" | head -8 | sed 's/^/  /'
+        failed=$((failed + 1))
+    fi
+}
+for t in $tools; do
+    one "$t" test_cuda build/f32/test_cuda
+    # shellcheck disable=SC2086
+    one "$t" train_fp32 "$train" $S --device cuda --precision fp32 --out "$work/$t-fp32" "$data"
+    # shellcheck disable=SC2086
+    one "$t" train_bf16 "$train" $S --device cuda --precision bf16 --out "$work/$t-bf16" "$data"
+    if [ -d "$work/$t-bf16" ]; then
+        one "$t" sample "$train" sample "$work/$t-bf16" --device cuda --len 40 --num-samples 3
+    fi
+done
+echo "$passed passed, $failed failed, $skipped skipped"
+[ "$failed" -eq 0 ]
