@@ -743,6 +743,7 @@ static int cmd_sample(int argc, char **argv) {
     if (!out) die("error: %s", "out of memory");
     Rng rng;
     rng_seed(&rng, cli.seed);
+    generate_progress(stderr);
     if (generate(m, nsamples, (const uint8_t *)prompt, plen, len, cli.temperature, &rng, out, err, sizeof err))
         die("error: %s", err);
     for (int q = 0; q < nsamples; q++) {

@@ -273,5 +273,16 @@ if [ "$rc" -ne 0 ] && printf '%s' "$out" | grep -q 'past the run' && [ "$(wc -l 
     ok step_counter_past_run_refused
 else bad step_counter_past_run_refused "exit $rc: $(printf '%s' "$out" | tail -2)"; fi
 
+# ---- issue 23, 9. --help's account of --preset: presets first, in order; other flags win
+P="--dim 32 --depth 1 --group-size 16 --qk-dim 16 --seq-len 32 --batch 2 --accum 1 --threads 2 --eval-every 0 --sample-every 0"
+run $P --steps 2 --preset paper --preset flash-pytorch --out "$tmp/pre1" "$data"
+r1=$(printf '%s' "$out" | grep '^recipe:')
+run --lr 0.001 $P --steps 2 --preset flash-pytorch --out "$tmp/pre2" "$data"
+r2=$(printf '%s' "$out" | grep '^recipe:')
+run bench --preset flash-pytorch --dim 32 --depth 1 --group-size 16 --qk-dim 16 --seq-len 32 --batch 2 --threads 2
+if printf '%s' "$r1" | grep -q 'lr 0.0002' && printf '%s' "$r2" | grep -q 'lr 0.001' &&
+   printf '%s' "$out" | grep -q '^steps: 20 timed'; then ok preset_order_as_help_says
+else bad preset_order_as_help_says "$r1 / $r2 / $(printf '%s' "$out" | grep '^steps')"; fi
+
 echo "RESULT passed=$passed failed=$failed"
 [ "$failed" -eq 0 ]
