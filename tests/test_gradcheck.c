@@ -385,7 +385,9 @@ typedef struct {
 } AttnCtx;
 static double attn_loss(void *p) {
     AttnCtx *c = p;
-    attention_forward(c->att, c->sim, c->attn, c->kv, c->qk4, c->hid, 2 * c->as.e, &c->as);
+    /* FLASH's combination: the quadratic part writes att, the linear part adds to it */
+    attn_quad_forward(c->att, c->sim, c->attn, c->qk4, c->hid, 2 * c->as.e, &c->as);
+    attn_linear_forward(c->att, c->kv, c->qk4, c->hid, 2 * c->as.e, &c->as);
     return dot(c->w, c->att, (size_t)c->as.B * c->as.T * c->as.e);
 }
 
@@ -435,8 +437,8 @@ static void attention_case(int B, int T, int C, int s, int e, int laplace, doubl
     real *drel = rand_n(32, 0, 1), *drel0 = copy_n(drel, 32);
     real *d_kv = rand_n(BG * s * e, 0, 100), *d_part = rand_n((size_t)BG * C * C, 0, 100);
     real *dsim = rand_n((size_t)BG * C * C, 0, 100);
-    attention_backward(dhid, 2 * e, dq, drel, c.w, c.sim, c.attn, c.kv, c.qk4, c.hid, d_kv, d_part,
-                       dsim, &c.as);
+    attn_linear_backward(dhid, 2 * e, dq, c.w, c.kv, c.qk4, c.hid, d_kv, &c.as);
+    attn_quad_backward(dhid, 2 * e, 1, dq, drel, c.w, c.sim, c.attn, c.qk4, c.hid, d_part, dsim, &c.as);
     real *grel = added(drel, drel0, 32);
     CHECK(all_equal(dhid, N, 2 * (size_t)e, e, e, SENTINEL), "%s: dv wrote outside v's columns", op);
 

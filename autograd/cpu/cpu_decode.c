@@ -1,6 +1,8 @@
 /* autograd/cpu/cpu_decode.c: the recurrent form of the causal FLASH layer (see cpu_decode.h). Each
- * line mirrors a step of cpu_model.c's parallel forward for one position t. */
+ * step mirrors a room of flash_layer.c's parallel forward for one position t; the attention's
+ * are the parts' own decoder steps (attn_quad.c, attn_linear.c). */
 #include "cpu_decode.h"
+#include "decode_gemm.h"
 #include "ops.h"
 #include <omp.h>
 #include <stdio.h>
@@ -79,43 +81,6 @@ static void decoder_reset(Decoder *dc) {
     dc->pos = 0;
 }
 
-/* The decoder's products split into a number of blocks of outputs fixed when the decoder
-   opens (the thread count then), a thread a block (or several), BLAS serial inside. One
-   sequence's thread count changes from byte to byte (autograd/cpu/cpu_backend.c, DecodeThreads),
-   and OpenBLAS's own split of a matrix-vector product over its threads changes the rounding
-   of some outputs with the count (seen with its Haswell and Zen kernels: tests/test_decode.c);
-   with the blocks fixed every output comes from the same call whatever the count. Inside a
-   parallel region (several sequences) the loop runs on the calling thread. */
-#define DEC_MIN_WIDTH 16         /* outputs of a block at least */
-static int dec_block_width(int out, int blocks) {
-    const int w = (out + blocks - 1) / blocks;
-    return w > DEC_MIN_WIDTH ? w : DEC_MIN_WIDTH;
-}
-static void gemv_split(int blocks, int trans, int M, int N, real alpha, const real *A, int lda, const real *x,
-                       real beta, real *y) {
-    const int out = trans ? N : M, width = dec_block_width(out, blocks), nb = (out + width - 1) / width;
-    const int saved = blas_serial_begin();
-#pragma omp parallel for schedule(static)
-    for (int b = 0; b < nb; b++) {
-        const int o0 = b * width, w = out - o0 < width ? out - o0 : width;
-        if (trans) gemv(1, M, w, alpha, A + o0, lda, x, beta, y + o0);
-        else gemv(0, w, N, alpha, A + (size_t)o0 * lda, lda, x, beta, y + o0);
-    }
-    blas_serial_end(saved);
-}
-/* C (M x N) += alpha A^T B (A: K x M, B: K x N), split over N as gemv_split */
-static void gemm_tn_split(int blocks, int M, int N, int K, real alpha, const real *A, int lda, const real *B,
-                          int ldb, real *C, int ldc) {
-    const int width = dec_block_width(N, blocks), nb = (N + width - 1) / width;
-    const int saved = blas_serial_begin();
-#pragma omp parallel for schedule(static)
-    for (int b = 0; b < nb; b++) {
-        const int c0 = b * width, w = N - c0 < width ? N - c0 : width;
-        gemm(1, 0, M, w, K, alpha, A, lda, B + c0, ldb, 1, C + c0, ldc);
-    }
-    blas_serial_end(saved);
-}
-
 /* y (M x out) = x W^T + b; a matrix-vector product for one row */
 static void rows_linear(const Decoder *dc, real *y, const real *x, const real *W, const real *b, int M, int in,
                         int out) {
@@ -134,7 +99,8 @@ static void attend(Decoder *dc, int l, int i, int j) {
     const FlashConfig *c = &m->cfg;
     const LayerParams *P = &m->p.layer[l];
     const int n = dc->nseq, e = config_hidden(c), s = c->query_key_dim, C = c->group_size;
-    const real inv_C = (real)1 / C, bias_scale = R_SQRT((real)s);
+    /* one sequence, one group: B = T = G = 1 are not read by the steps */
+    const AttnShape as = {1, 1, C, 1, s, e, c->attn_fn, P->rel_bias, NULL};
     real *kv = dc->kv + (size_t)l * n * s * e;
     real *gq = dc->gq + (size_t)l * n * C * s, *gk = dc->gk + (size_t)l * n * C * s;
     real *gv = dc->gv + (size_t)l * n * C * e;
@@ -146,21 +112,79 @@ static void attend(Decoder *dc, int l, int i, int j) {
     memcpy(Gq + (size_t)j * s, kq, sizeof(real) * s);
     memcpy(Gk + (size_t)j * s, kl, sizeof(real) * s);
     memcpy(Gv + (size_t)j * e, v, sizeof(real) * e);
-    /* quadratic: a_k = phi(q . k_k / C + sqrt(s) bias[bucket(j - k)]) for k <= j */
-    real *sim = dc->sim + (size_t)i * C;
-    gemv_split(dc->blocks, 0, j + 1, s, inv_C, Gq, s, qq, 0, sim);
-    for (int k = 0; k <= j; k++)
-        sim[k] = attn_phi(sim[k] + bias_scale * P->rel_bias[rel_pos_bucket(j - k)], (c->attn_fn == ATTN_LAPLACE));
-    gemv_split(dc->blocks, 1, j + 1, e, 1, Gv, e, sim, 0, att);   /* quad_out = sum_k a_k v_k */
-    gemv_split(dc->blocks, 1, s, e, 1, S, e, ql, 1, att);         /* + lin_out = lin_q S */
-    if (j == C - 1)                                               /* group done: S += lin_k^T v / C */
-        gemm_tn_split(dc->blocks, s, e, C, inv_C, Gk, s, Gv, e, S, e);
+    attn_quad_step(att, dc->sim + (size_t)i * C, qq, Gq, Gv, j, &as, dc->blocks);  /* quad_out */
+    attn_linear_query(att, S, ql, &as, dc->blocks);                            /* + lin_out */
+    if (j == C - 1) attn_linear_fold(S, Gk, Gv, &as, dc->blocks);              /* group done */
+}
+
+/* The layer's rooms (flash_layer.h) for one position of each sequence: dc->h in, dc->h out. */
+
+/* (a) xs = shift(norm(h)); the token shift takes the first ceil(d/2) features from position
+   t-1 (zeros at t = 0), kept in prev */
+static void step_norm_shift(Decoder *dc, const LayerParams *P, real *prev) {
+    const FlashConfig *c = &dc->m->cfg;
+    const int n = dc->nseq, d = c->dim;
+    if (c->norm_type == NORM_SCALENORM) scalenorm_forward(dc->xn, dc->stat, dc->h, P->norm_g, n, d);
+    else layernorm_forward(dc->xn, dc->stat, dc->h, P->norm_w, P->norm_b, n, d);
+    memcpy(dc->xs, dc->xn, sizeof(real) * n * d);
+    if (c->shift_tokens) {
+        const int half = (d + 1) / 2;
+        for (int i = 0; i < n; i++) {
+            memcpy(dc->xs + (size_t)i * d, prev + (size_t)i * d, sizeof(real) * half);
+            memcpy(prev + (size_t)i * d, dc->xn + (size_t)i * d, sizeof(real) * d);
+        }
+    }
+}
+
+/* (b) v | gate = silu(to_hidden(xs)), z = silu(to_qk(xs)), qk4 = rot(z gamma + beta) */
+static void step_project(Decoder *dc, const LayerParams *P) {
+    const FlashConfig *c = &dc->m->cfg;
+    const int n = dc->nseq, d = c->dim, e = config_hidden(c), s = c->query_key_dim, r = config_rotary(c);
+    rows_linear(dc, dc->hid_u, dc->xs, P->wh, P->bh, n, d, 2 * e);
+    silu_forward(dc->hid, dc->hid_u, (size_t)n * 2 * e);
+    rows_linear(dc, dc->z_u, dc->xs, P->wqk, P->bqk, n, d, s);
+    silu_forward(dc->z, dc->z_u, (size_t)n * s);
+    /* one "sequence" of length 1 per row, rotated at position t by the tables of decoder_step */
+    offset_scale_rotary_forward(dc->qk4, dc->z, s, P->gamma, P->beta, dc->rot_cos, dc->rot_sin, n, 1, s, r);
+}
+
+/* (c) att = quad_out + lin_out, each sequence's attention on its own thread; one sequence:
+   BLAS's threads instead (even an inactive parallel region makes OpenBLAS run
+   single-threaded) */
+static void step_attention(Decoder *dc, int l, int j) {
+    const int n = dc->nseq;
+    if (n == 1) {
+        attend(dc, l, 0, j);
+    } else {
+        const int blas_saved = blas_serial_begin();
+#pragma omp parallel for schedule(static)
+        for (int i = 0; i < n; i++) attend(dc, l, i, j);
+        blas_serial_end(blas_saved);
+    }
+}
+
+/* (d) h += (gate * att) Wo^T + bo */
+static void step_output(Decoder *dc, const LayerParams *P) {
+    const FlashConfig *c = &dc->m->cfg;
+    const int n = dc->nseq, d = c->dim, e = config_hidden(c);
+    gate_forward(dc->gated, dc->hid + e, 2 * e, dc->att, n, e);
+    rows_linear(dc, dc->tmp, dc->gated, P->wo, P->bo, n, e, d);
+    for (size_t k = 0; k < (size_t)n * d; k++) dc->h[k] += dc->tmp[k];
+}
+
+/* layer l at index j of the current group */
+static void decode_layer(Decoder *dc, int l, int j) {
+    const LayerParams *P = &dc->m->p.layer[l];
+    step_norm_shift(dc, P, dc->prev + (size_t)l * dc->nseq * dc->m->cfg.dim);
+    step_project(dc, P);
+    step_attention(dc, l, j);
+    step_output(dc, P);
 }
 
 void decoder_step(Decoder *dc, const int *tokens, real *logits) {
     CpuModel *m = dc->m;
     const FlashConfig *c = &m->cfg;
-    const int n = dc->nseq, d = c->dim, e = config_hidden(c), s = c->query_key_dim;
+    const int n = dc->nseq, d = c->dim;
     const int C = c->group_size, V = c->num_tokens, r = config_rotary(c), L = c->depth;
     const long t = dc->pos;
     const int j = (int)(t % C);                 /* index in the current group */
@@ -180,40 +204,7 @@ void decoder_step(Decoder *dc, const int *tokens, real *logits) {
         for (int k = 0; k < d; k++)
             dc->h[(size_t)i * d + k] = m->p.tok_emb[(size_t)tokens[i] * d + k] + m->p.pos_scale[0] * dc->pos_vec[k];
 
-    for (int l = 0; l < L; l++) {
-        const LayerParams *P = &m->p.layer[l];
-        real *prev = dc->prev + (size_t)l * n * d;
-        if (c->norm_type == NORM_SCALENORM) scalenorm_forward(dc->xn, dc->stat, dc->h, P->norm_g, n, d);
-        else layernorm_forward(dc->xn, dc->stat, dc->h, P->norm_w, P->norm_b, n, d);
-        /* token shift: the first ceil(d/2) features come from position t-1 (zeros at t = 0) */
-        memcpy(dc->xs, dc->xn, sizeof(real) * n * d);
-        if (c->shift_tokens) {
-            const int half = (d + 1) / 2;
-            for (int i = 0; i < n; i++) {
-                memcpy(dc->xs + (size_t)i * d, prev + (size_t)i * d, sizeof(real) * half);
-                memcpy(prev + (size_t)i * d, dc->xn + (size_t)i * d, sizeof(real) * d);
-            }
-        }
-        rows_linear(dc, dc->hid_u, dc->xs, P->wh, P->bh, n, d, 2 * e);
-        silu_forward(dc->hid, dc->hid_u, (size_t)n * 2 * e);
-        rows_linear(dc, dc->z_u, dc->xs, P->wqk, P->bqk, n, d, s);
-        silu_forward(dc->z, dc->z_u, (size_t)n * s);
-        /* one "sequence" of length 1 per row, rotated at position t by the tables above */
-        offset_scale_rotary_forward(dc->qk4, dc->z, s, P->gamma, P->beta, dc->rot_cos, dc->rot_sin, n, 1, s, r);
-        /* each sequence's attention on its own thread; one sequence: BLAS's threads instead
-           (even an inactive parallel region makes OpenBLAS run single-threaded) */
-        if (n == 1) {
-            attend(dc, l, 0, j);
-        } else {
-            const int blas_saved = blas_serial_begin();
-#pragma omp parallel for schedule(static)
-            for (int i = 0; i < n; i++) attend(dc, l, i, j);
-            blas_serial_end(blas_saved);
-        }
-        gate_forward(dc->gated, dc->hid + e, 2 * e, dc->att, n, e);
-        rows_linear(dc, dc->tmp, dc->gated, P->wo, P->bo, n, e, d);
-        for (size_t k = 0; k < (size_t)n * d; k++) dc->h[k] += dc->tmp[k];
-    }
+    for (int l = 0; l < L; l++) decode_layer(dc, l, j);
     layernorm_forward(dc->lnf, dc->stat, dc->h, m->p.lnf_w, m->p.lnf_b, n, d);
     rows_linear(dc, logits, dc->lnf, m->p.w_logits, m->p.b_logits, n, d, V);
     dc->pos++;
@@ -243,15 +234,15 @@ int decoder_prefill(Decoder *dc, const int *prompt, int P, real *logits) {
         real *row = dc->tmp, *xn = dc->xn;
         for (int l = 0; l < L; l++) {
             const LayerParams *Pl = &m->p.layer[l];
-            /* S after all G groups = S_{G-1} (stored, exclusive) + KV_{G-1} */
+            /* S after all G groups: the linear part's state after the last group */
             real *S = dc->kv + (size_t)l * n * s * e;
             /* layer blocks are laid out for this forward's shape: 1 x G groups */
             const real *kv_last = a->kv + ((size_t)l * G + (G - 1)) * s * e;
-            memcpy(S, kv_last, sizeof(real) * s * e);
             const real *lin_k = a->qk4 + ((size_t)l * 4 + 3) * P0 * s + (size_t)(G - 1) * C * s;
             const int H = 2 * e + s;   /* the forward's rows: v | gate | z */
             const real *v = a->hid + (size_t)l * P0 * H + (size_t)(G - 1) * C * H;
-            gemm(1, 0, s, e, C, (real)1 / C, lin_k, s, v, H, 1, S, e);
+            const AttnShape as = {1, P0, C, G, s, e, c->attn_fn, Pl->rel_bias, NULL};
+            attn_linear_state_after(S, kv_last, lin_k, v, H, &as);
             /* previous normalized row: the norm of the layer's input at P0 - 1 */
             memcpy(row, a->res + ((size_t)l * P0 + P0 - 1) * d, sizeof(real) * d);
             if (c->norm_type == NORM_SCALENORM) scalenorm_forward(xn, dc->stat, row, Pl->norm_g, 1, d);

@@ -1,6 +1,8 @@
-/* autograd/cpu/cpu_model.c: the FLASHTransformer's forward and backward on the CPU, built from the
- * forward/backward pairs of autograd/ (docs/model.md gives the computation). */
+/* autograd/cpu/cpu_model.c: the FLASHTransformer on the CPU: its parameters and activations, and
+ * the model's forward and backward: embeddings, the layer loop (each layer is flash_layer.c's),
+ * final norm, logits and loss (docs/model.md gives the computation). */
 #include "cpu_model.h"
+#include "flash_layer.h"
 #include "ops.h"
 #include <omp.h>
 #include <stdio.h>
@@ -11,12 +13,11 @@ const char *const PROF_NAMES[PROF_PHASES] = {
     "embedding", "norm", "token shift", "to_hidden+to_qk", "silu", "offset-scale+rotary",
     "attention", "gate", "to_out+residual", "final norm+logits+loss"};
 
-/* Adds the time since the previous mark to phase k (no-op unless profiling). */
-static void mark(CpuModel *m, int k) {
-    if (!m->prof) return;
+void prof_mark(const Prof *pf, int k) {
+    if (!pf->acc) return;
     double t = omp_get_wtime();
-    if (k >= 0) m->prof[k] += t - m->prof_t;
-    m->prof_t = t;
+    if (k >= 0) pf->acc[k] += t - *pf->t;
+    *pf->t = t;
 }
 
 int cpu_create(CpuModel *m, const FlashConfig *cfg, char *err, size_t errlen) {
@@ -150,55 +151,23 @@ static void fill_tables(CpuModel *m) {
 double cpu_forward(CpuModel *m, const int *tokens, int B, int T) {
     Acts *a = &m->acts;
     const FlashConfig *c = &m->cfg;
-    const int d = c->dim, e = config_hidden(c), s = c->query_key_dim, V = c->num_tokens;
-    const int C = c->group_size, r = config_rotary(c), L = c->depth;
-    const int G = (T + C - 1) / C, N = B * T, ts = T + 1, H = 2 * e + s;
+    const int d = c->dim, V = c->num_tokens, L = c->depth;
+    const int N = B * T, ts = T + 1;
     if (!cpu_fits(m, B, T)) return NAN;   /* the caller checks the capacity first */
     if (m->tables_stale) fill_tables(m);
     m->cur_B = B; m->cur_T = T;
+    const LayerShape ls = layer_shape(c, B, T);
+    const Prof pf = {m->prof, &m->prof_t};
 
-    mark(m, -1);
+    prof_mark(&pf, -1);
     embed_forward(a->res, tokens, ts, m->p.tok_emb, m->p.pos_scale, a->pos_table, B, T, d);
-    mark(m, PROF_EMBED);
-    for (int l = 0; l < L; l++) {
-        const LayerParams *P = &m->p.layer[l];
-        const real *h = a->res + (size_t)l * N * d;
-        real *h_out = a->res + (size_t)(l + 1) * N * d;
-        real *xs = a->xs + (size_t)l * N * d, *st = a->nstat + (size_t)l * N * 2;
-        /* one row per position: v (e) | gate (e) | z (s), H = 2e + s wide */
-        real *hid_u = a->hid_u + (size_t)l * N * H, *hid = a->hid + (size_t)l * N * H;
-        real *qk4 = a->qk4 + (size_t)l * 4 * N * s;
-        real *att = a->att + (size_t)l * N * e, *gated = a->gated + (size_t)l * N * e;
-        const size_t BGCC = (size_t)B * G * C * C;
-
-        if (c->norm_type == NORM_SCALENORM) scalenorm_forward(xs, st, h, P->norm_g, N, d);
-        else layernorm_forward(xs, st, h, P->norm_w, P->norm_b, N, d);
-        mark(m, PROF_NORM);
-        if (c->shift_tokens) token_shift_forward(xs, B, T, d);
-        mark(m, PROF_SHIFT);
-        /* to_hidden and to_qk in one GEMM: [W_hidden; W_qk] is one (2e + s) x d block */
-        /* (the forward's silu is done tile by tile inside this product: its time is
-           counted here, and the profile's silu line is the backward's) */
-        linear_silu_forward(hid_u, hid, xs, P->wh, P->bh, N, d, H);
-        mark(m, PROF_TO_HIDDEN);
-        offset_scale_rotary_forward(qk4, hid + 2 * e, H, P->gamma, P->beta, a->rot_cos, a->rot_sin,
-                                    B, T, s, r);
-        mark(m, PROF_ROTARY);
-        AttnShape as = {B, T, C, G, s, e, (c->attn_fn == ATTN_LAPLACE), P->rel_bias, a->bias_dist};
-        attention_forward(att, a->sim + l * BGCC, a->attn + l * BGCC,
-                          a->kv + (size_t)l * B * G * s * e, qk4, hid, H, &as);
-        mark(m, PROF_ATTENTION);
-        gate_forward(gated, hid + e, H, att, N, e);
-        mark(m, PROF_GATE);
-        /* h_out = h + gated Wo^T + bo */
-        linear_forward_add(h_out, gated, P->wo, P->bo, h, N, e, d);
-        mark(m, PROF_TO_OUT);
-    }
+    prof_mark(&pf, PROF_EMBED);
+    for (int l = 0; l < L; l++) flash_layer_forward(&ls, &m->p.layer[l], a, l, &pf);
     const real *hL = a->res + (size_t)L * N * d;
     layernorm_forward(a->lnf_out, a->lnf_stat, hL, m->p.lnf_w, m->p.lnf_b, N, d);
     linear_forward(a->logits, a->lnf_out, m->p.w_logits, m->p.b_logits, N, d, V);
     double loss = crossentropy_forward(a->losses, a->logits, tokens + 1, ts, B, T, V);
-    mark(m, PROF_HEAD);
+    prof_mark(&pf, PROF_HEAD);
     return loss;
 }
 
@@ -206,59 +175,26 @@ void cpu_backward(CpuModel *m, const int *tokens, real dloss) {
     Acts *a = &m->acts;
     const FlashConfig *c = &m->cfg;
     const int B = m->cur_B, T = m->cur_T, ts = T + 1;
-    const int d = c->dim, e = config_hidden(c), s = c->query_key_dim, V = c->num_tokens;
-    const int C = c->group_size, r = config_rotary(c), L = c->depth;
-    const int G = (T + C - 1) / C, N = B * T, H = 2 * e + s;
-    const size_t BGCC = (size_t)B * G * C * C;
+    const int d = c->dim, V = c->num_tokens, L = c->depth;
+    const int N = B * T;
+    const LayerShape ls = layer_shape(c, B, T);
+    const Prof pf = {m->prof, &m->prof_t};
 
     const int K = PROF_PHASES;   /* backward phases follow the forward's */
     const GemmScratch ws = {a->splitk, a->splitk_floats};
-    mark(m, -1);
+    prof_mark(&pf, -1);
     crossentropy_backward(a->d_logits, a->logits, tokens + 1, ts, B, T, V, dloss);
     linear_backward(a->d_lnf, 0, m->g.w_logits, m->g.b_logits, a->d_logits, a->lnf_out,
                     m->p.w_logits, N, d, V, &ws);
     memset(a->d_res, 0, sizeof(real) * (size_t)N * d);
     layernorm_backward(a->d_res, m->g.lnf_w, m->g.lnf_b, a->d_lnf, a->res + (size_t)L * N * d,
                        a->lnf_stat, m->p.lnf_w, N, d);
-    mark(m, K + PROF_HEAD);
+    prof_mark(&pf, K + PROF_HEAD);
 
     /* d_res holds dL/d res[l+1]; each layer turns it into dL/d res[l] in place: the
        residual passes it through unchanged and the norm's input gradient is added. */
-    for (int l = L - 1; l >= 0; l--) {
-        const LayerParams *P = &m->p.layer[l];
-        LayerParams *D = &m->g.layer[l];
-        const real *h = a->res + (size_t)l * N * d;
-        const real *xs = a->xs + (size_t)l * N * d, *st = a->nstat + (size_t)l * N * 2;
-        real *hid_u = a->hid_u + (size_t)l * N * H, *hid = a->hid + (size_t)l * N * H;
-        real *qk4 = a->qk4 + (size_t)l * 4 * N * s;
-        real *att = a->att + (size_t)l * N * e, *gated = a->gated + (size_t)l * N * e;
-
-        linear_backward(a->d_gated, 0, D->wo, D->bo, a->d_res, gated, P->wo, N, e, d, &ws);
-        mark(m, K + PROF_TO_OUT);
-        gate_backward(a->d_hid + e, H, a->d_att, a->d_gated, hid + e, att, N, e);
-        mark(m, K + PROF_GATE);
-        AttnShape as = {B, T, C, G, s, e, (c->attn_fn == ATTN_LAPLACE), P->rel_bias, a->bias_dist};
-        attention_backward(a->d_hid, H, a->d_qk4, D->rel_bias, a->d_att, a->sim + l * BGCC,
-                           a->attn + l * BGCC, a->kv + (size_t)l * B * G * s * e, qk4, hid,
-                           a->d_kv, a->d_rel_partial, a->dsim, &as);
-        mark(m, K + PROF_ATTENTION);
-        offset_scale_rotary_backward(a->d_hid + 2 * e, D->gamma, D->beta, a->d_qk4, hid + 2 * e, H,
-                                     P->gamma, a->rot_cos, a->rot_sin, B, T, s, r);
-        mark(m, K + PROF_ROTARY);
-        silu_backward(a->d_hid, a->d_hid, hid_u, (size_t)N * H);
-        mark(m, K + PROF_SILU);
-        /* to_hidden and to_qk read the same xs: one GEMM gives the sum of their input
-           gradients, one the gradient of the fused weight block */
-        linear_backward(a->d_xs, 0, D->wh, D->bh, a->d_hid, xs, P->wh, N, d, H, &ws);
-        mark(m, K + PROF_TO_HIDDEN);
-        if (c->shift_tokens) token_shift_backward(a->d_xs, B, T, d);
-        mark(m, K + PROF_SHIFT);
-        if (c->norm_type == NORM_SCALENORM)
-            scalenorm_backward(a->d_res, D->norm_g, a->d_xs, h, st, P->norm_g, N, d);
-        else
-            layernorm_backward(a->d_res, D->norm_w, D->norm_b, a->d_xs, h, st, P->norm_w, N, d);
-        mark(m, K + PROF_NORM);
-    }
+    for (int l = L - 1; l >= 0; l--)
+        flash_layer_backward(&ls, &m->p.layer[l], &m->g.layer[l], a, l, &ws, &pf);
     embed_backward(m->g.tok_emb, m->g.pos_scale, a->d_res, tokens, ts, a->pos_table, B, T, d);
-    mark(m, K + PROF_EMBED);
+    prof_mark(&pf, K + PROF_EMBED);
 }

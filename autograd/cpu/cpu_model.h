@@ -1,5 +1,6 @@
 /* autograd/cpu/cpu_model.h: the CPU backend's model: parameters, gradients, activations, forward
- * and backward over a batch of B sequences of T tokens (docs/model.md). Only the CPU backend
+ * and backward over a batch of B sequences of T tokens (docs/model.md); its layers are
+ * flash_layer.c's. Only the CPU backend
  * (autograd/cpu/cpu_backend.c), its decoder and the tests of the CPU code use this header; everything
  * else goes through model/model.h. */
 #ifndef FLASH_CPU_MODEL_H
@@ -65,6 +66,11 @@ typedef struct {
 enum { PROF_EMBED, PROF_NORM, PROF_SHIFT, PROF_TO_HIDDEN, PROF_SILU, PROF_ROTARY,
        PROF_ATTENTION, PROF_GATE, PROF_TO_OUT, PROF_HEAD, PROF_PHASES };
 extern const char *const PROF_NAMES[PROF_PHASES];
+/* The profile's clock as the model hands it to the layer's rooms: acc is CpuModel.prof (NULL:
+   not profiling), t its time of the last mark. */
+typedef struct { double *acc; double *t; } Prof;
+/* Adds the time since the previous mark to phase k (k < 0: only sets the mark). */
+void prof_mark(const Prof *pf, int k);
 
 typedef struct {
     FlashConfig cfg;

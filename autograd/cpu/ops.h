@@ -1,6 +1,8 @@
 /* autograd/cpu/ops.h: the layers of FLASHTransformer as forward/backward pairs, one file per
  * family: embed.c, norm.c (and the token shift), linear.c (and SiLU), rotary.c (offset-scale
- * and rotary), attention.c (and the gate), loss.c. docs/model.md gives the computation.
+ * and rotary), gate.c, loss.c; the attention's parts, attn_quad.c and attn_linear.c, behind
+ * attn.h (included here). flash_layer.c puts them together into a layer; docs/model.md
+ * gives the computation.
  *
  * Shapes: B batch, T sequence length, N = B*T rows, d model width, e hidden width,
  * s query/key width, C group size, G = ceil(T/C) groups, V vocabulary. Activations are
@@ -9,6 +11,7 @@
  * its comment says otherwise, WRITES the input gradient. */
 #ifndef FLASH_OPS_H
 #define FLASH_OPS_H
+#include "attn.h"
 #include "gemm.h"
 #include "real.h"
 #include "relpos.h"
@@ -68,29 +71,7 @@ void offset_scale_rotary_backward(real *dz, real *dgamma, real *dbeta, real *d_q
                                   const real *z, int z_stride, const real *gamma,
                                   const real *rot_cos, const real *rot_sin, int B, int T, int s, int r);
 
-/* ---- mixed-chunk attention (causal) ----------------------------------------------------
-   Inputs per row: qk4 (above), v = hid[:, 0:e] (row stride 2e). Output att (N x e) =
-   quad_out + lin_out. Saves sim/attn (B*G x C x C) and kv (B*G x s x e, the exclusive
-   prefix sums S_g) for the backward. */
-typedef struct {
-    int B, T, C, G, s, e;
-    int laplace;       /* phi: laplace function or relu^2 */
-    const real *rel_bias;
-    real *bias_dist;   /* scratch, C: sqrt(s) bias[bucket(k)] for each distance k */
-} AttnShape;
-/* Rows per block of the causal quadratic attention: the products of a block of query rows
-   stop at its diagonal block. 64 by default; tests set small values so that the blocked
-   path (several blocks, a short last one) runs on small groups. */
-extern int attn_block_rows;
-real attn_phi(real x, int laplace);  /* the attention function: laplace or relu^2 */
-void attention_forward(real *att, real *sim, real *attn, real *kv, const real *qk4,
-                       const real *v, int v_stride, const AttnShape *a);
-/* Writes dv (row stride v_stride) and d_qk4; d_kv is B*G x s x e scratch; d_rel_partial
-   (per row block) and dsim are B*G x C x C scratch; d_rel_bias += the reduction. */
-void attention_backward(real *dv, int v_stride, real *d_qk4, real *d_rel_bias, const real *d_att,
-                        const real *sim, const real *attn, const real *kv, const real *qk4,
-                        const real *v, real *d_kv, real *d_rel_partial, real *dsim,
-                        const AttnShape *a);
+/* ---- attention: its quadratic and linear parts are rooms of their own (attn.h) ---------- */
 
 /* ---- gating: out = gate * att --------------------------------------------------------- */
 void gate_forward(real *out, const real *gate, int gate_stride, const real *att, int N, int e);
