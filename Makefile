@@ -51,6 +51,7 @@ endif
 NCCL ?= $(if $(and $(filter 1,$(MPI)),$(filter 1,$(CUDA)),$(wildcard $(CUDA_HOME)/include/nccl.h)),1,0)
 ifeq ($(NCCL),1)
 CUDA_CFLAGS += -DFLASH_NCCL
+NVFLAGS     += -DFLASH_NCCL
 CUDA_LIBS   += -lnccl
 $(info NCCL: built in (the GPUs' gradient sum under mpirun; untested: no multi-GPU machine ran it yet))
 endif

@@ -335,14 +335,13 @@ static int run_train(Options *cli) {
         r.o.precision = cli->precision;
         /* unless told otherwise, continue where the run trained (bit-exact): its device when
            this machine has it, and its precision there */
-        const int was_cuda = !strncmp(r.o.trained_on, "cuda", 4);
+        const ModelDevice was = model_device_trained_on(r.o.trained_on);
         if (r.o.device == DEVICE_AUTO) {
             ModelDevice got;
             char e[256];
-            r.o.device = was_cuda && model_resolve_device(DEVICE_CUDA, &got, e, sizeof e) ? DEVICE_CPU
-                       : was_cuda ? DEVICE_CUDA : DEVICE_CPU;
+            r.o.device = model_resolve_device(was, &got, e, sizeof e) ? DEVICE_CPU : was;
         }
-        if (r.o.precision == PRECISION_DEFAULT && r.o.device == DEVICE_CUDA && was_cuda)
+        if (r.o.precision == PRECISION_DEFAULT && r.o.device == was && was != DEVICE_CPU)
             r.o.precision = strstr(r.o.trained_on, "bf16") ? PRECISION_BF16 : PRECISION_FP32;
         if (cli->data_path[0]) snprintf(r.o.data_path, sizeof r.o.data_path, "%s", cli->data_path);
         printf("resuming %s at step %llu\n", ckpt_path, (unsigned long long)r.st.step);
@@ -432,7 +431,7 @@ static int run_train(Options *cli) {
     {
         /* which device and precision train from here on; a resumed run that moves says so */
         char now[sizeof o->trained_on];
-        snprintf(now, sizeof now, "%s %s", strncmp(info.device, "cuda", 4) ? "cpu" : "cuda",
+        snprintf(now, sizeof now, "%s %s", info.backend,
                  strstr(info.precision, "bf16") ? "bf16" : "fp32");
         if (resuming && strcmp(now, o->trained_on))
             fprintf(stderr, "notice: the checkpoint was trained on %s and the run continues on %s: it is "

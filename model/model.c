@@ -1,44 +1,16 @@
-/* model/model.c: the backend-neutral half of model/model.h: device choice, the parameter
- * table, and one dispatcher per call into the backend's table of functions (backend.h). */
+/* model/model.c: the backend-neutral half of model/model.h: the options a backend receives,
+ * the parameter table, and one dispatcher per call into the backend's table of functions
+ * (backend.h). Which backends exist, and choosing one, is model/registry.c's. */
 #include "backend.h"
-#include <omp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-void model_process_init(char **argv) { cpu_process_init(argv); }
-
-int model_cuda_built(void) {
-#ifdef FLASH_CUDA
-    return 1;
-#else
-    return 0;
-#endif
-}
-
-int model_resolve_device(ModelDevice want, ModelDevice *got, char *err, size_t errlen) {
-    switch (want) {
-    case DEVICE_CPU:
-        *got = DEVICE_CPU;
-        return 0;
-    case DEVICE_AUTO:
-#ifdef FLASH_CUDA
-        *got = cuda_device_count() > 0 ? DEVICE_CUDA : DEVICE_CPU;
-#else
-        *got = DEVICE_CPU;
-#endif
-        return 0;
-    case DEVICE_CUDA:
-#ifdef FLASH_CUDA
-        if (cuda_device_count() > 0) { *got = DEVICE_CUDA; return 0; }
-        snprintf(err, errlen, "no CUDA GPU is visible");
-#else
-        snprintf(err, errlen, "this build has no CUDA support (rebuild with nvcc and cuBLAS installed)");
-#endif
-        return -1;
-    }
-    snprintf(err, errlen, "unknown device %d", (int)want);
-    return -1;
+/* Every backend's process setup, in the registry's order (today the CPU's alone). */
+void model_process_init(char **argv) {
+    const BackendEntry *e;
+    for (int d = DEVICE_AUTO + 1; (e = backend_entry((ModelDevice)d)); d++)
+        if (e->process_init) e->process_init(argv);
 }
 
 /* The options as a backend receives them: device concrete, precision and threads settled. */
@@ -50,15 +22,8 @@ static int resolve_options(const ModelOptions *in, ModelOptions *out, char *err,
                  in->max_B, in->max_T);
         return -1;
     }
-    if (out->device == DEVICE_CPU) {
-        if (in->precision == PRECISION_BF16) {
-            snprintf(err, errlen, "the CPU backend computes in fp32 only (--precision bf16 needs --device cuda)");
-            return -1;
-        }
-        out->precision = PRECISION_FP32;
-        if (out->threads <= 0) out->threads = omp_get_num_procs();
-    }
-    return 0;
+    const BackendEntry *e = backend_entry(out->device);
+    return e->settle ? e->settle(out, err, errlen) : 0;
 }
 
 Model *model_open(const FlashConfig *cfg, const ModelOptions *opt, char *err, size_t errlen) {
@@ -73,13 +38,7 @@ Model *model_open(const FlashConfig *cfg, const ModelOptions *opt, char *err, si
         free(m);
         return NULL;
     }
-    int rc;
-#ifdef FLASH_CUDA
-    if (o.device == DEVICE_CUDA) rc = cuda_model_open(m, err, errlen);
-    else
-#endif
-        rc = cpu_model_open(m, err, errlen);
-    if (rc) {
+    if (backend_entry(o.device)->open(m, err, errlen)) {
         params_table_free(&m->table);
         free(m);
         return NULL;
@@ -99,14 +58,17 @@ const ParamTable *model_table(const Model *m) { return &m->table; }
 void model_info(const Model *m, ModelInfo *info) {
     memset(info, 0, sizeof *info);
     m->be->info(m, info);
+    const BackendEntry *e = backend_entry(m->opt.device);
+    snprintf(info->backend, sizeof info->backend, "%s", e->name);
+    snprintf(info->blas, sizeof info->blas, "%s", e->blas);
 }
 
 size_t model_activation_bytes(const FlashConfig *cfg, const ModelOptions *opt) {
     ModelOptions o;
     char err[256];
     if (config_validate(cfg, err, sizeof err) || resolve_options(opt, &o, err, sizeof err)) return 0;
-    if (o.device == DEVICE_CPU) return cpu_activation_bytes(cfg, &o);
-    return 0;   /* a device backend says so once open (model_info) */
+    const BackendEntry *e = backend_entry(o.device);
+    return e->activation_bytes ? e->activation_bytes(cfg, &o) : 0;   /* else model_info, once open */
 }
 
 int model_init_params(Model *m, uint64_t seed, char *err, size_t errlen) {

@@ -13,8 +13,11 @@
  * across processes (model_grad_buffer), which is where data parallelism plugs in.
  *
  * Choosing a backend: ModelDevice, from the command line's --device auto|cpu|cuda
- * (model_resolve_device turns auto into a concrete device). Every function returns 0 or
- * a value as documented, or -1 with a message in err; none exits the program. */
+ * (model_resolve_device turns auto into a concrete device). ModelDevice indexes the
+ * registry of backends (model/registry.c): their names, whether each is usable here, how
+ * each opens; nothing above the model compares a device's name or knows which backends
+ * the build has. Every function returns 0 or a value as documented, or -1 with a message
+ * in err; none exits the program. */
 #ifndef FLASH_MODEL_INTERFACE_H
 #define FLASH_MODEL_INTERFACE_H
 #include <stddef.h>
@@ -58,17 +61,42 @@ typedef struct {
     char kernels[64];          /* CPU: the OpenBLAS core ("SkylakeX"); "" elsewhere */
     char detail[256];          /* more for the logs: why these kernels, how products use threads */
     size_t device_bytes;       /* GPU: device memory in use by this process (0 on the CPU) */
+    char backend[16];          /* the registry's name of the backend: "cpu", "cuda" */
+    char blas[16];             /* the library of its products, for bench lines: "OpenBLAS", "cuBLAS" */
 } ModelInfo;
 
 /* Call first in main, before any thread or BLAS call: the backends' process setup (the
    CPU: the BLAS kernels for this CPU, which may re-execute the program once, and
    flush-to-zero for denormals). */
 void model_process_init(char **argv);
-/* DEVICE_AUTO: CUDA when built in and a GPU is visible, else the CPU. Asking for CUDA
-   without support or without a GPU is an error naming which. */
+/* DEVICE_AUTO: the first backend after the CPU in the registry that is usable here (CUDA
+   when built in and a GPU is visible), else the CPU. Asking for a backend that is not
+   usable is an error naming why (CUDA: no support in the build, or no GPU visible). */
 int model_resolve_device(ModelDevice want, ModelDevice *got, char *err, size_t errlen);
 /* 1 when this build has the CUDA backend. */
 int model_cuda_built(void);
+/* The device's name as --device takes it: "auto", "cpu", "cuda" ("unknown" for no device). */
+const char *model_device_name(ModelDevice d);
+/* The device named name, exactly ("auto" included): 0, or -1 when none has that name. */
+int model_device_parse(const char *name, ModelDevice *d);
+/* The names model_device_parse takes, for messages: "auto, cpu or cuda". */
+void model_device_names(char *buf, size_t n);
+/* The backend a checkpoint's trained_on names by its first word ("cuda bf16": CUDA); the
+   CPU when the word names no backend. */
+ModelDevice model_device_trained_on(const char *trained_on);
+
+/* What a backend's own gradient sum across processes needs of them (trainer/parallel.c
+   gives it): this rank, the rank count, and a collective broadcast of bytes from rank 0
+   to every rank (a communicator's id; `what` names it in the error). 0, or -1 with a
+   message. */
+typedef struct {
+    int rank, size;
+    int (*broadcast)(void *buf, size_t bytes, const char *what, char *err, size_t errlen);
+} ModelRanks;
+/* Sums the gradient buffer of model_grad_buffer (count elements of elem_size bytes) over
+   the ranks in place, in the backend's memory. 0, or -1 with a message. */
+typedef int (*ModelGradSum)(void *buf, size_t count, size_t elem_size, const ModelRanks *ranks,
+                            char *err, size_t errlen);
 
 /* Creates a model of this config on the device, parameters zero, moments zero,
    activations reserved for opt->max_B x opt->max_T. */
@@ -102,6 +130,11 @@ double model_accumulate(Model *m, const int *tokens, int n_seq, int B, int T, in
    table->total elements of *elem_size bytes, to be summed across processes in place
    between model_accumulate and model_update. */
 void *model_grad_buffer(Model *m, size_t *count, size_t *elem_size, int *on_device);
+/* The model's backend's own sum of that buffer across processes (CUDA with NCCL: on the
+   GPUs), or NULL where the caller sums on the host (the CPU; CUDA without NCCL). */
+ModelGradSum model_grad_sum(const Model *m);
+/* 1 when some backend of this build has its own gradient sum (CUDA built with NCCL). */
+int model_grad_sum_built(void);
 /* Clipping (global or local, as o says), AdamW at the 1-based step t_step with learning
    rate lr. Returns the global gradient norm before clipping; when it is not finite,
    nothing is updated. */

@@ -91,7 +91,7 @@ int cmd_bench(int argc, char **argv) {
     const int M = B * T, N = 2 * config_hidden(c), K = c->dim;
     double gemm = model_gemm_rate(m, M, N, K);
     printf("gemm: %d x %d x %d (A B^T), %s, %s: %.1f GFLOP/s\n", M, N, K,
-           strstr(info.device, "cuda") ? "cuBLAS" : "OpenBLAS", info.precision, gemm);
+           info.blas, info.precision, gemm);
 
     /* the same B sequences in each of the A micro-batches */
     int *tok = malloc(sizeof(int) * (size_t)A * B * (T + 1));

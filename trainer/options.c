@@ -180,8 +180,7 @@ static void value_str(const Options *o, const Flag *f, char *buf, size_t n) {
     case K_NORM: snprintf(buf, n, "%s", *(const NormType *)p == NORM_LAYERNORM ? "layernorm" : "scalenorm"); break;
     case K_ATTN: snprintf(buf, n, "%s", *(const AttnFn *)p == ATTN_LAPLACE ? "laplace" : "relu2"); break;
     case K_DEVICE: {
-        ModelDevice v = *(const ModelDevice *)p;
-        snprintf(buf, n, "%s", v == DEVICE_CPU ? "cpu" : v == DEVICE_CUDA ? "cuda" : "auto");
+        snprintf(buf, n, "%s", model_device_name(*(const ModelDevice *)p));
         break;
     }
     case K_PREC: {
@@ -366,10 +365,12 @@ static int set_flag(Options *o, const Flag *f, const char *val, char *err, size_
         else { snprintf(err, errlen, "%s: expected local, global or none, got \"%s\"", f->flag, val); return -1; }
         return 0;
     case K_DEVICE:
-        if (!strcmp(val, "auto")) *(ModelDevice *)p = DEVICE_AUTO;
-        else if (!strcmp(val, "cpu")) *(ModelDevice *)p = DEVICE_CPU;
-        else if (!strcmp(val, "cuda")) *(ModelDevice *)p = DEVICE_CUDA;
-        else { snprintf(err, errlen, "%s: expected auto, cpu or cuda, got \"%s\"", f->flag, val); return -1; }
+        if (model_device_parse(val, (ModelDevice *)p)) {
+            char names[128];
+            model_device_names(names, sizeof names);
+            snprintf(err, errlen, "%s: expected %s, got \"%s\"", f->flag, names, val);
+            return -1;
+        }
         return 0;
     case K_PREC:
         if (!strcmp(val, "fp32")) *(ModelPrecision *)p = PRECISION_FP32;

@@ -9,10 +9,6 @@
 #ifdef FLASH_MPI
 #include <mpi.h>
 #endif
-#ifdef FLASH_NCCL
-#include <cuda_runtime.h>
-#include <nccl.h>
-#endif
 
 static int g_rank = 0, g_size = 1, g_local_rank = 0, g_local_size = 1;
 #ifdef FLASH_MPI
@@ -45,13 +41,8 @@ int par_built(void) {
 #endif
 }
 
-int par_nccl_built(void) {
-#ifdef FLASH_NCCL
-    return 1;
-#else
-    return 0;
-#endif
-}
+/* the only device sum a backend has is CUDA's NCCL (the model registry's grad_sum) */
+int par_nccl_built(void) { return model_grad_sum_built(); }
 
 #ifdef FLASH_MPI
 /* Started by a launcher: OpenMPI's mpirun, or a PMI launcher (MPICH's hydra, Slurm). A
@@ -214,45 +205,14 @@ static int fixed_order_sum(void *buf, size_t count, size_t elem, char *err, size
 }
 #endif
 
-#ifdef FLASH_NCCL
-/* NCCL between GPUs, one per local rank: the communicator is made at the first sum (every
-   rank reaches it at the same step), its id broadcast from rank 0 through MPI. Run on one
-   GPU with one rank (FLASH_ALLREDUCE_ONE_RANK, tests/run_cuda.sh); never on several GPUs. */
-static ncclComm_t g_nccl;
-static cudaStream_t g_nccl_stream;
-static int g_nccl_ready = 0;
-
-static int nccl_sum(float *dev, size_t count, char *err, size_t errlen) {
-    if (!g_nccl_ready) {
-        ncclUniqueId id;
-        if (g_rank == 0 && ncclGetUniqueId(&id) != ncclSuccess) {
-            snprintf(err, errlen, "ncclGetUniqueId failed");
-            return -1;
-        }
-        mpi_check(MPI_Bcast(&id, sizeof id, MPI_BYTE, 0, MPI_COMM_WORLD), "MPI_Bcast (NCCL id)");
-        int dev_now = 0;
-        cudaGetDevice(&dev_now);   /* the model's device (ModelOptions.gpu = local rank) */
-        if (cudaStreamCreateWithFlags(&g_nccl_stream, cudaStreamNonBlocking) != cudaSuccess) {
-            snprintf(err, errlen, "cudaStreamCreate failed on GPU %d", dev_now);
-            return -1;
-        }
-        ncclResult_t r = ncclCommInitRank(&g_nccl, g_size, id, g_rank);
-        if (r != ncclSuccess) {
-            snprintf(err, errlen, "ncclCommInitRank: %s", ncclGetErrorString(r));
-            return -1;
-        }
-        g_nccl_ready = 1;
-        int v = 0;
-        ncclGetVersion(&v);
-        if (g_rank == 0)
-            printf("nccl: communicator of %d rank%s ready (NCCL %d), this rank on GPU %d\n", g_size,
-                   g_size == 1 ? "" : "s", v, dev_now);
-    }
-    /* NCCL's ring and tree sums are deterministic for a fixed rank count, topology and size */
-    ncclResult_t r = ncclAllReduce(dev, dev, count, ncclFloat, ncclSum, g_nccl, g_nccl_stream);
-    if (r != ncclSuccess) { snprintf(err, errlen, "ncclAllReduce: %s", ncclGetErrorString(r)); return -1; }
-    cudaError_t e = cudaStreamSynchronize(g_nccl_stream);
-    if (e != cudaSuccess) { snprintf(err, errlen, "NCCL all-reduce: %s", cudaGetErrorString(e)); return -1; }
+#ifdef FLASH_MPI
+/* ModelRanks.broadcast: a backend's own gradient sum sets up its communicator (NCCL's id)
+   through MPI; a failure ends the job as every collective's does */
+static int broadcast_root(void *buf, size_t bytes, const char *what, char *err, size_t errlen) {
+    (void)err; (void)errlen;
+    char label[96];
+    snprintf(label, sizeof label, "MPI_Bcast (%s)", what);
+    mpi_check(MPI_Bcast(buf, (int)bytes, MPI_BYTE, 0, MPI_COMM_WORLD), label);
     return 0;
 }
 #endif
@@ -269,12 +229,13 @@ int par_allreduce_grads(Model *m, char *err, size_t errlen) {
     size_t count, elem;
     int on_device, rc = 0;
     void *g = model_grad_buffer(m, &count, &elem, &on_device);
-    if (!on_device) {
+    const ModelGradSum device_sum = model_grad_sum(m);   /* CUDA with NCCL */
+    if (device_sum) {
+        const ModelRanks ranks = {g_rank, g_size, broadcast_root};
+        rc = device_sum(g, count, elem, &ranks, err, errlen);
+    } else if (!on_device) {
         rc = fixed_order_sum(g, count, elem, err, errlen);
     } else {
-#ifdef FLASH_NCCL
-        rc = nccl_sum((float *)g, count, err, errlen);
-#else
         /* a GPU without NCCL: through host memory, in the parameter table's order */
         const size_t n = model_table(m)->total;
         float *h = malloc(sizeof(float) * n);
@@ -283,7 +244,6 @@ int par_allreduce_grads(Model *m, char *err, size_t errlen) {
         if (!rc) rc = fixed_order_sum(h, n, sizeof(float), err, errlen);
         if (!rc) rc = model_write(m, STATE_GRADS, h, err, errlen);
         free(h);
-#endif
     }
     g_comm_s += now_s() - t0;
     return rc;

@@ -53,6 +53,18 @@ size_t cpu_activation_bytes(const FlashConfig *cfg, const ModelOptions *opt) {
 
 void cpu_process_init(char **argv) { blas_process_init(argv); }
 
+/* The registry's settle slot: fp32 (the default there) or a refusal, and the thread count
+   fixed here, before any buffer is sized for it */
+int cpu_settle_options(ModelOptions *o, char *err, size_t errlen) {
+    if (o->precision == PRECISION_BF16) {
+        snprintf(err, errlen, "the CPU backend computes in fp32 only (--precision bf16 needs --device cuda)");
+        return -1;
+    }
+    o->precision = PRECISION_FP32;
+    if (o->threads <= 0) o->threads = omp_get_num_procs();
+    return 0;
+}
+
 static void cpu_close(Model *m) {
     CpuImpl *c = IMPL(m);
     if (!c) return;
