@@ -37,7 +37,7 @@ out=$(build/f32/test_cuda 2>&1); tally test_cuda "$out" $?
 if grep -q '^skip test_model_matches_cpu' <<<"$out"; then
     # no GPU (or no CUDA in this build): the command-line checks cannot run either
     echo "skip parity on the GPU and the command-line checks (no GPU)"
-    skipped=$((skipped + 5))
+    skipped=$((skipped + 9))   # parity on the GPU, 5 command-line checks, 3 under mpirun
     echo "$passed passed, $failed failed, $skipped skipped"
     [ "$failed" -eq 0 ]; exit
 fi
@@ -102,9 +102,16 @@ if command -v mpirun >/dev/null 2>&1 && "$train" --help 2>&1 | grep -q 'This bui
     r=$?
     cmp -s <(losses "$work/a/metrics.csv") <(losses "$work/p/metrics.csv") && [ $r -eq 0 ]
     check cli_allreduce_one_rank_resume $? "rc $r; $(tail -2 "$work/p2.log")"
+    # one rank more than the host's GPUs: refused, saying so and how to run
+    ngpu=$(nvidia-smi -L 2>/dev/null | grep -c '^GPU')
+    timeout 120 mpirun -np $((ngpu + 1)) --bind-to none --oversubscribe "$train" "${small[@]}" --out "$work/q" \
+        "$data" >"$work/q.log" 2>&1
+    r=$?
+    [ $r -ne 0 ] && grep -q "more MPI ranks run on the host than it has GPUs" "$work/q.log"
+    check cli_more_ranks_than_gpus_refused $? "rc $r; $(grep -m2 -i 'error\|GPU' "$work/q.log")"
 else
-    echo "skip cli_allreduce_one_rank_gpu, cli_allreduce_one_rank_resume (no MPI in this build or no mpirun)"
-    skipped=$((skipped + 2))
+    echo "skip cli_allreduce_one_rank_gpu, cli_allreduce_one_rank_resume, cli_more_ranks_than_gpus_refused (no MPI in this build or no mpirun)"
+    skipped=$((skipped + 3))
 fi
 
 echo "$passed passed, $failed failed, $skipped skipped"

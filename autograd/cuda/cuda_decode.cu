@@ -12,6 +12,7 @@
 #include <string.h>
 
 #include "cuda_model.h"
+#include "kernels.cuh"
 
 typedef struct CudaDecoder {
     int nseq, max_prompt;
@@ -27,17 +28,6 @@ typedef struct CudaDecoder {
     int graph_ready, graph_failed;
     int fused;                              /* the three-kernel layer (few sequences) */
 } CudaDecoder;
-
-__device__ __forceinline__ float dec_phi(float x, int laplace) {
-    if (laplace) return 0.5f * (1.0f + erff((x - 0.70710678118654752440f) / (0.28209479177387814347f * 1.41421356237309504880f)));
-    return x > 0 ? x * x : 0.0f;
-}
-__device__ __forceinline__ int dec_bucket(int n) {
-    if (n < 0) n = 0;
-    if (n < 16) return n;
-    int b = 16 + (int)(logf((float)n / 16.0f) / 2.0794415f * 16.0f);
-    return b < 31 ? b : 31;
-}
 
 /* h = tok_emb[token] + scale * [sin(t w) | cos(t w)] at the current position */
 __global__ void dec_embed_kernel(float *h, const int *tok, const int *pos, const float *tok_emb,
@@ -150,7 +140,7 @@ __global__ void dec_attend_kernel(float *gated, float *kv, float *gq, float *gk,
             for (int f = quarter; f < s; f += 4) dot += qq[f] * key[f];
         dot += __shfl_xor_sync(0xffffffffu, dot, 1);
         dot += __shfl_xor_sync(0xffffffffu, dot, 2);
-        if (ok && quarter == 0) a[k] = dec_phi(dot * inv_C + bias_scale * rel_bias[dec_bucket(j - k)], laplace);
+        if (ok && quarter == 0) a[k] = phi_f(dot * inv_C + bias_scale * rel_bias[rel_pos_bucket(j - k)], laplace);
     }
     __syncthreads();
     const int f = blockIdx.y * DEC_F + lane;
@@ -197,11 +187,6 @@ __global__ void dec_advance_kernel(int *pos) { pos[0] += 1; }
 #define DEC_FUSED_SEQ 8
 #define DEC_ROW_WARPS 8
 
-__device__ __forceinline__ float dec_silu(float u) { return u / (1.0f + expf(-u)); }
-__device__ __forceinline__ float dec_warp_sum(float v) {
-    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
-    return v;
-}
 /* warp w < n: xs_sh row w = norm(h row w), shifted against prev as dec_norm_shift_kernel;
    xn_out (NULL: none) gets the unshifted norm output, written by block 0 only */
 __device__ void dec_norm_rows(float *xs_sh, float *xn_out, const float *h, const float *prev,
@@ -217,17 +202,17 @@ __device__ void dec_norm_rows(float *xs_sh, float *xn_out, const float *h, const
     if (!layernorm) {
         float ss = 0;
         for (int k = lane; k < d; k += 32) ss += x[k] * x[k];
-        ss = dec_warp_sum(ss);
+        ss = warp_sum(ss);
         const float nrm = sqrtf(ss / d);
         a = 1.0f / (nrm > 1e-5f ? nrm : 1e-5f);
     } else {
         float s = 0;
         for (int k = lane; k < d; k += 32) s += x[k];
-        s = dec_warp_sum(s);
+        s = warp_sum(s);
         const float mean = s / d;
         float v = 0;
         for (int k = lane; k < d; k += 32) { const float c = x[k] - mean; v += c * c; }
-        v = dec_warp_sum(v);
+        v = warp_sum(v);
         a = rsqrtf(v / d + 1e-5f);
         bb = mean;
     }
@@ -312,7 +297,7 @@ __device__ __forceinline__ void dec_row_dots(float acc[DEC_FUSED_SEQ], const WT 
     }
 #pragma unroll
     for (int q = 0; q < DEC_FUSED_SEQ; q++)
-        if (q < n) acc[q] = dec_warp_sum(acc[q]);
+        if (q < n) acc[q] = warp_sum(acc[q]);
 }
 /* hid = silu(norm(h) Wh^T + bh), H outputs; shared: n x d (the normalized rows) */
 template <int VEC, typename WT>
@@ -331,7 +316,7 @@ __global__ void dec_hidden_kernel(float *hid, float *xn_out, const float *h, con
     if (threadIdx.x % 32 == 0)
 #pragma unroll
         for (int q = 0; q < DEC_FUSED_SEQ; q++)
-            if (q < n) hid[(size_t)q * H + row] = dec_silu(acc[q] + bias[row]);
+            if (q < n) hid[(size_t)q * H + row] = silu_f(acc[q] + bias[row]);
 }
 /* h = bo + (h + gated Wo^T), d outputs of e inputs (the order of the cuBLAS path's two
    additions); shared: n x e (gated). Blocks of DEC_OUT_WARPS rows: d rows are few, so

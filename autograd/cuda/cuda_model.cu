@@ -18,6 +18,7 @@
 #include <string.h>
 
 #include "cuda_model.h"
+#include "layer.h"
 
 extern "C" int cuda_device_count(void) {
     int n = 0;
@@ -28,10 +29,10 @@ extern "C" int cuda_device_count(void) {
 /* ---- products: row-major C = alpha op(A) op(B) + beta C, batched with strides --------- */
 /* cuBLAS is column-major: a row-major matrix is its transpose there, so C^T = op(B)^T op(A)^T
    is the same call with the operands swapped. In bf16 the twins Ah, Bh are the operands. */
-static void gemm_typed(CudaModel *cm, int ta, int tb, int M, int N, int K, float alpha, const float *A,
-                       const bf16 *Ah, int lda, long long sA, const float *B, const bf16 *Bh, int ldb,
-                       long long sB, float beta, void *C, cudaDataType_t ctype, int ldc, long long sC,
-                       int batch) {
+void cuda_gemm_typed(CudaModel *cm, int ta, int tb, int M, int N, int K, float alpha, const float *A,
+                     const bf16 *Ah, int lda, long long sA, const float *B, const bf16 *Bh, int ldb,
+                     long long sB, float beta, void *C, cudaDataType_t ctype, int ldc, long long sC,
+                     int batch) {
     if (M <= 0 || N <= 0) return;
     const cublasOperation_t opA = ta ? CUBLAS_OP_T : CUBLAS_OP_N, opB = tb ? CUBLAS_OP_T : CUBLAS_OP_N;
     const void *a = A, *b = B;
@@ -43,13 +44,12 @@ static void gemm_typed(CudaModel *cm, int ta, int tb, int M, int N, int K, float
 void cuda_gemm(CudaModel *cm, int ta, int tb, int M, int N, int K, float alpha, const float *A,
                const bf16 *Ah, int lda, long long sA, const float *B, const bf16 *Bh, int ldb,
                long long sB, float beta, float *C, int ldc, long long sC, int batch) {
-    gemm_typed(cm, ta, tb, M, N, K, alpha, A, Ah, lda, sA, B, Bh, ldb, sB, beta, C, CUDA_R_32F, ldc, sC,
-               batch);
+    cuda_gemm_typed(cm, ta, tb, M, N, K, alpha, A, Ah, lda, sA, B, Bh, ldb, sB, beta, C, CUDA_R_32F, ldc,
+                    sC, batch);
 }
 
 /* ---- profiling: events between phases -------------------------------------------------- */
-enum { P_EMBED, P_NORM, P_TO_HIDDEN, P_ROTARY, P_ATTENTION, P_GATE, P_TO_OUT, P_HEAD, P_OPT, P_PHASES };
-/* forward phases, then the same phases of the backward (index + P_PHASES) */
+/* the phases of cuda_model.h's enum, forward then backward */
 static const char *const P_NAMES[2 * P_PHASES] = {
     "embedding", "norm+shift", "to_hidden+to_qk+silu", "offset-scale+rotary", "attention",
     "gate", "to_out+residual", "final norm+logits+loss", "optimizer",
@@ -57,14 +57,13 @@ static const char *const P_NAMES[2 * P_PHASES] = {
     "backward offset-scale+rotary", "backward attention", "backward gate",
     "backward to_out+residual", "backward final norm+logits+loss", "backward optimizer"};
 /* The profile times each phase by events; a run with profiling off records none. */
-typedef struct { int n; int phase[64]; } Marks;
 static void mark(CudaModel *cm, Marks *mk, int phase) {
     if (!cm->prof || mk->n >= 63) return;
     cudaEventRecord(cm->ev[mk->n], cm->st);
     mk->phase[mk->n] = phase;
     mk->n++;
 }
-static void marks_collect(CudaModel *cm, Marks *mk) {
+void cuda_marks_collect(CudaModel *cm, Marks *mk) {
     if (!cm->prof || mk->n < 2) { mk->n = 0; return; }
     cudaEventSynchronize(cm->ev[mk->n - 1]);
     for (int i = 1; i < mk->n; i++) {
@@ -75,99 +74,43 @@ static void marks_collect(CudaModel *cm, Marks *mk) {
     mk->n = 0;
 }
 /* Events are few (64): profile one layer pass at a time by collecting often. */
-#define MARK(ph) do { mark(cm, &mk, (ph)); if (mk.n >= 60) { marks_collect(cm, &mk); mark(cm, &mk, -1); } } while (0)
+void cuda_mark(CudaModel *cm, Marks *mk, int phase) {
+    mark(cm, mk, phase);
+    if (mk->n >= 60) { cuda_marks_collect(cm, mk); mark(cm, mk, -1); }
+}
+
+/* the micro-batch's sizes, as the layers' rooms read them (layer.h) */
+CudaShape cuda_shape(const CudaModel *cm, const FlashConfig *c, int B, int T, int Tp, int keep_state) {
+    CudaShape sh;
+    sh.c = c;
+    sh.B = B; sh.T = T; sh.Tp = Tp;
+    sh.d = c->dim; sh.e = config_hidden(c); sh.s = c->query_key_dim;
+    sh.C = c->group_size; sh.r = config_rotary(c); sh.L = c->depth; sh.H = 2 * sh.e + sh.s;
+    sh.N = B * Tp; sh.G = Tp / sh.C; sh.BG = B * sh.G;
+    sh.Nm = cm->Nmax;
+    sh.Ns = (size_t)sh.N * sh.s;
+    sh.inv_C = 1.0f / sh.C;
+    sh.keep_state = keep_state;
+    return sh;
+}
 
 /* ---- the forward over B sequences padded to Tp; tokens on the device -------------------- */
 void cuda_forward_pass(Model *m, const int *d_tok, int tstride, int B, int T, int Tp,
                          double loss_weight, double *loss_acc, int keep_state) {
     CudaModel *cm = CM(m);
     const FlashConfig *c = &m->cfg;
-    const int d = c->dim, e = config_hidden(c), s = c->query_key_dim, V = c->num_tokens;
-    const int C = c->group_size, r = config_rotary(c), L = c->depth, H = 2 * e + s;
-    const int N = B * Tp, G = Tp / C, BG = B * G;
+    const int d = c->dim, V = c->num_tokens, L = c->depth;
+    const int N = B * Tp;
     const size_t Nm = cm->Nmax;
-    const float inv_C = 1.0f / C;
+    const CudaShape sh = cuda_shape(cm, c, B, T, Tp, keep_state);
     cudaStream_t st = cm->st;
-    Marks mk = {0, {0}};
+    Marks marks = {0, {0}}, *mk = &marks;
     MARK(-1);
     float *res = ACT(cm, A_RES);
     embed_forward_cuda(res, d_tok, tstride, cm->p.tok_emb, cm->p.pos_scale, ACT(cm, A_POS), B, T, Tp,
                        d, st);
     MARK(P_EMBED);
-    for (int l = 0; l < L; l++) {
-        const LayerParams *P = &cm->p.layer[l];
-        const float *h = res + (size_t)l * Nm * d;
-        float *h_out = res + (size_t)(l + 1) * Nm * d;
-        float *xs = ACT(cm, A_XS) + (size_t)l * Nm * d, *stat = ACT(cm, A_NSTAT) + (size_t)l * Nm * 2;
-        float *hid_u = ACT(cm, A_HID_U) + (size_t)l * Nm * H, *hid = ACT(cm, A_HID) + (size_t)l * Nm * H;
-        float *qk4 = ACT(cm, A_QK4) + (size_t)l * 4 * Nm * s;
-        float *sim = ACT(cm, A_SIM) + (size_t)l * Nm * C, *attn = ACT(cm, A_ATTN) + (size_t)l * Nm * C;
-        float *kv = ACT(cm, A_KV) + (size_t)l * (Nm / C) * s * e;
-        float *att = ACT(cm, A_ATT) + (size_t)l * Nm * e, *gated = ACT(cm, A_GATED) + (size_t)l * Nm * e;
-        float *bias_dist = ACT(cm, A_BIAS_DIST) + (size_t)l * C;
-        bf16 *xs_h = cm->use_bf16 ? TWIN(cm, H_XS) + (size_t)l * Nm * d : NULL;
-        bf16 *hid_h = cm->use_bf16 ? TWIN(cm, H_HID) + (size_t)l * Nm * H : NULL;
-        bf16 *hid_u_h = cm->use_bf16 ? TWIN(cm, H_HID_U) + (size_t)l * Nm * H : NULL;
-        bf16 *qk4_h = cm->use_bf16 ? TWIN(cm, H_QK4) + (size_t)l * 4 * Nm * s : NULL;
-        bf16 *attn_h = cm->use_bf16 ? TWIN(cm, H_ATTN) + (size_t)l * Nm * C : NULL;
-        bf16 *kv_h = cm->use_bf16 ? TWIN(cm, H_KV) + (size_t)l * (Nm / C) * s * e : NULL;
-        bf16 *gated_h = cm->use_bf16 ? TWIN(cm, H_GATED) + (size_t)l * Nm * e : NULL;
-        bf16 *att_h = cm->use_bf16 ? TWIN(cm, H_ATT) + (size_t)l * Nm * e : NULL;
-        const bf16 *Wh_h = cm->params_h ? cm->params_h + (P->wh - cm->params) : NULL;
-        const bf16 *Wo_h = cm->params_h ? cm->params_h + (P->wo - cm->params) : NULL;
-        const int shift = c->shift_tokens ? Tp : 0;
-        const size_t Ns = (size_t)N * s;
-        /* bf16: att = quad_out + lin_out is written by the products in bf16 (the second adds
-           to the first's rounded values) and kept as that only */
-        void *att_out = att_h ? (void *)att_h : (void *)att;
-        const cudaDataType_t att_type = att_h ? CUDA_R_16BF : CUDA_R_32F;
-
-        if (c->norm_type == NORM_SCALENORM)
-            scalenorm_forward_cuda(xs, stat, h, P->norm_g, N, d, shift, TW(xs_h), h_out, P->bo, st);
-        else
-            layernorm_forward_cuda(xs, stat, h, P->norm_w, P->norm_b, N, d, shift, TW(xs_h), h_out, P->bo, st);
-        MARK(P_NORM);
-        /* [to_hidden; to_qk]: one (2e + s) x d product, then bias and silu */
-        /* bf16 keeps the pre-activation u and v | gate | z in bf16 only */
-        if (hid_u_h)
-            gemm_typed(cm, 0, 1, N, H, d, 1, xs, xs_h, d, 0, P->wh, Wh_h, d, 0, 0, hid_u_h, CUDA_R_16BF, H, 0, 1);
-        else
-            cuda_gemm(cm, 0, 1, N, H, d, 1, xs, xs_h, d, 0, P->wh, Wh_h, d, 0, 0, hid_u, H, 0, 1);
-        /* bf16: u stays the raw product; silu(u + b) of v's and z's columns into the twin
-           in one launch; the gate's kernels take silu(u + b) from the raw product
-           themselves, and every backward adds b to u again (pre_bias) */
-        if (hid_h) bias_silu_vz_cuda(TW(hid_u_h), P->bh, N, e, s, H, TW(hid_h), st);
-        else bias_silu_cuda(hid_u, NULL, hid, P->bh, N, H, H, NULL, st);
-        const float *pre_gate = hid_h ? P->bh + e : NULL;
-        MARK(P_TO_HIDDEN);
-        offset_scale_rotary_forward_cuda(qk4, hid + 2 * e, TW(hid_h ? hid_h + 2 * e : NULL), H, P->gamma,
-                                         P->beta, ACT(cm, A_ROT_COS),
-                                         ACT(cm, A_ROT_SIN), N, Tp, s, r, TW(qk4_h), st);
-        MARK(P_ROTARY);
-        const float *Qq = qk4, *Ql = qk4 + Ns, *Kq = qk4 + 2 * Ns, *Kl = qk4 + 3 * Ns;
-        const bf16 *Qq_h = qk4_h, *Ql_h = qk4_h ? qk4_h + Ns : NULL, *Kq_h = qk4_h ? qk4_h + 2 * Ns : NULL,
-                   *Kl_h = qk4_h ? qk4_h + 3 * Ns : NULL;
-        const long long Cs = (long long)C * s, CC = (long long)C * C, CH = (long long)C * H,
-                        Ce = (long long)C * e, se = (long long)s * e;
-        attn_bias_dist_cuda(bias_dist, P->rel_bias, C, s, st);
-        /* sim = quad_q quad_k^T / C (+ bias, phi, causal mask in the kernel) */
-        cuda_gemm(cm, 0, 1, C, C, s, inv_C, Qq, Qq_h, s, Cs, Kq, Kq_h, s, Cs, 0, sim, C, CC, BG);
-        attn_phi_forward_cuda(sim, attn, bias_dist, BG, C, (c->attn_fn == ATTN_LAPLACE), TW(attn_h), st);
-        /* quad_out = A v */
-        gemm_typed(cm, 0, 0, C, e, C, 1, attn, attn_h, C, CC, hid, hid_h, H, CH, 0, att_out, att_type, e, Ce, BG);
-        /* KV_g = lin_k^T v / C, then S_g = KV_0 + ... + KV_{g-1} */
-        cuda_gemm(cm, 1, 0, s, e, C, inv_C, Kl, Kl_h, s, Cs, hid, hid_h, H, CH, 0, kv, e, se, BG);
-        group_scan_cuda(kv, B, G, (size_t)se, 0, TW(kv_h), !keep_state, st);
-        /* lin_out = lin_q S_g, added to quad_out */
-        gemm_typed(cm, 0, 0, C, e, s, 1, Ql, Ql_h, s, Cs, kv, kv_h, e, se, 1, att_out, att_type, e, Ce, BG);
-        MARK(P_ATTENTION);
-        gate_forward_cuda(gated_h ? NULL : gated, hid + e, TW(hid_h ? hid_u_h + e : NULL), H, att_h ? NULL : att,
-                          TW(att_h), N, e, TW(gated_h), pre_gate, st);
-        MARK(P_GATE);
-        /* h_out = h + bo + gated Wo^T (h + bo written by the norm above) */
-        cuda_gemm(cm, 0, 1, N, d, e, 1, gated, gated_h, e, 0, P->wo, Wo_h, e, 0, 1, h_out, d, 0, 1);
-        MARK(P_TO_OUT);
-    }
+    for (int l = 0; l < L; l++) flash_layer_forward(cm, &sh, l, mk);
     const float *hL = res + (size_t)L * Nm * d;
     float *lnf_out = ACT(cm, A_LNF_OUT), *logits = ACT(cm, A_LOGITS);
     bf16 *lnf_h = TWIN(cm, H_LNF_OUT);
@@ -179,7 +122,7 @@ void cuda_forward_pass(Model *m, const int *d_tok, int tstride, int B, int T, in
     crossentropy_forward_cuda(ACT(cm, A_LOSSES), loss_acc, logits, d_tok, tstride, B, T, Tp, V,
                               loss_weight, st);
     MARK(P_HEAD);
-    marks_collect(cm, &mk);
+    cuda_marks_collect(cm, mk);
 }
 
 /* ---- the backward of the forward just run; adds into the gradients ---------------------- */
@@ -187,29 +130,17 @@ static void backward_pass(Model *m, const int *d_tok, int tstride, int B, int T,
                           const int *d_order, const int *d_start) {
     CudaModel *cm = CM(m);
     const FlashConfig *c = &m->cfg;
-    const int d = c->dim, e = config_hidden(c), s = c->query_key_dim, V = c->num_tokens;
-    const int C = c->group_size, r = config_rotary(c), L = c->depth, H = 2 * e + s;
-    const int N = B * Tp, G = Tp / C, BG = B * G;
-    const size_t Nm = cm->Nmax, Ns = (size_t)N * s;
-    const float inv_C = 1.0f / C;
+    const int d = c->dim, V = c->num_tokens, L = c->depth;
+    const int N = B * Tp;
+    const size_t Nm = cm->Nmax;
+    const CudaShape sh = cuda_shape(cm, c, B, T, Tp, 0);
     cudaStream_t st = cm->st;
-    float *col = ACT(cm, A_COL_SCRATCH), *row = ACT(cm, A_ROW_SCRATCH);
-    float *d_res = ACT(cm, A_D_RES), *d_xs = ACT(cm, A_D_XS), *d_hid = ACT(cm, A_D_HID);
-    float *d_qk4 = ACT(cm, A_D_QK4), *d_att = ACT(cm, A_D_ATT), *d_gated = ACT(cm, A_D_GATED);
-    float *d_kv = ACT(cm, A_D_KV), *dsim = ACT(cm, A_DSIM), *d_logits = ACT(cm, A_D_LOGITS);
-    float *d_lnf = ACT(cm, A_D_LNF);
-    bf16 *d_res_h = TWIN(cm, H_D_RES), *d_att_h = TWIN(cm, H_D_ATT), *d_kv_h = TWIN(cm, H_D_KV);
-    bf16 *dsim_h = TWIN(cm, H_DSIM), *d_hid_h = TWIN(cm, H_D_HID), *d_logits_h = TWIN(cm, H_D_LOGITS);
-    bf16 *d_gated_h = TWIN(cm, H_D_GATED), *d_qk4_h = TWIN(cm, H_D_QK4);
-    /* bf16: these products write their outputs in bf16 only: d_gated, the four of d_qk4,
-       dA, v's columns of d_hid (the second of its two products adds to the first's
-       rounded values) */
-    const cudaDataType_t h_type = cm->use_bf16 ? CUDA_R_16BF : CUDA_R_32F;
-    void *d_gated_out = d_gated_h ? (void *)d_gated_h : (void *)d_gated;
-    void *d_hid_out = d_hid_h ? (void *)d_hid_h : (void *)d_hid;
-    void *d_qk4_out = d_qk4_h ? (void *)d_qk4_h : (void *)d_qk4, *dsim_out = dsim_h ? (void *)dsim_h : (void *)dsim;
-    const size_t qk4_el = d_qk4_h ? 2 : 4;   /* bytes per entry of d_qk4_out */
-    Marks mk = {0, {0}};
+    LayerGrads g;
+    layer_grads(cm, &g);
+    float *col = g.col, *row = g.row, *d_res = g.d_res;
+    float *d_logits = ACT(cm, A_D_LOGITS), *d_lnf = ACT(cm, A_D_LNF);
+    bf16 *d_res_h = g.d_res_h, *d_logits_h = TWIN(cm, H_D_LOGITS);
+    Marks marks = {0, {0}}, *mk = &marks;
     MARK(-1);
 
     const float *logits = ACT(cm, A_LOGITS), *lnf_out = ACT(cm, A_LNF_OUT);
@@ -226,90 +157,11 @@ static void backward_pass(Model *m, const int *d_tok, int tstride, int B, int T,
                             TW(d_res_h), st);
     MARK(P_PHASES + P_HEAD);
 
-    for (int l = L - 1; l >= 0; l--) {
-        const LayerParams *P = &cm->p.layer[l];
-        LayerParams *D = &cm->g.layer[l];
-        const float *h = ACT(cm, A_RES) + (size_t)l * Nm * d;
-        const float *xs = ACT(cm, A_XS) + (size_t)l * Nm * d, *stat = ACT(cm, A_NSTAT) + (size_t)l * Nm * 2;
-        const float *hid_u = ACT(cm, A_HID_U) + (size_t)l * Nm * H, *hid = ACT(cm, A_HID) + (size_t)l * Nm * H;
-        const float *qk4 = ACT(cm, A_QK4) + (size_t)l * 4 * Nm * s;
-        const float *sim = ACT(cm, A_SIM) + (size_t)l * Nm * C, *attn = ACT(cm, A_ATTN) + (size_t)l * Nm * C;
-        const float *kv = ACT(cm, A_KV) + (size_t)l * (Nm / C) * s * e;
-        const float *att = ACT(cm, A_ATT) + (size_t)l * Nm * e, *gated = ACT(cm, A_GATED) + (size_t)l * Nm * e;
-        const bf16 *xs_h = cm->use_bf16 ? TWIN(cm, H_XS) + (size_t)l * Nm * d : NULL;
-        const bf16 *hid_h = cm->use_bf16 ? TWIN(cm, H_HID) + (size_t)l * Nm * H : NULL;
-        const bf16 *hid_u_h = cm->use_bf16 ? TWIN(cm, H_HID_U) + (size_t)l * Nm * H : NULL;
-        const bf16 *qk4_h = cm->use_bf16 ? TWIN(cm, H_QK4) + (size_t)l * 4 * Nm * s : NULL;
-        const bf16 *attn_h = cm->use_bf16 ? TWIN(cm, H_ATTN) + (size_t)l * Nm * C : NULL;
-        const bf16 *kv_h = cm->use_bf16 ? TWIN(cm, H_KV) + (size_t)l * (Nm / C) * s * e : NULL;
-        const bf16 *gated_h = cm->use_bf16 ? TWIN(cm, H_GATED) + (size_t)l * Nm * e : NULL;
-        const bf16 *att_h = cm->use_bf16 ? TWIN(cm, H_ATT) + (size_t)l * Nm * e : NULL;
-        const bf16 *Wh_h = cm->params_h ? cm->params_h + (P->wh - cm->params) : NULL;
-        const bf16 *Wo_h = cm->params_h ? cm->params_h + (P->wo - cm->params) : NULL;
-        const int shift = c->shift_tokens ? Tp : 0;
-        const long long Cs = (long long)C * s, CC = (long long)C * C, CH = (long long)C * H,
-                        Ce = (long long)C * e, se = (long long)s * e;
-
-        /* to_out: d_gated = d_res Wo;  dWo += d_res^T gated;  dbo += colsum(d_res) */
-        gemm_typed(cm, 0, 0, N, e, d, 1, d_res, d_res_h, d, 0, P->wo, Wo_h, e, 0, 0, d_gated_out, h_type, e, 0, 1);
-        cuda_gemm(cm, 1, 0, d, e, N, 1, d_res, d_res_h, d, 0, gated, gated_h, e, 0, 1, D->wo, e, 0, 1);
-        colsum_add_cuda(D->bo, d_res, d, NULL, 0, N, d, col, st);
-        MARK(P_PHASES + P_TO_OUT);
-        /* the gate's and z's silu backward are folded into their kernels; v's follows below */
-        /* bf16: d_hid's gate and z columns as the twin only (the bias gradient sums the twin) */
-        gate_backward_cuda(d_hid_h ? NULL : d_hid + e, H, d_att_h ? NULL : d_att, d_gated_h ? NULL : d_gated,
-                           TW(d_gated_h), hid + e, TW(hid_h ? hid_u_h + e : NULL), att_h ? NULL : att, TW(att_h), hid_u + e, TW(hid_u_h ? hid_u_h + e : NULL), N, e,
-                           TW(d_hid_h ? d_hid_h + e : NULL), TW(d_att_h), hid_h ? P->bh + e : NULL, st);
-        MARK(P_PHASES + P_GATE);
-        const float *Qq = qk4, *Ql = qk4 + Ns, *Kq = qk4 + 2 * Ns, *Kl = qk4 + 3 * Ns;
-        const bf16 *Qq_h = qk4_h, *Ql_h = qk4_h ? qk4_h + Ns : NULL, *Kq_h = qk4_h ? qk4_h + 2 * Ns : NULL,
-                   *Kl_h = qk4_h ? qk4_h + 3 * Ns : NULL;
-        char *dQ4 = (char *)d_qk4_out;
-        void *dQq = dQ4, *dQl = dQ4 + qk4_el * Ns, *dKq = dQ4 + 2 * qk4_el * Ns, *dKl = dQ4 + 3 * qk4_el * Ns;
-        /* lin_out = lin_q S_g:  dS_g = lin_q^T dO, then dKV_g = sum_{g' > g} dS_g' */
-        cuda_gemm(cm, 1, 0, s, e, C, 1, Ql, Ql_h, s, Cs, d_att, d_att_h, e, Ce, 0, d_kv, e, se, BG);
-        group_scan_cuda(d_kv, B, G, (size_t)se, 1, TW(d_kv_h), 1, st);   /* bf16: read as the twin only */
-        /* d lin_q = dO S_g^T;  d lin_k = v dKV^T / C;  dv = lin_k dKV / C */
-        gemm_typed(cm, 0, 1, C, s, e, 1, d_att, d_att_h, e, Ce, kv, kv_h, e, se, 0, dQl, h_type, s, Cs, BG);
-        gemm_typed(cm, 0, 1, C, s, e, inv_C, hid, hid_h, H, CH, d_kv, d_kv_h, e, se, 0, dKl, h_type, s, Cs, BG);
-        gemm_typed(cm, 0, 0, C, e, s, inv_C, Kl, Kl_h, s, Cs, d_kv, d_kv_h, e, se, 0, d_hid_out, h_type, H, CH, BG);
-        /* quad_out = A v:  dA = dO v^T;  dsim = dA phi'(sim) (causal) */
-        gemm_typed(cm, 0, 1, C, C, e, 1, d_att, d_att_h, e, Ce, hid, hid_h, H, CH, 0, dsim_out, h_type, C, CC, BG);
-        attn_phi_backward_cuda(dsim, sim, BG, C, (c->attn_fn == ATTN_LAPLACE), TW(dsim_h), ACT(cm, A_DIST_SCRATCH), st);
-        attn_rel_bias_backward_cuda(D->rel_bias, ACT(cm, A_DIST_SCRATCH), attn_dist_parts(BG, C), C, s,
-                                    ACT(cm, A_DIST_SCRATCH) + (size_t)attn_dist_parts(BG, C) * C, st);
-        /* sim = Q K^T / C:  dQ = dsim K / C;  dK = dsim^T Q / C;  dv += A^T dO */
-        gemm_typed(cm, 0, 0, C, s, C, inv_C, dsim, dsim_h, C, CC, Kq, Kq_h, s, Cs, 0, dQq, h_type, s, Cs, BG);
-        gemm_typed(cm, 1, 0, C, s, C, inv_C, dsim, dsim_h, C, CC, Qq, Qq_h, s, Cs, 0, dKq, h_type, s, Cs, BG);
-        gemm_typed(cm, 1, 0, C, e, C, 1, attn, attn_h, C, CC, d_att, d_att_h, e, Ce, 1, d_hid_out, h_type, H, CH, BG);
-        MARK(P_PHASES + P_ATTENTION);
-        offset_scale_rotary_backward_cuda(d_hid_h ? NULL : d_hid + 2 * e, D->gamma, D->beta, d_qk4, TW(d_qk4_h), hid + 2 * e,
-                                          TW(hid_h ? hid_h + 2 * e : NULL), H,
-                                          hid_u + 2 * e, TW(hid_u_h ? hid_u_h + 2 * e : NULL), P->gamma, ACT(cm, A_ROT_COS), ACT(cm, A_ROT_SIN),
-                                          N, Tp, s, r, col, TW(d_hid_h ? d_hid_h + 2 * e : NULL),
-                                          hid_u_h ? P->bh + 2 * e : NULL, st);
-        MARK(P_PHASES + P_ROTARY);
-        silu_backward_cuda(d_hid_h ? NULL : d_hid, hid_u, TW(hid_u_h), N, e, H, TW(d_hid_h), hid_u_h ? P->bh : NULL,
-                           st);   /* v's columns */
-        /* one product gives both inputs' gradient sum, one the fused weight block's */
-        /* d_xs stays fp32: the norms' backward read it faster than bf16 (docs/cuda-notes.md) */
-        cuda_gemm(cm, 0, 0, N, d, H, 1, d_hid, d_hid_h, H, 0, P->wh, Wh_h, d, 0, 0, d_xs, d, 0, 1);
-        cuda_gemm(cm, 1, 0, H, d, N, 1, d_hid, d_hid_h, H, 0, xs, xs_h, d, 0, 1, D->wh, d, 0, 1);
-        if (d_hid_h) colsum16_add_cuda(D->bh, TW(d_hid_h), H, N, H, col, st);
-        else colsum_add_cuda(D->bh, d_hid, H, NULL, 0, N, H, col, st);
-        MARK(P_PHASES + P_TO_HIDDEN);
-        if (c->norm_type == NORM_SCALENORM)
-            scalenorm_backward_cuda(d_res, D->norm_g, d_xs, h, stat, P->norm_g, N, d, shift, row,
-                                    TW(d_res_h), st);
-        else
-            layernorm_backward_cuda(d_res, D->norm_w, D->norm_b, d_xs, h, stat, P->norm_w, N, d, shift,
-                                    ACT(cm, A_XHAT_SCRATCH), col, TW(d_res_h), st);
-        MARK(P_PHASES + P_NORM);
-    }
+    for (int l = L - 1; l >= 0; l--) flash_layer_backward(cm, &sh, &g, l, mk);
     embed_backward_cuda(cm->g.tok_emb, cm->g.pos_scale, d_res, d_order, d_start, V, ACT(cm, A_POS), N,
                         Tp, d, row, st);
     MARK(P_PHASES + P_EMBED);
-    marks_collect(cm, &mk);
+    cuda_marks_collect(cm, mk);
 }
 
 /* ---- tables, sizes ------------------------------------------------------------------------ */
@@ -593,7 +445,7 @@ static void *cu_grad_buffer(Model *m, size_t *count, size_t *elem_size, int *on_
 static double cu_update(Model *m, const OptConfig *o, long t_step, double lr) {
     CudaModel *cm = CM(m);
     cudaStream_t st = cm->st;
-    Marks mk = {0, {0}};
+    Marks marks = {0, {0}}, *mk = &marks;
     MARK(-1);
     opt_sumsq_cuda(cm->chunk_ss, cm->grads, cm->chunks, cm->nchunks, st);
     opt_clip_cuda(cm->clip, cm->scalars, cm->chunk_ss + cm->nchunks, cm->chunk_ss, cm->first, m->table.n,
@@ -603,7 +455,7 @@ static double cu_update(Model *m, const OptConfig *o, long t_step, double lr) {
                    cm->decays, (float)k.decay, cm->scalars, (float)k.b1, (float)k.b2, (float)k.c1,
                    (float)k.c2, (float)k.step, (float)k.inv_bc2, (float)k.eps, (bf16_t *)cm->params_h, st);
     MARK(P_OPT);
-    marks_collect(cm, &mk);
+    cuda_marks_collect(cm, mk);
     double norm = NAN;
     cudaMemcpyAsync(&norm, cm->scalars, sizeof(double), cudaMemcpyDeviceToHost, st);
     cudaError_t e = cudaStreamSynchronize(st);
@@ -663,8 +515,8 @@ static double cu_gemm_rate(Model *m, int M, int N, int K) {
         cudaEventRecord(e0, cm->st);
         do {
             for (int r = 0; r < 10; r++)
-                gemm_typed(cm, 0, 1, M, N, K, 1, (const float *)A, (const bf16 *)A, K, 0, (const float *)B,
-                           (const bf16 *)B, K, 0, 0, Cm, CUDA_R_32F, N, 0, 1);
+                cuda_gemm_typed(cm, 0, 1, M, N, K, 1, (const float *)A, (const bf16 *)A, K, 0, (const float *)B,
+                                (const bf16 *)B, K, 0, 0, Cm, CUDA_R_32F, N, 0, 1);
             reps += 10;
             cudaEventRecord(e1, cm->st);
             cudaEventSynchronize(e1);
@@ -715,7 +567,12 @@ extern "C" int cuda_model_open(Model *m, char *err, size_t errlen) {
     int ndev = cuda_device_count();
     if (ndev <= 0) { snprintf(err, errlen, "no CUDA GPU is visible"); goto fail; }
     if (cm->dev < 0 || cm->dev >= ndev) {
-        snprintf(err, errlen, "GPU %d does not exist (%d visible)", cm->dev, ndev);
+        /* the ordinal is the process's local MPI rank: more ranks on this host than GPUs */
+        snprintf(err, errlen,
+                 "this process would train on GPU %d, but this host has %d visible: more MPI ranks run on "
+                 "the host than it has GPUs (one rank per GPU: mpirun -np %d, or fewer per host; "
+                 "--device cpu trains on the CPU)",
+                 cm->dev, ndev, ndev);
         goto fail;
     }
     {

@@ -1,5 +1,6 @@
 /* autograd/cuda/cuda_model.h: the CUDA backend's own state, shared by its files (cuda_model.cu:
- * the model, the step and the update; cuda_decode.cu: the recurrent decoder). */
+ * the model, the step and the update; layer.h: the layer's rooms; cuda_decode.cu: the
+ * recurrent decoder). */
 #ifndef FLASH_CUDA_MODEL_H
 #define FLASH_CUDA_MODEL_H
 #include <cublas_v2.h>
@@ -90,6 +91,24 @@ static inline int cuda_fail(cudaError_t e, const char *what, char *err, size_t e
 void cuda_gemm(CudaModel *cm, int ta, int tb, int M, int N, int K, float alpha, const float *A,
                const bf16 *Ah, int lda, long long sA, const float *B, const bf16 *Bh, int ldb,
                long long sB, float beta, float *C, int ldc, long long sC, int batch);
+/* the same with C of type ctype (CUDA_R_32F or CUDA_R_16BF: a product that writes its output
+   in bf16 only) */
+void cuda_gemm_typed(CudaModel *cm, int ta, int tb, int M, int N, int K, float alpha, const float *A,
+                     const bf16 *Ah, int lda, long long sA, const float *B, const bf16 *Bh, int ldb,
+                     long long sB, float beta, void *C, cudaDataType_t ctype, int ldc, long long sC,
+                     int batch);
+
+/* profiling (cuda_model.cu): events recorded on the stream between the phases of a pass */
+enum { P_EMBED, P_NORM, P_TO_HIDDEN, P_ROTARY, P_ATTENTION, P_GATE, P_TO_OUT, P_HEAD, P_OPT, P_PHASES };
+/* forward phases, then the same phases of the backward (index + P_PHASES) */
+typedef struct { int n; int phase[64]; } Marks;
+/* records the end of a phase (-1: a start, no phase); with profiling off records nothing.
+   Events are few (64): near the end it collects the times and starts again, so that one
+   layer pass at a time is profiled */
+void cuda_mark(CudaModel *cm, Marks *mk, int phase);
+void cuda_marks_collect(CudaModel *cm, Marks *mk);   /* waits, adds the times to prof_s */
+/* in a function with `CudaModel *cm` and `Marks *mk` */
+#define MARK(ph) cuda_mark(cm, mk, (ph))
 /* the forward over B sequences padded to Tp, tokens on the device (cuda_model.cu);
    keep_state: the linear attention's scanned state S kept in fp32 too (the decoder's prefill
    copies it; a training step reads only its bf16 twin) */

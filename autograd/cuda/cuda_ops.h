@@ -31,6 +31,9 @@ void colsum_add_cuda(float *dst, const float *A, int lda, const float *Bm, int l
 /* dst[j] += sum_n A[n*lda + j] over a bf16 matrix */
 void colsum16_add_cuda(float *dst, const bf16_t *A, int lda, int N, int M, float *scratch,
                        cudaStream_t st);
+/* scratch[slice*M + j] = the sum of A's column j over the rows of slice (64 slices in order),
+   the first stage of colsum_add_cuda */
+void colsum_slices_cuda(float *scratch, const float *A, int lda, int N, int M, cudaStream_t st);
 /* *dst += scale * sum_n src[n] (one float, summed in double) */
 void sum_add_cuda(float *dst, const float *src, int n, float scale, cudaStream_t st);
 
