@@ -23,10 +23,13 @@ one() {  # tool, name, command...
     local tool=$1 name=$2; shift 2
     local log=$work/$tool-$name.log
     "$cs" --tool "$tool" --error-exitcode 99 "$@" > "$log" 2>&1; local rc=$?
-    if [ $rc -eq 0 ] && grep -q 'ERROR SUMMARY: 0 errors' "$log"; then
+    # memcheck, initcheck, synccheck end "ERROR SUMMARY: 0 errors"; racecheck "RACECHECK
+    # SUMMARY: 0 hazards displayed (0 errors, 0 warnings)"
+    if [ $rc -eq 0 ] && grep -Eq 'ERROR SUMMARY: 0 errors|RACECHECK SUMMARY: 0 hazards displayed \(0 errors, 0 warnings\)' "$log"; then
+        grep -E '(ERROR|RACECHECK) SUMMARY' "$log" | tail -1 | sed "s/^/     $tool $name: /"
         echo "ok   $tool $name"; passed=$((passed + 1))
     else
-        echo "FAIL $tool $name (exit $rc)"; grep -E 'ERROR SUMMARY|Invalid|Race|Uninitialized|Barrier|FAIL' "$log" | head -8 | sed 's/^/  /'
+        echo "FAIL $tool $name (exit $rc)"; { grep -E 'SUMMARY|Invalid|Race|Uninitialized|Barrier|FAIL' "$log" | head -8; tail -3 "$log"; } | sed 's/^/  /'
         failed=$((failed + 1))
     fi
 }
