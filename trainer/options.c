@@ -588,6 +588,15 @@ static void put_value(const Options *o, const Flag *f, char *buf, size_t cap, si
     *n += (size_t)json_escape(*n < cap ? buf + *n : NULL, *n < cap ? cap - *n : 0, p);
 }
 
+/* ", KEY: VALUE", after a line break when *newline; the data's size and CRC-32 only when
+   known (0 bytes: a run that predates them). */
+static void put_setting(const Options *o, const Flag *f, int *newline, char *buf, size_t cap, size_t *n) {
+    if (!o->data_bytes && (f->off == OFF(data_bytes) || f->off == OFF(data_crc32))) return;
+    put(buf, cap, n, *newline ? ",\n \"%s\": " : ", \"%s\": ", f->key);
+    put_value(o, f, buf, cap, n);
+    *newline = 0;
+}
+
 int options_to_json(const Options *o, char *buf, size_t buflen) {
     char model[1024];
     config_to_json(&o->model, model, sizeof model);
@@ -596,28 +605,17 @@ int options_to_json(const Options *o, char *buf, size_t buflen) {
     put(buf, buflen, &n, "%s", model);
     unsigned char done[N_FLAGS] = {0};
     int newline = 1;   /* the model's keys end a line */
-    for (const char *t = JSON_LAYOUT;;) {
+    for (const char *t = JSON_LAYOUT; *t;) {
         const size_t len = strcspn(t, " \n");
-        int i = len ? row_keyed(t, len) : N_FLAGS;   /* N_FLAGS: past the layout's last key */
-        if (i < 0) return -1;                        /* a layout key that no row has */
-        if (i == N_FLAGS) {   /* then the keys that the layout does not name */
-            i = 0;
-            while (i < N_FLAGS && (done[i] || !FLAGS[i].key)) i++;
-            if (i == N_FLAGS) break;
-        }
-        const Flag *f = &FLAGS[i];
+        const int i = row_keyed(t, len);
+        if (i < 0) return -1;   /* a layout key that no row has */
+        put_setting(o, &FLAGS[i], &newline, buf, buflen, &n);
         done[i] = 1;
-        /* the data's size and CRC-32 only when known (0 bytes: a run that predates them) */
-        if (o->data_bytes || (f->off != OFF(data_bytes) && f->off != OFF(data_crc32))) {
-            put(buf, buflen, &n, newline ? ",\n \"%s\": " : ", \"%s\": ", f->key);
-            put_value(o, f, buf, buflen, &n);
-            newline = 0;
-        }
-        if (len) {
-            newline |= t[len] == '\n';
-            t += len + (t[len] != 0);
-        }
+        t += len;
+        if (*t) newline |= *t++ == '\n';
     }
+    for (int i = 0; i < N_FLAGS; i++)   /* then the keys that the layout does not name */
+        if (FLAGS[i].key && !done[i]) put_setting(o, &FLAGS[i], &newline, buf, buflen, &n);
     put(buf, buflen, &n, "%s", "}\n");
     return n < buflen ? (int)n : -1;   /* -1: it did not fit (never a cut JSON) */
 }
