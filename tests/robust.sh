@@ -284,5 +284,31 @@ if printf '%s' "$r1" | grep -q 'lr 0.0002' && printf '%s' "$r2" | grep -q 'lr 0.
    printf '%s' "$out" | grep -q '^steps: 20 timed'; then ok preset_order_as_help_says
 else bad preset_order_as_help_says "$r1 / $r2 / $(printf '%s' "$out" | grep '^steps')"; fi
 
+# ---- issue 23, 3. every saved setting passes its flag's checks when read: "ranks" (once read
+# leniently: 0, -1, 2.5, 1e9 or a string became 1) must be an integer in [1, 10^6], and any
+# other key of the wrong type or out of range is refused with a message naming it. Each run
+# directory holds only the altered checkpoint, so --resume cannot fall back to an older one.
+for val in 0 -1 2.5 1e9 '"two"'; do
+    name=${val//\"/}; d=$tmp/ranks_$name; mkdir -p "$d"
+    patch_ckpt "$ck" "$d/ckpt-00000020.bin" "import re; j=re.sub(r'\"ranks\": [^,}]*', '\"ranks\": $val', j)"
+    expect_fail "resume_ranks_${name}_refused" '"ranks" must be an integer in [1, 1000000]' --resume "$d" "$data" --threads 2
+done
+for case in 'preset:"pap"' 'init_from:5' 'data:null' 'trained_on:["cpu fp32"]' 'seed:-1' \
+            'data_crc32:4294967296' 'clip_mode:"lokal"' 'data_bytes:"many"' 'warmup:2.5'; do
+    key=${case%%:*}; val=${case#*:}
+    d=$tmp/saved_$key; mkdir -p "$d"
+    patch_ckpt "$ck" "$d/ckpt-00000020.bin" "import re; j=re.sub(r'\"$key\": (\"[^\"]*\"|[^,}]*)', lambda m: '\"$key\": $val', j)"
+    expect_fail "resume_saved_${key}_refused" "\"$key\"" --resume "$d" "$data" --threads 2
+done
+# a key that only older files lack may be missing ("ranks": one process), one that every
+# file has may not
+d=$tmp/noranks; mkdir -p "$d"
+patch_ckpt "$ck" "$d/ckpt-00000020.bin" "j=j.replace(', \"ranks\": 1', '')"
+run eval "$d" "$data" --threads 2
+if [ "$rc" -eq 0 ]; then ok saved_ranks_absent_is_one
+else bad saved_ranks_absent_is_one "exit $rc: $(printf '%s' "$out" | tail -1)"; fi
+patch_ckpt "$ck" "$d/ckpt-00000020.bin" "j=j.replace(' \"clip_mode\": \"local\",', '')"
+expect_fail saved_clip_mode_required 'lack "clip_mode"' eval "$d" "$data" --threads 2
+
 echo "RESULT passed=$passed failed=$failed"
 [ "$failed" -eq 0 ]

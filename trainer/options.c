@@ -31,6 +31,10 @@ void options_default(Options *o) {
     o->ckpt_every = 500;
     o->keep_ckpts = 3;
     o->log_every = 10;
+    o->ranks = 1;
+    /* what a saved file without "trained_on" means: files from before the GPU backend were
+       all written on the CPU in fp32 (a run sets its own) */
+    snprintf(o->trained_on, sizeof o->trained_on, "cpu fp32");
     o->threads = 0;
     o->device = DEVICE_AUTO;
     o->precision = PRECISION_DEFAULT;
@@ -80,84 +84,92 @@ static int options_preset(Options *o, const char *name, char *err, size_t errlen
 
 /* ------------------------------------------------------------------------------------ */
 
-static int parse_int_arg(const char *s, long lo, long hi, long *out) {
-    char *end;
-    errno = 0;
-    double v = strtod(s, &end);   /* accepts 1e5 as well as 100000 */
-    /* the range in double first: casting an out-of-range double is undefined */
-    if (errno || end == s || *end || !(v >= (double)lo && v <= (double)hi) || v != (double)(long)v) return -1;
-    *out = (long)v;
-    return 0;
-}
-
-static int parse_double_arg(const char *s, double *out) {
+/* A number as the command line writes it (1e5 as well as 100000): 0, or -1. */
+static int parse_number(const char *s, double *out) {
     char *end;
     errno = 0;
     double v = strtod(s, &end);
-    if (errno || end == s || *end || v != v) return -1;
+    if (errno || end == s || *end) return -1;
     *out = v;
     return 0;
 }
 
-typedef enum { K_INT, K_LONG, K_U64, K_DBL, K_STR, K_ON, K_OFF, K_NORM, K_ATTN, K_CLIP, K_DEVICE,
-               K_PREC, K_TEXT, K_SPLIT } Kind;
+typedef enum { K_INT, K_LONG, K_U64, K_U32, K_DBL, K_STR, K_PRESET, K_ON, K_OFF, K_NORM, K_ATTN, K_CLIP,
+               K_DEVICE, K_PREC, K_TEXT, K_SPLIT } Kind;
 typedef enum { G_CMD, G_RUN, G_DATA, G_RECIPE, G_MODEL } Group;
+/* One row per setting: its flag's parsing and --help line, and its key in the saved JSON
+   (config.json, each checkpoint), written from the row and read back through the same
+   checks as the flag (read_saved). flag NULL: saved only; key NULL: not saved. The model's
+   keys are model/config.c's (FLASH-pytorch's config names), so the G_MODEL rows have none. */
 typedef struct {
     const char *flag;
+    const char *key;
     Kind kind;
     size_t off;
-    double lo, hi;
+    double lo, hi;            /* the range of a number; for K_STR and K_PRESET, hi is the
+                                 buffer's size */
     Group group;
-    const char *meta, *help;
+    const char *meta, *help;  /* help NULL: no line of its own in --help */
     unsigned cmds;            /* the commands that take it (CMD_* bits) */
 } Flag;
 
 #define OFF(field) offsetof(Options, field)
+#define SIZE(field) sizeof ((Options *)0)->field
 static const Flag FLAGS[] = {
-    {"--split", K_SPLIT, OFF(split), 0, 0, G_CMD, "val|test", "the split to evaluate", CMD_EVAL},
-    {"--prompt", K_TEXT, OFF(prompt), 0, 0, G_CMD, "TEXT", "the text to continue (empty: a newline)", CMD_SAMPLE},
-    {"--len", K_INT, OFF(gen_len), 1, 1 << 24, G_CMD, "N", "bytes to generate", CMD_SAMPLE},
-    {"--temperature", K_DBL, OFF(temperature), 1e-300, 1e6, G_CMD, "X", "softmax temperature (positive)", CMD_SAMPLE},
-    {"--num-samples", K_INT, OFF(num_samples), 1, 4096, G_CMD, "N", "sequences generated together", CMD_SAMPLE},
-    {"--bench", K_ON, OFF(sample_bench), 0, 0, G_CMD, NULL, "time the decoder instead of printing text", CMD_SAMPLE},
-    {"--out", K_STR, OFF(out_dir), 0, 0, G_RUN, "DIR", "run directory: config, metrics, plot, samples, checkpoints", CMD_TRAIN},
-    {"--resume", K_STR, OFF(resume_dir), 0, 0, G_RUN, "DIR", "continue the run in DIR from its newest valid checkpoint, with its saved settings, on the device and precision that trained it (bit-exact) unless --device or --precision say otherwise", CMD_TRAIN},
-    {"--overwrite", K_ON, OFF(overwrite), 0, 0, G_RUN, NULL, "start a new run in an --out directory that holds another run (its checkpoints, metrics and samples are replaced); without it that is refused", CMD_TRAIN},
-    {"--init-from", K_STR, OFF(init_from), 0, 0, G_RUN, "FILE", "start from the weights of a .safetensors file (its config sets the model)", CMD_TRAIN},
-    {"--seed", K_U64, OFF(seed), 0, 0, G_RUN, "N", "seed of initialisation, data order and samples", CMD_TRAIN | CMD_BENCH | CMD_SAMPLE},
-    {"--device", K_DEVICE, OFF(device), 0, 0, G_RUN, "auto|cpu|cuda", "where the model runs (auto: a CUDA GPU when this build has CUDA and one is visible, else the CPU)", CMD_ALL},
-    {"--precision", K_PREC, OFF(precision), 0, 0, G_RUN, "fp32|bf16", "arithmetic: the CPU computes in fp32 only; CUDA defaults to bf16 (bf16 products and activations, fp32 master weights, moments and reductions: 5.6x fp32's speed on an H200 with the same loss curve); fp32 there means no TF32", CMD_ALL},
-    {"--threads", K_INT, OFF(threads), 0, 4096, G_RUN, "N", "threads (0: all cores)", CMD_ALL},
-    {"--eval-every", K_INT, OFF(eval_every), 0, 1e9, G_RUN, "N", "validate every N steps (0: never)", CMD_TRAIN},
-    {"--eval-windows", K_INT, OFF(eval_windows), 0, 1e6, G_RUN, "N", "validation windows of seq-len bytes, evenly spaced, the same every time (0: the whole validation split, as ./train eval)", CMD_TRAIN},
-    {"--sample-every", K_INT, OFF(sample_every), 0, 1e9, G_RUN, "N", "print and save a sample every N steps (0: never)", CMD_TRAIN},
-    {"--sample-len", K_INT, OFF(sample_len), 1, 1e7, G_RUN, "N", "bytes generated per sample", CMD_TRAIN},
-    {"--sample-prime", K_INT, OFF(sample_prime), 1, 1e7, G_RUN, "N", "bytes of validation text that prime each sample", CMD_TRAIN},
-    {"--ckpt-every", K_INT, OFF(ckpt_every), 0, 1e9, G_RUN, "N", "checkpoint every N steps (0: only at the end and on a signal)", CMD_TRAIN},
-    {"--keep-ckpts", K_INT, OFF(keep_ckpts), 1, 1e6, G_RUN, "K", "keep the newest K checkpoints", CMD_TRAIN},
-    {"--log-every", K_INT, OFF(log_every), 1, 1e9, G_RUN, "N", "progress line every N steps when the output is not a terminal", CMD_TRAIN},
-    {"--steps", K_LONG, OFF(opt.total), 1, 1e12, G_RECIPE, "N", "optimizer steps (the schedule's length)", CMD_TRAIN | CMD_BENCH},
-    {"--batch", K_INT, OFF(batch), 1, 1e6, G_RECIPE, "B", "sequences per micro-batch", CMD_TRAIN | CMD_BENCH | CMD_EVAL},
-    {"--accum", K_INT, OFF(accum), 1, 1e6, G_RECIPE, "N", "micro-batches per optimizer step on each rank (their gradients averaged; under mpirun -np R a step is batch x accum x R sequences)", CMD_TRAIN | CMD_BENCH},
-    {"--seq-len", K_INT, OFF(seq_len), 1, 1 << 24, G_RECIPE, "T", "tokens per sequence", CMD_TRAIN | CMD_BENCH | CMD_EVAL},
-    {"--lr", K_DBL, OFF(opt.peak_lr), 0, 1e3, G_RECIPE, "X", "peak learning rate", CMD_TRAIN | CMD_BENCH},
-    {"--warmup", K_LONG, OFF(opt.warmup), 0, 1e12, G_RECIPE, "N", "linear warmup steps", CMD_TRAIN | CMD_BENCH},
-    {"--min-lr", K_DBL, OFF(opt.min_lr), 0, 1e3, G_RECIPE, "X", "learning rate at the end of the linear decay", CMD_TRAIN | CMD_BENCH},
-    {"--weight-decay", K_DBL, OFF(opt.weight_decay), 0, 1e3, G_RECIPE, "X", "decoupled weight decay (Linear weights, token embedding)", CMD_TRAIN | CMD_BENCH},
-    {"--beta1", K_DBL, OFF(opt.beta1), 0, 0.999999, G_RECIPE, "X", "Adam beta1", CMD_TRAIN | CMD_BENCH},
-    {"--beta2", K_DBL, OFF(opt.beta2), 0, 0.999999999, G_RECIPE, "X", "Adam beta2", CMD_TRAIN | CMD_BENCH},
-    {"--eps", K_DBL, OFF(opt.eps), 1e-30, 1, G_RECIPE, "X", "Adam epsilon (at least 1e-30: 0 divides 0 by 0 on the first update, and a float32 eps must not underflow)", CMD_TRAIN | CMD_BENCH},
-    {"--clip", K_DBL, OFF(opt.clip), 0, 1e12, G_RECIPE, "X", "gradient clipping threshold", CMD_TRAIN | CMD_BENCH},
-    {"--clip-mode", K_CLIP, OFF(opt.clip_mode), 0, 0, G_RECIPE, "local|global|none", "local: each tensor's norm; global: all together", CMD_TRAIN | CMD_BENCH},
-    {"--dim", K_INT, OFF(model.dim), 2, 65536, G_MODEL, "D", "model width", CMD_TRAIN | CMD_BENCH},
-    {"--depth", K_INT, OFF(model.depth), 1, 1024, G_MODEL, "L", "layers", CMD_TRAIN | CMD_BENCH},
-    {"--group-size", K_INT, OFF(model.group_size), 1, 65536, G_MODEL, "C", "local attention group size", CMD_TRAIN | CMD_BENCH},
-    {"--qk-dim", K_INT, OFF(model.query_key_dim), 2, 65536, G_MODEL, "S", "query/key width", CMD_TRAIN | CMD_BENCH},
-    {"--expansion", K_DBL, OFF(model.expansion_factor), 0, 65536, G_MODEL, "X", "hidden width = int(X * dim)", CMD_TRAIN | CMD_BENCH},
-    {"--norm", K_NORM, OFF(model.norm_type), 0, 0, G_MODEL, "scalenorm|layernorm", "normalization", CMD_TRAIN | CMD_BENCH},
-    {"--shift-tokens", K_ON, OFF(model.shift_tokens), 0, 0, G_MODEL, NULL, "token shift on", CMD_TRAIN | CMD_BENCH},
-    {"--no-shift-tokens", K_OFF, OFF(model.shift_tokens), 0, 0, G_MODEL, NULL, "token shift off", CMD_TRAIN | CMD_BENCH},
-    {"--attn-fn", K_ATTN, OFF(model.attn_fn), 0, 0, G_MODEL, "laplace|relu2", "attention function", CMD_TRAIN | CMD_BENCH},
+    {"--split", NULL, K_SPLIT, OFF(split), 0, 0, G_CMD, "val|test", "the split to evaluate", CMD_EVAL},
+    {"--prompt", NULL, K_TEXT, OFF(prompt), 0, 0, G_CMD, "TEXT", "the text to continue (empty: a newline)", CMD_SAMPLE},
+    {"--len", NULL, K_INT, OFF(gen_len), 1, 1 << 24, G_CMD, "N", "bytes to generate", CMD_SAMPLE},
+    {"--temperature", NULL, K_DBL, OFF(temperature), 1e-300, 1e6, G_CMD, "X", "softmax temperature (positive)", CMD_SAMPLE},
+    {"--num-samples", NULL, K_INT, OFF(num_samples), 1, 4096, G_CMD, "N", "sequences generated together", CMD_SAMPLE},
+    {"--bench", NULL, K_ON, OFF(sample_bench), 0, 0, G_CMD, NULL, "time the decoder instead of printing text", CMD_SAMPLE},
+    {"--out", NULL, K_STR, OFF(out_dir), 0, SIZE(out_dir), G_RUN, "DIR", "run directory: config, metrics, plot, samples, checkpoints", CMD_TRAIN},
+    {"--resume", NULL, K_STR, OFF(resume_dir), 0, SIZE(resume_dir), G_RUN, "DIR", "continue the run in DIR from its newest valid checkpoint, with its saved settings, on the device and precision that trained it (bit-exact) unless --device or --precision say otherwise", CMD_TRAIN},
+    {"--overwrite", NULL, K_ON, OFF(overwrite), 0, 0, G_RUN, NULL, "start a new run in an --out directory that holds another run (its checkpoints, metrics and samples are replaced); without it that is refused", CMD_TRAIN},
+    {"--init-from", "init_from", K_STR, OFF(init_from), 0, SIZE(init_from), G_RUN, "FILE", "start from the weights of a .safetensors file (its config sets the model)", CMD_TRAIN},
+    {"--seed", "seed", K_U64, OFF(seed), 0, 0, G_RUN, "N", "seed of initialisation, data order and samples", CMD_TRAIN | CMD_BENCH | CMD_SAMPLE},
+    {"--device", NULL, K_DEVICE, OFF(device), 0, 0, G_RUN, "auto|cpu|cuda", "where the model runs (auto: a CUDA GPU when this build has CUDA and one is visible, else the CPU)", CMD_ALL},
+    {"--precision", NULL, K_PREC, OFF(precision), 0, 0, G_RUN, "fp32|bf16", "arithmetic: the CPU computes in fp32 only; CUDA defaults to bf16 (bf16 products and activations, fp32 master weights, moments and reductions: 5.6x fp32's speed on an H200 with the same loss curve); fp32 there means no TF32", CMD_ALL},
+    {"--threads", NULL, K_INT, OFF(threads), 0, 4096, G_RUN, "N", "threads (0: all cores)", CMD_ALL},
+    {"--eval-every", "eval_every", K_INT, OFF(eval_every), 0, 1e9, G_RUN, "N", "validate every N steps (0: never)", CMD_TRAIN},
+    {"--eval-windows", "eval_windows", K_INT, OFF(eval_windows), 0, 1e6, G_RUN, "N", "validation windows of seq-len bytes, evenly spaced, the same every time (0: the whole validation split, as ./train eval)", CMD_TRAIN},
+    {"--sample-every", "sample_every", K_INT, OFF(sample_every), 0, 1e9, G_RUN, "N", "print and save a sample every N steps (0: never)", CMD_TRAIN},
+    {"--sample-len", "sample_len", K_INT, OFF(sample_len), 1, 1e7, G_RUN, "N", "bytes generated per sample", CMD_TRAIN},
+    {"--sample-prime", "sample_prime", K_INT, OFF(sample_prime), 1, 1e7, G_RUN, "N", "bytes of validation text that prime each sample", CMD_TRAIN},
+    {"--ckpt-every", "ckpt_every", K_INT, OFF(ckpt_every), 0, 1e9, G_RUN, "N", "checkpoint every N steps (0: only at the end and on a signal)", CMD_TRAIN},
+    {"--keep-ckpts", "keep_ckpts", K_INT, OFF(keep_ckpts), 1, 1e6, G_RUN, "K", "keep the newest K checkpoints", CMD_TRAIN},
+    {"--log-every", "log_every", K_INT, OFF(log_every), 1, 1e9, G_RUN, "N", "progress line every N steps when the output is not a terminal", CMD_TRAIN},
+    {"--steps", "steps", K_LONG, OFF(opt.total), 1, 1e12, G_RECIPE, "N", "optimizer steps (the schedule's length)", CMD_TRAIN | CMD_BENCH},
+    {"--batch", "batch", K_INT, OFF(batch), 1, 1e6, G_RECIPE, "B", "sequences per micro-batch", CMD_TRAIN | CMD_BENCH | CMD_EVAL},
+    {"--accum", "accum", K_INT, OFF(accum), 1, 1e6, G_RECIPE, "N", "micro-batches per optimizer step on each rank (their gradients averaged; under mpirun -np R a step is batch x accum x R sequences)", CMD_TRAIN | CMD_BENCH},
+    {"--seq-len", "seq_len", K_INT, OFF(seq_len), 1, 1 << 24, G_RECIPE, "T", "tokens per sequence", CMD_TRAIN | CMD_BENCH | CMD_EVAL},
+    {"--lr", "lr", K_DBL, OFF(opt.peak_lr), 0, 1e3, G_RECIPE, "X", "peak learning rate", CMD_TRAIN | CMD_BENCH},
+    {"--warmup", "warmup", K_LONG, OFF(opt.warmup), 0, 1e12, G_RECIPE, "N", "linear warmup steps", CMD_TRAIN | CMD_BENCH},
+    {"--min-lr", "min_lr", K_DBL, OFF(opt.min_lr), 0, 1e3, G_RECIPE, "X", "learning rate at the end of the linear decay", CMD_TRAIN | CMD_BENCH},
+    {"--weight-decay", "weight_decay", K_DBL, OFF(opt.weight_decay), 0, 1e3, G_RECIPE, "X", "decoupled weight decay (Linear weights, token embedding)", CMD_TRAIN | CMD_BENCH},
+    {"--beta1", "beta1", K_DBL, OFF(opt.beta1), 0, 0.999999, G_RECIPE, "X", "Adam beta1", CMD_TRAIN | CMD_BENCH},
+    {"--beta2", "beta2", K_DBL, OFF(opt.beta2), 0, 0.999999999, G_RECIPE, "X", "Adam beta2", CMD_TRAIN | CMD_BENCH},
+    {"--eps", "eps", K_DBL, OFF(opt.eps), 1e-30, 1, G_RECIPE, "X", "Adam epsilon (at least 1e-30: 0 divides 0 by 0 on the first update, and a float32 eps must not underflow)", CMD_TRAIN | CMD_BENCH},
+    {"--clip", "clip", K_DBL, OFF(opt.clip), 0, 1e12, G_RECIPE, "X", "gradient clipping threshold", CMD_TRAIN | CMD_BENCH},
+    {"--clip-mode", "clip_mode", K_CLIP, OFF(opt.clip_mode), 0, 0, G_RECIPE, "local|global|none", "local: each tensor's norm; global: all together", CMD_TRAIN | CMD_BENCH},
+    {"--dim", NULL, K_INT, OFF(model.dim), 2, 65536, G_MODEL, "D", "model width", CMD_TRAIN | CMD_BENCH},
+    {"--depth", NULL, K_INT, OFF(model.depth), 1, 1024, G_MODEL, "L", "layers", CMD_TRAIN | CMD_BENCH},
+    {"--group-size", NULL, K_INT, OFF(model.group_size), 1, 65536, G_MODEL, "C", "local attention group size", CMD_TRAIN | CMD_BENCH},
+    {"--qk-dim", NULL, K_INT, OFF(model.query_key_dim), 2, 65536, G_MODEL, "S", "query/key width", CMD_TRAIN | CMD_BENCH},
+    {"--expansion", NULL, K_DBL, OFF(model.expansion_factor), 0, 65536, G_MODEL, "X", "hidden width = int(X * dim)", CMD_TRAIN | CMD_BENCH},
+    {"--norm", NULL, K_NORM, OFF(model.norm_type), 0, 0, G_MODEL, "scalenorm|layernorm", "normalization", CMD_TRAIN | CMD_BENCH},
+    {"--shift-tokens", NULL, K_ON, OFF(model.shift_tokens), 0, 0, G_MODEL, NULL, "token shift on", CMD_TRAIN | CMD_BENCH},
+    {"--no-shift-tokens", NULL, K_OFF, OFF(model.shift_tokens), 0, 0, G_MODEL, NULL, "token shift off", CMD_TRAIN | CMD_BENCH},
+    {"--attn-fn", NULL, K_ATTN, OFF(model.attn_fn), 0, 0, G_MODEL, "laplace|relu2", "attention function", CMD_TRAIN | CMD_BENCH},
+    /* options_parse applies a preset before the other flags, and the command's text
+       explains it; the row saves the name and checks it on read */
+    {"--preset", "preset", K_PRESET, OFF(preset), 0, SIZE(preset), G_RECIPE, "NAME", NULL, CMD_TRAIN | CMD_BENCH},
+    /* saved only: the data FILE (a positional argument), its identity, the device and the
+       ranks that trained the run (set by train.c) */
+    {.key = "data", .kind = K_STR, .off = OFF(data_path), .hi = SIZE(data_path), .group = G_DATA},
+    {.key = "data_bytes", .kind = K_U64, .off = OFF(data_bytes), .group = G_DATA},
+    {.key = "data_crc32", .kind = K_U32, .off = OFF(data_crc32), .group = G_DATA},
+    {.key = "trained_on", .kind = K_STR, .off = OFF(trained_on), .hi = SIZE(trained_on), .group = G_RUN},
+    {.key = "ranks", .kind = K_INT, .off = OFF(ranks), .lo = 1, .hi = 1e6, .group = G_RUN},
 };
 #define N_FLAGS ((int)(sizeof FLAGS / sizeof FLAGS[0]))
 
@@ -167,9 +179,11 @@ static void value_str(const Options *o, const Flag *f, char *buf, size_t n) {
     case K_INT: snprintf(buf, n, "%d", *(const int *)p); break;
     case K_LONG: snprintf(buf, n, "%ld", *(const long *)p); break;
     case K_U64: snprintf(buf, n, "%llu", (unsigned long long)*(const uint64_t *)p); break;
+    case K_U32: snprintf(buf, n, "%lu", (unsigned long)*(const uint32_t *)p); break;
     case K_DBL: snprintf(buf, n, "%g", *(const double *)p); break;
     case K_STR: snprintf(buf, n, "%s", *p ? p : "none"); break;
-    case K_SPLIT: snprintf(buf, n, "%s", p); break;
+    case K_SPLIT:
+    case K_PRESET: snprintf(buf, n, "%s", p); break;
     case K_TEXT: {
         const char *t = *(const char *const *)p;
         snprintf(buf, n, "%s", !t || !strcmp(t, "\n") ? "a newline" : t);
@@ -276,7 +290,7 @@ void options_print_help(FILE *f, Command cmd) {
         int any = 0;
         for (int i = 0; i < N_FLAGS; i++) {
             const Flag *fl = &FLAGS[i];
-            if ((int)fl->group != g || !(fl->cmds & cmd)) continue;
+            if ((int)fl->group != g || !(fl->cmds & cmd) || !fl->help) continue;
             if (!any) fprintf(f, "\n%s:\n", g == G_RUN && cmd != CMD_TRAIN ? "options" : titles[g]);
             any = 1;
             char left[64], def[64];
@@ -296,7 +310,7 @@ void options_print_help(FILE *f, Command cmd) {
 
 int options_given(const Options *o, const char *flag) {
     for (int i = 0; i < N_FLAGS; i++)
-        if (!strcmp(FLAGS[i].flag, flag)) return o->given[i];
+        if (FLAGS[i].flag && !strcmp(FLAGS[i].flag, flag)) return o->given[i];
     return 0;
 }
 
@@ -310,18 +324,34 @@ const char *options_given_other(const Options *o, const char *const *allowed) {
     return NULL;
 }
 
+/* The range of a number, the command line's and a saved file's alike: in [lo, hi], and
+   whole for the integer kinds. Checked in double before any cast (casting an out-of-range
+   double is undefined); NaN fails every comparison. */
+static int in_range(const Flag *f, double v) {
+    return v >= f->lo && v <= f->hi && (f->kind == K_DBL || v == floor(v));
+}
+
+/* Stores a number that passed in_range. */
+static void set_number(Options *o, const Flag *f, double v) {
+    char *p = (char *)o + f->off;
+    if (f->kind == K_INT) *(int *)p = (int)v;
+    else if (f->kind == K_LONG) *(long *)p = (long)v;
+    else *(double *)p = v;
+}
+
+/* Sets the row's field from the command line's text (or a saved string value: K_CLIP,
+   K_PRESET). 0, or -1 with a message. */
 static int set_flag(Options *o, const Flag *f, const char *val, char *err, size_t errlen) {
     char *p = (char *)o + f->off;
-    long iv;
     double dv;
     switch (f->kind) {
     case K_INT:
     case K_LONG:
-        if (parse_int_arg(val, (long)f->lo, (long)f->hi, &iv)) {
+        if (parse_number(val, &dv) || !in_range(f, dv)) {
             snprintf(err, errlen, "%s: expected an integer in [%.0f, %.0f], got \"%.64s\"", f->flag, f->lo, f->hi, val);
             return -1;
         }
-        if (f->kind == K_INT) *(int *)p = (int)iv; else *(long *)p = iv;
+        set_number(o, f, dv);
         return 0;
     case K_U64: {
         char *end;
@@ -335,19 +365,26 @@ static int set_flag(Options *o, const Flag *f, const char *val, char *err, size_
         return 0;
     }
     case K_DBL:
-        if (parse_double_arg(val, &dv) || dv < f->lo || dv > f->hi) {
+        if (parse_number(val, &dv) || !in_range(f, dv)) {
             snprintf(err, errlen, "%s: expected a number in [%.10g, %.10g], got \"%.64s\"", f->flag, f->lo, f->hi, val);
             return -1;
         }
-        *(double *)p = dv;
+        set_number(o, f, dv);
         return 0;
     case K_STR:
-        if (strlen(val) >= OPT_PATH_MAX || !*val) {
-            snprintf(err, errlen, "%s: expected a non-empty path shorter than %d bytes", f->flag, OPT_PATH_MAX);
+        if (strlen(val) >= (size_t)f->hi || !*val) {
+            snprintf(err, errlen, "%s: expected a non-empty path shorter than %.0f bytes", f->flag, f->hi);
             return -1;
         }
-        snprintf(p, OPT_PATH_MAX, "%s", val);
+        snprintf(p, (size_t)f->hi, "%s", val);
         return 0;
+    case K_PRESET: {   /* the name only: options_parse applied the preset's values first */
+        Options scratch;
+        if (options_preset(&scratch, val, err, errlen)) return -1;
+        snprintf(p, (size_t)f->hi, "%s", val);
+        return 0;
+    }
+    case K_U32: break;   /* saved only (data_crc32): read by read_saved */
     case K_NORM:
         if (!strcmp(val, "scalenorm")) *(NormType *)p = NORM_SCALENORM;
         else if (!strcmp(val, "layernorm")) *(NormType *)p = NORM_LAYERNORM;
@@ -425,7 +462,7 @@ int options_parse(Options *o, Command cmd, int argc, char **argv, char *err, siz
             memcpy(nm, a, len);
             nm[len] = 0;
             int k = 0;
-            while (k < N_FLAGS && (strcmp(FLAGS[k].flag, nm) || !(FLAGS[k].cmds & cmd))) k++;
+            while (k < N_FLAGS && (!FLAGS[k].flag || strcmp(FLAGS[k].flag, nm) || !(FLAGS[k].cmds & cmd))) k++;
             if (k == N_FLAGS) {
                 snprintf(err, errlen, "unknown %s%soption %s (see %s)", label, *label ? " " : "", nm, help);
                 return -1;
@@ -504,46 +541,145 @@ int options_validate(const Options *o, char *err, size_t errlen) {
     return 0;
 }
 
-int options_to_json(const Options *o, char *buf, size_t buflen) {
-    /* an escaped byte takes at most 6 characters (\u00XX): the literals always fit */
-    static char data[6 * OPT_PATH_MAX + 8], init[6 * OPT_PATH_MAX + 8];
-    char model[1024], seed[32], dataid[96] = "", preset[6 * sizeof o->preset + 8], trained[6 * sizeof o->trained_on + 8];
-    config_to_json(&o->model, model, sizeof model);
-    model[strlen(model) - 1] = 0;   /* drop '}' to continue the same flat object */
-    json_escape(data, sizeof data, o->data_path);
-    json_escape(init, sizeof init, o->init_from);
-    /* every string through the escaper, read from a file too: a preset name read back from a
-       crafted checkpoint may hold any byte (the settings fuzzer found a raw \r) */
-    json_escape(preset, sizeof preset, o->preset);
-    json_escape(trained, sizeof trained, o->trained_on);
-    /* a seed above 2^63 (jansson's integers are signed 64-bit) is written as a string; none
-       goes through a double (2^53) */
-    if (o->seed > (uint64_t)INT64_MAX) snprintf(seed, sizeof seed, "\"%llu\"", (unsigned long long)o->seed);
-    else snprintf(seed, sizeof seed, "%llu", (unsigned long long)o->seed);
-    if (o->data_bytes)
-        snprintf(dataid, sizeof dataid, " \"data_bytes\": %llu, \"data_crc32\": %lu,\n",
-                 (unsigned long long)o->data_bytes, (unsigned long)o->data_crc32);
-    const char *clip = o->opt.clip_mode == CLIP_LOCAL ? "local" : o->opt.clip_mode == CLIP_GLOBAL ? "global" : "none";
-    int n = snprintf(buf, buflen,
-        "%s,\n \"preset\": %s, \"data\": %s, \"init_from\": %s, \"seed\": %s,\n%s"
-        " \"steps\": %ld, \"batch\": %d, \"accum\": %d, \"seq_len\": %d,\n"
-        " \"lr\": %.17g, \"warmup\": %ld, \"min_lr\": %.17g, \"weight_decay\": %.17g,\n"
-        " \"beta1\": %.17g, \"beta2\": %.17g, \"eps\": %.17g, \"clip_mode\": \"%s\", \"clip\": %.17g,\n"
-        " \"eval_every\": %d, \"eval_windows\": %d, \"sample_every\": %d, \"sample_len\": %d,\n"
-        " \"sample_prime\": %d, \"ckpt_every\": %d, \"keep_ckpts\": %d, \"log_every\": %d,\n"
-        " \"trained_on\": %s, \"ranks\": %d}\n",
-        model, preset, data, init, seed, dataid, o->opt.total, o->batch, o->accum,
-        o->seq_len, o->opt.peak_lr, o->opt.warmup, o->opt.min_lr, o->opt.weight_decay,
-        o->opt.beta1, o->opt.beta2, o->opt.eps, clip, o->opt.clip, o->eval_every, o->eval_windows,
-        o->sample_every, o->sample_len, o->sample_prime, o->ckpt_every, o->keep_ckpts, o->log_every,
-        trained, o->ranks > 0 ? o->ranks : 1);
-    return n >= 0 && (size_t)n < buflen ? n : -1;   /* -1: it did not fit (never a cut JSON) */
+/* Where each saved key stands, so that the bytes stay those of the files written so far
+   (config.json and checkpoints are compared byte for byte by tests/golden.sh): a line break
+   after each '\n'. A key not named here (one added later) is written at the end. */
+static const char JSON_LAYOUT[] =
+    "preset data init_from seed\n"
+    "data_bytes data_crc32\n"
+    "steps batch accum seq_len\n"
+    "lr warmup min_lr weight_decay\n"
+    "beta1 beta2 eps clip_mode clip\n"
+    "eval_every eval_windows sample_every sample_len\n"
+    "sample_prime ckpt_every keep_ckpts log_every\n"
+    "trained_on ranks";
+
+static int row_keyed(const char *key, size_t len) {
+    for (int i = 0; i < N_FLAGS; i++)
+        if (FLAGS[i].key && strlen(FLAGS[i].key) == len && !strncmp(FLAGS[i].key, key, len)) return i;
+    return -1;
 }
 
-static const Flag *flag_named(const char *name) {
-    for (int i = 0; i < N_FLAGS; i++)
-        if (!strcmp(FLAGS[i].flag, name)) return &FLAGS[i];
-    return NULL;
+/* snprintf at buf + *n, *n advanced by the whole length even when it does not fit */
+static void put(char *buf, size_t cap, size_t *n, const char *fmt, const char *s) {
+    *n += (size_t)snprintf(*n < cap ? buf + *n : NULL, *n < cap ? cap - *n : 0, fmt, s);
+}
+
+/* One saved value in its JSON form. */
+static void put_value(const Options *o, const Flag *f, char *buf, size_t cap, size_t *n) {
+    const char *p = (const char *)o + f->off;
+    char v[64];
+    switch (f->kind) {
+    case K_DBL: snprintf(v, sizeof v, "%.17g", *(const double *)p); put(buf, cap, n, "%s", v); return;
+    case K_U64:   /* above 2^63 as a string (jansson's integers are signed 64-bit); none goes
+                     through a double (2^53) */
+        value_str(o, f, v, sizeof v);
+        put(buf, cap, n, *(const uint64_t *)p > (uint64_t)INT64_MAX ? "\"%s\"" : "%s", v);
+        return;
+    case K_INT:
+    case K_LONG:
+    case K_U32: value_str(o, f, v, sizeof v); put(buf, cap, n, "%s", v); return;
+    case K_STR:
+    case K_PRESET: break;
+    default: value_str(o, f, v, sizeof v); p = v; break;   /* an enum's name: clip_mode */
+    }
+    /* every string through the escaper, read from a file too: a name read back from a
+       crafted checkpoint may hold any byte (the settings fuzzer found a raw \r) */
+    *n += (size_t)json_escape(*n < cap ? buf + *n : NULL, *n < cap ? cap - *n : 0, p);
+}
+
+/* ", KEY: VALUE", after a line break when *newline; the data's size and CRC-32 only when
+   known (0 bytes: a run that predates them). */
+static void put_setting(const Options *o, const Flag *f, int *newline, char *buf, size_t cap, size_t *n) {
+    if (!o->data_bytes && (f->off == OFF(data_bytes) || f->off == OFF(data_crc32))) return;
+    put(buf, cap, n, *newline ? ",\n \"%s\": " : ", \"%s\": ", f->key);
+    put_value(o, f, buf, cap, n);
+    *newline = 0;
+}
+
+int options_to_json(const Options *o, char *buf, size_t buflen) {
+    char model[1024];
+    config_to_json(&o->model, model, sizeof model);
+    model[strlen(model) - 1] = 0;   /* drop '}' to continue the same flat object */
+    size_t n = 0;
+    put(buf, buflen, &n, "%s", model);
+    unsigned char done[N_FLAGS] = {0};
+    int newline = 1;   /* the model's keys end a line */
+    for (const char *t = JSON_LAYOUT; *t;) {
+        const size_t len = strcspn(t, " \n");
+        const int i = row_keyed(t, len);
+        if (i < 0) return -1;   /* a layout key that no row has */
+        put_setting(o, &FLAGS[i], &newline, buf, buflen, &n);
+        done[i] = 1;
+        t += len;
+        if (*t) newline |= *t++ == '\n';
+    }
+    for (int i = 0; i < N_FLAGS; i++)   /* then the keys that the layout does not name */
+        if (FLAGS[i].key && !done[i]) put_setting(o, &FLAGS[i], &newline, buf, buflen, &n);
+    put(buf, buflen, &n, "%s", "}\n");
+    return n < buflen ? (int)n : -1;   /* -1: it did not fit (never a cut JSON) */
+}
+
+/* One saved key into its row's field, through the flag's checks: 0, or -1 with a message
+   naming the key. A key with a flag must be there (every file since the first has them);
+   one without (data, and those added later: data_bytes, data_crc32, trained_on, ranks) may
+   be missing and then keeps options_default's value, what older files meant. */
+static int read_saved(Options *o, const Flag *f, const char *json, char *err, size_t errlen) {
+    char *p = (char *)o + f->off;
+    char s[OPT_PATH_MAX], e[512];
+    double v = 0;
+    unsigned long long u = 0;
+    int r;
+    if (f->kind == K_INT || f->kind == K_LONG || f->kind == K_DBL) r = json_get_number(json, f->key, &v);
+    else if (f->kind == K_U64 || f->kind == K_U32) r = json_get_u64(json, f->key, &u);
+    else r = json_get_string(json, f->key, s, f->kind == K_STR || f->kind == K_PRESET ? (size_t)f->hi : sizeof s);
+    if (r == 1) {
+        if (!f->flag) return 0;
+        snprintf(err, errlen, "saved settings lack \"%s\"", f->key);
+        return -1;
+    }
+    switch (f->kind) {
+    case K_INT:
+    case K_LONG:
+    case K_DBL:
+        if (r < 0 || !in_range(f, v)) {
+            const int integral = f->kind != K_DBL;
+            snprintf(err, errlen, "saved settings: \"%s\" must be %s in [%.10g, %.10g]%s%s%s, got %s", f->key,
+                     integral ? "an integer" : "a number", f->lo, f->hi, f->flag ? " (as " : "",
+                     f->flag ? f->flag : "", f->flag ? ")" : "", r < 0 ? "another type" : "an out-of-range value");
+            if (r == 0 && isfinite(v)) {
+                size_t k = strlen(err);
+                snprintf(err + k, errlen > k ? errlen - k : 0, " (%.17g)", v);
+            }
+            return -1;
+        }
+        set_number(o, f, v);
+        return 0;
+    case K_U64:
+    case K_U32:
+        if (r < 0 || (f->kind == K_U32 && u > 0xffffffffULL)) {
+            snprintf(err, errlen, "saved settings: \"%s\" must be a non-negative %sinteger", f->key,
+                     f->kind == K_U32 ? "32-bit " : "");
+            return -1;
+        }
+        if (f->kind == K_U32) *(uint32_t *)p = (uint32_t)u; else *(uint64_t *)p = u;
+        return 0;
+    case K_STR:
+        if (r < 0) {
+            snprintf(err, errlen, "saved settings: \"%s\" must be a string shorter than %.0f bytes", f->key, f->hi);
+            return -1;
+        }
+        snprintf(p, (size_t)f->hi, "%s", s);   /* "" (init_from): none */
+        return 0;
+    default:   /* a name (clip_mode, preset): the command line's parser */
+        if (r < 0) snprintf(e, sizeof e, "expected a string of at most %zu bytes",
+                            (f->kind == K_PRESET ? (size_t)f->hi : sizeof s) - 1);
+        if (r < 0 || set_flag(o, f, s, e, sizeof e)) {
+            snprintf(err, errlen, "saved settings: \"%s\": %s", f->key, e);
+            return -1;
+        }
+        return 0;
+    }
 }
 
 int options_from_json(Options *o, const char *json, char *err, size_t errlen) {
@@ -551,72 +687,13 @@ int options_from_json(Options *o, const char *json, char *err, size_t errlen) {
     char e[512];
     if (json_check_object(json, e, sizeof e)) { snprintf(err, errlen, "saved settings: %s", e); return -1; }
     if (config_from_json(&o->model, json, err, errlen)) return -1;
-    /* each value passes the range of its command-line flag, checked in double before any
-       cast: a file holds what the command line could have said, or it is refused */
-    struct { const char *key, *flag; void *p; } f[] = {
-        {"steps", "--steps", &o->opt.total}, {"batch", "--batch", &o->batch},
-        {"accum", "--accum", &o->accum}, {"seq_len", "--seq-len", &o->seq_len}, {"lr", "--lr", &o->opt.peak_lr},
-        {"warmup", "--warmup", &o->opt.warmup}, {"min_lr", "--min-lr", &o->opt.min_lr},
-        {"weight_decay", "--weight-decay", &o->opt.weight_decay}, {"beta1", "--beta1", &o->opt.beta1},
-        {"beta2", "--beta2", &o->opt.beta2}, {"eps", "--eps", &o->opt.eps}, {"clip", "--clip", &o->opt.clip},
-        {"eval_every", "--eval-every", &o->eval_every}, {"eval_windows", "--eval-windows", &o->eval_windows},
-        {"sample_every", "--sample-every", &o->sample_every}, {"sample_len", "--sample-len", &o->sample_len},
-        {"sample_prime", "--sample-prime", &o->sample_prime}, {"ckpt_every", "--ckpt-every", &o->ckpt_every},
-        {"keep_ckpts", "--keep-ckpts", &o->keep_ckpts}, {"log_every", "--log-every", &o->log_every},
-    };
-    for (size_t i = 0; i < sizeof f / sizeof f[0]; i++) {
-        const Flag *fl = flag_named(f[i].flag);
-        double v;
-        int r = json_get_number(json, f[i].key, &v);
-        if (r == 1) { snprintf(err, errlen, "saved settings lack \"%s\"", f[i].key); return -1; }
-        const int integral = fl->kind != K_DBL;
-        if (r < 0 || !(v >= fl->lo && v <= fl->hi) || (integral && v != floor(v))) {
-            snprintf(err, errlen, "saved settings: \"%s\" must be %s in [%.10g, %.10g] (as %s), got %s",
-                     f[i].key, integral ? "an integer" : "a number", fl->lo, fl->hi, fl->flag,
-                     r < 0 ? "another type" : "an out-of-range value");
-            if (r == 0 && isfinite(v)) {
-                size_t k = strlen(err);
-                snprintf(err + k, errlen > k ? errlen - k : 0, " (%.17g)", v);
-            }
-            return -1;
-        }
-        if (fl->kind == K_INT) *(int *)f[i].p = (int)v;
-        else if (fl->kind == K_LONG) *(long *)f[i].p = (long)v;
-        else *(double *)f[i].p = v;
-    }
-    unsigned long long seed, u;
-    if (json_get_u64(json, "seed", &seed)) {
-        snprintf(err, errlen, "saved settings: \"seed\" must be a non-negative integer");
+    for (int i = 0; i < N_FLAGS; i++)
+        if (FLAGS[i].key && read_saved(o, &FLAGS[i], json, err, errlen)) return -1;
+    /* the data's size and CRC-32 come together (written together, or neither) */
+    double v;
+    if ((json_get_number(json, "data_bytes", &v) == 1) != (json_get_number(json, "data_crc32", &v) == 1)) {
+        snprintf(err, errlen, "saved settings: \"data_bytes\" and \"data_crc32\" go together");
         return -1;
     }
-    o->seed = seed;
-    int r = json_get_u64(json, "data_bytes", &u);   /* absent in files before issue 11 */
-    if (r < 0) { snprintf(err, errlen, "saved settings: \"data_bytes\" must be a non-negative integer"); return -1; }
-    if (r == 0) {
-        unsigned long long c;
-        if (json_get_u64(json, "data_crc32", &c) || c > 0xffffffffULL) {
-            snprintf(err, errlen, "saved settings: \"data_crc32\" must be a 32-bit integer with \"data_bytes\"");
-            return -1;
-        }
-        o->data_bytes = u;
-        o->data_crc32 = (uint32_t)c;
-    }
-    char s[OPT_PATH_MAX];
-    r = json_get_string(json, "clip_mode", s, sizeof s);
-    if (r < 0 || (r == 0 && strcmp(s, "local") && strcmp(s, "global") && strcmp(s, "none"))) {
-        snprintf(err, errlen, "saved settings: \"clip_mode\" must be \"local\", \"global\" or \"none\"");
-        return -1;
-    }
-    if (r == 0) o->opt.clip_mode = !strcmp(s, "local") ? CLIP_LOCAL : !strcmp(s, "global") ? CLIP_GLOBAL : CLIP_NONE;
-    if (json_get_string(json, "data", s, sizeof s) == 0) snprintf(o->data_path, sizeof o->data_path, "%s", s);
-    if (json_get_string(json, "init_from", s, sizeof s) == 0) snprintf(o->init_from, sizeof o->init_from, "%s", s);
-    if (json_get_string(json, "preset", o->preset, sizeof o->preset) != 0) o->preset[0] = 0;
-    /* checkpoints from before the GPU backend were all written on the CPU in fp32 */
-    if (json_get_string(json, "trained_on", o->trained_on, sizeof o->trained_on) != 0)
-        snprintf(o->trained_on, sizeof o->trained_on, "cpu fp32");
-    /* the MPI ranks that trained the run (trainer/parallel.h); checkpoints from before data
-       parallelism were all one process */
-    double ranks;
-    o->ranks = json_get_number(json, "ranks", &ranks) == 0 && ranks >= 1 && ranks <= 1e6 ? (int)ranks : 1;
     return options_validate(o, err, errlen);
 }

@@ -29,7 +29,7 @@ typedef struct {
     uint64_t seed;
     int batch, accum, seq_len;         /* accum: micro-batches per step on each rank */
     int ranks;                         /* MPI ranks that train (saved; a step is batch x accum
-                                          x ranks sequences); 0 before the run sets it */
+                                          x ranks sequences); 1 until the run sets it */
     int eval_every, eval_windows;      /* validation: every N steps, over this many windows */
     int sample_every, sample_len, sample_prime;
     int ckpt_every, keep_ckpts;
