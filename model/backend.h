@@ -45,6 +45,9 @@ typedef struct BackendEntry {
     /* the constructor: fills m->be and m->impl (m->cfg, m->table, m->opt are set). 0, or -1
        with a message (m->impl left NULL). NULL: not in this build */
     int (*open)(Model *m, char *err, size_t errlen);
+    /* 1 when the backend computes this model (its layer and attention options); 0 with
+       the reason in why. NULL: every valid config */
+    int (*supports)(const FlashConfig *c, char *why, size_t whylen);
     /* the options as the backend takes them (device already concrete): its own defaults
        (precision, threads) in place, or -1 refusing one. NULL: taken as given */
     int (*settle)(ModelOptions *o, char *err, size_t errlen);
@@ -66,11 +69,13 @@ const BackendEntry *backend_entry(ModelDevice d);
 int cpu_model_open(Model *m, char *err, size_t errlen);
 void cpu_process_init(char **argv);
 int cpu_settle_options(ModelOptions *o, char *err, size_t errlen);
+int cpu_supports(const FlashConfig *c, char *why, size_t whylen);
 size_t cpu_activation_bytes(const FlashConfig *cfg, const ModelOptions *opt);
 #ifdef FLASH_CUDA
 int cuda_model_open(Model *m, char *err, size_t errlen);
 /* CUDA devices visible (0 when none or no driver); name of device `ordinal`. */
 int cuda_device_count(void);
+int cuda_supports(const FlashConfig *c, char *why, size_t whylen);
 #ifdef FLASH_NCCL
 /* The CUDA backend's grad_sum (autograd/cuda/cuda_nccl.cu): NCCL's all-reduce of the fp32
    gradients in place, its communicator made at the first call. */

@@ -6,6 +6,14 @@
 typedef enum { NORM_SCALENORM = 0, NORM_LAYERNORM = 1 } NormType;
 /* The attention function phi of the scores (FLASH-pytorch's laplace_attn_fn: true or false). */
 typedef enum { ATTN_RELU2 = 0, ATTN_LAPLACE = 1 } AttnFn;
+/* The layer: FLASH (grouped quadratic + linear attention) or FLASH-Quad's GAU (quadratic
+   attention over the whole sequence; no groups, token shift or rotary). JSON "model". */
+typedef enum { MODEL_FLASH = 0, MODEL_GAU = 1 } ModelKind;
+/* FLASH's linear part across groups: plain (lin_q S_g) or the second-order Taylor feature
+   map, normalised (docs/model.md, "The Taylor linear attention"). JSON "linear_attn". */
+typedef enum { LINEAR_PLAIN = 0, LINEAR_TAYLOR = 1 } LinearAttn;
+/* taylor's feature width is 1 + s + s^2: at most s = 32 (1,057 features) */
+#define TAYLOR_MAX_QK_DIM 32
 
 typedef struct {
     int num_tokens;          /* V: vocabulary, 256 for bytes */
@@ -17,13 +25,18 @@ typedef struct {
     NormType norm_type;
     int shift_tokens;        /* bool */
     AttnFn attn_fn;
+    ModelKind model;         /* gau: group_size and shift_tokens unused (shift_tokens 0) */
+    LinearAttn linear_attn;  /* FLASH only */
 } FlashConfig;
 
 /* The train.py model: d 512, L 8, C 256, s 128, expansion 2, scalenorm, shift, laplace. */
 FlashConfig config_default(void);
 
 int config_hidden(const FlashConfig *c);  /* e */
-int config_rotary(const FlashConfig *c);  /* r = min(32, s) */
+int config_rotary(const FlashConfig *c);  /* r = min(32, s); 0 for gau */
+int config_taylor_width(const FlashConfig *c);  /* F = 1 + s + s^2 with taylor, else 0 */
+const char *config_model_name(ModelKind k);      /* "flash", "gau" */
+const char *config_linear_name(LinearAttn k);    /* "plain", "taylor" */
 
 /* 0 when the configuration can be built, else -1 with a message naming the bad field. */
 int config_validate(const FlashConfig *c, char *err, size_t errlen);

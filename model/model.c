@@ -26,9 +26,20 @@ static int resolve_options(const ModelOptions *in, ModelOptions *out, char *err,
     return e->settle ? e->settle(out, err, errlen) : 0;
 }
 
+/* the model's layer and options on this backend, or why not */
+static int check_supported(const FlashConfig *cfg, ModelDevice d, char *err, size_t errlen) {
+    const BackendEntry *e = backend_entry(d);
+    char why[256];
+    if (!e->supports || e->supports(cfg, why, sizeof why)) return 0;
+    snprintf(err, errlen, "the %s backend cannot run this model: %s", e->name, why);
+    return -1;
+}
+
 Model *model_open(const FlashConfig *cfg, const ModelOptions *opt, char *err, size_t errlen) {
     ModelOptions o;
-    if (config_validate(cfg, err, errlen) || resolve_options(opt, &o, err, errlen)) return NULL;
+    if (config_validate(cfg, err, errlen) || resolve_options(opt, &o, err, errlen) ||
+        check_supported(cfg, o.device, err, errlen))
+        return NULL;
     Model *m = calloc(1, sizeof *m);
     if (!m) { snprintf(err, errlen, "out of memory"); return NULL; }
     m->cfg = *cfg;

@@ -46,6 +46,15 @@ static int build_specs(const FlashConfig *c, Spec *out) {
         ADD(2, s, d, 1, 1, INIT_LINEAR, d, "layers.%d.to_qk.0.weight", l);
         ADD(1, 2 * e, 0, 1, 0, INIT_LINEAR, d, "layers.%d.to_hidden.0.bias", l);
         ADD(1, s, 0, 1, 0, INIT_LINEAR, d, "layers.%d.to_qk.0.bias", l);
+        if (c->model == MODEL_GAU) {
+            /* GAU: OffsetScale(heads = 2) gives q and k; to_out is a Sequential (Linear,
+               Dropout); no rotary */
+            ADD(2, 2, s, 1, 0, INIT_GAMMA, 0, "layers.%d.offsetscale.gamma", l);
+            ADD(2, 2, s, 1, 0, INIT_ZEROS, 0, "layers.%d.offsetscale.beta", l);
+            ADD(2, d, e, 1, 1, INIT_LINEAR, e, "layers.%d.to_out.0.weight", l);
+            ADD(1, d, 0, 1, 0, INIT_LINEAR, e, "layers.%d.to_out.0.bias", l);
+            continue;
+        }
         ADD(2, 4, s, 1, 0, INIT_GAMMA, 0, "layers.%d.qk_offset_scale.gamma", l);
         ADD(2, 4, s, 1, 0, INIT_ZEROS, 0, "layers.%d.qk_offset_scale.beta", l);
         ADD(2, d, e, 1, 1, INIT_LINEAR, e, "layers.%d.to_out.weight", l);
@@ -120,11 +129,12 @@ int params_point(ModelParams *p, const ParamTable *t, const FlashConfig *c, real
         P(bh, "to_hidden.0.bias");
         P(wqk, "to_qk.0.weight");
         P(bqk, "to_qk.0.bias");
-        P(gamma, "qk_offset_scale.gamma");
-        P(beta, "qk_offset_scale.beta");
-        P(wo, "to_out.weight");
-        P(bo, "to_out.bias");
-        P(rot_freqs, "rotary_pos_emb.freqs");
+        const int gau = c->model == MODEL_GAU;   /* GAU's names (params_table_build) */
+        P(gamma, gau ? "offsetscale.gamma" : "qk_offset_scale.gamma");
+        P(beta, gau ? "offsetscale.beta" : "qk_offset_scale.beta");
+        P(wo, gau ? "to_out.0.weight" : "to_out.weight");
+        P(bo, gau ? "to_out.0.bias" : "to_out.bias");
+        P(rot_freqs, "rotary_pos_emb.freqs");   /* NULL for GAU */
 #undef P
     }
     for (int l = 0; l < c->depth; l++) {   /* the fused layout cpu_model.c relies on */

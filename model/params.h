@@ -39,9 +39,9 @@ typedef struct {
     real *rel_bias;             /* 32 (x 1) */
     real *wh, *bh;              /* to_hidden.0: 2e x d, 2e; to_qk.0 follows each directly, */
     real *wqk, *bqk;            /* to_qk.0: s x d, s;        so wh/bh start (2e+s) x d, 2e+s */
-    real *gamma, *beta;         /* qk_offset_scale: 4 x s */
+    real *gamma, *beta;         /* qk_offset_scale: 4 x s (GAU's offsetscale: 2 x s) */
     real *wo, *bo;              /* to_out: d x e, d */
-    real *rot_freqs;            /* rotary_pos_emb.freqs: r/2 (buffer) */
+    real *rot_freqs;            /* rotary_pos_emb.freqs: r/2 (buffer; NULL for GAU) */
 } LayerParams;
 
 typedef struct {

@@ -30,6 +30,7 @@ static const BackendEntry REGISTRY[] = {
         .blas = "OpenBLAS",
         .available = cpu_available,
         .open = cpu_model_open,
+        .supports = cpu_supports,
         .settle = cpu_settle_options,
         .activation_bytes = cpu_activation_bytes,
         .process_init = cpu_process_init,
@@ -41,6 +42,7 @@ static const BackendEntry REGISTRY[] = {
         .available = cuda_available,
 #ifdef FLASH_CUDA
         .open = cuda_model_open,
+        .supports = cuda_supports,
 #endif
         /* precision stays as asked (PRECISION_DEFAULT: bf16, the backend's choice); the
            activations' size is known once open (model_info) */

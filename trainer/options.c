@@ -94,7 +94,7 @@ static int parse_number(const char *s, double *out) {
     return 0;
 }
 
-typedef enum { K_INT, K_LONG, K_U64, K_U32, K_DBL, K_STR, K_PRESET, K_ON, K_OFF, K_NORM, K_ATTN, K_CLIP,
+typedef enum { K_INT, K_LONG, K_U64, K_U32, K_DBL, K_STR, K_PRESET, K_ON, K_OFF, K_NORM, K_ATTN, K_MODEL, K_LINEAR, K_CLIP,
                K_DEVICE, K_PREC, K_TEXT, K_SPLIT } Kind;
 typedef enum { G_CMD, G_RUN, G_DATA, G_RECIPE, G_MODEL } Group;
 /* One row per setting: its flag's parsing and --help line, and its key in the saved JSON
@@ -160,6 +160,8 @@ static const Flag FLAGS[] = {
     {"--shift-tokens", NULL, K_ON, OFF(model.shift_tokens), 0, 0, G_MODEL, NULL, "token shift on", CMD_TRAIN | CMD_BENCH},
     {"--no-shift-tokens", NULL, K_OFF, OFF(model.shift_tokens), 0, 0, G_MODEL, NULL, "token shift off", CMD_TRAIN | CMD_BENCH},
     {"--attn-fn", NULL, K_ATTN, OFF(model.attn_fn), 0, 0, G_MODEL, "laplace|relu2", "attention function", CMD_TRAIN | CMD_BENCH},
+    {"--model", NULL, K_MODEL, OFF(model.model), 0, 0, G_MODEL, "flash|gau", "the layer: flash (FLASH: grouped quadratic + linear attention) or gau (FLASH-Quad: FLASH-pytorch's GAU, quadratic attention over the whole sequence; --group-size and token shift do not apply)", CMD_TRAIN | CMD_BENCH},
+    {"--linear-attn", NULL, K_LINEAR, OFF(model.linear_attn), 0, 0, G_MODEL, "plain|taylor", "FLASH's linear attention across groups: plain, or the second-order Taylor feature map [1, q, q q^T / sqrt 2], normalised (needs --qk-dim <= 32; 16 gives 273 features)", CMD_TRAIN | CMD_BENCH},
     /* options_parse applies a preset before the other flags, and the command's text
        explains it; the row saves the name and checks it on read */
     {"--preset", "preset", K_PRESET, OFF(preset), 0, SIZE(preset), G_RECIPE, "NAME", NULL, CMD_TRAIN | CMD_BENCH},
@@ -193,6 +195,8 @@ static void value_str(const Options *o, const Flag *f, char *buf, size_t n) {
     case K_OFF: buf[0] = 0; break;
     case K_NORM: snprintf(buf, n, "%s", *(const NormType *)p == NORM_LAYERNORM ? "layernorm" : "scalenorm"); break;
     case K_ATTN: snprintf(buf, n, "%s", *(const AttnFn *)p == ATTN_LAPLACE ? "laplace" : "relu2"); break;
+    case K_MODEL: snprintf(buf, n, "%s", config_model_name(*(const ModelKind *)p)); break;
+    case K_LINEAR: snprintf(buf, n, "%s", config_linear_name(*(const LinearAttn *)p)); break;
     case K_DEVICE: {
         snprintf(buf, n, "%s", model_device_name(*(const ModelDevice *)p));
         break;
@@ -395,6 +399,16 @@ static int set_flag(Options *o, const Flag *f, const char *val, char *err, size_
         else if (!strcmp(val, "relu2")) *(AttnFn *)p = ATTN_RELU2;
         else { snprintf(err, errlen, "%s: expected laplace or relu2, got \"%s\"", f->flag, val); return -1; }
         return 0;
+    case K_MODEL:
+        if (!strcmp(val, "flash")) *(ModelKind *)p = MODEL_FLASH;
+        else if (!strcmp(val, "gau")) *(ModelKind *)p = MODEL_GAU;
+        else { snprintf(err, errlen, "%s: expected flash or gau, got \"%s\"", f->flag, val); return -1; }
+        return 0;
+    case K_LINEAR:
+        if (!strcmp(val, "plain")) *(LinearAttn *)p = LINEAR_PLAIN;
+        else if (!strcmp(val, "taylor")) *(LinearAttn *)p = LINEAR_TAYLOR;
+        else { snprintf(err, errlen, "%s: expected plain or taylor, got \"%s\"", f->flag, val); return -1; }
+        return 0;
     case K_CLIP:
         if (!strcmp(val, "local")) *(ClipMode *)p = CLIP_LOCAL;
         else if (!strcmp(val, "global")) *(ClipMode *)p = CLIP_GLOBAL;
@@ -505,6 +519,22 @@ int options_parse(Options *o, Command cmd, int argc, char **argv, char *err, siz
     if (cmd == CMD_EVAL && o->nargs < 2) { snprintf(err, errlen, "eval needs CHECKPOINT and FILE (see %s)", help); return -1; }
     if (cmd == CMD_SAMPLE && o->nargs < 1) { snprintf(err, errlen, "sample needs a CHECKPOINT (see %s)", help); return -1; }
     if (cmd == CMD_EXPORT && o->nargs < 2) { snprintf(err, errlen, "usage: %s", COMMANDS[ci].usage); return -1; }
+    if (o->model.model == MODEL_GAU) {
+        /* GAU has no groups and no token shift: a flag that sets them is refused, not ignored;
+           a preset's values for them are dropped */
+        static const char *const not_gau[] = {"--group-size", "--shift-tokens", "--no-shift-tokens"};
+        for (size_t k = 0; k < sizeof not_gau / sizeof not_gau[0]; k++)
+            if (options_given(o, not_gau[k])) {
+                snprintf(err, errlen, "%s does not apply to --model gau (FLASH-pytorch's GAU attends over the "
+                         "whole sequence, with no groups and no token shift)", not_gau[k]);
+                return -1;
+            }
+        o->model.shift_tokens = 0;
+        if (options_given(o, "--linear-attn") && o->model.linear_attn != LINEAR_PLAIN) {
+            snprintf(err, errlen, "--linear-attn taylor does not apply to --model gau (GAU has no linear attention)");
+            return -1;
+        }
+    }
     return 0;
 }
 

@@ -20,6 +20,13 @@
 #include "cuda_model.h"
 #include "layer.h"
 
+/* The registry's supports slot: the layers and attention forms the CUDA rooms compute */
+extern "C" int cuda_supports(const FlashConfig *c, char *why, size_t whylen) {
+    if (c->model == MODEL_GAU) { snprintf(why, whylen, "--model gau is not built yet"); return 0; }
+    if (c->linear_attn == LINEAR_TAYLOR) { snprintf(why, whylen, "--linear-attn taylor is not built yet"); return 0; }
+    return 1;
+}
+
 extern "C" int cuda_device_count(void) {
     int n = 0;
     if (cudaGetDeviceCount(&n) != cudaSuccess) { cudaGetLastError(); return 0; }
