@@ -28,7 +28,7 @@ static int run_command(int argc, char **argv) {
     Options o;
     char err[ERR_MAX];
     int rc = options_parse(&o, CMD_TRAIN, argc, argv, err, sizeof err);
-    if (rc == 1) return 0;
+    if (rc == 1) { run_dir_print_help(stdout); return 0; }
     if (rc < 0) { fprintf(stderr, "error: %s\n", err); return 2; }
     return run_train(&o);
 }

@@ -7,15 +7,29 @@
 #include "commands.h"
 #include "evaluate.h"
 #include "inputs.h"
+#include "progress.h"
+#include "run.h"
+#include "runlock.h"
 #include "runtime.h"
 #include "sample.h"
 #include "state_io.h"
+
+/* What --help adds to the flag table's text (trainer/options.c) about this file's behaviour. */
+static void print_help_notes(Command cmd) {
+    if (cmd == CMD_EVAL)
+        printf("\nProgress: an evaluation that runs longer than 2 s reports the bytes predicted so far,\n"
+               "the rate and an ETA on stderr every 5 s; stdout holds only the result.\n");
+    if (cmd == CMD_EXPORT)
+        printf("\nWhen OUT's directory holds a training run, the export takes that run directory's lock:\n"
+               "it is refused while a run (training, or another export) is writing there, with the\n"
+               "process that holds it.\n");
+}
 
 /* Parses a subcommand's line (argv[1] is its name); exits 0 after --help, 2 on a bad line. */
 static void parse_command(Options *o, Command cmd, int argc, char **argv) {
     char err[ERR_MAX];
     int rc = options_parse(o, cmd, argc - 1, argv + 1, err, sizeof err);
-    if (rc == 1) exit(0);
+    if (rc == 1) { print_help_notes(cmd); exit(0); }
     if (rc < 0) { fprintf(stderr, "error: %s\n", err); exit(2); }
 }
 
@@ -42,7 +56,10 @@ int cmd_eval(int argc, char **argv) {
     if (!tok) die("error: %s", "out of memory");
     size_t count;
     double t0 = now_s();
-    double nats = eval_split(m, data, n, B, T, tok, EVAL_ALONE, NULL, &count);
+    Progress progress;   /* on stderr: stdout keeps the result alone */
+    progress_start(&progress, stderr, "eval", "bytes", (double)(n - 1));
+    double nats = eval_split(m, data, n, B, T, tok, EVAL_ALONE, &progress, &count);
+    progress_end(&progress);
     double dt = now_s() - t0;
     printf("%s: step %llu, %s split of %s: %zu bytes predicted in windows of %d, %.0f s\n",
            path, (unsigned long long)st.step, split, file, count, T, dt);
@@ -149,6 +166,13 @@ int cmd_export(int argc, char **argv) {
     TrainState st;
     CkptState cs;
     char err[ERR_MAX], path[OPT_PATH_MAX], stepbuf[32];
+    /* into a run directory: one writer at a time (a training run there could be replacing
+       or pruning what the export reads, or writing the same name) */
+    char out_dir[OPT_PATH_MAX];
+    snprintf(out_dir, sizeof out_dir, "%s", cli.args[1]);
+    char *slash = strrchr(out_dir, '/');
+    if (slash) *slash = 0; else snprintf(out_dir, sizeof out_dir, ".");
+    const int lock_fd = run_dir_holds_run(out_dir) ? run_dir_take_lock(out_dir) : -1;
     load_command_checkpoint(&cli, cli.args[0], &o, &st, &cs, path);
     /* the output must not be the checkpoint itself (nor another name of it) */
     struct stat sa, sb;
@@ -162,5 +186,6 @@ int cmd_export(int argc, char **argv) {
     if (model_export(m, cli.args[1], keys, vals, 1, err, sizeof err)) die("error: %s", err);
     printf("wrote %s (%d tensors, step %llu)\n", cli.args[1], model_table(m)->n, (unsigned long long)st.step);
     model_close(m);
+    runlock_release(lock_fd);
     return 0;
 }

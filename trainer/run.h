@@ -30,6 +30,7 @@ typedef struct {
     int resuming;         /* continued from a checkpoint */
     int root;             /* rank 0: writes the run directory and prints */
     int tty;              /* stdout is a terminal: progress rewritten in place */
+    int lock_fd;          /* the run directory's lock (-1: not taken, or not rank 0) */
 } Run;
 
 /* A new run from the command line's settings: checked, its data loaded, its model
@@ -46,11 +47,25 @@ void run_resume(Run *r, const Options *cli);
 /* The run directory (rank 0's). */
 /* Exits when DIR's files' paths would not fit in a path. */
 void run_dir_check_path(const char *dir);
-/* A new run's --out must not hold another run (refused unless --overwrite). */
-void run_dir_check_new(const Options *o);
-/* Creates DIR; writes config.json; opens metrics.csv (cut back to the checkpoint's step on a
-   resume) and samples.txt. Exits with the message on failure. */
+/* DIR's lock (trainer/runlock.h), held until the process ends: its descriptor; exits with
+   the holder's pid when another process has it. run_dir_lock: into r->lock_fd, once. */
+int run_dir_take_lock(const char *dir);
+void run_dir_lock(Run *r, const char *dir);
+/* 1 when DIR holds a run's files (config.json, metrics.csv, samples.txt or checkpoints). */
+int run_dir_holds_run(const char *dir);
+/* A new run's --out must not hold another run (refused unless --overwrite); an existing
+   --out is locked here. Reads only: nothing is replaced before run_dir_open. */
+void run_dir_check_new(Run *r);
+/* Exits when the model of the checkpoint at ckpt_path (config ck) is not the one DIR's
+   config.json describes, naming the first setting that differs. */
+void run_dir_check_model(const char *dir, const char *ckpt_path, const FlashConfig *ck);
+/* Creates and locks DIR; for a new run with --overwrite, moves the old run aside (removed at
+   the first checkpoint, moved back if the run ends before); writes config.json; opens
+   metrics.csv (cut back to the checkpoint's step on a resume) and samples.txt. Exits with
+   the message on failure. */
 void run_dir_open(Run *r);
+/* --help's paragraph on the run directory: the lock and what --overwrite does when. */
+void run_dir_print_help(FILE *f);
 /* Writes the checkpoint of the current step and prunes to --keep-ckpts: 0, or -1 after the
    message (a checkpoint that could not be written fails the run). */
 int run_save_checkpoint(Run *r);

@@ -90,9 +90,16 @@ void run_resume(Run *r, const Options *cli) {
     CkptState cs = {0};
     run_dir_check_path(cli->resume_dir);
     refuse_other_flags(cli);
+    /* the directory is locked before its checkpoints are read: another run writing them
+       would be continued from a state it is about to replace */
+    char dir[OPT_PATH_MAX];
+    run_dir_of(cli->resume_dir, dir, sizeof dir);
+    struct stat sb;
+    if (par_is_root() && !stat(dir, &sb) && S_ISDIR(sb.st_mode)) run_dir_lock(r, dir);
     if (checkpoint_load_arg(cli->resume_dir, &r->o, &r->st, &cs, ckpt_path, sizeof ckpt_path, err, sizeof err))
         die("error: cannot resume: %s", err);
-    run_dir_of(cli->resume_dir, r->o.out_dir, sizeof r->o.out_dir);
+    snprintf(r->o.out_dir, sizeof r->o.out_dir, "%s", dir);
+    run_dir_check_model(dir, ckpt_path, &r->o.model);
     choose_device(&r->o, cli);
     if (cli->data_path[0]) snprintf(r->o.data_path, sizeof r->o.data_path, "%s", cli->data_path);
     printf("resuming %s at step %llu\n", ckpt_path, (unsigned long long)r->st.step);

@@ -1,5 +1,5 @@
 /* trainer/run_start.c: a new run (see run.h): every check of its settings, data and model
- * comes before the run directory is written. */
+ * comes before the run directory is written (or an old run in it moved aside). */
 #include <stdio.h>
 #include <string.h>
 #include "inputs.h"
@@ -46,7 +46,7 @@ void run_start_new(Run *r, const Options *cli) {
     r->o = *cli;
     fit_default_warmup(&r->o, cli);
     if (options_validate(&r->o, err, sizeof err)) die("error: %s", err);
-    if (par_is_root()) run_dir_check_new(&r->o);   /* rank 0 owns the run directory */
+    if (par_is_root()) run_dir_check_new(r);   /* rank 0 owns the run directory */
     r->o.ranks = par_size();
     size_t nd = load_data_split(r->o.data_path, r->o.seq_len, &r->bytes, &r->sp);   /* bad data fails first */
     r->o.data_bytes = nd;

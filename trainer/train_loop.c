@@ -253,6 +253,7 @@ int run_train(const Options *cli) {
     memset(&r, 0, sizeof r);
     r.tty = isatty(STDOUT_FILENO) && par_size() == 1;   /* mpirun gives ranks a pty of its own */
     r.root = par_is_root();   /* rank 0 alone writes the run directory and prints */
+    r.lock_fd = -1;
     if (cli->resume_dir[0]) run_resume(&r, cli);
     else run_start_new(&r, cli);
     prepare_steps(&r);
@@ -289,5 +290,7 @@ int run_train(const Options *cli) {
     if (run_dir_close(&r, !exit_code)) exit_code = 1;
     free(r.tokens); free(r.bytes); free(r.sample_out);
     model_close(r.m);
+    /* r.lock_fd stays open: the lock is the process's until it ends, so that an --overwrite
+       that moves the old run back at exit (trainer/run_dir.c) still holds the directory */
     return exit_code;
 }
