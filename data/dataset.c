@@ -272,14 +272,9 @@ int data_split(const uint8_t *bytes, size_t n, size_t min_len, DataSplit *s, cha
     return 0;
 }
 
-void data_sample_batch(const uint8_t *split, size_t n, int B, int T, Rng *rng, int32_t *tokens) {
-    size_t row = (size_t)T + 1;
-    /* Offsets 0 .. n-row inclusive: n-row+1 = n-T choices. */
-    uint64_t choices = (uint64_t)(n - row) + 1;
-    for (int b = 0; b < B; b++) {
-        size_t off = (size_t)rng_below(rng, choices);
-        const uint8_t *src = split + off;
-        int32_t *dst = tokens + (size_t)b * row;
-        for (size_t t = 0; t < row; t++) dst[t] = src[t];
-    }
+uint32_t data_crc32(const uint8_t *p, size_t n) {
+    uLong c = crc32(0, Z_NULL, 0);
+    for (size_t k = 0; k < n; k += 1u << 30)   /* zlib's length is a uInt: 1 GiB at a time */
+        c = crc32(c, p + k, (uInt)(n - k < (1u << 30) ? n - k : (1u << 30)));
+    return (uint32_t)c;
 }

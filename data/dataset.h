@@ -1,11 +1,10 @@
-/* data/dataset.h: loading enwik8 (raw or gzip), the train/val/test split, and
- * sampling training batches of consecutive bytes. */
+/* data/dataset.h: loading enwik8 (raw or gzip), the train/val/test split and the data's
+ * identity. (The training batches drawn from a split: data/draw.h.) */
 #ifndef FLASH_DATASET_H
 #define FLASH_DATASET_H
 
 #include <stddef.h>
 #include <stdint.h>
-#include "rng.h"
 
 /* Reads the whole file into memory. Gzip data (magic 1f 8b) is inflated with zlib,
    streaming in chunks (inflate with windowBits 15+32 or gz* API; handle concatenated members);
@@ -28,10 +27,8 @@ typedef struct {
    is shorter than min_len bytes (the caller passes T+1): say which split and how long. */
 int data_split(const uint8_t *bytes, size_t n, size_t min_len, DataSplit *s, char *err, size_t errlen);
 
-/* B training examples of T+1 consecutive bytes, each at an offset drawn uniformly from
-   [0, n - (T+1)] with rng_below; tokens is B*(T+1) int32 row-major. n >= T+1 required.
-   Exactly one rng_below(rng, n - T) per row, rows in order, so the batch (and the rng state
-   after it) follows from the rng state before it. */
-void data_sample_batch(const uint8_t *split, size_t n, int B, int T, Rng *rng, int32_t *tokens);
+/* CRC-32 of the n bytes a run uses: with their count, the data's identity in its checkpoints
+   (a resume on other bytes is refused). */
+uint32_t data_crc32(const uint8_t *p, size_t n);
 
 #endif

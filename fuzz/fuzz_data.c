@@ -2,6 +2,7 @@
    formats' magic bytes, the 10^8-byte cap) and the split. The first input byte picks the
    name: odd, a ".gz" name (gzip promised). */
 #include "dataset.h"
+#include "draw.h"
 #include "fuzz_common.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t n) {

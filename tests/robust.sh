@@ -46,7 +46,71 @@ EOF
 
 base=$tmp/base
 run $S --steps 20 --ckpt-every 10 --out "$base" "$data"
-[ "$rc" -eq 0 ] || { bad base_run "exit $rc: $out"; echo "RESULT passed=$passed failed=$failed"; exit 1; }
+[ "$rc" -eq 0 ] || { bad base_run "exit $rc: $out"; # ---- issue 23, 1. --overwrite touches nothing until every check of the new run has passed
+# (and then moves the old run aside until its first checkpoint)
+snap() { (cd "$1" && find . -path ./.lock -prune -o -type f -print | sort | xargs md5sum); }
+ow=$tmp/ow1; cp -r "$base" "$ow"; before=$(snap "$ow")
+head -c 300000 "$tmp/other.raw" | gzip -c | head -c 20000 > "$tmp/corrupt.gz"   # cut short: truncated
+head -c 100000 "$tmp/other.raw" > "$tmp/short.raw"                          # val split 5,000 bytes
+ow_case() {  # name, args...: refused, the old run untouched
+    local name=$1; shift
+    run $S --steps 5 --overwrite --out "$ow" "$@"
+    if [ "$rc" -ne 0 ] && [ "$rc" -lt 128 ] && [ "$(snap "$ow")" = "$before" ] && [ ! -e "$ow/replaced-run" ]; then
+        ok "$name"
+    else bad "$name" "exit $rc; $(printf '%s' "$out" | tail -1); files now: $(ls -A "$ow" | tr '\n' ' ')"; fi
+}
+ow_case overwrite_missing_data_keeps_run "$tmp/MISSING.gz"
+ow_case overwrite_corrupt_data_keeps_run "$tmp/corrupt.gz"
+ow_case overwrite_zip_data_keeps_run "$tmp/e.zip"
+ow_case overwrite_init_from_missing_keeps_run --init-from "$tmp/missing.safetensors" "$data"
+ow_case overwrite_memory_refused_keeps_run --batch 100000 --seq-len 10000 "$data"
+ow_case overwrite_seq_longer_than_split_keeps_run --seq-len 8192 "$tmp/short.raw"
+# past every check, the new run's first checkpoint cannot be written: the old run comes back
+mkdir "$ow/ckpt-00000005.bin.tmp"
+run $S --steps 5 --overwrite --out "$ow" "$data"
+rmdir "$ow/ckpt-00000005.bin.tmp"
+if [ "$rc" -ne 0 ] && printf '%s' "$out" | grep -q 'is back in' && [ "$(snap "$ow")" = "$before" ] && [ ! -e "$ow/replaced-run" ]; then
+    ok overwrite_failed_before_checkpoint_restores_run
+else bad overwrite_failed_before_checkpoint_restores_run "exit $rc; $(printf '%s' "$out" | tail -2); $(ls -A "$ow" | tr '\n' ' ')"; fi
+if [ ! -e "$tmp/ow2/replaced-run" ]; then ok overwrite_drops_old_run_at_first_checkpoint
+else bad overwrite_drops_old_run_at_first_checkpoint "$(ls -A "$tmp/ow2/replaced-run" | tr '\n' ' ')"; fi
+
+# ---- issue 23, 5. a checkpoint of another model placed in a run directory is refused
+mm=$tmp/mm; cp -r "$base" "$mm"
+run $S --dim 48 --steps 2 --ckpt-every 2 --out "$tmp/mm48" "$data"
+cp "$tmp/mm48/ckpt-00000002.bin" "$mm/ckpt-00000030.bin"
+expect_fail resume_other_model_refused "its model has dim 48 where the run's config.json has dim 32" \
+    --resume "$mm" --threads 2
+expect_fail resume_other_model_file_refused "dim 48" --resume "$mm/ckpt-00000030.bin" --threads 2
+
+# ---- issue 23, 6. one writer per run directory: a second run, a resume and an export into it
+# are refused while a run trains there, told the holder's pid
+lk=$tmp/lock
+"$bin" $S --steps 1000000 --ckpt-every 0 --log-every 1 --out "$lk" "$data" > "$tmp/lock.out" 2>&1 &
+pid=$!
+for _ in $(seq 200); do grep -q '^step' "$tmp/lock.out" 2>/dev/null && break; sleep 0.1; done
+expect_fail lock_second_run_refused "in use by another run (process $pid)" $S --steps 5 --out "$lk" "$data"
+expect_fail lock_second_overwrite_refused "in use by another run (process $pid)" $S --steps 5 --overwrite --out "$lk" "$data"
+expect_fail lock_resume_refused "in use by another run (process $pid)" --resume "$lk" --threads 2
+expect_fail lock_export_refused "in use by another run (process $pid)" export "$ck" "$lk/model.safetensors" --threads 2
+kill -TERM $pid; wait $pid
+if [ -e "$lk/config.json" ] && [ ! -e "$lk/model.safetensors" ]; then ok lock_first_run_untouched
+else bad lock_first_run_untouched "$(ls -A "$lk" | tr '\n' ' ')"; fi
+
+# ---- issue 23, 8. a long evaluation says how far it is on stderr; stdout is the result alone,
+# the same with stderr closed. Eight layers in windows of 16 bytes, one at a time: some
+# seconds over the test split, past the 2 s before the first progress line.
+run --dim 32 --depth 8 --group-size 16 --qk-dim 16 --seq-len 16 --batch 1 --threads 2 --eval-every 0 \
+    --sample-every 0 --warmup 0 --steps 1 --out "$tmp/deep" "$data"
+"$bin" eval "$tmp/deep" "$data" --threads 2 > "$tmp/ev.out" 2> "$tmp/ev.err" </dev/null; rc=$?
+"$bin" eval "$tmp/deep" "$data" --threads 2 > "$tmp/ev2.out" 2>&- </dev/null
+if [ "$rc" -eq 0 ] && grep -q '^eval: [0-9]*/207703 bytes (.*), .* bytes/s, ETA' "$tmp/ev.err" &&
+   [ "$(wc -l < "$tmp/ev.out")" = 2 ] && ! grep -q 'ETA' "$tmp/ev.out" &&
+   [ "$(grep '^eval: split=' "$tmp/ev.out")" = "$(grep '^eval: split=' "$tmp/ev2.out")" ]; then
+    ok eval_progress_eta
+else bad eval_progress_eta "exit $rc: $(tail -1 "$tmp/ev.err") / $(cat "$tmp/ev.out") / $(cat "$tmp/ev2.out")"; fi
+
+echo "RESULT passed=$passed failed=$failed"; exit 1; }
 ck=$base/ckpt-00000020.bin
 
 # ---- 1. a failed write fails the run
@@ -309,6 +373,70 @@ if [ "$rc" -eq 0 ]; then ok saved_ranks_absent_is_one
 else bad saved_ranks_absent_is_one "exit $rc: $(printf '%s' "$out" | tail -1)"; fi
 patch_ckpt "$ck" "$d/ckpt-00000020.bin" "j=j.replace(' \"clip_mode\": \"local\",', '')"
 expect_fail saved_clip_mode_required 'lack "clip_mode"' eval "$d" "$data" --threads 2
+
+# ---- issue 23, 1. --overwrite touches nothing until every check of the new run has passed
+# (and then moves the old run aside until its first checkpoint)
+snap() { (cd "$1" && find . -path ./.lock -prune -o -type f -print | sort | xargs md5sum); }
+ow=$tmp/ow1; cp -r "$base" "$ow"; before=$(snap "$ow")
+head -c 300000 "$tmp/other.raw" | gzip -c | head -c 20000 > "$tmp/corrupt.gz"   # cut short: truncated
+head -c 100000 "$tmp/other.raw" > "$tmp/short.raw"                          # val split 5,000 bytes
+ow_case() {  # name, args...: refused, the old run untouched
+    local name=$1; shift
+    run $S --steps 5 --overwrite --out "$ow" "$@"
+    if [ "$rc" -ne 0 ] && [ "$rc" -lt 128 ] && [ "$(snap "$ow")" = "$before" ] && [ ! -e "$ow/replaced-run" ]; then
+        ok "$name"
+    else bad "$name" "exit $rc; $(printf '%s' "$out" | tail -1); files now: $(ls -A "$ow" | tr '\n' ' ')"; fi
+}
+ow_case overwrite_missing_data_keeps_run "$tmp/MISSING.gz"
+ow_case overwrite_corrupt_data_keeps_run "$tmp/corrupt.gz"
+ow_case overwrite_zip_data_keeps_run "$tmp/e.zip"
+ow_case overwrite_init_from_missing_keeps_run --init-from "$tmp/missing.safetensors" "$data"
+ow_case overwrite_memory_refused_keeps_run --batch 100000 --seq-len 10000 "$data"
+ow_case overwrite_seq_longer_than_split_keeps_run --seq-len 8192 "$tmp/short.raw"
+# past every check, the new run's first checkpoint cannot be written: the old run comes back
+mkdir "$ow/ckpt-00000005.bin.tmp"
+run $S --steps 5 --overwrite --out "$ow" "$data"
+rmdir "$ow/ckpt-00000005.bin.tmp"
+if [ "$rc" -ne 0 ] && printf '%s' "$out" | grep -q 'is back in' && [ "$(snap "$ow")" = "$before" ] && [ ! -e "$ow/replaced-run" ]; then
+    ok overwrite_failed_before_checkpoint_restores_run
+else bad overwrite_failed_before_checkpoint_restores_run "exit $rc; $(printf '%s' "$out" | tail -2); $(ls -A "$ow" | tr '\n' ' ')"; fi
+if [ ! -e "$tmp/ow2/replaced-run" ]; then ok overwrite_drops_old_run_at_first_checkpoint
+else bad overwrite_drops_old_run_at_first_checkpoint "$(ls -A "$tmp/ow2/replaced-run" | tr '\n' ' ')"; fi
+
+# ---- issue 23, 5. a checkpoint of another model placed in a run directory is refused
+mm=$tmp/mm; cp -r "$base" "$mm"
+run $S --dim 48 --steps 2 --ckpt-every 2 --out "$tmp/mm48" "$data"
+cp "$tmp/mm48/ckpt-00000002.bin" "$mm/ckpt-00000030.bin"
+expect_fail resume_other_model_refused "its model has dim 48 where the run's config.json has dim 32" \
+    --resume "$mm" --threads 2
+expect_fail resume_other_model_file_refused "dim 48" --resume "$mm/ckpt-00000030.bin" --threads 2
+
+# ---- issue 23, 6. one writer per run directory: a second run, a resume and an export into it
+# are refused while a run trains there, told the holder's pid
+lk=$tmp/lock
+"$bin" $S --steps 1000000 --ckpt-every 0 --log-every 1 --out "$lk" "$data" > "$tmp/lock.out" 2>&1 &
+pid=$!
+for _ in $(seq 200); do grep -q '^step' "$tmp/lock.out" 2>/dev/null && break; sleep 0.1; done
+expect_fail lock_second_run_refused "in use by another run (process $pid)" $S --steps 5 --out "$lk" "$data"
+expect_fail lock_second_overwrite_refused "in use by another run (process $pid)" $S --steps 5 --overwrite --out "$lk" "$data"
+expect_fail lock_resume_refused "in use by another run (process $pid)" --resume "$lk" --threads 2
+expect_fail lock_export_refused "in use by another run (process $pid)" export "$ck" "$lk/model.safetensors" --threads 2
+kill -TERM $pid; wait $pid
+if [ -e "$lk/config.json" ] && [ ! -e "$lk/model.safetensors" ]; then ok lock_first_run_untouched
+else bad lock_first_run_untouched "$(ls -A "$lk" | tr '\n' ' ')"; fi
+
+# ---- issue 23, 8. a long evaluation says how far it is on stderr; stdout is the result alone,
+# the same with stderr closed. Eight layers in windows of 16 bytes, one at a time: some
+# seconds over the test split, past the 2 s before the first progress line.
+run --dim 32 --depth 8 --group-size 16 --qk-dim 16 --seq-len 16 --batch 1 --threads 2 --eval-every 0 \
+    --sample-every 0 --warmup 0 --steps 1 --out "$tmp/deep" "$data"
+"$bin" eval "$tmp/deep" "$data" --threads 2 > "$tmp/ev.out" 2> "$tmp/ev.err" </dev/null; rc=$?
+"$bin" eval "$tmp/deep" "$data" --threads 2 > "$tmp/ev2.out" 2>&- </dev/null
+if [ "$rc" -eq 0 ] && grep -q '^eval: [0-9]*/207703 bytes (.*), .* bytes/s, ETA' "$tmp/ev.err" &&
+   [ "$(wc -l < "$tmp/ev.out")" = 2 ] && ! grep -q 'ETA' "$tmp/ev.out" &&
+   [ "$(grep '^eval: split=' "$tmp/ev.out")" = "$(grep '^eval: split=' "$tmp/ev2.out")" ]; then
+    ok eval_progress_eta
+else bad eval_progress_eta "exit $rc: $(tail -1 "$tmp/ev.err") / $(cat "$tmp/ev.out") / $(cat "$tmp/ev2.out")"; fi
 
 echo "RESULT passed=$passed failed=$failed"
 [ "$failed" -eq 0 ]

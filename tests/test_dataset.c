@@ -13,6 +13,7 @@
 #include <zlib.h>
 
 #include "dataset.h"
+#include "draw.h"
 #include "rng.h"
 #include "test.h"
 

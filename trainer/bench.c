@@ -74,7 +74,7 @@ int cmd_bench(int argc, char **argv) {
     ModelOptions mo = {.device = o.device, .precision = o.precision, .threads = o.threads,
                        .gpu = par_local_rank(), .max_B = B, .max_T = T, .step_seqs = A * B};
     Model *m = model_open(c, &mo, err, sizeof err);   /* fixes the threads first */
-    if (!m || model_init_params(m, o.seed, err, sizeof err)) {
+    if (!m || model_init_params(m, o.seed, err, sizeof err) || par_grads_prepare(m, err, sizeof err)) {
         fprintf(stderr, "error: %s\n", err);
         model_close(m);
         return 1;

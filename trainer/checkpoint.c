@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 #include <zlib.h>
 
@@ -321,4 +322,27 @@ int checkpoint_has_magic(const char *path) {
     int ok = fread(m, 1, 8, f) == 8 && !memcmp(m, CKPT_MAGIC, 8);
     fclose(f);
     return ok;
+}
+
+int checkpoint_load_arg(const char *arg, Options *o, TrainState *st, CkptState *cs,
+                        char *path_out, size_t path_len, char *err, size_t errlen) {
+    struct stat sb;
+    if (stat(arg, &sb)) { snprintf(err, errlen, "cannot open %s: %s", arg, strerror(errno)); return -1; }
+    if (!S_ISDIR(sb.st_mode)) {
+        snprintf(path_out, path_len, "%s", arg);
+        return checkpoint_load(arg, o, st, cs, err, errlen);
+    }
+    uint64_t *steps;
+    int n = checkpoint_list_all(arg, &steps);
+    if (n < 0) { snprintf(err, errlen, "out of memory listing %s", arg); return -1; }
+    if (!n) { snprintf(err, errlen, "no checkpoint (ckpt-*.bin) in %s", arg); return -1; }
+    for (int i = 0; i < n; i++) {
+        checkpoint_path(path_out, path_len, arg, steps[i]);
+        char e[2048];
+        if (!checkpoint_load(path_out, o, st, cs, e, sizeof e)) { free(steps); return 0; }
+        fprintf(stderr, "warning: skipping %s\n", e);
+        snprintf(err, errlen, "no valid checkpoint in %s (newest problem: %s)", arg, e);
+    }
+    free(steps);
+    return -1;
 }

@@ -42,6 +42,11 @@ int checkpoint_load(const char *path, Options *o, TrainState *st, CkptState *cs,
    checkpoint's config. */
 int checkpoint_apply(const CkptState *cs, Model *m, int moments, char *err, size_t errlen);
 void checkpoint_state_free(CkptState *cs);
+/* A checkpoint argument of a command: a checkpoint file, or a run directory, whose newest
+   valid checkpoint is loaded (damaged ones newer than it skipped with a warning on stderr).
+   path_out gets the file read. 0, or -1 with a message. */
+int checkpoint_load_arg(const char *arg, Options *o, TrainState *st, CkptState *cs,
+                        char *path_out, size_t path_len, char *err, size_t errlen);
 
 /* DIR/ckpt-STEP.bin */
 void checkpoint_path(char *buf, size_t n, const char *dir, uint64_t step);

@@ -19,10 +19,14 @@ static int g_split_timing = 0;
 /* FLASH_ALLREDUCE_ONE_RANK=1 under mpirun -np 1: run the gradient sum although there is
    nothing to add, so that one GPU proves the NCCL path (and one CPU the MPI one) */
 static int g_sum_one_rank = 0;
-static int *g_scratch = NULL;      /* one micro-batch of the other ranks' share */
-static size_t g_scratch_n = 0;
-static void *g_host = NULL;        /* chunk sums; device gradients through the host */
-static size_t g_host_bytes = 0;
+/* The gradient sum's buffers, allocated once by par_grads_prepare before the first step (no
+   allocation inside the training step): the chunk counts and offsets, every rank's copy of
+   this rank's chunk, and a GPU's gradients through the host where there is no NCCL. */
+static int *g_counts = NULL;       /* 4 x size: send counts, offsets; receive counts, offsets */
+static void *g_recv = NULL;
+static size_t g_recv_bytes = 0;
+static float *g_host_grads = NULL;
+static size_t g_host_grads_n = 0;
 
 int par_rank(void) { return g_rank; }
 int par_size(void) { return g_size; }
@@ -103,8 +107,9 @@ int par_finish(int rc) {
         g_joined = 0;
     }
 #endif
-    free(g_scratch); g_scratch = NULL;
-    free(g_host); g_host = NULL; g_host_bytes = 0;
+    free(g_counts); g_counts = NULL;
+    free(g_recv); g_recv = NULL; g_recv_bytes = 0;
+    free(g_host_grads); g_host_grads = NULL; g_host_grads_n = 0;
     return rc;
 }
 
@@ -134,43 +139,17 @@ static void mpi_check(int rc, const char *what) {
 }
 #endif
 
-int par_draw_step(const uint8_t *split, size_t n, int A, int B, int T, Rng *rng, int *tokens) {
-    const size_t mb = (size_t)B * (T + 1);
-    if (g_size > 1 && g_scratch_n < mb) {
-        free(g_scratch);
-        g_scratch = malloc(sizeof(int) * mb);
-        if (!g_scratch) { g_scratch_n = 0; return -1; }
-        g_scratch_n = mb;
-    }
-    const int first = g_rank * A, total = g_size * A;
-    for (int a = 0; a < total; a++) {
-        int mine = a >= first && a < first + A;
-        data_sample_batch(split, n, B, T, rng, mine ? tokens + (size_t)(a - first) * mb : g_scratch);
-    }
-    return 0;
-}
-
-#ifdef FLASH_MPI
-static void *host_buffer(size_t bytes) {
-    if (g_host_bytes >= bytes) return g_host;
-    free(g_host);
-    g_host = malloc(bytes);
-    g_host_bytes = g_host ? bytes : 0;
-    return g_host;
-}
-#endif
-
 #ifdef FLASH_MPI
 /* The fixed-order sum over ranks of a host array of count elements (float or double):
    rank r owns elements [lo(r), lo(r+1)); MPI_Alltoallv brings it every rank's copy of its
    chunk, it adds them in rank order 0, 1, ..., N-1, and MPI_Allgatherv hands every chunk to
    every rank. Only copies go through MPI: the bits do not depend on its algorithms. */
-static int fixed_order_sum(void *buf, size_t count, size_t elem, char *err, size_t errlen) {
+static int fixed_order_prepare(size_t count, size_t elem, char *err, size_t errlen) {
     const int N = g_size;
     if (count > (size_t)0x7fffffff) { snprintf(err, errlen, "gradient buffer too large for MPI counts"); return -1; }
-    int *sc = calloc(4 * (size_t)N, sizeof(int));
-    if (!sc) { snprintf(err, errlen, "out of memory for the gradient sum"); return -1; }
-    int *sd = sc + N, *rc = sd + N, *rd = rc + N;
+    if (!g_counts) g_counts = calloc(4 * (size_t)N, sizeof(int));
+    if (!g_counts) { snprintf(err, errlen, "out of memory for the gradient sum"); return -1; }
+    int *sc = g_counts, *sd = sc + N, *rc = sd + N, *rd = rc + N;
     for (int j = 0; j < N; j++) {
         size_t lo = count * (size_t)j / N, hi = count * (size_t)(j + 1) / N;
         sc[j] = (int)(hi - lo);
@@ -178,8 +157,22 @@ static int fixed_order_sum(void *buf, size_t count, size_t elem, char *err, size
     }
     const int mine = sc[g_rank];
     for (int j = 0; j < N; j++) { rc[j] = mine; rd[j] = j * mine; }
-    char *recv = host_buffer((size_t)N * (size_t)mine * elem + 1);
-    if (!recv) { free(sc); snprintf(err, errlen, "out of memory for the gradient sum"); return -1; }
+    const size_t bytes = (size_t)N * (size_t)mine * elem + 1;
+    if (g_recv_bytes < bytes) {
+        free(g_recv);
+        g_recv = malloc(bytes);
+        g_recv_bytes = g_recv ? bytes : 0;
+        if (!g_recv) { snprintf(err, errlen, "out of memory for the gradient sum"); return -1; }
+    }
+    return 0;
+}
+
+/* the sum itself, over the buffers fixed_order_prepare made for this count and elem */
+static int fixed_order_sum(void *buf, size_t elem) {
+    const int N = g_size;
+    int *sc = g_counts, *sd = sc + N, *rc = sd + N, *rd = rc + N;
+    const int mine = sc[g_rank];
+    char *recv = g_recv;
     MPI_Datatype t = elem == sizeof(float) ? MPI_FLOAT : MPI_DOUBLE;
     mpi_check(MPI_Alltoallv(buf, sc, sd, t, recv, rc, rd, t, MPI_COMM_WORLD), "MPI_Alltoallv (gradients)");
     if (elem == sizeof(float)) {
@@ -200,7 +193,6 @@ static int fixed_order_sum(void *buf, size_t count, size_t elem, char *err, size
         }
     }
     mpi_check(MPI_Allgatherv(MPI_IN_PLACE, 0, t, buf, sc, sd, t, MPI_COMM_WORLD), "MPI_Allgatherv (gradients)");
-    free(sc);
     return 0;
 }
 #endif
@@ -217,6 +209,29 @@ static int broadcast_root(void *buf, size_t bytes, const char *what, char *err, 
 }
 #endif
 
+int par_grads_prepare(Model *m, char *err, size_t errlen) {
+    if (!par_summing()) return 0;
+#ifdef FLASH_MPI
+    size_t count, elem;
+    int on_device;
+    (void)model_grad_buffer(m, &count, &elem, &on_device);
+    if (model_grad_sum(m)) return 0;   /* the backend's own sum (NCCL) holds its buffers */
+    if (!on_device) return fixed_order_prepare(count, elem, err, errlen);
+    /* a GPU without NCCL: through host memory, in the parameter table's order */
+    const size_t n = model_table(m)->total;
+    if (g_host_grads_n < n) {
+        free(g_host_grads);
+        g_host_grads = malloc(sizeof(float) * n);
+        g_host_grads_n = g_host_grads ? n : 0;
+        if (!g_host_grads) { snprintf(err, errlen, "out of memory for the gradient copy"); return -1; }
+    }
+    return fixed_order_prepare(n, sizeof(float), err, errlen);
+#else
+    (void)m; (void)err; (void)errlen;
+    return 0;
+#endif
+}
+
 int par_allreduce_grads(Model *m, char *err, size_t errlen) {
     if (!par_summing()) return 0;
 #ifdef FLASH_MPI
@@ -230,20 +245,20 @@ int par_allreduce_grads(Model *m, char *err, size_t errlen) {
     int on_device, rc = 0;
     void *g = model_grad_buffer(m, &count, &elem, &on_device);
     const ModelGradSum device_sum = model_grad_sum(m);   /* CUDA with NCCL */
+    if (!device_sum && !g_counts) {
+        snprintf(err, errlen, "the gradient sum was not prepared (par_grads_prepare)");
+        return -1;
+    }
     if (device_sum) {
         const ModelRanks ranks = {g_rank, g_size, broadcast_root};
         rc = device_sum(g, count, elem, &ranks, err, errlen);
     } else if (!on_device) {
-        rc = fixed_order_sum(g, count, elem, err, errlen);
+        rc = fixed_order_sum(g, elem);
     } else {
         /* a GPU without NCCL: through host memory, in the parameter table's order */
-        const size_t n = model_table(m)->total;
-        float *h = malloc(sizeof(float) * n);
-        if (!h) { snprintf(err, errlen, "out of memory for the gradient copy"); return -1; }
-        rc = model_read(m, STATE_GRADS, h, err, errlen);
-        if (!rc) rc = fixed_order_sum(h, n, sizeof(float), err, errlen);
-        if (!rc) rc = model_write(m, STATE_GRADS, h, err, errlen);
-        free(h);
+        rc = model_read(m, STATE_GRADS, g_host_grads, err, errlen);
+        if (!rc) rc = fixed_order_sum(g_host_grads, sizeof(float));
+        if (!rc) rc = model_write(m, STATE_GRADS, g_host_grads, err, errlen);
     }
     g_comm_s += now_s() - t0;
     return rc;
@@ -286,65 +301,21 @@ int par_all_same_u64(uint64_t v) {
 #endif
 }
 
-/* k doubles summed over ranks in rank order, the same on every rank */
-static void sum_doubles(double *v, int k) {
+void par_sum_doubles(double *v, int k) {
 #ifdef FLASH_MPI
     if (g_size == 1) return;
     double t0 = now_s();
-    double *all = malloc(sizeof(double) * (size_t)k * g_size);
-    if (!all) { fprintf(stderr, "error: out of memory\n"); par_abort(1); exit(1); }
+    double all[(size_t)k * (size_t)g_size];   /* a few doubles per rank: on the stack */
     mpi_check(MPI_Allgather(v, k, MPI_DOUBLE, all, k, MPI_DOUBLE, MPI_COMM_WORLD), "MPI_Allgather");
     for (int i = 0; i < k; i++) {
         double s = all[i];
         for (int j = 1; j < g_size; j++) s += all[(size_t)j * k + i];
         v[i] = s;
     }
-    free(all);
     g_comm_s += now_s() - t0;
 #else
     (void)v; (void)k;
 #endif
-}
-
-double par_eval_windows(Model *m, const uint8_t *split, size_t n, int nwin, int B, int T, int *tokbuf) {
-    double total = 0;
-    const size_t span = n - (size_t)T - 1;
-    const int lo = (int)((long long)nwin * g_rank / g_size), hi = (int)((long long)nwin * (g_rank + 1) / g_size);
-    for (int w0 = lo; w0 < hi; w0 += B) {
-        int nb = hi - w0 < B ? hi - w0 : B;
-        for (int b = 0; b < nb; b++) {
-            int w = w0 + b;
-            size_t start = nwin > 1 ? span * (size_t)w / (size_t)(nwin - 1) : 0;
-            for (int t = 0; t <= T; t++) tokbuf[b * (T + 1) + t] = split[start + t];
-        }
-        total += model_forward(m, tokbuf, nb, T, NULL, NULL) * nb;
-    }
-    sum_doubles(&total, 1);
-    return total / nwin;
-}
-
-double par_eval_split(Model *m, const uint8_t *split, size_t n, int B, int T, int *tokbuf) {
-    double v[2] = {0, 0};   /* nats, predicted bytes */
-    const size_t nfull = (n - 1) / (size_t)T;
-    const size_t lo = nfull * (size_t)g_rank / (size_t)g_size, hi = nfull * (size_t)(g_rank + 1) / (size_t)g_size;
-    for (size_t w0 = lo; w0 < hi; w0 += (size_t)B) {
-        int nb = hi - w0 < (size_t)B ? (int)(hi - w0) : B;
-        for (int b = 0; b < nb; b++) {
-            size_t start = (w0 + (size_t)b) * (size_t)T;
-            for (int t = 0; t <= T; t++) tokbuf[b * (T + 1) + t] = split[start + t];
-        }
-        v[0] += model_forward(m, tokbuf, nb, T, NULL, NULL) * nb * T;
-        v[1] += (double)nb * T;
-    }
-    size_t start = nfull * (size_t)T;
-    int rest = (int)(n - 1 - start);              /* the short last window: the last rank's */
-    if (rest > 0 && g_rank == g_size - 1) {
-        for (int t = 0; t <= rest; t++) tokbuf[t] = split[start + t];
-        v[0] += model_forward(m, tokbuf, 1, rest, NULL, NULL) * rest;
-        v[1] += rest;
-    }
-    sum_doubles(v, 2);
-    return v[0] / v[1];
 }
 
 void par_describe(char *buf, size_t n, Model *m) {

@@ -2,7 +2,8 @@
  *
  * `mpirun -np N ./train ...` trains one model on N ranks. Every rank draws the whole
  * step's N x accum micro-batches from the shared seeded stream and keeps its own accum of
- * them, so N ranks with --accum A see exactly what one process with --accum N*A sees;
+ * them (data/draw.h, data_draw_step), so N ranks with --accum A see exactly what one
+ * process with --accum N*A sees;
  * each rank's model_accumulate divides by N*A, and the gradient buffers are summed in a
  * fixed order (each rank owns a fixed chunk and adds the ranks' copies of it in rank
  * order, then every rank gathers every chunk: no reduction whose order depends on the MPI
@@ -18,9 +19,7 @@
 #include <stddef.h>
 #include <stdio.h>
 #include <stdint.h>
-#include "dataset.h"
 #include "model.h"
-#include "rng.h"
 
 /* After model_process_init (which may re-execute the program), before anything else:
    joins the MPI job when started by mpirun (or another launcher that sets the
@@ -43,15 +42,12 @@ int par_is_root(void);       /* rank 0: writes the run directory and prints */
 int par_built(void);         /* 1 when this build has MPI */
 int par_nccl_built(void);    /* 1 when this build has NCCL (GPU all-reduce) */
 
-/* Draws one step's micro-batches, all N x A of them, from rng (every rank draws them all,
-   so the stream is the same for any N) and keeps this rank's A: micro-batches
-   rank*A .. rank*A+A-1, into tokens (A x B x (T+1)). With one rank it is the
-   single-process loop exactly. 0, or -1 when out of memory. */
-int par_draw_step(const uint8_t *split, size_t n, int A, int B, int T, Rng *rng, int *tokens);
-
+/* The gradient sum's buffers for model m, allocated once before the first step, so that the
+   step itself allocates nothing (a no-op when nothing is summed). 0, or -1 with a message. */
+int par_grads_prepare(Model *m, char *err, size_t errlen);
 /* Sums the model's gradient buffer over the ranks in place, in the fixed order described
    above (NCCL when the buffer is on a GPU and NCCL is built in; otherwise through host
-   memory). 0, or -1 with a message. */
+   memory), in the buffers par_grads_prepare made. 0, or -1 with a message. */
 int par_allreduce_grads(Model *m, char *err, size_t errlen);
 /* The step's scalars: *loss becomes the sum over ranks (in rank order), *sig the first
    non-zero signal number in rank order (0: none), so every rank stops at the same step. */
@@ -59,11 +55,9 @@ void par_step_scalars(double *loss, int *sig);
 /* 1 when every rank passes the same v (e.g. the checkpoint step each rank loaded). */
 int par_all_same_u64(uint64_t v);
 
-/* Validation split across the ranks and combined (rank order): the same windows as
-   eval_windows / eval_split (trainer/evaluate.h), each rank forwarding a contiguous share;
-   the result equals the single process's up to the rounding of the sum. */
-double par_eval_windows(Model *m, const uint8_t *split, size_t n, int nwin, int B, int T, int *tokbuf);
-double par_eval_split(Model *m, const uint8_t *split, size_t n, int B, int T, int *tokbuf);
+/* k doubles summed over the ranks in rank order, the same on every rank (collective; a
+   no-op with one rank): the evaluation's shares (trainer/evaluate.h, EvalShare.sum). */
+void par_sum_doubles(double *v, int k);
 
 /* Seconds spent in the collectives above since the start (waiting for slower ranks
    included), and in their barrier-free transfer part only when par_timing_split(1) asked
