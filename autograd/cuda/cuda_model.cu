@@ -8,7 +8,8 @@
  * norm. Nothing is allocated after model_open.
  *
  * Products go through cuBLAS (row-major calls mapped onto its column-major API); the rest
- * are the kernels of cuda_ops.cu. Sequences run padded to whole groups (see cuda_ops.h).
+ * are the kernels of kernels_*.cu (launchers in cuda_ops.h), called by the layer's rooms
+ * (layer.h). Sequences run padded to whole groups (see cuda_ops.h).
  * Precision: fp32 (no TF32) or bf16 (bf16 operands for every product, fp32 accumulation,
  * fp32 master weights, moments, losses and norms): in bf16 each producer of a product's
  * operand also writes a bf16 twin of it. */
