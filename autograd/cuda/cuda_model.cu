@@ -24,7 +24,6 @@
 /* The registry's supports slot: the layers and attention forms the CUDA rooms compute */
 extern "C" int cuda_supports(const FlashConfig *c, char *why, size_t whylen) {
     if (c->model == MODEL_GAU) { snprintf(why, whylen, "--model gau is not built yet"); return 0; }
-    if (c->linear_attn == LINEAR_TAYLOR) { snprintf(why, whylen, "--linear-attn taylor is not built yet"); return 0; }
     return 1;
 }
 
@@ -224,6 +223,17 @@ static size_t layout(const FlashConfig *c, int capB, int capTp, int bf16, size_t
     n[A_D_LNF] = Nm * d;              n[A_ROW_SCRATCH] = Nm;         n[A_COL_SCRATCH] = 64 * colmax > OSR_SLICES * 8 * s ? 64 * colmax : OSR_SLICES * 8 * s;
     n[A_XHAT_SCRATCH] = 2 * Nm * d;   /* the final LayerNorm's backward needs it in every config */
     n[A_DIST_SCRATCH] = BG * ((C + 31) / 32) * C + 65 * C;   /* attn_dist_parts(BG, C) x C, + the 64 slices of their column sum (one row spare) */
+    if (config_taylor_width(c)) {
+        const TaylorDims t = taylor_dims(c);
+        n[A_TFQ] = Nm * t.Fp;         n[A_TFK] = Nm * t.Fp;          n[A_TKV] = L * BG * t.SE;
+        n[A_TY] = L * Nm * e;         n[A_TDEN] = L * Nm;            n[A_TNUM] = Nm * t.E1p;
+        n[A_TD_FQ] = Nm * t.Fp;       n[A_TD_FK] = Nm * t.Fp;        n[A_TD_KV] = BG * t.SE;
+        n[A_ONES] = C;
+        if (bf16) {
+            n[H_TFQ] = n[A_TFQ]; n[H_TFK] = n[A_TFK]; n[H_TKV] = n[A_TKV];
+            n[H_TNUM] = n[A_TNUM]; n[H_TD_KV] = n[A_TD_KV]; n[H_ONES] = n[A_ONES];
+        }
+    }
     if (bf16) {
         n[H_XS] = n[A_XS];      n[H_HID] = n[A_HID];      n[H_HID_U] = n[A_HID_U];
         n[H_QK4] = n[A_QK4];    n[H_ATTN] = n[A_ATTN];    n[H_KV] = n[A_KV];
@@ -698,6 +708,19 @@ extern "C" int cuda_model_open(Model *m, char *err, size_t errlen) {
         }
         if (cuda_fail(cudaMalloc(&cm->arena, cm->arena_bytes), "memory for the activations", err, errlen)) goto fail;
         cudaMemset(cm->arena, 0, cm->arena_bytes);
+        if (config_taylor_width(c)) {   /* the column of ones of Z = fk^T 1, and its twin */
+            const int C = c->group_size;
+            float *ones = (float *)malloc(sizeof(float) * C);
+            uint16_t *ones_h = (uint16_t *)malloc(sizeof(uint16_t) * C);
+            if (!ones || !ones_h) { free(ones); free(ones_h); snprintf(err, errlen, "out of memory"); goto fail; }
+            for (int k = 0; k < C; k++) { ones[k] = 1.0f; ones_h[k] = 0x3f80; }   /* bf16 1.0 */
+            cudaError_t ce = cudaMemcpy(ACT(cm, A_ONES), ones, sizeof(float) * C, cudaMemcpyHostToDevice);
+            if (ce == cudaSuccess && cm->use_bf16)
+                ce = cudaMemcpy(TWIN(cm, H_ONES), ones_h, sizeof(uint16_t) * C, cudaMemcpyHostToDevice);
+            free(ones);
+            free(ones_h);
+            if (cuda_fail(ce, "upload", err, errlen)) goto fail;
+        }
         const int V = c->num_tokens;
         const size_t chunks = (size_t)cm->cap_seqs;   /* at most one chunk per sequence */
         cm->stage_ints = (size_t)cm->cap_seqs * (cm->capTp + 1) + (size_t)cm->cap_seqs * cm->capTp + chunks * (V + 1);

@@ -26,9 +26,14 @@ enum {
     A_LNF_OUT, A_LNF_STAT, A_LOGITS, A_LOSSES, A_POS, A_ROT_COS, A_ROT_SIN, A_BIAS_DIST,
     A_D_RES, A_D_XS, A_D_HID, A_D_QK4, A_D_ATT, A_D_GATED, A_D_KV, A_DSIM, A_D_LOGITS, A_D_LNF,
     A_ROW_SCRATCH, A_COL_SCRATCH, A_XHAT_SCRATCH, A_DIST_SCRATCH,
+    /* the Taylor linear part (empty otherwise): its feature maps (scratch), its state per
+       layer and group [KV | Z], its output y and denominator per layer, the normalisation's
+       [num | den] (scratch), the backward's scratch, and a column of ones (Z = fk^T 1) */
+    A_TFQ, A_TFK, A_TKV, A_TY, A_TDEN, A_TNUM, A_TD_FQ, A_TD_FK, A_TD_KV, A_ONES,
     /* bf16 twins (bf16 precision only) */
     H_XS, H_HID, H_HID_U, H_QK4, H_ATTN, H_KV, H_GATED, H_LNF_OUT, H_D_LOGITS, H_D_RES, H_D_ATT, H_D_KV,
     H_DSIM, H_D_HID, H_ATT, H_D_GATED, H_D_QK4,
+    H_TFQ, H_TFK, H_TKV, H_TNUM, H_TD_KV, H_ONES,
     A_COUNT
 };
 
@@ -74,6 +79,19 @@ typedef struct {
     /* the recurrent decoder's state (cuda_decode.cu), NULL until opened */
     struct CudaDecoder *dec;
 } CudaModel;
+
+/* The Taylor part's widths: F features stored Fp wide (zero features after F), a state row
+   of E1p >= e + 1 columns ([KV | Z | 0..]), SE entries per group's state. Fp and E1p are
+   multiples of 8: bf16 products with leading dimensions off 8 leave the tensor cores */
+typedef struct { int F, Fp, E1p; size_t SE; } TaylorDims;
+static inline TaylorDims taylor_dims(const FlashConfig *c) {
+    TaylorDims t;
+    t.F = config_taylor_width(c);
+    t.Fp = (t.F + 7) / 8 * 8;
+    t.E1p = (config_hidden(c) + 1 + 7) / 8 * 8;
+    t.SE = (size_t)t.Fp * t.E1p;
+    return t;
+}
 
 #define CM(m) ((CudaModel *)(m)->impl)
 #define ACT(cm, k) ((float *)((char *)(cm)->arena + (cm)->off[k]))

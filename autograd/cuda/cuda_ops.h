@@ -146,6 +146,24 @@ void attn_rel_bias_backward_cuda(float *d_rel_bias, const float *dist_part, int 
 void group_scan_cuda(float *kv, int B, int G, size_t se, int reverse, bf16_t *twin, int twin_only,
                      cudaStream_t st);
 
+/* ---- the Taylor linear attention (kernels_taylor.cu) ----------------------------------- */
+/* out (N x Fp, + twin) = phi(scale x) per row of x (N x s, or its twin x16), zero after F:
+   phi(x) = [1, x, vec(x x^T) / sqrt 2], F = 1 + s + s^2 */
+void taylor_features_cuda(float *out, bf16_t *twin, const float *x, const bf16_t *x16, int N, int s, int F,
+                          int Fp, float scale, cudaStream_t st);
+/* per row of nd (ld columns, num in 0..e-1, den in column e): y = num / max(den, eps), saved
+   with den; att = y, or att += y with add (fp32, or the bf16 att when att16 is given) */
+void taylor_norm_forward_cuda(float *y, float *den_out, float *att, bf16_t *att16, const float *nd, int ld, int N,
+                              int e, float eps, int add, cudaStream_t st);
+/* out (N x ld, + twin) = [dy / den' | -sum(dy y) / den' where den > eps, else 0 | 0 ...] */
+void taylor_norm_backward_cuda(float *out, bf16_t *twin, const float *dy, const bf16_t *dy16, const float *y,
+                               const float *den, int ld, int N, int e, float eps, cudaStream_t st);
+/* d x_raw (N x s, into out or bf16 out16) from dfeat (N x Fp) plus, when extra is given, the
+   row of each row's group of C (extra + (n / C) * extra_stride, entries f * extra_ld) */
+void taylor_features_backward_cuda(float *out, bf16_t *out16, const float *dfeat, const float *extra,
+                                   size_t extra_stride, int extra_ld, int C, const float *x, const bf16_t *x16,
+                                   int N, int s, int Fp, float scale, cudaStream_t st);
+
 /* ---- cross-entropy -------------------------------------------------------------------- */
 /* losses[n] for real rows (t < T), 0 for dead ones; targets = tokens + 1 (stride tstride).
    *loss_acc += (sum of losses / (B*T)) * weight, in double (loss_acc NULL: not summed). */

@@ -45,6 +45,9 @@ typedef struct {
        adds to the first's rounded values) and kept as that only */
     void *att_out;
     cudaDataType_t att_type;
+    /* the Taylor linear part (NULL otherwise): its state [KV | Z] per group, y and den */
+    float *tkv, *ty, *tden;
+    bf16 *tkv_h;
 } LayerActs;
 void layer_acts(CudaModel *cm, const CudaShape *sh, int l, LayerActs *a);
 
@@ -99,6 +102,12 @@ void attn_quad_backward(CudaModel *cm, const LayerActs *a, const LayerGrads *g, 
    saves kv (the S_g: bf16 twin only unless sh->keep_state) */
 void attn_linear_forward(CudaModel *cm, const LayerActs *a, const CudaShape *sh, float out_beta, cudaStream_t st);
 void attn_linear_backward(CudaModel *cm, const LayerActs *a, const LayerGrads *g, const CudaShape *sh,
+                          float dv_beta, cudaStream_t st);
+/* attn_taylor.cu: the linear part through the Taylor feature map (docs/model.md): fq =
+   phi(lin_q / sqrt(s)), fk = phi(lin_k); [KV | Z]_g = sum_{g' < g} fk^T [v | 1];
+   lin_out = fq KV_g / max(fq . Z_g, 1e-5); saves the state, y and den */
+void attn_taylor_forward(CudaModel *cm, const LayerActs *a, const CudaShape *sh, float out_beta, cudaStream_t st);
+void attn_taylor_backward(CudaModel *cm, const LayerActs *a, const LayerGrads *g, const CudaShape *sh,
                           float dv_beta, cudaStream_t st);
 
 /* ---- the FLASH layer (layer_flash.cu): res[l] -> res[l + 1]; the backward takes g->d_res =

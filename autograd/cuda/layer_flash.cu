@@ -38,6 +38,12 @@ void layer_acts(CudaModel *cm, const CudaShape *sh, int l, LayerActs *a) {
     a->att_h = cm->use_bf16 ? TWIN(cm, H_ATT) + (size_t)l * Nm * e : NULL;
     a->att_out = a->att_h ? (void *)a->att_h : (void *)a->att;
     a->att_type = a->att_h ? CUDA_R_16BF : CUDA_R_32F;
+    const int taylor = sh->c->linear_attn == LINEAR_TAYLOR;
+    const TaylorDims t = taylor_dims(sh->c);
+    a->tkv = taylor ? ACT(cm, A_TKV) + (size_t)l * (Nm / C) * t.SE : NULL;
+    a->tkv_h = taylor && cm->use_bf16 ? TWIN(cm, H_TKV) + (size_t)l * (Nm / C) * t.SE : NULL;
+    a->ty = taylor ? ACT(cm, A_TY) + (size_t)l * Nm * e : NULL;
+    a->tden = taylor ? ACT(cm, A_TDEN) + (size_t)l * Nm : NULL;
 }
 
 void layer_grads(CudaModel *cm, LayerGrads *g) {
@@ -65,7 +71,8 @@ void flash_layer_forward(CudaModel *cm, const CudaShape *sh, int l, Marks *mk) {
     project_forward(cm, &a, sh, mk, st);
     /* att = quad_out + lin_out: the quadratic part writes it, the linear part adds */
     attn_quad_forward(cm, &a, sh, 0, st);
-    attn_linear_forward(cm, &a, sh, 1, st);
+    if (sh->c->linear_attn == LINEAR_TAYLOR) attn_taylor_forward(cm, &a, sh, 1, st);
+    else attn_linear_forward(cm, &a, sh, 1, st);
     MARK(P_ATTENTION);
     output_forward(cm, &a, sh, mk, st);
 }
@@ -76,7 +83,8 @@ void flash_layer_backward(CudaModel *cm, const CudaShape *sh, const LayerGrads *
     layer_acts(cm, sh, l, &a);
     output_backward(cm, &a, g, sh, mk, st);
     /* both parts read d_att; the linear part writes dv, the quadratic part adds its share */
-    attn_linear_backward(cm, &a, g, sh, 0, st);
+    if (sh->c->linear_attn == LINEAR_TAYLOR) attn_taylor_backward(cm, &a, g, sh, 0, st);
+    else attn_linear_backward(cm, &a, g, sh, 0, st);
     attn_quad_backward(cm, &a, g, sh, 1, st);
     MARK(P_PHASES + P_ATTENTION);
     project_backward(cm, &a, g, sh, mk, st);
