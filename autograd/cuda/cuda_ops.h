@@ -146,6 +146,32 @@ void attn_rel_bias_backward_cuda(float *d_rel_bias, const float *dist_part, int 
 void group_scan_cuda(float *kv, int B, int G, size_t se, int reverse, bf16_t *twin, int twin_only,
                      cudaStream_t st);
 
+/* ---- FLASH-Quad's GAU layer (kernels_gau.cu) -------------------------------------------- */
+/* q, k = z gamma_h + beta_h into qk (2 x N x s fp32, + twin); z read as ld_silu does */
+void gau_offset_scale_forward_cuda(float *qk, bf16_t *twin, const float *z, const bf16_t *z16, const float *pre_bias,
+                                   int z_stride, const float *gamma, const float *beta, int N, int s,
+                                   cudaStream_t st);
+/* d u_z = (dq gamma_0 + dk gamma_1) silu'(u_z) into dz_out (fp32) or dz16; zs = silu(u_z) */
+void gau_offset_scale_backward_cuda(float *dz_out, bf16_t *dz16, int dz_stride, float *zs, const float *dqk,
+                                    const float *u, const bf16_t *u16, const float *pre_bias, int u_stride,
+                                    const float *gamma, int N, int s, cudaStream_t st);
+/* a chunk of tc query rows from r0 against keys < kc: S = (S + bias) / T in place, A = phi(S)
+   under the causal mask (into A or its twin A16) */
+void gau_scores_forward_cuda(float *S, float *A, bf16_t *A16, const float *rel_bias, int B, int tc, int kc, int r0,
+                             int ld, size_t bstride, float bias_scale, float inv_T, int laplace, cudaStream_t st);
+/* dZ (holding dA) = dA phi'(S) / T under the mask (+ twin) */
+void gau_scores_backward_cuda(float *dZ, bf16_t *dZ16, const float *S, int B, int tc, int kc, int r0, int ld,
+                              size_t bstride, float inv_T, int laplace, cudaStream_t st);
+/* part[b * Tp + k] = the chunk's sum of dZ at distance k, per sequence b */
+void gau_dist_partial_cuda(float *part, const float *dZ, int B, int tc, int r0, int Tp, int ld, size_t bstride,
+                           cudaStream_t st);
+/* d_rel_bias[bucket] += bias_scale * the parts' sums over the bucket's distances (total: Tp
+   scratch) */
+void gau_bias_grad_cuda(float *d_rel_bias, float *total, const float *part, int nparts, int Tp, float bias_scale,
+                        cudaStream_t st);
+/* twin = bf16(x) over N rows of M columns at stride ld */
+void gau_to_twin_cuda(bf16_t *twin, const float *x, int N, int M, int ld, cudaStream_t st);
+
 /* ---- the Taylor linear attention (kernels_taylor.cu) ----------------------------------- */
 /* out (N x Fp, + twin) = phi(scale x) per row of x (N x s, or its twin x16), zero after F:
    phi(x) = [1, x, vec(x x^T) / sqrt 2], F = 1 + s + s^2 */
