@@ -2,7 +2,8 @@
  * part: attn_quad.c, the quadratic attention inside a group of C rows, and attn_linear.c, the
  * linear attention across groups. Each room holds its forward, its backward and its decoder
  * step, so another form of a part (a different linear attention, say) is one new room with
- * the same three pieces. The parts are combined by their caller: FLASH's layer
+ * the same three pieces: attn_taylor.c is --linear-attn taylor's linear part, picked in place
+ * of attn_linear.c by the caller from cfg.linear_attn. The parts are combined by their caller: FLASH's layer
  * (flash_layer.c) and decoder (cpu_decode.c) take att = quad_out + lin_out; a layer of
  * quadratic attention only (one group over the whole sequence) would call attn_quad alone.
  * docs/model.md, "Forward" 2.6, gives the computation.
