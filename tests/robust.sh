@@ -438,5 +438,34 @@ if [ "$rc" -eq 0 ] && grep -q '^eval: [0-9]*/207703 bytes (.*), .* bytes/s, ETA'
     ok eval_progress_eta
 else bad eval_progress_eta "exit $rc: $(tail -1 "$tmp/ev.err") / $(cat "$tmp/ev.out") / $(cat "$tmp/ev2.out")"; fi
 
+# ---- --linear-attn taylor end to end: trains, resumes bit for bit after a SIGKILL (its later
+# checkpoints removed, so the resume starts from step 10 however far the run got), eval,
+# sample, export with "linear_attn": "taylor", bench
+T="--linear-attn taylor --qk-dim 16 --dim 32 --depth 2 --group-size 16 --seq-len 64 --batch 4 --accum 1 --threads 2 --eval-every 10 --sample-every 0 --warmup 0"
+run $T --steps 40 --ckpt-every 10 --out "$tmp/tay" "$data"
+if [ "$rc" -eq 0 ] && grep -q '"linear_attn": "taylor"' "$tmp/tay/config.json"; then ok taylor_trains
+else bad taylor_trains "exit $rc: $(printf '%s' "$out" | tail -2)"; fi
+"$bin" $T --steps 40 --ckpt-every 10 --log-every 1 --out "$tmp/tayk" "$data" > "$tmp/tayk.out" 2>&1 &
+pid=$!
+for _ in $(seq 300); do [ -f "$tmp/tayk/ckpt-00000010.bin" ] && break; sleep 0.05; done
+kill -KILL $pid 2>/dev/null; wait $pid 2>/dev/null
+rm -f "$tmp/tayk"/ckpt-0000002*.bin "$tmp/tayk"/ckpt-0000003*.bin "$tmp/tayk"/ckpt-0000004*.bin
+run --resume "$tmp/tayk" "$data" --threads 2
+if [ "$rc" -eq 0 ] && [ "$(cut -d, -f1-7 "$tmp/tay/metrics.csv")" = "$(cut -d, -f1-7 "$tmp/tayk/metrics.csv")" ] &&
+   [ "$(wc -l < "$tmp/tay/metrics.csv")" -gt 40 ]; then ok taylor_kill_resume_bit_exact
+else bad taylor_kill_resume_bit_exact "exit $rc: $(diff <(cut -d, -f1-7 "$tmp/tay/metrics.csv") <(cut -d, -f1-7 "$tmp/tayk/metrics.csv") | head -3)"; fi
+run eval "$tmp/tay" "$data" --split test --threads 2
+if [ "$rc" -eq 0 ] && printf '%s' "$out" | grep -q '^eval: split=test loss_nats='; then ok taylor_eval
+else bad taylor_eval "exit $rc: $(printf '%s' "$out" | tail -2)"; fi
+run sample "$tmp/tay" --len 40 --seed 3 --prompt "The quick brown fox jumps" --threads 2
+if [ "$rc" -eq 0 ]; then ok taylor_sample; else bad taylor_sample "exit $rc: $(printf '%s' "$out" | tail -2)"; fi
+run export "$tmp/tay" "$tmp/tay.safetensors" --threads 2
+if [ "$rc" -eq 0 ] && head -c 4096 "$tmp/tay.safetensors" | grep -q 'linear_attn[^,]*taylor'; then ok taylor_export
+else bad taylor_export "exit $rc: $(printf '%s' "$out" | tail -2)"; fi
+run bench --linear-attn taylor --qk-dim 16 --dim 32 --depth 2 --group-size 16 --seq-len 64 --batch 4 --threads 2 --steps 3
+if [ "$rc" -eq 0 ] && printf '%s' "$out" | grep -q '^bench: tok_per_s='; then ok taylor_bench
+else bad taylor_bench "exit $rc: $(printf '%s' "$out" | tail -2)"; fi
+expect_fail taylor_qk_dim_refused "query_key_dim <= 32" $T --qk-dim 40 --steps 2 --out "$tmp/tay40" "$data"
+
 echo "RESULT passed=$passed failed=$failed"
 [ "$failed" -eq 0 ]

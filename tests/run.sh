@@ -53,5 +53,8 @@ if [ -x "$f32/parity" ]; then
     mkdir -p "$f32/parity-out"
     run_one parity "$f32/parity" "$fixtures" "$f32/parity-out"
 fi
+# --linear-attn taylor against its own fixtures (tests/fixtures/reference/taylor, made by
+# make_fixtures.py from the reference code), at the same tolerances
+[ -x "$f32/parity" ] && run_one parity-taylor "$f32/parity" tests/fixtures/reference/taylor "$f32/parity-out"
 echo "$passed passed, $failed failed, $skipped skipped"
 [ "$failed" -eq 0 ]

@@ -112,6 +112,27 @@ static void test_decode_several_sequences(void) {
     check_prompts(&c, 3);
 }
 
+/* --linear-attn taylor: its state [KV | Z] (attn_taylor.c) folded group by group and handed
+   over from the parallel forward; both norms, one and several sequences */
+static void check_taylor(FlashConfig c, int nseq) {
+    c.linear_attn = LINEAR_TAYLOR;
+    const int T = 45, prompts[] = {1, 5, 8, 13, 16, 40};
+    double worst = 0;
+    for (size_t k = 0; k < sizeof prompts / sizeof prompts[0]; k++) {
+        double e = worst_error(&c, T, prompts[k], nseq);
+        CHECK(e <= TOL, "taylor, prompt %d, %d sequence(s): worst logits rel error %.3e > %.0e", prompts[k], nseq,
+              e, TOL);
+        if (e > worst || e != e) worst = e;
+    }
+    printf("  taylor (%s, %d sequence(s)): worst logits rel error %.2e\n",
+           c.norm_type == NORM_SCALENORM ? "scalenorm" : "layernorm", nseq, worst);
+}
+static void test_decode_taylor(void) {
+    check_taylor(small_cfg(1, 1, 1, 16), 1);
+    check_taylor(small_cfg(1, 1, 1, 16), 3);
+    check_taylor(small_cfg(0, 0, 0, 12), 1);
+}
+
 /* the check itself can fail: a decoder fed a different token must disagree */
 static void test_decode_detects_difference(void) {
     FlashConfig c = small_cfg(1, 1, 1, 16);
@@ -174,6 +195,7 @@ int main(void) {
     RUN(test_decode_layernorm_relu2_partial_rotary);
     RUN(test_decode_several_sequences);
     RUN(test_decode_blocked_attention);
+    RUN(test_decode_taylor);
     RUN(test_decode_detects_difference);
     TEST_MAIN_END();
 }

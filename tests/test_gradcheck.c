@@ -486,6 +486,49 @@ static void test_attention_blocked(void) {
     attn_block_rows = saved;
 }
 
+/* the Taylor linear part alone (attn_taylor.c): lin_q, lin_k and v through the feature map,
+   the group sums, the read-out and the normalisation (den below eps in group 0, above it
+   after) */
+typedef struct { AttnShape as; TaylorBufs t; real *qk4, *hid, *att, *w; } TaylorCtx;
+static double taylor_loss(void *p) {
+    TaylorCtx *c = p;
+    const size_t Ne = (size_t)c->as.B * c->as.T * c->as.e;
+    memset(c->att, 0, Ne * sizeof(real));   /* the room adds lin_out */
+    attn_taylor_forward(c->att, &c->t, c->qk4, c->hid, 2 * c->as.e, &c->as);
+    return dot(c->w, c->att, Ne);
+}
+
+static void taylor_case(int B, int T, int C, int s, int e) {
+    const int G = (T + C - 1) / C, F = 1 + s + s * s;
+    const size_t N = (size_t)B * T, n4 = 4 * N * s, nh = N * 2 * e, BG = (size_t)B * G;
+    const size_t nf = 2 * N * F, nst = BG * F * (e + 1), nnd = N * (e + 1);
+    real *tf = alloc_n(nf), *dtf = rand_n(nf, 0, 100);
+    TaylorCtx c = {{B, T, C, G, s, e, ATTN_LAPLACE, NULL, NULL},
+                   {tf, tf + N * F, alloc_n(nst), alloc_n(nnd)},
+                   rand_n(n4, 0, 1), rand_n(nh, 0, 1), alloc_n(N * e), rand_n(N * e, 0, 1)};
+    TaylorBufs dt = {dtf, dtf + N * F, rand_n(nst, 0, 100), rand_n(nnd, 0, 100)};
+    taylor_loss(&c);
+    real *dhid = rand_n(nh, 0, 100), *dq = rand_n(n4, 0, 100);
+    for (size_t n = 0; n < N; n++)
+        for (int j = e; j < 2 * e; j++) dhid[n * 2 * e + j] = SENTINEL;
+    attn_taylor_backward(dhid, 2 * e, dq, c.w, &c.t, c.qk4, c.hid, &dt, &c.as);
+    const char *op = "attention taylor";
+    CHECK(all_equal(dhid, N, 2 * (size_t)e, e, e, SENTINEL), "%s: dv wrote outside v's columns", op);
+    check_grad(op, "lin_q", taylor_loss, &c, c.qk4 + N * s, N * s, dq + N * s, K_OP);
+    check_grad(op, "lin_k", taylor_loss, &c, c.qk4 + 3 * N * s, N * s, dq + 3 * N * s, K_OP);
+    size_t *idx = malloc(N * e * sizeof *idx);
+    for (size_t n = 0; n < N; n++)
+        for (int j = 0; j < e; j++) idx[n * e + j] = n * 2 * e + j;
+    check_grad_idx(op, "v", taylor_loss, &c, c.hid, dhid, idx, (int)(N * e), 0);
+    free(idx); free(tf); free(dtf); free(c.t.st); free(c.t.nd); free(dt.st); free(dt.nd);
+    free(c.qk4); free(c.hid); free(c.att); free(c.w); free(dhid); free(dq);
+}
+/* T = 11, C = 4: groups 4, 4, 3 (the last short); T = 13, C = 5 with one sequence */
+static void test_attention_taylor(void) {
+    taylor_case(2, 11, 4, 6, 5);
+    taylor_case(1, 13, 5, 3, 7);
+}
+
 static void test_rel_pos_bucket(void) {
     int ok = 1;
     for (int n = 0; n < 16; n++) ok &= rel_pos_bucket(n) == n;
@@ -716,6 +759,17 @@ static void test_model_layernorm_relu2_partial_rotary(void) {
     model_case("b", &c, 2, 9);
 }
 
+/* (c), (d): (a) and (b) with --linear-attn taylor, odd T */
+static void test_model_taylor(void) {
+    FlashConfig c = config_default();
+    c.dim = 8; c.depth = 2; c.group_size = 4; c.query_key_dim = 6; c.expansion_factor = 2;
+    c.norm_type = NORM_SCALENORM; c.shift_tokens = 1; c.attn_fn = ATTN_LAPLACE;
+    c.linear_attn = LINEAR_TAYLOR;
+    model_case("c taylor", &c, 2, 11);
+    c.query_key_dim = 8; c.norm_type = NORM_LAYERNORM; c.shift_tokens = 0; c.attn_fn = ATTN_RELU2;
+    model_case("d taylor", &c, 2, 9);
+}
+
 int main(int argc, char **argv) {
     (void)argc; (void)argv;
     const char *vb = getenv("FLASH_GC_VERBOSE");
@@ -734,10 +788,12 @@ int main(int argc, char **argv) {
     RUN(test_attention_relu2);
     RUN(test_attention_log_buckets);
     RUN(test_attention_blocked);
+    RUN(test_attention_taylor);
     RUN(test_gate);
     RUN(test_crossentropy);
     RUN(test_model_scalenorm_shift_laplace);
     RUN(test_model_layernorm_relu2_partial_rotary);
+    RUN(test_model_taylor);
     printf("worst relative L2 error per op (tolerance %g):\n", TOL);
     for (int i = 0; i < n_stats; i++)
         printf("  %-26s %.2e over %d tensors\n", stats[i].op, stats[i].worst, stats[i].n);

@@ -24,7 +24,10 @@
    scores 2*C*s, values 2*C*e, linear KV 2*s*e and read-out 2*s*e, to_out 2*e*d; logits 2*d*V. */
 static double flops_per_token_forward(const FlashConfig *c) {
     double d = c->dim, e = config_hidden(c), s = c->query_key_dim, C = c->group_size, V = c->num_tokens;
-    double layer = 2 * d * 2 * e + 2 * d * s + 2 * C * s + 2 * C * e + 4 * s * e + 2 * e * d;
+    /* the linear part: plain KV and read-out 2 s e each; taylor's [KV | Z] sums 2 F e and
+       read-out [num | den] 2 F (e + 1) (docs/model.md) */
+    const double F = config_taylor_width(c), lin = F ? 2 * F * e + 2 * F * (e + 1) : 4 * s * e;
+    double layer = 2 * d * 2 * e + 2 * d * s + 2 * C * s + 2 * C * e + lin + 2 * e * d;
     return c->depth * layer + 2 * d * V;
 }
 

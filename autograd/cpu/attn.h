@@ -2,7 +2,8 @@
  * part: attn_quad.c, the quadratic attention inside a group of C rows, and attn_linear.c, the
  * linear attention across groups. Each room holds its forward, its backward and its decoder
  * step, so another form of a part (a different linear attention, say) is one new room with
- * the same three pieces. The parts are combined by their caller: FLASH's layer
+ * the same three pieces: attn_taylor.c is --linear-attn taylor's linear part, picked in place
+ * of attn_linear.c by the caller from cfg.linear_attn. The parts are combined by their caller: FLASH's layer
  * (flash_layer.c) and decoder (cpu_decode.c) take att = quad_out + lin_out; a layer of
  * quadratic attention only (one group over the whole sequence) would call attn_quad alone.
  * docs/model.md, "Forward" 2.6, gives the computation.
@@ -75,6 +76,31 @@ void attn_linear_fold(real *S, const real *Gk, const real *Gv, const AttnShape *
 /* S after the parallel forward's last (whole) group: its stored exclusive sum kv_last plus
    that group's own lin_k^T v / C (lin_k: C x s; v: C x e at row stride v_stride). */
 void attn_linear_state_after(real *S, const real *kv_last, const real *lin_k, const real *v,
+                             int v_stride, const AttnShape *a);
+
+/* ---- the Taylor linear part (attn_taylor.c): across groups, causal; --linear-attn taylor ----
+   fq = phi(lin_q / sqrt s), fk = phi(lin_k), phi(x) = [1, x, vec(x x^T) / sqrt 2] (F wide,
+   config_taylor_width); St_g = sum_{g' < g} fk^T [v | 1] (F x (e+1): [KV | Z]);
+   [num | den] = fq St_g; lin_out = num / max(den, 1e-5). */
+/* What it keeps (cpu_model.h, tay_*), and the same shapes for their gradients in the
+   backward: fq, fk N x F; st B*G x F x (e+1); nd N x (e+1) ([num | den]). */
+typedef struct { real *fq, *fk, *st, *nd; } TaylorBufs;
+/* ADDS lin_out into out (N x e), as attn_linear_forward; saves t's four buffers. */
+void attn_taylor_forward(real *out, const TaylorBufs *t, const real *qk4, const real *v, int v_stride,
+                         const AttnShape *a);
+/* WRITES d lin_q, d lin_k and dv, as attn_linear_backward; dt: scratch of t's shapes. */
+void attn_taylor_backward(real *dv, int v_stride, real *d_qk4, const real *d_out, const TaylorBufs *t,
+                          const real *qk4, const real *v, const TaylorBufs *dt, const AttnShape *a);
+/* The decoder's state of one sequence is St (F x (e+1)) over its finished groups.
+   Query: out (e) += lin_out for lin_q; scratch: F + e + 1 reals. */
+void attn_taylor_query(real *out, const real *St, const real *lin_q, real *scratch, const AttnShape *a,
+                       int blocks);
+/* A group done: St += phi(Gk)^T [Gv | 1] over its C rows; scratch: C x F reals. */
+void attn_taylor_fold(real *St, const real *Gk, const real *Gv, real *scratch, const AttnShape *a,
+                      int blocks);
+/* St after the parallel forward's last (whole) group: its stored exclusive st_last plus that
+   group's fk_last^T [v | 1] (fk_last: C x F, the forward's; v: C x e at row stride v_stride). */
+void attn_taylor_state_after(real *St, const real *st_last, const real *fk_last, const real *v,
                              int v_stride, const AttnShape *a);
 
 #endif

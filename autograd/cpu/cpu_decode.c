@@ -31,7 +31,12 @@ int decoder_init(Decoder *dc, CpuModel *m, int nseq, int max_prompt, char *err, 
     dc->tok = malloc(sizeof(int) * (size_t)(max_prompt + 1 > nseq ? max_prompt + 1 : nseq));
     if (!dc->tok) fail = 1;
 #define ALLOC(p, count) do { size_t k_ = (count); (p) = calloc(k_ ? k_ : 1, sizeof(real)); if (!(p)) fail = 1; } while (0)
-    ALLOC(dc->kv, L * n * s * e);
+    /* the linear part's state: plain S (s x e), or taylor's [KV | Z] (F x (e+1)) and its
+       scratch (a group's phi(lin_k) for the fold, then phi(lin_q) and [num | den]) */
+    const size_t F = config_taylor_width(c);
+    dc->state = F ? F * (e + 1) : s * e;
+    ALLOC(dc->kv, L * n * dc->state);
+    ALLOC(dc->tay, F ? n * (C * F + F + e + 1) : 0);
     ALLOC(dc->gq, L * n * C * s);
     ALLOC(dc->gk, L * n * C * s);
     ALLOC(dc->gv, L * n * C * e);
@@ -67,7 +72,7 @@ void decoder_free(Decoder *dc) {
     real **bufs[] = {&dc->kv, &dc->gq, &dc->gk, &dc->gv, &dc->prev, &dc->h, &dc->xn, &dc->xs,
                      &dc->stat, &dc->hid_u, &dc->hid, &dc->z_u, &dc->z, &dc->qk4, &dc->att,
                      &dc->gated, &dc->tmp, &dc->lnf, &dc->logits, &dc->pos_vec, &dc->rot_cos,
-                     &dc->rot_sin, &dc->sim};
+                     &dc->rot_sin, &dc->sim, &dc->tay};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) { free(*bufs[i]); *bufs[i] = NULL; }
     free(dc->tok);
     dc->tok = NULL;
@@ -75,8 +80,8 @@ void decoder_free(Decoder *dc) {
 
 static void decoder_reset(Decoder *dc) {
     const FlashConfig *c = &dc->m->cfg;
-    const size_t L = c->depth, n = dc->nseq, e = config_hidden(c), s = c->query_key_dim;
-    memset(dc->kv, 0, sizeof(real) * L * n * s * e);
+    const size_t L = c->depth, n = dc->nseq;
+    memset(dc->kv, 0, sizeof(real) * L * n * dc->state);
     memset(dc->prev, 0, sizeof(real) * L * n * c->dim);
     dc->pos = 0;
 }
@@ -101,18 +106,25 @@ static void attend(Decoder *dc, int l, int i, int j) {
     const int n = dc->nseq, e = config_hidden(c), s = c->query_key_dim, C = c->group_size;
     /* one sequence, one group: B = T = G = 1 are not read by the steps */
     const AttnShape as = {1, 1, C, 1, s, e, c->attn_fn, P->rel_bias, NULL};
-    real *kv = dc->kv + (size_t)l * n * s * e;
+    real *kv = dc->kv + (size_t)l * n * dc->state;
     real *gq = dc->gq + (size_t)l * n * C * s, *gk = dc->gk + (size_t)l * n * C * s;
     real *gv = dc->gv + (size_t)l * n * C * e;
     const real *qq = dc->qk4 + (size_t)i * s, *ql = dc->qk4 + ((size_t)n + i) * s;
     const real *kq = dc->qk4 + (2 * (size_t)n + i) * s, *kl = dc->qk4 + (3 * (size_t)n + i) * s;
     const real *v = dc->hid + (size_t)i * 2 * e;
     real *Gq = gq + (size_t)i * C * s, *Gk = gk + (size_t)i * C * s, *Gv = gv + (size_t)i * C * e;
-    real *S = kv + (size_t)i * s * e, *att = dc->att + (size_t)i * e;
+    real *S = kv + (size_t)i * dc->state, *att = dc->att + (size_t)i * e;
     memcpy(Gq + (size_t)j * s, kq, sizeof(real) * s);
     memcpy(Gk + (size_t)j * s, kl, sizeof(real) * s);
     memcpy(Gv + (size_t)j * e, v, sizeof(real) * e);
     attn_quad_step(att, dc->sim + (size_t)i * C, qq, Gq, Gv, j, &as, dc->blocks);  /* quad_out */
+    if (c->linear_attn == LINEAR_TAYLOR) {
+        const size_t F = config_taylor_width(c);
+        real *scratch = dc->tay + (size_t)i * (C * F + F + e + 1);
+        attn_taylor_query(att, S, ql, scratch, &as, dc->blocks);                /* + lin_out */
+        if (j == C - 1) attn_taylor_fold(S, Gk, Gv, scratch, &as, dc->blocks);  /* group done */
+        return;
+    }
     attn_linear_query(att, S, ql, &as, dc->blocks);                            /* + lin_out */
     if (j == C - 1) attn_linear_fold(S, Gk, Gv, &as, dc->blocks);              /* group done */
 }
@@ -235,20 +247,27 @@ int decoder_prefill(Decoder *dc, const int *prompt, int P, real *logits) {
         for (int l = 0; l < L; l++) {
             const LayerParams *Pl = &m->p.layer[l];
             /* S after all G groups: the linear part's state after the last group */
-            real *S = dc->kv + (size_t)l * n * s * e;
+            real *S = dc->kv + (size_t)l * n * dc->state;
             /* layer blocks are laid out for this forward's shape: 1 x G groups */
             const real *kv_last = a->kv + ((size_t)l * G + (G - 1)) * s * e;
             const real *lin_k = a->qk4 + ((size_t)l * 4 + 3) * P0 * s + (size_t)(G - 1) * C * s;
             const int H = 2 * e + s;   /* the forward's rows: v | gate | z */
             const real *v = a->hid + (size_t)l * P0 * H + (size_t)(G - 1) * C * H;
             const AttnShape as = {1, P0, C, G, s, e, c->attn_fn, Pl->rel_bias, NULL};
-            attn_linear_state_after(S, kv_last, lin_k, v, H, &as);
+            if (c->linear_attn == LINEAR_TAYLOR) {   /* its stored [KV | Z] and phi(lin_k) */
+                const size_t F = config_taylor_width(c);
+                const real *st_last = a->tay_st + ((size_t)l * G + (G - 1)) * F * (e + 1);
+                const real *fk_last = a->tay_f + ((size_t)l * 2 + 1) * P0 * F + (size_t)(G - 1) * C * F;
+                attn_taylor_state_after(S, st_last, fk_last, v, H, &as);
+            } else {
+                attn_linear_state_after(S, kv_last, lin_k, v, H, &as);
+            }
             /* previous normalized row: the norm of the layer's input at P0 - 1 */
             memcpy(row, a->res + ((size_t)l * P0 + P0 - 1) * d, sizeof(real) * d);
             if (c->norm_type == NORM_SCALENORM) scalenorm_forward(xn, dc->stat, row, Pl->norm_g, 1, d);
             else layernorm_forward(xn, dc->stat, row, Pl->norm_w, Pl->norm_b, 1, d);
             for (int i = 0; i < n; i++) {
-                memcpy(dc->kv + ((size_t)l * n + i) * s * e, S, sizeof(real) * s * e);
+                memcpy(dc->kv + ((size_t)l * n + i) * dc->state, S, sizeof(real) * dc->state);
                 memcpy(dc->prev + ((size_t)l * n + i) * d, xn, sizeof(real) * d);
             }
         }

@@ -17,7 +17,9 @@ typedef struct {
     int blocks;            /* output blocks of a product (the thread count at init) */
     long pos;              /* the next position to process */
     /* state, per layer l and sequence i */
-    real *kv;              /* L x nseq x s x e: S over finished groups */
+    real *kv;              /* L x nseq x state: S over finished groups */
+    size_t state;          /* its size per layer and sequence: s x e, or taylor's F x (e+1) */
+    real *tay;             /* taylor's scratch, nseq x (C x F + F + e + 1) (else empty) */
     real *gq, *gk, *gv;    /* L x nseq x C x s (quad_k), x s (lin_k), x e (v): current group */
     real *prev;            /* L x nseq x d: previous position's normalized row */
     /* scratch for one position */

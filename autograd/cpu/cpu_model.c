@@ -74,6 +74,7 @@ static void acts_sizes(const FlashConfig *c, int B, int T, int threads, size_t *
     const size_t C = c->group_size, V = c->num_tokens, r = config_rotary(c);
     const size_t G = ((size_t)T + C - 1) / C, N = (size_t)B * T, BG = (size_t)B * G;
     const size_t H = 2 * e + s;
+    const size_t TF = config_taylor_width(c), TE = TF ? e + 1 : 0;   /* taylor's, else 0 */
     /* the weight gradients' partial sums at this thread count (autograd/cpu/gemm.c, split K):
        room for the largest weight */
     size_t SK = 0;

@@ -16,7 +16,8 @@
    one allocation (base), each at a 64-byte aligned offset, sized once for (B, T) by
    cpu_alloc_acts: nothing is allocated during a step.
    Symbols: N = B*T rows, BG = B*G groups, H = 2e+s (v | gate | z per row), r rotary width,
-   SK the split-K partial sums (0 unless the weight gradients split K at this thread count). */
+   SK the split-K partial sums (0 unless the weight gradients split K at this thread count),
+   TF taylor's feature width F = 1 + s + s^2 and TE = e + 1 (both 0 for the plain linear part). */
 #define ACT_BUFFERS(X)                                                                      \
     X(res, (L + 1) * N * d)    /* residual stream; res[l] enters layer l */                 \
     X(nstat, L * N * 2)        /* scalenorm 1/norm; layernorm mean, rstd */                 \
@@ -27,6 +28,9 @@
     X(sim, L * BG * C * C)     /* scores, causal-masked */                                  \
     X(attn, L * BG * C * C)    /* phi(scores) */                                            \
     X(kv, L * BG * s * e)      /* exclusive prefix sums S_g */                              \
+    X(tay_f, L * 2 * N * TF)   /* taylor: phi(lin_q / sqrt s), phi(lin_k) (attn_taylor.c) */ \
+    X(tay_st, L * BG * TF * TE) /* taylor: exclusive prefix sums [KV | Z] per group */      \
+    X(tay_nd, L * N * TE)      /* taylor: [num | den] per row */                            \
     X(att, L * N * e)          /* quad_out + lin_out */                                     \
     X(gated, L * N * e)        /* gate * att, input of to_out */                            \
     X(lnf_out, N * d)          /* final LayerNorm */                                        \
@@ -44,6 +48,9 @@
     X(d_att, N * e)                                                                         \
     X(d_gated, N * e)                                                                       \
     X(d_kv, BG * s * e)                                                                     \
+    X(d_tay_f, 2 * N * TF)     /* taylor's backward: the shapes of tay_* for one layer */   \
+    X(d_tay_st, BG * TF * TE)                                                               \
+    X(d_tay_nd, N * TE)                                                                     \
     X(d_rel_partial, BG * C * C) /* one C-vector per row block: at most C blocks */         \
     X(bias_dist, C)                                                                         \
     X(dsim, BG * C * C)                                                                     \

@@ -81,26 +81,31 @@ static AttnShape attn_shape(const LayerShape *ls, const LayerParams *P, real *bi
     return as;
 }
 
-/* FLASH's mixed-chunk attention: the quadratic part writes att, the linear part adds its
-   lin_q S_g to it */
-void mixed_attention_forward(real *att, real *sim, real *attn, real *kv, const real *qk4,
-                             const real *hid, const LayerParams *P, real *bias_dist,
+/* FLASH's mixed-chunk attention: the quadratic part writes att, the linear part (plain or
+   taylor, by cfg.linear_attn) adds its lin_out to it */
+void mixed_attention_forward(real *att, real *sim, real *attn, real *kv, const TaylorBufs *tay,
+                             const real *qk4, const real *hid, const LayerParams *P, real *bias_dist,
                              const LayerShape *ls, const Prof *pf) {
     const AttnShape as = attn_shape(ls, P, bias_dist);
     attn_quad_forward(att, sim, attn, qk4, hid, ls->H, &as);
-    attn_linear_forward(att, kv, qk4, hid, ls->H, &as);
+    if (ls->c->linear_attn == LINEAR_TAYLOR) attn_taylor_forward(att, tay, qk4, hid, ls->H, &as);
+    else attn_linear_forward(att, kv, qk4, hid, ls->H, &as);
     prof_mark(pf, PROF_ATTENTION);
 }
 
 /* att = quad_out + lin_out:  both parts get d_att; dv = the linear part's (written) + the
    quadratic part's (added) */
 void mixed_attention_backward(real *d_hid, real *d_qk4, LayerParams *D, const real *d_att,
-                              const real *sim, const real *attn, const real *kv, const real *qk4,
-                              const real *hid, const LayerParams *P, real *d_kv,
+                              const real *sim, const real *attn, const real *kv,
+                              const TaylorBufs *tay, const real *qk4, const real *hid,
+                              const LayerParams *P, real *d_kv, const TaylorBufs *d_tay,
                               real *d_rel_partial, real *dsim, real *bias_dist,
                               const LayerShape *ls, const Prof *pf) {
     const AttnShape as = attn_shape(ls, P, bias_dist);
-    attn_linear_backward(d_hid, ls->H, d_qk4, d_att, kv, qk4, hid, d_kv, &as);
+    if (ls->c->linear_attn == LINEAR_TAYLOR)
+        attn_taylor_backward(d_hid, ls->H, d_qk4, d_att, tay, qk4, hid, d_tay, &as);
+    else
+        attn_linear_backward(d_hid, ls->H, d_qk4, d_att, kv, qk4, hid, d_kv, &as);
     attn_quad_backward(d_hid, ls->H, 1, d_qk4, D->rel_bias, d_att, sim, attn, qk4, hid,
                        d_rel_partial, dsim, &as);
     prof_mark(pf, PROF_PHASES + PROF_ATTENTION);
@@ -135,6 +140,7 @@ void output_backward(real *d_hid, real *d_att, real *d_gated, LayerParams *D, co
 /* Layer l's blocks of the activations (cpu_model.h), laid out for this forward's B x T */
 typedef struct {
     real *h, *h_out, *xs, *stat, *hid_u, *hid, *qk4, *sim, *attn, *kv, *att, *gated;
+    TaylorBufs tay;   /* --linear-attn taylor's (zero-sized for plain) */
 } LayerActs;
 
 static LayerActs layer_acts(const Acts *a, const LayerShape *ls, int l) {
@@ -153,6 +159,11 @@ static LayerActs layer_acts(const Acts *a, const LayerShape *ls, int l) {
     x.kv = a->kv + (size_t)l * BG * s * e;
     x.att = a->att + (size_t)l * N * e;
     x.gated = a->gated + (size_t)l * N * e;
+    const size_t TF = config_taylor_width(ls->c), TE = TF ? e + 1 : 0;
+    x.tay.fq = a->tay_f + (size_t)l * 2 * N * TF;
+    x.tay.fk = x.tay.fq + N * TF;
+    x.tay.st = a->tay_st + (size_t)l * BG * TF * TE;
+    x.tay.nd = a->tay_nd + (size_t)l * N * TE;
     return x;
 }
 
@@ -160,7 +171,7 @@ void flash_layer_forward(const LayerShape *ls, const LayerParams *P, Acts *a, in
     const LayerActs x = layer_acts(a, ls, l);
     norm_shift_forward(x.xs, x.stat, x.h, P, ls, pf);
     project_forward(x.hid_u, x.hid, x.qk4, x.xs, P, a->rot_cos, a->rot_sin, ls, pf);
-    mixed_attention_forward(x.att, x.sim, x.attn, x.kv, x.qk4, x.hid, P, a->bias_dist, ls, pf);
+    mixed_attention_forward(x.att, x.sim, x.attn, x.kv, &x.tay, x.qk4, x.hid, P, a->bias_dist, ls, pf);
     output_forward(x.h_out, x.gated, x.hid, x.att, x.h, P, ls, pf);
 }
 
@@ -169,8 +180,11 @@ void flash_layer_backward(const LayerShape *ls, const LayerParams *P, LayerParam
                           const GemmScratch *ws, const Prof *pf) {
     const LayerActs x = layer_acts(a, ls, l);
     output_backward(a->d_hid, a->d_att, a->d_gated, D, a->d_res, x.gated, x.hid, x.att, P, ls, ws, pf);
-    mixed_attention_backward(a->d_hid, a->d_qk4, D, a->d_att, x.sim, x.attn, x.kv, x.qk4, x.hid, P,
-                             a->d_kv, a->d_rel_partial, a->dsim, a->bias_dist, ls, pf);
+    const size_t N = ls->N, TF = config_taylor_width(ls->c);
+    const TaylorBufs d_tay = {a->d_tay_f, a->d_tay_f + N * TF, a->d_tay_st, a->d_tay_nd};
+    mixed_attention_backward(a->d_hid, a->d_qk4, D, a->d_att, x.sim, x.attn, x.kv, &x.tay, x.qk4,
+                             x.hid, P, a->d_kv, &d_tay, a->d_rel_partial, a->dsim, a->bias_dist,
+                             ls, pf);
     project_backward(a->d_xs, D, a->d_hid, a->d_qk4, x.xs, x.hid_u, x.hid, P, a->rot_cos, a->rot_sin,
                      ls, ws, pf);
     norm_shift_backward(a->d_res, D, a->d_xs, x.h, x.stat, P, ls, pf);

@@ -38,16 +38,17 @@ void project_backward(real *d_xs, LayerParams *D, real *d_hid, real *d_qk4, cons
                       const real *rot_cos, const real *rot_sin, const LayerShape *ls,
                       const GemmScratch *ws, const Prof *pf);
 
-/* (c) att = quad_out + lin_out over qk4 and v = hid[:, 0:e]; saves sim, attn, kv
-   (cpu_model.h). bias_dist: scratch, C. */
-void mixed_attention_forward(real *att, real *sim, real *attn, real *kv, const real *qk4,
-                             const real *hid, const LayerParams *P, real *bias_dist,
+/* (c) att = quad_out + lin_out over qk4 and v = hid[:, 0:e]; saves sim, attn and the linear
+   part's kv (plain) or tay (taylor) (cpu_model.h). bias_dist: scratch, C. */
+void mixed_attention_forward(real *att, real *sim, real *attn, real *kv, const TaylorBufs *tay,
+                             const real *qk4, const real *hid, const LayerParams *P, real *bias_dist,
                              const LayerShape *ls, const Prof *pf);
-/* Writes dv (d_hid[:, 0:e]) and d_qk4; D->rel_bias += . d_kv, d_rel_partial, dsim, bias_dist:
-   scratch (cpu_model.h). */
+/* Writes dv (d_hid[:, 0:e]) and d_qk4; D->rel_bias += . d_kv or d_tay (the linear part's),
+   d_rel_partial, dsim, bias_dist: scratch (cpu_model.h). */
 void mixed_attention_backward(real *d_hid, real *d_qk4, LayerParams *D, const real *d_att,
-                              const real *sim, const real *attn, const real *kv, const real *qk4,
-                              const real *hid, const LayerParams *P, real *d_kv,
+                              const real *sim, const real *attn, const real *kv,
+                              const TaylorBufs *tay, const real *qk4, const real *hid,
+                              const LayerParams *P, real *d_kv, const TaylorBufs *d_tay,
                               real *d_rel_partial, real *dsim, real *bias_dist,
                               const LayerShape *ls, const Prof *pf);
 
