@@ -772,8 +772,9 @@ static void test_attention_pieces(void) {
 
 typedef struct { const char *name; FlashConfig cfg; int B, T; } Case;
 
-static Case cases[4];
-static int ncases;
+static Case cases[8];
+static int ncases;        /* the FLASH cases every test takes (the GPU decoder among them) */
+static int nmodel_cases;  /* and after them the variants the GPU trains but does not decode */
 static void make_cases(void) {
     FlashConfig a = config_default();
     a.num_tokens = 256; a.dim = 32; a.depth = 2; a.group_size = 16; a.query_key_dim = 32;
@@ -790,6 +791,21 @@ static void make_cases(void) {
     d.norm_type = NORM_LAYERNORM; d.shift_tokens = 1; d.attn_fn = ATTN_RELU2;
     cases[3] = (Case){"layernorm+shift, relu^2, T 16 = one group", d, 4, 16};
     ncases = 4;
+    FlashConfig e = a;   /* the taylor fixtures' shapes */
+    e.linear_attn = LINEAR_TAYLOR; e.query_key_dim = 8;
+    cases[4] = (Case){"taylor: scalenorm+shift+laplace, s 8 (F 73), C 16, T 45", e, 3, 45};
+    FlashConfig f = e;
+    f.norm_type = NORM_LAYERNORM; f.shift_tokens = 0; f.attn_fn = ATTN_RELU2; f.query_key_dim = 12;
+    f.group_size = 8; f.dim = 24;
+    cases[5] = (Case){"taylor: layernorm, relu^2, s 12 (F 157), C 8, T 30", f, 2, 30};
+    FlashConfig g = a;   /* the gau fixtures' shapes; T beyond one chunk of query rows too */
+    g.model = MODEL_GAU; g.shift_tokens = 0; g.attn_fn = ATTN_RELU2; g.query_key_dim = 16;
+    cases[6] = (Case){"gau: scalenorm, relu^2, s 16, T 37", g, 2, 37};
+    FlashConfig h = g;
+    h.norm_type = NORM_LAYERNORM; h.attn_fn = ATTN_LAPLACE; h.dim = 24; h.query_key_dim = 20;
+    h.expansion_factor = 1.5;
+    cases[7] = (Case){"gau: layernorm, laplace, d 24, s 20, T 300 (two chunks of query rows)", h, 2, 300};
+    nmodel_cases = 8;
 }
 
 static int have_gpu(void) {
@@ -828,7 +844,7 @@ static void perturb(Model *m) {
 
 static void test_model_matches_cpu(void) {
     char err[512];
-    for (int ci = 0; ci < ncases; ci++) {
+    for (int ci = 0; ci < nmodel_cases; ci++) {
         const Case *k = &cases[ci];
         const int A = 2, B = k->B, T = k->T, V = k->cfg.num_tokens;
         Model *cpu = open_on(&k->cfg, DEVICE_CPU, PRECISION_FP32, B, T, A * B);

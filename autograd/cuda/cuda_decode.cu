@@ -476,6 +476,11 @@ int cuda_decoder_open(Model *m, int nseq, int max_prompt, char *err, size_t errl
     const size_t C = c->group_size, V = c->num_tokens, H = 2 * e + s, n = nseq;
     cuda_decoder_close(m);
     if (nseq < 1) { snprintf(err, errlen, "the decoder needs at least one sequence"); return -1; }
+    if (c->model == MODEL_GAU) {
+        snprintf(err, errlen, "the CUDA decoder has no FLASH-Quad (gau) layer yet: sample a --model gau model with "
+                 "--device cpu");
+        return -1;
+    }
     if (c->linear_attn == LINEAR_TAYLOR) {
         snprintf(err, errlen, "the CUDA decoder has no Taylor linear attention yet: sample a --linear-attn taylor "
                  "model with --device cpu");

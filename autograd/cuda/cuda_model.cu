@@ -23,8 +23,8 @@
 
 /* The registry's supports slot: the layers and attention forms the CUDA rooms compute */
 extern "C" int cuda_supports(const FlashConfig *c, char *why, size_t whylen) {
-    if (c->model == MODEL_GAU) { snprintf(why, whylen, "--model gau is not built yet"); return 0; }
-    return 1;
+    (void)c; (void)why; (void)whylen;
+    return 1;   /* FLASH (plain or taylor) and FLASH-Quad */
 }
 
 extern "C" int cuda_device_count(void) {
@@ -117,7 +117,10 @@ void cuda_forward_pass(Model *m, const int *d_tok, int tstride, int B, int T, in
     embed_forward_cuda(res, d_tok, tstride, cm->p.tok_emb, cm->p.pos_scale, ACT(cm, A_POS), B, T, Tp,
                        d, st);
     MARK(P_EMBED);
-    for (int l = 0; l < L; l++) flash_layer_forward(cm, &sh, l, mk);
+    for (int l = 0; l < L; l++) {
+        if (c->model == MODEL_GAU) gau_layer_forward(cm, &sh, l, mk);
+        else flash_layer_forward(cm, &sh, l, mk);
+    }
     const float *hL = res + (size_t)L * Nm * d;
     float *lnf_out = ACT(cm, A_LNF_OUT), *logits = ACT(cm, A_LOGITS);
     bf16 *lnf_h = TWIN(cm, H_LNF_OUT);
@@ -164,7 +167,10 @@ static void backward_pass(Model *m, const int *d_tok, int tstride, int B, int T,
                             TW(d_res_h), st);
     MARK(P_PHASES + P_HEAD);
 
-    for (int l = L - 1; l >= 0; l--) flash_layer_backward(cm, &sh, &g, l, mk);
+    for (int l = L - 1; l >= 0; l--) {
+        if (c->model == MODEL_GAU) gau_layer_backward(cm, &sh, &g, l, mk);
+        else flash_layer_backward(cm, &sh, &g, l, mk);
+    }
     embed_backward_cuda(cm->g.tok_emb, cm->g.pos_scale, d_res, d_order, d_start, V, ACT(cm, A_POS), N,
                         Tp, d, row, st);
     MARK(P_PHASES + P_EMBED);
@@ -248,6 +254,19 @@ static size_t layout(const FlashConfig *c, int capB, int capTp, int bf16, size_t
         n[A_HID_U] = 0;         n[A_HID] = 0;             n[A_GATED] = 0;
         n[A_ATT] = 0;           n[A_D_GATED] = 0;         n[A_QK4] = 0;
         n[A_ATTN] = 0;          n[A_D_QK4] = 0;           n[A_DSIM] = 0;
+    }
+    if (c->model == MODEL_GAU) {
+        /* no groups: the within-group scores, the linear state and the distances' scratch go;
+           q and k are two blocks kept in fp32 (the attention's kernels and its gradient sums
+           read them) with twins for the products; their gradient fp32 only */
+        n[A_SIM] = n[A_ATTN] = n[A_KV] = n[A_D_KV] = n[A_DSIM] = n[A_DIST_SCRATCH] = n[A_BIAS_DIST] = 0;
+        n[H_ATTN] = n[H_KV] = n[H_D_KV] = n[H_DSIM] = n[H_D_QK4] = 0;
+        n[A_QK4] = L * 2 * Nm * s;    n[H_QK4] = bf16 ? n[A_QK4] : 0;  n[A_D_QK4] = 2 * Nm * s;
+        const size_t tc = (size_t)gau_chunk_rows(capTp), chunks = (capTp + tc - 1) / tc;
+        const size_t sc = (size_t)capB * tc * capTp;   /* one chunk's scores, all sequences */
+        n[A_GS] = sc;                 n[A_GA] = bf16 ? 0 : sc;       n[H_GA] = bf16 ? sc : 0;
+        n[A_GDZ] = sc;                n[H_GDZ] = bf16 ? sc : 0;      n[A_GZ] = Nm * s;
+        n[A_GPART] = chunks * capB * capTp;                          n[A_GTOTAL] = capTp;
     }
     size_t at = 0;
     for (int k = 0; k < A_COUNT; k++) {
@@ -389,7 +408,7 @@ static int micro_for(const CudaModel *cm, int n_seq, int B) {
 /* the launches of one step after its tokens are on the device */
 static void step_launches(Model *m, int n_seq, int B, int T, int divisor) {
     CudaModel *cm = CM(m);
-    const int C = m->cfg.group_size, V = m->cfg.num_tokens, Tp = round_up(T, C);
+    const int V = m->cfg.num_tokens, Tp = round_up(T, cuda_pad_unit(&m->cfg));
     const int mb = micro_for(cm, n_seq, B), chunks = n_seq / mb;
     const size_t ntok = (size_t)n_seq * (T + 1), per_chunk = (size_t)mb * T + V + 1;
     cudaStream_t st = cm->st;
@@ -407,7 +426,7 @@ static void step_launches(Model *m, int n_seq, int B, int T, int divisor) {
 
 static double cu_accumulate(Model *m, const int *tokens, int n_seq, int B, int T, int divisor) {
     CudaModel *cm = CM(m);
-    const int C = m->cfg.group_size, V = m->cfg.num_tokens, Tp = round_up(T, C);
+    const int V = m->cfg.num_tokens, Tp = round_up(T, cuda_pad_unit(&m->cfg));
     const int mb = micro_for(cm, n_seq, B), chunks = n_seq / mb;
     const size_t ntok = (size_t)n_seq * (T + 1);
     const size_t per_chunk = (size_t)mb * T + V + 1;
@@ -483,7 +502,7 @@ static double cu_update(Model *m, const OptConfig *o, long t_step, double lr) {
 
 static double cu_forward(Model *m, const int *tokens, int B, int T, float *losses, float *logits) {
     CudaModel *cm = CM(m);
-    const int C = m->cfg.group_size, V = m->cfg.num_tokens, Tp = round_up(T, C);
+    const int V = m->cfg.num_tokens, Tp = round_up(T, cuda_pad_unit(&m->cfg));
     const size_t ntok = (size_t)B * (T + 1);
     if (Tp > cm->capTp || B > cm->capB || ntok > cm->stage_ints) {
         fprintf(stderr, "internal error: a forward of %d x %d exceeds the CUDA model's capacity\n", B, T);
@@ -682,8 +701,8 @@ extern "C" int cuda_model_open(Model *m, char *err, size_t errlen) {
     }
     {
         /* capacity: a step's sequences in micro-batches of up to capB, each padded to Tp */
-        const int C = c->group_size;
-        if (C > CUDA_MAX_GROUP) {   /* the bias gradient's kernel keeps a group's distances in shared memory */
+        const int C = cuda_pad_unit(c);
+        if (c->model == MODEL_FLASH && C > CUDA_MAX_GROUP) {   /* the bias gradient's kernel keeps a group's distances in shared memory */
             snprintf(err, errlen, "group_size %d is beyond the CUDA backend's %d; train this model on the CPU",
                      C, CUDA_MAX_GROUP);
             goto fail;

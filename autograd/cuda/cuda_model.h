@@ -30,10 +30,14 @@ enum {
        layer and group [KV | Z], its output y and denominator per layer, the normalisation's
        [num | den] (scratch), the backward's scratch, and a column of ones (Z = fk^T 1) */
     A_TFQ, A_TFK, A_TKV, A_TY, A_TDEN, A_TNUM, A_TD_FQ, A_TD_FK, A_TD_KV, A_ONES,
+    /* FLASH-Quad's attention over the whole sequence (empty otherwise): one chunk's scores,
+       weights and their gradient, z for the gains' gradient, the bias's sums per distance */
+    A_GS, A_GA, A_GDZ, A_GZ, A_GPART, A_GTOTAL,
     /* bf16 twins (bf16 precision only) */
     H_XS, H_HID, H_HID_U, H_QK4, H_ATTN, H_KV, H_GATED, H_LNF_OUT, H_D_LOGITS, H_D_RES, H_D_ATT, H_D_KV,
     H_DSIM, H_D_HID, H_ATT, H_D_GATED, H_D_QK4,
     H_TFQ, H_TFK, H_TKV, H_TNUM, H_TD_KV, H_ONES,
+    H_GA, H_GDZ,
     A_COUNT
 };
 
@@ -92,6 +96,16 @@ static inline TaylorDims taylor_dims(const FlashConfig *c) {
     t.SE = (size_t)t.Fp * t.E1p;
     return t;
 }
+
+/* FLASH-Quad: a sequence is padded to a multiple of GAU_PAD_ROWS (FLASH: of the group
+   size); its attention runs GAU_CHUNK_ROWS query rows at a time against all earlier keys, so
+   that its scratch grows linearly with T */
+#define GAU_PAD_ROWS 64
+#define GAU_CHUNK_ROWS 256
+static inline int cuda_pad_unit(const FlashConfig *c) {
+    return c->model == MODEL_GAU ? GAU_PAD_ROWS : c->group_size;
+}
+static inline int gau_chunk_rows(int Tp) { return Tp < GAU_CHUNK_ROWS ? Tp : GAU_CHUNK_ROWS; }
 
 #define CM(m) ((CudaModel *)(m)->impl)
 #define ACT(cm, k) ((float *)((char *)(cm)->arena + (cm)->off[k]))

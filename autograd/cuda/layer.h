@@ -80,6 +80,16 @@ void project_forward(CudaModel *cm, const LayerActs *a, const CudaShape *sh, Mar
    through silu', then d_xs and the weights' and biases' gradients */
 void project_backward(CudaModel *cm, const LayerActs *a, const LayerGrads *g, const CudaShape *sh,
                       Marks *mk, cudaStream_t st);
+/* the two halves of the projections, for a layer that shares the first and not the second
+   (GAU: its own two-head offset-scale, no rotary): hid = silu([Wh; Wqk] xs + b), then FLASH's
+   four-head offset-scale + rotary; backward in the other order (project_qk_backward writes dz
+   with z's silu', project_hidden_backward takes v's through silu' and does the products) */
+void project_hidden_forward(CudaModel *cm, const LayerActs *a, const CudaShape *sh, Marks *mk, cudaStream_t st);
+void project_qk_forward(CudaModel *cm, const LayerActs *a, const CudaShape *sh, Marks *mk, cudaStream_t st);
+void project_qk_backward(CudaModel *cm, const LayerActs *a, const LayerGrads *g, const CudaShape *sh, Marks *mk,
+                         cudaStream_t st);
+void project_hidden_backward(CudaModel *cm, const LayerActs *a, const LayerGrads *g, const CudaShape *sh,
+                             Marks *mk, cudaStream_t st);
 /* gated = gate * att; h_out += gated Wo^T (h + bo written by the norm) */
 void output_forward(CudaModel *cm, const LayerActs *a, const CudaShape *sh, Marks *mk, cudaStream_t st);
 /* from d_res (the residual stream's gradient, passed on unchanged): d_gated, dWo, dbo, then
@@ -109,6 +119,19 @@ void attn_linear_backward(CudaModel *cm, const LayerActs *a, const LayerGrads *g
 void attn_taylor_forward(CudaModel *cm, const LayerActs *a, const CudaShape *sh, float out_beta, cudaStream_t st);
 void attn_taylor_backward(CudaModel *cm, const LayerActs *a, const LayerGrads *g, const CudaShape *sh,
                           float dv_beta, cudaStream_t st);
+
+/* attn_full.cu: FLASH-Quad's attention over the whole sequence, in chunks of query rows:
+   out_i = sum_{j <= i} phi((q_i . k_j + sqrt(d) bias[bucket(i - j)]) / T) v_j, q and k the
+   two blocks of a->qk4 (fp32, twins for the products); backward: dq, dk into g->d_qk4 (fp32),
+   dv = dv_beta dv + its share into d_hid's v columns (fp32; the bf16 twin copied after),
+   D->rel_bias += */
+void attn_full_forward(CudaModel *cm, const LayerActs *a, const CudaShape *sh, float out_beta, cudaStream_t st);
+void attn_full_backward(CudaModel *cm, const LayerActs *a, const LayerGrads *g, const CudaShape *sh, float dv_beta,
+                        cudaStream_t st);
+
+/* ---- the GAU layer (gau_layer.cu), the same contract as the FLASH layer's below */
+void gau_layer_forward(CudaModel *cm, const CudaShape *sh, int l, Marks *mk);
+void gau_layer_backward(CudaModel *cm, const CudaShape *sh, const LayerGrads *g, int l, Marks *mk);
 
 /* ---- the FLASH layer (layer_flash.cu): res[l] -> res[l + 1]; the backward takes g->d_res =
    dL/d res[l + 1] to dL/d res[l] in place, adding the layer's weight gradients */

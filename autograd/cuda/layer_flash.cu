@@ -21,7 +21,8 @@ void layer_acts(CudaModel *cm, const CudaShape *sh, int l, LayerActs *a) {
     a->stat = ACT(cm, A_NSTAT) + (size_t)l * Nm * 2;
     a->hid_u = ACT(cm, A_HID_U) + (size_t)l * Nm * H;
     a->hid = ACT(cm, A_HID) + (size_t)l * Nm * H;
-    a->qk4 = ACT(cm, A_QK4) + (size_t)l * 4 * Nm * s;
+    const int qk_blocks = sh->c->model == MODEL_GAU ? 2 : 4;   /* GAU: q, k; FLASH: the four */
+    a->qk4 = ACT(cm, A_QK4) + (size_t)l * qk_blocks * Nm * s;
     a->sim = ACT(cm, A_SIM) + (size_t)l * Nm * C;
     a->attn = ACT(cm, A_ATTN) + (size_t)l * Nm * C;
     a->kv = ACT(cm, A_KV) + (size_t)l * (Nm / C) * s * e;
@@ -31,7 +32,7 @@ void layer_acts(CudaModel *cm, const CudaShape *sh, int l, LayerActs *a) {
     a->xs_h = cm->use_bf16 ? TWIN(cm, H_XS) + (size_t)l * Nm * d : NULL;
     a->hid_h = cm->use_bf16 ? TWIN(cm, H_HID) + (size_t)l * Nm * H : NULL;
     a->hid_u_h = cm->use_bf16 ? TWIN(cm, H_HID_U) + (size_t)l * Nm * H : NULL;
-    a->qk4_h = cm->use_bf16 ? TWIN(cm, H_QK4) + (size_t)l * 4 * Nm * s : NULL;
+    a->qk4_h = cm->use_bf16 ? TWIN(cm, H_QK4) + (size_t)l * qk_blocks * Nm * s : NULL;
     a->attn_h = cm->use_bf16 ? TWIN(cm, H_ATTN) + (size_t)l * Nm * C : NULL;
     a->kv_h = cm->use_bf16 ? TWIN(cm, H_KV) + (size_t)l * (Nm / C) * s * e : NULL;
     a->gated_h = cm->use_bf16 ? TWIN(cm, H_GATED) + (size_t)l * Nm * e : NULL;

@@ -34,6 +34,11 @@ void norm_shift_backward(CudaModel *cm, const LayerActs *a, const LayerGrads *g,
 
 /* ---- the projections: [to_hidden; to_qk], bias + SiLU, offset-scale + rotary ---------------- */
 void project_forward(CudaModel *cm, const LayerActs *a, const CudaShape *sh, Marks *mk, cudaStream_t st) {
+    project_hidden_forward(cm, a, sh, mk, st);
+    project_qk_forward(cm, a, sh, mk, st);
+}
+
+void project_hidden_forward(CudaModel *cm, const LayerActs *a, const CudaShape *sh, Marks *mk, cudaStream_t st) {
     const LayerParams *P = a->P;
     const int N = sh->N, d = sh->d, e = sh->e, s = sh->s, H = sh->H;
     /* [to_hidden; to_qk]: one (2e + s) x d product, then bias and silu */
@@ -49,6 +54,11 @@ void project_forward(CudaModel *cm, const LayerActs *a, const CudaShape *sh, Mar
     if (a->hid_h) bias_silu_vz_cuda(TW(a->hid_u_h), P->bh, N, e, s, H, TW(a->hid_h), st);
     else bias_silu_cuda(a->hid_u, NULL, a->hid, P->bh, N, H, H, NULL, st);
     MARK(P_TO_HIDDEN);
+}
+
+void project_qk_forward(CudaModel *cm, const LayerActs *a, const CudaShape *sh, Marks *mk, cudaStream_t st) {
+    const LayerParams *P = a->P;
+    const int N = sh->N, e = sh->e, s = sh->s, H = sh->H;
     offset_scale_rotary_forward_cuda(a->qk4, a->hid + 2 * e, TW(a->hid_h ? a->hid_h + 2 * e : NULL), H, P->gamma,
                                      P->beta, ACT(cm, A_ROT_COS), ACT(cm, A_ROT_SIN), N, sh->Tp, s, sh->r,
                                      TW(a->qk4_h), st);
@@ -57,9 +67,15 @@ void project_forward(CudaModel *cm, const LayerActs *a, const CudaShape *sh, Mar
 
 void project_backward(CudaModel *cm, const LayerActs *a, const LayerGrads *g, const CudaShape *sh, Marks *mk,
                       cudaStream_t st) {
+    project_qk_backward(cm, a, g, sh, mk, st);
+    project_hidden_backward(cm, a, g, sh, mk, st);
+}
+
+void project_qk_backward(CudaModel *cm, const LayerActs *a, const LayerGrads *g, const CudaShape *sh, Marks *mk,
+                         cudaStream_t st) {
     const LayerParams *P = a->P;
     LayerParams *D = a->D;
-    const int N = sh->N, d = sh->d, e = sh->e, s = sh->s, H = sh->H;
+    const int N = sh->N, e = sh->e, s = sh->s, H = sh->H;
     float *d_hid = g->d_hid;
     bf16 *d_hid_h = g->d_hid_h;
     const bf16 *hid_h = a->hid_h, *hid_u_h = a->hid_u_h;
@@ -70,6 +86,16 @@ void project_backward(CudaModel *cm, const LayerActs *a, const LayerGrads *g, co
                                       ACT(cm, A_ROT_SIN), N, sh->Tp, s, sh->r, g->col,
                                       TW(d_hid_h ? d_hid_h + 2 * e : NULL), hid_u_h ? P->bh + 2 * e : NULL, st);
     MARK(P_PHASES + P_ROTARY);
+}
+
+void project_hidden_backward(CudaModel *cm, const LayerActs *a, const LayerGrads *g, const CudaShape *sh,
+                             Marks *mk, cudaStream_t st) {
+    const LayerParams *P = a->P;
+    LayerParams *D = a->D;
+    const int N = sh->N, d = sh->d, e = sh->e, H = sh->H;
+    float *d_hid = g->d_hid;
+    bf16 *d_hid_h = g->d_hid_h;
+    const bf16 *hid_u_h = a->hid_u_h;
     silu_backward_cuda(d_hid_h ? NULL : d_hid, a->hid_u, TW(hid_u_h), N, e, H, TW(d_hid_h),
                        hid_u_h ? P->bh : NULL, st);   /* v's columns */
     /* one product gives both inputs' gradient sum, one the fused weight block's */
