@@ -413,7 +413,7 @@ static void attention_case(int B, int T, int C, int s, int e, int laplace, doubl
     const size_t N = (size_t)B * T, n4 = 4 * N * s, nh = N * 2 * e, BG = (size_t)B * G;
     char op[64];
     snprintf(op, sizeof op, "attention %s", laplace ? "laplace" : "relu^2");
-    AttnCtx c = {{B, T, C, G, s, e, laplace, NULL, alloc_n(C)}, alloc_n(n4), alloc_n(nh), alloc_n(32),
+    AttnCtx c = {{B, T, C, G, s, e, laplace, NULL, alloc_n(C), (real)1 / C, R_SQRT((real)s), 2}, alloc_n(n4), alloc_n(nh), alloc_n(32),
                  alloc_n(BG * C * C), alloc_n(BG * C * C), alloc_n(BG * s * e), alloc_n(N * e),
                  alloc_n(N * e)};
     c.as.rel_bias = c.rel;

@@ -67,7 +67,6 @@ int cpu_settle_options(ModelOptions *o, char *err, size_t errlen) {
 
 /* The registry's supports slot: the layers and attention forms the CPU's rooms compute */
 int cpu_supports(const FlashConfig *c, char *why, size_t whylen) {
-    if (c->model == MODEL_GAU) { snprintf(why, whylen, "--model gau is not built yet"); return 0; }
     if (c->linear_attn == LINEAR_TAYLOR) { snprintf(why, whylen, "--linear-attn taylor is not built yet"); return 0; }
     return 1;
 }

@@ -100,7 +100,7 @@ static void attend(Decoder *dc, int l, int i, int j) {
     const LayerParams *P = &m->p.layer[l];
     const int n = dc->nseq, e = config_hidden(c), s = c->query_key_dim, C = c->group_size;
     /* one sequence, one group: B = T = G = 1 are not read by the steps */
-    const AttnShape as = {1, 1, C, 1, s, e, c->attn_fn, P->rel_bias, NULL};
+    const AttnShape as = {1, 1, C, 1, s, e, c->attn_fn, P->rel_bias, NULL, (real)1 / C, R_SQRT((real)s), 2};
     real *kv = dc->kv + (size_t)l * n * s * e;
     real *gq = dc->gq + (size_t)l * n * C * s, *gk = dc->gk + (size_t)l * n * C * s;
     real *gv = dc->gv + (size_t)l * n * C * e;
@@ -241,7 +241,7 @@ int decoder_prefill(Decoder *dc, const int *prompt, int P, real *logits) {
             const real *lin_k = a->qk4 + ((size_t)l * 4 + 3) * P0 * s + (size_t)(G - 1) * C * s;
             const int H = 2 * e + s;   /* the forward's rows: v | gate | z */
             const real *v = a->hid + (size_t)l * P0 * H + (size_t)(G - 1) * C * H;
-            const AttnShape as = {1, P0, C, G, s, e, c->attn_fn, Pl->rel_bias, NULL};
+            const AttnShape as = {1, P0, C, G, s, e, c->attn_fn, Pl->rel_bias, NULL, (real)1 / C, R_SQRT((real)s), 2};
             attn_linear_state_after(S, kv_last, lin_k, v, H, &as);
             /* previous normalized row: the norm of the layer's input at P0 - 1 */
             memcpy(row, a->res + ((size_t)l * P0 + P0 - 1) * d, sizeof(real) * d);

@@ -1,6 +1,6 @@
 /* autograd/cpu/cpu_model.h: the CPU backend's model: parameters, gradients, activations, forward
  * and backward over a batch of B sequences of T tokens (docs/model.md); its layers are
- * flash_layer.c's. Only the CPU backend
+ * flash_layer.c's (gau_layer.c's for --model gau). Only the CPU backend
  * (autograd/cpu/cpu_backend.c), its decoder and the tests of the CPU code use this header; everything
  * else goes through model/model.h. */
 #ifndef FLASH_CPU_MODEL_H
@@ -16,17 +16,19 @@
    one allocation (base), each at a 64-byte aligned offset, sized once for (B, T) by
    cpu_alloc_acts: nothing is allocated during a step.
    Symbols: N = B*T rows, BG = B*G groups, H = 2e+s (v | gate | z per row), r rotary width,
-   SK the split-K partial sums (0 unless the weight gradients split K at this thread count). */
+   SK the split-K partial sums (0 unless the weight gradients split K at this thread count);
+   Q the query/key blocks per row (4; gau 2: q, k), LIN 1 with a linear part (gau 0). For gau
+   C = T and G = 1 (one group: sim and attn are B x T x T per layer) and r = 0. */
 #define ACT_BUFFERS(X)                                                                      \
     X(res, (L + 1) * N * d)    /* residual stream; res[l] enters layer l */                 \
     X(nstat, L * N * 2)        /* scalenorm 1/norm; layernorm mean, rstd */                 \
     X(xs, L * N * d)           /* normalized, shifted layer input */                        \
     X(hid_u, L * N * H)        /* to_hidden|to_qk pre-activation */                         \
     X(hid, L * N * H)          /* silu of it: v | gate | z per row */                       \
-    X(qk4, L * 4 * N * s)      /* quad_q, lin_q, quad_k, lin_k (rotated) */                 \
+    X(qk4, L * Q * N * s)      /* quad_q, lin_q, quad_k, lin_k (rotated); gau q, k */       \
     X(sim, L * BG * C * C)     /* scores, causal-masked */                                  \
     X(attn, L * BG * C * C)    /* phi(scores) */                                            \
-    X(kv, L * BG * s * e)      /* exclusive prefix sums S_g */                              \
+    X(kv, LIN * L * BG * s * e) /* exclusive prefix sums S_g */                             \
     X(att, L * N * e)          /* quad_out + lin_out */                                     \
     X(gated, L * N * e)        /* gate * att, input of to_out */                            \
     X(lnf_out, N * d)          /* final LayerNorm */                                        \
@@ -40,10 +42,10 @@
     X(d_res, N * d)                                                                         \
     X(d_xs, N * d)                                                                          \
     X(d_hid, N * H)                                                                         \
-    X(d_qk4, 4 * N * s)                                                                     \
+    X(d_qk4, Q * N * s)                                                                     \
     X(d_att, N * e)                                                                         \
     X(d_gated, N * e)                                                                       \
-    X(d_kv, BG * s * e)                                                                     \
+    X(d_kv, LIN * BG * s * e)                                                               \
     X(d_rel_partial, BG * C * C) /* one C-vector per row block: at most C blocks */         \
     X(bias_dist, C)                                                                         \
     X(dsim, BG * C * C)                                                                     \
