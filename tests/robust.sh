@@ -467,5 +467,38 @@ if [ "$rc" -eq 0 ] && printf '%s' "$out" | grep -q '^bench: tok_per_s='; then ok
 else bad taylor_bench "exit $rc: $(printf '%s' "$out" | tail -2)"; fi
 expect_fail taylor_qk_dim_refused "query_key_dim <= 32" $T --qk-dim 40 --steps 2 --out "$tmp/tay40" "$data"
 
+# ---- FLASH-Quad (--model gau) end to end on the CPU: a run stopped after its step-6
+# checkpoint (the later one removed, as a kill leaves it) and resumed gives the uninterrupted
+# run's rows bit for bit; eval, sample, export (FLASH-pytorch's GAU state_dict names: the
+# key set and shapes of tests/fixtures/reference/gau/gau_small, made by PyTorch, for the same
+# config) and bench work
+G="--model gau --dim 32 --depth 2 --qk-dim 16 --expansion 2 --norm scalenorm --attn-fn relu2 --seq-len 48 --batch 2 --accum 1 --threads 2 --eval-every 0 --sample-every 0 --warmup 0 --steps 12"
+run $G --ckpt-every 0 --out "$tmp/gau_full" "$data"; rc1=$rc
+run $G --ckpt-every 6 --out "$tmp/gau_cut" "$data"; rc2=$rc
+rm -f "$tmp/gau_cut/ckpt-00000012.bin"
+run --resume "$tmp/gau_cut" --threads 2
+if [ "$rc1" -eq 0 ] && [ "$rc2" -eq 0 ] && [ "$rc" -eq 0 ] && [ -f "$tmp/gau_cut/ckpt-00000012.bin" ] &&
+   [ "$(cut -d, -f1-7 "$tmp/gau_full/metrics.csv")" = "$(cut -d, -f1-7 "$tmp/gau_cut/metrics.csv")" ]; then
+    ok gau_resume_bit_exact
+else bad gau_resume_bit_exact "exit $rc1/$rc2/$rc: $(printf '%s' "$out" | tail -2)"; fi
+run eval "$tmp/gau_full" "$data" --threads 2
+if [ "$rc" -eq 0 ] && printf '%s' "$out" | grep -q '^eval: split=test loss_nats=[0-9.]* bpc='; then ok gau_eval
+else bad gau_eval "exit $rc: $(printf '%s' "$out" | tail -2)"; fi
+"$bin" sample "$tmp/gau_full" --threads 2 --len 80 --seed 3 > "$tmp/gs1" 2>&1 </dev/null; rc=$?
+"$bin" sample "$tmp/gau_full" --threads 2 --len 80 --seed 3 > "$tmp/gs2" 2>&1 </dev/null
+if [ "$rc" -eq 0 ] && [ -s "$tmp/gs1" ] && cmp -s "$tmp/gs1" "$tmp/gs2"; then ok gau_sample_reproducible
+else bad gau_sample_reproducible "exit $rc: $(tail -2 "$tmp/gs1")"; fi
+run export "$tmp/gau_full" "$tmp/gau.safetensors" --threads 2
+ref_st=$(cd "$(dirname "$0")" && pwd)/fixtures/reference/gau/gau_small.weights.safetensors
+st_keys() { python3 -c 'import json,struct,sys; f=open(sys.argv[1],"rb"); n=struct.unpack("<Q",f.read(8))[0]; h=json.loads(f.read(n)); h.pop("__metadata__",None); print(sorted((k,v["dtype"],v["shape"]) for k,v in h.items()))' "$1"; }
+if [ "$rc" -eq 0 ] && st_keys "$ref_st" | grep -q "layers.1.offsetscale.gamma" &&
+   [ "$(st_keys "$tmp/gau.safetensors")" = "$(st_keys "$ref_st")" ]; then ok gau_export_names
+else bad gau_export_names "exit $rc: $(printf '%s' "$out" | tail -1); ours $(st_keys "$tmp/gau.safetensors" | head -c 300)"; fi
+run $G --ckpt-every 0 --steps 2 --init-from "$tmp/gau.safetensors" --out "$tmp/gau_init" "$data"
+if [ "$rc" -eq 0 ]; then ok gau_export_imports; else bad gau_export_imports "exit $rc: $(printf '%s' "$out" | tail -2)"; fi
+run bench --model gau --dim 32 --depth 2 --qk-dim 16 --seq-len 64 --batch 2 --steps 2 --threads 2
+if [ "$rc" -eq 0 ] && printf '%s' "$out" | grep -q '^bench: tok_per_s='; then ok gau_bench
+else bad gau_bench "exit $rc: $(printf '%s' "$out" | tail -2)"; fi
+
 echo "RESULT passed=$passed failed=$failed"
 [ "$failed" -eq 0 ]

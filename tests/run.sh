@@ -52,6 +52,9 @@ if [ "$f32" != "$f64" ]; then run_one fuzz bash tests/fuzz_smoke.sh build/fuzz 3
 if [ -x "$f32/parity" ]; then
     mkdir -p "$f32/parity-out"
     run_one parity "$f32/parity" "$fixtures" "$f32/parity-out"
+    # FLASH-Quad (--model gau) against FLASH-pytorch's GAU (tests/fixtures/reference, in the repo)
+    mkdir -p "$f32/parity-out-gau"
+    run_one parity_gau "$f32/parity" tests/fixtures/reference/gau "$f32/parity-out-gau"
 fi
 # --linear-attn taylor against its own fixtures (tests/fixtures/reference/taylor, made by
 # make_fixtures.py from the reference code), at the same tolerances

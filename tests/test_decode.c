@@ -189,7 +189,96 @@ static void test_decode_threads_bit_identical(void) {
     cpu_destroy(&m);
 }
 
+/* gau (FLASH-Quad): the decoder's logits at 0-based position t must be the last row of the
+   full forward over the t + 1 tokens so far (scores divided by t + 1), as FLASH-pytorch's
+   generate computes them; for prompts of 1, 5 and 13 tokens and one or three sequences. */
+static double gau_worst_error(const FlashConfig *cfg, int T, int P, int nseq, double *vs_long) {
+    CpuModel m;
+    char err[256];
+    if (cpu_create(&m, cfg, err, sizeof err) || cpu_alloc_acts(&m, 1, T, err, sizeof err)) {
+        printf("  %s\n", err);
+        return 1e9;
+    }
+    cpu_init_params(&m, 7);
+    Rng rng;
+    rng_seed(&rng, 13);
+    for (int i = 0; i < m.table.n; i++) {   /* off the constants; q/k large enough to matter */
+        const ParamInfo *p = &m.table.info[i];
+        if (!p->trained) continue;
+        if (strstr(p->name, "norm") || strstr(p->name, "beta") || strstr(p->name, "scale"))
+            for (size_t k = 0; k < p->numel; k++) m.params[p->offset + k] += (real)(0.1 * rng_normal(&rng));
+        if (strstr(p->name, "gamma") || strstr(p->name, "relative_attention_bias"))
+            for (size_t k = 0; k < p->numel; k++) m.params[p->offset + k] *= 20;
+    }
+    const int V = cfg->num_tokens;
+    int *tok = malloc(sizeof(int) * (T + 1));
+    for (int t = 0; t <= T; t++) tok[t] = (int)rng_below(&rng, 256);
+    /* the reference: row t of a forward over t + 1 tokens, for every t; and the rows of the
+       one forward over all T tokens, which the decoder must NOT reproduce (other lengths) */
+    real *ref = malloc(sizeof(real) * (size_t)T * V), *full = malloc(sizeof(real) * (size_t)T * V);
+    int *pre = malloc(sizeof(int) * (T + 1));
+    for (int t = 0; t < T; t++) {
+        memcpy(pre, tok, sizeof(int) * (t + 1));
+        pre[t + 1] = 0;
+        cpu_forward(&m, pre, 1, t + 1);
+        memcpy(ref + (size_t)t * V, m.acts.logits + (size_t)t * V, sizeof(real) * V);
+    }
+    cpu_forward(&m, tok, 1, T);
+    memcpy(full, m.acts.logits, sizeof(real) * (size_t)T * V);
+
+    Decoder dc;
+    if (decoder_init(&dc, &m, nseq, P, err, sizeof err)) { printf("  %s\n", err); return 1e9; }
+    real *logits = malloc(sizeof(real) * (size_t)nseq * V);
+    double worst = decoder_prefill(&dc, tok, P, logits) ? 1e9 : 0;
+    *vs_long = 0;
+    int *col = malloc(sizeof(int) * nseq);
+    for (int t = P - 1; t < T; t++) {
+        if (t >= P) {
+            for (int i = 0; i < nseq; i++) col[i] = tok[t];
+            if (decoder_step(&dc, col, logits)) worst = 1e9;
+        }
+        for (int i = 0; i < nseq; i++) {
+            double e = row_rel_err(logits + (size_t)i * V, ref + (size_t)t * V, V);
+            if (e > worst || e != e) worst = e;
+        }
+        if (t < T - 1) {
+            double e = row_rel_err(logits, full + (size_t)t * V, V);
+            if (e > *vs_long) *vs_long = e;
+        }
+    }
+    free(col); free(logits); free(full); free(ref); free(pre); free(tok);
+    decoder_free(&dc);
+    cpu_destroy(&m);
+    return worst;
+}
+
+static void gau_check(int layernorm, int laplace, int nseq) {
+    FlashConfig c = config_default();
+    c.model = MODEL_GAU; c.shift_tokens = 0;
+    c.dim = 32; c.depth = 2; c.query_key_dim = 16;
+    c.norm_type = layernorm ? NORM_LAYERNORM : NORM_SCALENORM;
+    c.attn_fn = laplace ? ATTN_LAPLACE : ATTN_RELU2;
+    const int T = 70;   /* past the window's first 64 positions: it grows once */
+    const int prompts[] = {1, 5, 13};
+    double worst_all = 0, long_all = 0;
+    for (size_t k = 0; k < sizeof prompts / sizeof prompts[0]; k++) {
+        double vs_long = 0, e = gau_worst_error(&c, T, prompts[k], nseq, &vs_long);
+        if (e > worst_all) worst_all = e;
+        if (vs_long > long_all) long_all = vs_long;
+        CHECK(e <= TOL, "gau prompt %d, %d sequence(s): worst logits rel error %.3e > %.0e", prompts[k], nseq, e, TOL);
+        CHECK(vs_long > 1e-2, "gau prompt %d: the logits at a shorter length should differ from the "
+              "T-long forward's rows (largest rel diff %.3e)", prompts[k], vs_long);
+    }
+    printf("  gau decoder (%s, %s, %d seq): worst logits rel error %.2e (against the T-long forward's rows: "
+           "up to %.2e)\n", layernorm ? "layernorm" : "scalenorm", laplace ? "laplace" : "relu^2", nseq, worst_all,
+           long_all);
+}
+static void test_decode_gau_scalenorm_relu2(void) { gau_check(0, 0, 1); }
+static void test_decode_gau_layernorm_laplace_several(void) { gau_check(1, 1, 3); }
+
 int main(void) {
+    RUN(test_decode_gau_scalenorm_relu2);
+    RUN(test_decode_gau_layernorm_laplace_several);
     RUN(test_decode_threads_bit_identical);
     RUN(test_decode_scalenorm_shift_laplace);
     RUN(test_decode_layernorm_relu2_partial_rotary);

@@ -413,7 +413,7 @@ static void attention_case(int B, int T, int C, int s, int e, int laplace, doubl
     const size_t N = (size_t)B * T, n4 = 4 * N * s, nh = N * 2 * e, BG = (size_t)B * G;
     char op[64];
     snprintf(op, sizeof op, "attention %s", laplace ? "laplace" : "relu^2");
-    AttnCtx c = {{B, T, C, G, s, e, laplace, NULL, alloc_n(C)}, alloc_n(n4), alloc_n(nh), alloc_n(32),
+    AttnCtx c = {{B, T, C, G, s, e, laplace, NULL, alloc_n(C), (real)1 / C, R_SQRT((real)s), 2}, alloc_n(n4), alloc_n(nh), alloc_n(32),
                  alloc_n(BG * C * C), alloc_n(BG * C * C), alloc_n(BG * s * e), alloc_n(N * e),
                  alloc_n(N * e)};
     c.as.rel_bias = c.rel;
@@ -503,7 +503,7 @@ static void taylor_case(int B, int T, int C, int s, int e) {
     const size_t N = (size_t)B * T, n4 = 4 * N * s, nh = N * 2 * e, BG = (size_t)B * G;
     const size_t nf = 2 * N * F, nst = BG * F * (e + 1), nnd = N * (e + 1);
     real *tf = alloc_n(nf), *dtf = rand_n(nf, 0, 100);
-    TaylorCtx c = {{B, T, C, G, s, e, ATTN_LAPLACE, NULL, NULL},
+    TaylorCtx c = {{B, T, C, G, s, e, ATTN_LAPLACE, NULL, NULL, (real)1 / C, R_SQRT((real)s), 2},
                    {tf, tf + N * F, alloc_n(nst), alloc_n(nnd)},
                    rand_n(n4, 0, 1), rand_n(nh, 0, 1), alloc_n(N * e), rand_n(N * e, 0, 1)};
     TaylorBufs dt = {dtf, dtf + N * F, rand_n(nst, 0, 100), rand_n(nnd, 0, 100)};

@@ -22,12 +22,15 @@
 /* Matrix-multiply FLOPs per token of one forward, counting the quadratic attention's full
    C x C blocks (docs/model.md, "The FLOP model"): per layer to_hidden 2*d*2e, to_qk 2*d*s,
    scores 2*C*s, values 2*C*e, linear KV 2*s*e and read-out 2*s*e, to_out 2*e*d; logits 2*d*V. */
-static double flops_per_token_forward(const FlashConfig *c) {
+static double flops_per_token_forward(const FlashConfig *c, int T) {
     double d = c->dim, e = config_hidden(c), s = c->query_key_dim, C = c->group_size, V = c->num_tokens;
     /* the linear part: plain KV and read-out 2 s e each; taylor's [KV | Z] sums 2 F e and
        read-out [num | den] 2 F (e + 1) (docs/model.md) */
     const double F = config_taylor_width(c), lin = F ? 2 * F * e + 2 * F * (e + 1) : 4 * s * e;
     double layer = 2 * d * 2 * e + 2 * d * s + 2 * C * s + 2 * C * e + lin + 2 * e * d;
+    /* gau: the quadratic attention over the whole sequence (T x T, full square counted), no
+       linear part */
+    if (c->model == MODEL_GAU) layer = 2 * d * 2 * e + 2 * d * s + 2.0 * T * s + 2.0 * T * e + 2 * e * d;
     return c->depth * layer + 2 * d * V;
 }
 
@@ -141,13 +144,13 @@ int cmd_bench(int argc, char **argv) {
     qsort(step_s, (size_t)steps, sizeof(double), cmp_double);
     double median = steps % 2 ? step_s[steps / 2] : 0.5 * (step_s[steps / 2 - 1] + step_s[steps / 2]);
     double tps = (double)A * B * T / median;
-    double step_gflops = 3 * flops_per_token_forward(c) * tps / 1e9;
+    double step_gflops = 3 * flops_per_token_forward(c, T) * tps / 1e9;
     struct rusage ru;
     getrusage(RUSAGE_SELF, &ru);
     printf("steps: %d timed in %.2f s (mean %.3f s, median %.3f s, min %.3f, max %.3f), last loss %.4f\n",
            steps, t_run, t_run / steps, median, step_s[0], step_s[steps - 1], loss);
     printf("throughput (median step): %.0f tokens/s; %.1f GFLOP/s by the FLOP model (%.1f MFLOP per token, fwd+bwd = 3x fwd)\n",
-           tps, step_gflops, 3 * flops_per_token_forward(c) / 1e6);
+           tps, step_gflops, 3 * flops_per_token_forward(c, T) / 1e6);
     printf("ratio to the GEMM rate measured above: %.3f\n", step_gflops / gemm);
     printf("where a step's time goes (ms per step, forward / backward):\n");
     const char *names[64];

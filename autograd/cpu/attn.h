@@ -24,7 +24,12 @@ typedef struct {
     int B, T, C, G, s, e;
     AttnFn fn;         /* phi: laplace function or relu^2 */
     const real *rel_bias;
-    real *bias_dist;   /* scratch, C: sqrt(s) bias[bucket(k)] for each distance k */
+    real *bias_dist;   /* scratch, C: bias_scale bias[bucket(k)] for each distance k */
+    /* The scores' scales, set by the layer: FLASH's (real)1/C and R_SQRT((real)s) (computed
+       so, FLASH's numerics are those of before); GAU's 1/T and sqrt(d)/T (one group of the
+       whole sequence; GAU divides q.k + sqrt(d) bias by T before phi). */
+    real qk_scale, bias_scale;
+    int k_block;       /* the block of qk4 holding the keys: 2 (FLASH's quad_k), 1 (GAU's k) */
 } AttnShape;
 
 /* For the rooms: the rows of group g of sequence b, for a work item task = b*G + g:
@@ -36,7 +41,8 @@ typedef struct {
     const int Cg = (a)->T - g_ * (a)->C < (a)->C ? (a)->T - g_ * (a)->C : (a)->C
 
 /* ---- the quadratic part (attn_quad.c): inside each group, causal ------------------------
-   quad_out_i = sum_{j <= i} phi(quad_q_i . quad_k_j / C + sqrt(s) bias[bucket(i - j)]) v_j */
+   quad_out_i = sum_{j <= i} phi(qk_scale quad_q_i . quad_k_j + bias_scale bias[bucket(i - j)]) v_j
+   (FLASH: qk_scale 1/C, bias_scale sqrt(s); GAU over one group C = T: 1/T, sqrt(d)/T) */
 /* Rows per block of the causal quadratic attention: the products of a block of query rows
    stop at its diagonal block. 64 by default; tests set small values so that the blocked
    path (several blocks, a short last one) runs on small groups. */

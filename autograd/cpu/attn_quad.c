@@ -38,8 +38,8 @@ void attn_quad_forward(real *out, real *sim, real *attn, const real *qk4, const 
                        int v_stride, const AttnShape *a) {
     const int C = a->C, s = a->s, e = a->e, ntask = a->B * a->G;
     const size_t N = (size_t)a->B * a->T;
-    const real inv_C = (real)1 / C, bias_scale = R_SQRT((real)s);
-    const real *Qq = qk4, *Kq = qk4 + 2 * N * s;
+    const real inv_C = a->qk_scale, bias_scale = a->bias_scale;   /* FLASH: 1/C, sqrt(s) */
+    const real *Qq = qk4, *Kq = qk4 + a->k_block * N * s;
     const int laplace = a->fn == ATTN_LAPLACE;
     const int blas_saved = blas_serial_begin();
     /* the bias depends on the distance i - j only: one table, not a log per pair */
@@ -61,7 +61,7 @@ void attn_quad_forward(real *out, real *sim, real *attn, const real *qk4, const 
         if (i0 >= Cg) continue;
         const int ib = block_len(Cg, i0), nk = i0 + ib;
         real *S = sim + (size_t)task * C * C, *A = attn + (size_t)task * C * C;
-        /* sim = quad_q quad_k^T / C + sqrt(s) bias[bucket(i-j)] */
+        /* sim = quad_q quad_k^T / C + sqrt(s) bias[bucket(i-j)] (the scales: attn.h) */
         gemm(0, 1, ib, nk, s, inv_C, Qq + (n0 + i0) * s, s, Kq + n0 * s, s, 0, S + (size_t)i0 * C, C);
         for (int i = i0; i < i0 + ib; i++) {
             real *Si = S + (size_t)i * C, *Ai = A + (size_t)i * C;
@@ -85,9 +85,9 @@ void attn_quad_backward(real *dv, int v_stride, real dv_beta, real *d_qk4, real 
                         const real *v, real *d_rel_partial, real *dsim, const AttnShape *a) {
     const int C = a->C, s = a->s, e = a->e, ntask = a->B * a->G;
     const size_t N = (size_t)a->B * a->T;
-    const real inv_C = (real)1 / C, bias_scale = R_SQRT((real)s);
-    const real *Qq = qk4, *Kq = qk4 + 2 * N * s;
-    real *dQq = d_qk4, *dKq = d_qk4 + 2 * N * s;
+    const real inv_C = a->qk_scale, bias_scale = a->bias_scale;   /* FLASH: 1/C, sqrt(s) */
+    const real *Qq = qk4, *Kq = qk4 + a->k_block * N * s;
+    real *dQq = d_qk4, *dKq = d_qk4 + a->k_block * N * s;
     const int laplace = a->fn == ATTN_LAPLACE;
     const int blas_saved = blas_serial_begin();
 
@@ -110,7 +110,7 @@ void attn_quad_backward(real *dv, int v_stride, real dv_beta, real *d_qk4, real 
         real *dS = dsim + (size_t)task * C * C;
         /* quad_out = A V:  dA = dO V^T */
         gemm(0, 1, ib, nk, e, 1, dO + (size_t)i0 * e, e, v + n0 * v_stride, v_stride, 0, dS + (size_t)i0 * C, C);
-        /* A = phi(sim) on j <= i:  dsim = dA phi'(sim);  d bias[bucket] += sqrt(s) dsim */
+        /* A = phi(sim) on j <= i:  dsim = dA phi'(sim);  d bias[bucket] += bias_scale dsim */
         for (int i = i0; i < i0 + ib; i++) {
             real *dSi = dS + (size_t)i * C;
             const real *Si = S + (size_t)i * C;
@@ -148,12 +148,12 @@ void attn_quad_backward(real *dv, int v_stride, real dv_beta, real *d_qk4, real 
     }
 }
 
-/* quadratic: a_k = phi(q . k_k / C + sqrt(s) bias[bucket(j - k)]) for k <= j;
-   quad_out = sum_k a_k v_k */
+/* quadratic: a_k = phi(q . k_k / C + sqrt(s) bias[bucket(j - k)]) for k <= j (the scales:
+   attn.h); quad_out = sum_k a_k v_k */
 void attn_quad_step(real *out, real *sim, const real *q, const real *Gk, const real *Gv, int j,
                     const AttnShape *a, int blocks) {
     const int s = a->s, e = a->e;
-    const real inv_C = (real)1 / a->C, bias_scale = R_SQRT((real)s);
+    const real inv_C = a->qk_scale, bias_scale = a->bias_scale;
     gemv_split(blocks, 0, j + 1, s, inv_C, Gk, s, q, 0, sim);
     for (int k = 0; k <= j; k++)
         sim[k] = attn_phi(sim[k] + bias_scale * a->rel_bias[rel_pos_bucket(j - k)], a->fn);

@@ -28,6 +28,7 @@ int decoder_init(Decoder *dc, CpuModel *m, int nseq, int max_prompt, char *err, 
                  max_prompt, m->acts.B, m->acts.T);
         return -1;
     }
+    if (c->model == MODEL_GAU) return gau_decoder_init(dc, err, errlen);
     dc->tok = malloc(sizeof(int) * (size_t)(max_prompt + 1 > nseq ? max_prompt + 1 : nseq));
     if (!dc->tok) fail = 1;
 #define ALLOC(p, count) do { size_t k_ = (count); (p) = calloc(k_ ? k_ : 1, sizeof(real)); if (!(p)) fail = 1; } while (0)
@@ -76,6 +77,7 @@ void decoder_free(Decoder *dc) {
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) { free(*bufs[i]); *bufs[i] = NULL; }
     free(dc->tok);
     dc->tok = NULL;
+    gau_decoder_free(dc);
 }
 
 static void decoder_reset(Decoder *dc) {
@@ -105,7 +107,7 @@ static void attend(Decoder *dc, int l, int i, int j) {
     const LayerParams *P = &m->p.layer[l];
     const int n = dc->nseq, e = config_hidden(c), s = c->query_key_dim, C = c->group_size;
     /* one sequence, one group: B = T = G = 1 are not read by the steps */
-    const AttnShape as = {1, 1, C, 1, s, e, c->attn_fn, P->rel_bias, NULL};
+    const AttnShape as = {1, 1, C, 1, s, e, c->attn_fn, P->rel_bias, NULL, (real)1 / C, R_SQRT((real)s), 2};
     real *kv = dc->kv + (size_t)l * n * dc->state;
     real *gq = dc->gq + (size_t)l * n * C * s, *gk = dc->gk + (size_t)l * n * C * s;
     real *gv = dc->gv + (size_t)l * n * C * e;
@@ -193,9 +195,10 @@ static void decode_layer(Decoder *dc, int l, int j) {
     step_output(dc, P);
 }
 
-void decoder_step(Decoder *dc, const int *tokens, real *logits) {
+int decoder_step(Decoder *dc, const int *tokens, real *logits) {
     CpuModel *m = dc->m;
     const FlashConfig *c = &m->cfg;
+    if (c->model == MODEL_GAU) return gau_decoder_step(dc, tokens, logits);
     const int n = dc->nseq, d = c->dim;
     const int C = c->group_size, V = c->num_tokens, r = config_rotary(c), L = c->depth;
     const long t = dc->pos;
@@ -220,9 +223,11 @@ void decoder_step(Decoder *dc, const int *tokens, real *logits) {
     layernorm_forward(dc->lnf, dc->stat, dc->h, m->p.lnf_w, m->p.lnf_b, n, d);
     rows_linear(dc, logits, dc->lnf, m->p.w_logits, m->p.b_logits, n, d, V);
     dc->pos++;
+    return 0;
 }
 
 int decoder_prefill_rows(const CpuModel *m, int P) {
+    if (m->cfg.model == MODEL_GAU) return 0;   /* gau's forward has activations of its own */
     const int C = m->cfg.group_size;
     return (P / C) * C;
 }
@@ -234,6 +239,7 @@ int decoder_prefill(Decoder *dc, const int *prompt, int P, real *logits) {
     const int C = c->group_size, V = c->num_tokens, L = c->depth;
     const int P0 = decoder_prefill_rows(m, P);
     if (P < 1 || P > dc->max_prompt) return -1;
+    if (c->model == MODEL_GAU) return gau_decoder_prefill(dc, prompt, P, logits);
     decoder_reset(dc);
     if (P0 > 0) {
         /* the parallel forward over the whole groups, then its state copied out */
@@ -253,7 +259,7 @@ int decoder_prefill(Decoder *dc, const int *prompt, int P, real *logits) {
             const real *lin_k = a->qk4 + ((size_t)l * 4 + 3) * P0 * s + (size_t)(G - 1) * C * s;
             const int H = 2 * e + s;   /* the forward's rows: v | gate | z */
             const real *v = a->hid + (size_t)l * P0 * H + (size_t)(G - 1) * C * H;
-            const AttnShape as = {1, P0, C, G, s, e, c->attn_fn, Pl->rel_bias, NULL};
+            const AttnShape as = {1, P0, C, G, s, e, c->attn_fn, Pl->rel_bias, NULL, (real)1 / C, R_SQRT((real)s), 2};
             if (c->linear_attn == LINEAR_TAYLOR) {   /* its stored [KV | Z] and phi(lin_k) */
                 const size_t F = config_taylor_width(c);
                 const real *st_last = a->tay_st + ((size_t)l * G + (G - 1)) * F * (e + 1);
@@ -279,7 +285,7 @@ int decoder_prefill(Decoder *dc, const int *prompt, int P, real *logits) {
     int *col = dc->tok;
     for (int t = P0; t < P; t++) {
         for (int i = 0; i < n; i++) col[i] = prompt[t];
-        decoder_step(dc, col, logits);
+        if (decoder_step(dc, col, logits)) return -1;
     }
     return 0;
 }

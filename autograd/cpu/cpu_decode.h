@@ -26,6 +26,10 @@ typedef struct {
     real *h, *xn, *xs, *stat, *hid_u, *hid, *z_u, *z, *qk4, *att, *gated, *tmp, *lnf, *logits;
     real *pos_vec, *rot_cos, *rot_sin, *sim;
     int *tok;              /* max(max_prompt + 1, nseq): the prefill's tokens, a step's column */
+    /* gau (gau_decode.c): every sequence's tokens so far and a forward of its own */
+    int *hist;             /* nseq x (cap + 1): the tokens, packed for the forward at each step */
+    int cap;               /* positions the window holds before it grows */
+    CpuModel *fwd;         /* m's parameters over activations of nseq x cap */
 } Decoder;
 
 /* State for nseq sequences and prompts of up to max_prompt tokens; the model's activations
@@ -34,8 +38,8 @@ int decoder_init(Decoder *dc, CpuModel *m, int nseq, int max_prompt, char *err, 
 void decoder_free(Decoder *dc);
 
 /* Feeds token[i] to sequence i at position dc->pos; writes logits (nseq x V) for the next
-   byte and advances pos. */
-void decoder_step(Decoder *dc, const int *tokens, real *logits);
+   byte and advances pos. 0, or -1 when gau's window could not grow (out of memory). */
+int decoder_step(Decoder *dc, const int *tokens, real *logits);
 
 /* Starts every sequence from the same prompt of P >= 1 tokens: whole groups through the
    parallel forward (the model's activations must hold 1 x floor(P/C)*C; see
@@ -44,5 +48,11 @@ void decoder_step(Decoder *dc, const int *tokens, real *logits);
 int decoder_prefill(Decoder *dc, const int *prompt, int P, real *logits);
 /* Positions of a P-token prompt that decoder_prefill runs through the parallel forward. */
 int decoder_prefill_rows(const CpuModel *m, int P);
+
+/* gau's decoder (gau_decode.c), which the four above call for a gau model */
+int gau_decoder_init(Decoder *dc, char *err, size_t errlen);
+void gau_decoder_free(Decoder *dc);
+int gau_decoder_step(Decoder *dc, const int *tokens, real *logits);
+int gau_decoder_prefill(Decoder *dc, const int *prompt, int P, real *logits);
 
 #endif

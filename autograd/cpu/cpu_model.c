@@ -1,8 +1,10 @@
 /* autograd/cpu/cpu_model.c: the FLASHTransformer on the CPU: its parameters and activations, and
- * the model's forward and backward: embeddings, the layer loop (each layer is flash_layer.c's),
+ * the model's forward and backward: embeddings, the layer loop (each layer is flash_layer.c's,
+ * or gau_layer.c's for --model gau),
  * final norm, logits and loss (docs/model.md gives the computation). */
 #include "cpu_model.h"
 #include "flash_layer.h"
+#include "gau_layer.h"
 #include "ops.h"
 #include <omp.h>
 #include <stdio.h>
@@ -71,7 +73,10 @@ enum {
 
 static void acts_sizes(const FlashConfig *c, int B, int T, int threads, size_t *count) {
     const size_t L = c->depth, d = c->dim, e = config_hidden(c), s = c->query_key_dim;
-    const size_t C = c->group_size, V = c->num_tokens, r = config_rotary(c);
+    const size_t V = c->num_tokens, r = config_rotary(c);
+    /* gau: one group of the whole sequence (C = T), q and k only, no linear part */
+    const int gau = c->model == MODEL_GAU;
+    const size_t C = gau ? (size_t)T : (size_t)c->group_size, Q = gau ? 2 : 4, LIN = !gau;
     const size_t G = ((size_t)T + C - 1) / C, N = (size_t)B * T, BG = (size_t)B * G;
     const size_t H = 2 * e + s;
     const size_t TF = config_taylor_width(c), TE = TF ? e + 1 : 0;   /* taylor's, else 0 */
@@ -84,7 +89,6 @@ static void acts_sizes(const FlashConfig *c, int B, int T, int threads, size_t *
         if (V * d > biggest) biggest = V * d;
         SK = (size_t)gemm_splitk_chunks((int)N, threads) * biggest;
     }
-    (void)T;
     int i = 0;
 #define ACT_COUNT_OF(name, n) count[i++] = (n);
     ACT_BUFFERS(ACT_COUNT_OF)
@@ -119,7 +123,7 @@ int cpu_alloc_acts(CpuModel *m, int B, int T, char *err, size_t errlen) {
         return -1;
     }
     a->bytes = total * sizeof(real);
-    a->B = B; a->T = T; a->G = (T + c->group_size - 1) / c->group_size;
+    a->B = B; a->T = T; a->G = c->model == MODEL_GAU ? 1 : (T + c->group_size - 1) / c->group_size;
     real *p = a->base;
 #define ACT_POINT(name, n) a->name = p; p += (count[ACT_##name] + ACT_ALIGN - 1) / ACT_ALIGN * ACT_ALIGN;
     ACT_BUFFERS(ACT_POINT)
@@ -132,7 +136,8 @@ int cpu_alloc_acts(CpuModel *m, int B, int T, char *err, size_t errlen) {
 
 int cpu_fits(const CpuModel *m, int B, int T) {
     const Acts *a = &m->acts;
-    const int C = m->cfg.group_size, G = (T + C - 1) / C;
+    const int C = m->cfg.group_size, G = m->cfg.model == MODEL_GAU ? 1 : (T + C - 1) / C;
+    /* gau: B x T x T scores fit whenever B x T rows and T do */
     return m->acts_ready && B >= 1 && T >= 1 && T <= a->T && (long)B * T <= (long)a->B * a->T &&
            (long)B * G <= (long)a->B * a->G;
 }
@@ -163,7 +168,10 @@ double cpu_forward(CpuModel *m, const int *tokens, int B, int T) {
     prof_mark(&pf, -1);
     embed_forward(a->res, tokens, ts, m->p.tok_emb, m->p.pos_scale, a->pos_table, B, T, d);
     prof_mark(&pf, PROF_EMBED);
-    for (int l = 0; l < L; l++) flash_layer_forward(&ls, &m->p.layer[l], a, l, &pf);
+    for (int l = 0; l < L; l++) {
+        if (c->model == MODEL_GAU) gau_layer_forward(&ls, &m->p.layer[l], a, l, &pf);
+        else flash_layer_forward(&ls, &m->p.layer[l], a, l, &pf);
+    }
     const real *hL = a->res + (size_t)L * N * d;
     layernorm_forward(a->lnf_out, a->lnf_stat, hL, m->p.lnf_w, m->p.lnf_b, N, d);
     linear_forward(a->logits, a->lnf_out, m->p.w_logits, m->p.b_logits, N, d, V);
@@ -194,8 +202,10 @@ void cpu_backward(CpuModel *m, const int *tokens, real dloss) {
 
     /* d_res holds dL/d res[l+1]; each layer turns it into dL/d res[l] in place: the
        residual passes it through unchanged and the norm's input gradient is added. */
-    for (int l = L - 1; l >= 0; l--)
-        flash_layer_backward(&ls, &m->p.layer[l], &m->g.layer[l], a, l, &ws, &pf);
+    for (int l = L - 1; l >= 0; l--) {
+        if (c->model == MODEL_GAU) gau_layer_backward(&ls, &m->p.layer[l], &m->g.layer[l], a, l, &ws, &pf);
+        else flash_layer_backward(&ls, &m->p.layer[l], &m->g.layer[l], a, l, &ws, &pf);
+    }
     embed_backward(m->g.tok_emb, m->g.pos_scale, a->d_res, tokens, ts, a->pos_table, B, T, d);
     prof_mark(&pf, K + PROF_EMBED);
 }

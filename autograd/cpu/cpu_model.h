@@ -1,6 +1,6 @@
 /* autograd/cpu/cpu_model.h: the CPU backend's model: parameters, gradients, activations, forward
  * and backward over a batch of B sequences of T tokens (docs/model.md); its layers are
- * flash_layer.c's. Only the CPU backend
+ * flash_layer.c's (gau_layer.c's for --model gau). Only the CPU backend
  * (autograd/cpu/cpu_backend.c), its decoder and the tests of the CPU code use this header; everything
  * else goes through model/model.h. */
 #ifndef FLASH_CPU_MODEL_H
@@ -17,17 +17,19 @@
    cpu_alloc_acts: nothing is allocated during a step.
    Symbols: N = B*T rows, BG = B*G groups, H = 2e+s (v | gate | z per row), r rotary width,
    SK the split-K partial sums (0 unless the weight gradients split K at this thread count),
-   TF taylor's feature width F = 1 + s + s^2 and TE = e + 1 (both 0 for the plain linear part). */
+   TF taylor's feature width F = 1 + s + s^2 and TE = e + 1 (both 0 for the plain linear part);
+   Q the query/key blocks per row (4; gau 2: q, k), LIN 1 with a linear part (gau 0). For gau
+   C = T and G = 1 (one group: sim and attn are B x T x T per layer) and r = 0. */
 #define ACT_BUFFERS(X)                                                                      \
     X(res, (L + 1) * N * d)    /* residual stream; res[l] enters layer l */                 \
     X(nstat, L * N * 2)        /* scalenorm 1/norm; layernorm mean, rstd */                 \
     X(xs, L * N * d)           /* normalized, shifted layer input */                        \
     X(hid_u, L * N * H)        /* to_hidden|to_qk pre-activation */                         \
     X(hid, L * N * H)          /* silu of it: v | gate | z per row */                       \
-    X(qk4, L * 4 * N * s)      /* quad_q, lin_q, quad_k, lin_k (rotated) */                 \
+    X(qk4, L * Q * N * s)      /* quad_q, lin_q, quad_k, lin_k (rotated); gau q, k */       \
     X(sim, L * BG * C * C)     /* scores, causal-masked */                                  \
     X(attn, L * BG * C * C)    /* phi(scores) */                                            \
-    X(kv, L * BG * s * e)      /* exclusive prefix sums S_g */                              \
+    X(kv, LIN * L * BG * s * e) /* exclusive prefix sums S_g */                             \
     X(tay_f, L * 2 * N * TF)   /* taylor: phi(lin_q / sqrt s), phi(lin_k) (attn_taylor.c) */ \
     X(tay_st, L * BG * TF * TE) /* taylor: exclusive prefix sums [KV | Z] per group */      \
     X(tay_nd, L * N * TE)      /* taylor: [num | den] per row */                            \
@@ -44,10 +46,10 @@
     X(d_res, N * d)                                                                         \
     X(d_xs, N * d)                                                                          \
     X(d_hid, N * H)                                                                         \
-    X(d_qk4, 4 * N * s)                                                                     \
+    X(d_qk4, Q * N * s)                                                                     \
     X(d_att, N * e)                                                                         \
     X(d_gated, N * e)                                                                       \
-    X(d_kv, BG * s * e)                                                                     \
+    X(d_kv, LIN * BG * s * e)                                                               \
     X(d_tay_f, 2 * N * TF)     /* taylor's backward: the shapes of tay_* for one layer */   \
     X(d_tay_st, BG * TF * TE)                                                               \
     X(d_tay_nd, N * TE)                                                                     \

@@ -9,6 +9,9 @@ LayerShape layer_shape(const FlashConfig *c, int B, int T) {
     ls.c = c;
     ls.d = c->dim; ls.e = config_hidden(c); ls.s = c->query_key_dim;
     ls.r = config_rotary(c); ls.C = c->group_size;
+    ls.heads = 4;
+    /* GAU: one group of the whole sequence, two offset-scale heads (q, k), no rotary (r 0) */
+    if (c->model == MODEL_GAU) { ls.C = T; ls.heads = 2; }
     ls.B = B; ls.T = T; ls.N = B * T; ls.G = (T + ls.C - 1) / ls.C;
     ls.H = 2 * ls.e + ls.s;
     return ls;
@@ -50,8 +53,8 @@ void project_forward(real *hid_u, real *hid, real *qk4, const real *xs, const La
        counted here, and the profile's silu line is the backward's) */
     linear_silu_forward(hid_u, hid, xs, P->wh, P->bh, ls->N, ls->d, H);
     prof_mark(pf, PROF_TO_HIDDEN);
-    offset_scale_rotary_forward(qk4, hid + 2 * e, H, P->gamma, P->beta, rot_cos, rot_sin,
-                                ls->B, ls->T, ls->s, ls->r);
+    offset_scale_heads_forward(qk4, ls->heads, hid + 2 * e, H, P->gamma, P->beta, rot_cos, rot_sin,
+                               ls->B, ls->T, ls->s, ls->r);
     prof_mark(pf, PROF_ROTARY);
 }
 
@@ -63,8 +66,8 @@ void project_backward(real *d_xs, LayerParams *D, real *d_hid, real *d_qk4, cons
                       const GemmScratch *ws, const Prof *pf) {
     const int e = ls->e, H = ls->H, N = ls->N;
     const int K = PROF_PHASES;
-    offset_scale_rotary_backward(d_hid + 2 * e, D->gamma, D->beta, d_qk4, hid + 2 * e, H,
-                                 P->gamma, rot_cos, rot_sin, ls->B, ls->T, ls->s, ls->r);
+    offset_scale_heads_backward(d_hid + 2 * e, D->gamma, D->beta, d_qk4, ls->heads, hid + 2 * e, H,
+                                P->gamma, rot_cos, rot_sin, ls->B, ls->T, ls->s, ls->r);
     prof_mark(pf, K + PROF_ROTARY);
     silu_backward(d_hid, d_hid, hid_u, (size_t)N * H);
     prof_mark(pf, K + PROF_SILU);
@@ -77,7 +80,8 @@ void project_backward(real *d_xs, LayerParams *D, real *d_hid, real *d_qk4, cons
 /* ================================= (c) attention =================================== */
 
 static AttnShape attn_shape(const LayerShape *ls, const LayerParams *P, real *bias_dist) {
-    AttnShape as = {ls->B, ls->T, ls->C, ls->G, ls->s, ls->e, ls->c->attn_fn, P->rel_bias, bias_dist};
+    AttnShape as = {ls->B, ls->T, ls->C, ls->G, ls->s, ls->e, ls->c->attn_fn, P->rel_bias, bias_dist,
+                    (real)1 / ls->C, R_SQRT((real)ls->s), 2};
     return as;
 }
 

@@ -16,7 +16,9 @@ typedef struct {
     int B, T, N, G;        /* N = B*T rows, G = ceil(T/C) groups */
     int d, e, s, r, C;     /* widths (docs/model.md, "Sizes") */
     int H;                 /* 2e + s: a projected row, v | gate | z */
+    int heads;             /* offset-scale heads: 4 (FLASH's quad_q, lin_q, quad_k, lin_k), 2 (GAU's q, k) */
 } LayerShape;
+/* For gau: C = T and G = 1 (one group of the whole sequence), heads 2, r 0 */
 LayerShape layer_shape(const FlashConfig *c, int B, int T);
 
 /* (a) xs = shift(norm(h)); stat: the norm's per-row statistics (cpu_model.h, nstat) */
@@ -27,7 +29,7 @@ void norm_shift_backward(real *d_h, LayerParams *D, real *d_xs, const real *h, c
                          const LayerParams *P, const LayerShape *ls, const Prof *pf);
 
 /* (b) hid = silu(hid_u), hid_u = xs [Wh; Wqk]^T + b: rows v | gate | z (H wide);
-   qk4 = rot(z gamma_k + beta_k), k = quad_q, lin_q, quad_k, lin_k */
+   qk4 = rot(z gamma_k + beta_k), k = quad_q, lin_q, quad_k, lin_k (GAU: q, k, no rotation) */
 void project_forward(real *hid_u, real *hid, real *qk4, const real *xs, const LayerParams *P,
                      const real *rot_cos, const real *rot_sin, const LayerShape *ls, const Prof *pf);
 /* d_hid holds dv | d gate (the attention's and the gate's); its dz block is written here,

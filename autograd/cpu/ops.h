@@ -70,6 +70,14 @@ void offset_scale_rotary_forward(real *qk4, const real *z, int z_stride, const r
 void offset_scale_rotary_backward(real *dz, real *dgamma, real *dbeta, real *d_qk4,
                                   const real *z, int z_stride, const real *gamma,
                                   const real *rot_cos, const real *rot_sin, int B, int T, int s, int r);
+/* The same for any number of heads: qk holds `heads` blocks of N x s (GAU: 2, q and k, with
+   r = 0: no rotation, rot_cos/rot_sin unread). heads 4 is offset_scale_rotary_*'s computation. */
+void offset_scale_heads_forward(real *qk, int heads, const real *z, int z_stride, const real *gamma,
+                                const real *beta, const real *rot_cos, const real *rot_sin,
+                                int B, int T, int s, int r);
+void offset_scale_heads_backward(real *dz, real *dgamma, real *dbeta, real *d_qk, int heads,
+                                 const real *z, int z_stride, const real *gamma,
+                                 const real *rot_cos, const real *rot_sin, int B, int T, int s, int r);
 
 /* ---- attention: its quadratic and linear parts are rooms of their own (attn.h) ---------- */
 
