@@ -37,11 +37,15 @@ out=$(build/f32/test_cuda 2>&1); tally test_cuda "$out" $?
 if grep -q '^skip test_model_matches_cpu' <<<"$out"; then
     # no GPU (or no CUDA in this build): the command-line checks cannot run either
     echo "skip parity on the GPU and the command-line checks (no GPU)"
-    skipped=$((skipped + 9))   # parity on the GPU, 5 command-line checks, 3 under mpirun
+    skipped=$((skipped + 11))   # parity on the GPU (3 sets), 5 command-line checks, 3 under mpirun
     echo "$passed passed, $failed failed, $skipped skipped"
     [ "$failed" -eq 0 ]; exit
 fi
 out=$(FLASH_DEVICE=cuda build/f32/parity "$fixtures" "$work/parity" 2>&1); tally parity_cuda "$out" $?
+# the variants' fixtures, made from the reference code (tests/fixtures/reference)
+for v in gau taylor; do
+    out=$(FLASH_DEVICE=cuda build/f32/parity tests/fixtures/reference/$v "$work/parity-$v" 2>&1); tally parity_cuda_$v "$out" $?
+done
 
 # a small model, long enough that a SIGKILL lands mid-run
 small=(--dim 64 --depth 2 --group-size 32 --qk-dim 32 --batch 4 --accum 2 --seq-len 96 --warmup 10
