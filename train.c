@@ -3,7 +3,7 @@
  *
  *   ./train [options] enwik8.gz      the recipe: data -> model -> (step, eval, sample,
  *                                    checkpoint)* ; see ./train --help
- *   ./train eval | sample | export | bench ...
+ *   ./train eval | sample | export | bench | compare ...
  *
  * Here: the process's setup and the choice of command. The run: trainer/run.h; the
  * subcommands: trainer/commands.h. */
@@ -24,6 +24,7 @@ static int run_command(int argc, char **argv) {
     if (argc >= 2 && !strcmp(argv[1], "sample")) return cmd_sample(argc, argv);
     if (argc >= 2 && !strcmp(argv[1], "export")) return cmd_export(argc, argv);
     if (argc >= 2 && !strcmp(argv[1], "bench")) return cmd_bench(argc - 1, argv + 1);
+    if (argc >= 2 && !strcmp(argv[1], "compare")) return par_is_root() ? cmd_compare(argc - 1, argv + 1) : 0;
     if (argc < 2) { options_print_help(stderr, CMD_TRAIN); return 2; }
     Options o;
     char err[ERR_MAX];

@@ -110,6 +110,23 @@ if [ "$rc" -eq 0 ] && grep -q '^eval: [0-9]*/207703 bytes (.*), .* bytes/s, ETA'
     ok eval_progress_eta
 else bad eval_progress_eta "exit $rc: $(tail -1 "$tmp/ev.err") / $(cat "$tmp/ev.out") / $(cat "$tmp/ev2.out")"; fi
 
+# ---- ./train compare: the validation curves of two runs in one PNG (read back: its
+# signature and size), against the step and the time; bad input refused with exit 2
+run $S --steps 6 --eval-every 2 --eval-windows 2 --out "$tmp/cmpa" "$data"
+run $S --steps 6 --eval-every 3 --eval-windows 2 --dim 48 --out "$tmp/cmpb" "$data"
+run compare "$tmp/cmp.png" --title "two runs" a="$tmp/cmpa" b="$tmp/cmpb"
+sig=$(head -c 8 "$tmp/cmp.png" 2>/dev/null | od -An -tx1 | tr -d ' \n')
+if [ "$rc" -eq 0 ] && [ "$sig" = 89504e470d0a1a0a ] && [ "$(stat -c %s "$tmp/cmp.png")" -gt 2000 ] &&
+   printf '%s' "$out" | grep -q '^a: 4 validation points, last at step 6' &&
+   printf '%s' "$out" | grep -q '^b: 3 validation points, last at step 6'; then ok compare_two_runs_png
+else bad compare_two_runs_png "exit $rc: $out"; fi
+run compare "$tmp/cmpt.png" --x time a="$tmp/cmpa"
+if [ "$rc" -eq 0 ] && [ -s "$tmp/cmpt.png" ]; then ok compare_by_time; else bad compare_by_time "exit $rc: $out"; fi
+expect_fail compare_run_without_validation_refused "has no validation rows" compare "$tmp/x.png" a="$base"
+expect_fail compare_missing_run_refused "metrics.csv" compare "$tmp/x.png" a="$tmp/nowhere"
+expect_fail compare_bad_run_argument_refused "a run is LABEL=RUN_DIR" compare "$tmp/x.png" "$tmp/cmpa"
+expect_fail compare_bad_axis_refused "expected step or time" compare "$tmp/x.png" --x epoch a="$tmp/cmpa"
+
 echo "RESULT passed=$passed failed=$failed"; exit 1; }
 ck=$base/ckpt-00000020.bin
 
@@ -499,6 +516,23 @@ if [ "$rc" -eq 0 ]; then ok gau_export_imports; else bad gau_export_imports "exi
 run bench --model gau --dim 32 --depth 2 --qk-dim 16 --seq-len 64 --batch 2 --steps 2 --threads 2
 if [ "$rc" -eq 0 ] && printf '%s' "$out" | grep -q '^bench: tok_per_s='; then ok gau_bench
 else bad gau_bench "exit $rc: $(printf '%s' "$out" | tail -2)"; fi
+
+# ---- ./train compare: the validation curves of two runs in one PNG (read back: its
+# signature and size), against the step and the time; bad input refused with exit 2
+run $S --steps 6 --eval-every 2 --eval-windows 2 --out "$tmp/cmpa" "$data"
+run $S --steps 6 --eval-every 3 --eval-windows 2 --dim 48 --out "$tmp/cmpb" "$data"
+run compare "$tmp/cmp.png" --title "two runs" a="$tmp/cmpa" b="$tmp/cmpb"
+sig=$(head -c 8 "$tmp/cmp.png" 2>/dev/null | od -An -tx1 | tr -d ' \n')
+if [ "$rc" -eq 0 ] && [ "$sig" = 89504e470d0a1a0a ] && [ "$(stat -c %s "$tmp/cmp.png")" -gt 2000 ] &&
+   printf '%s' "$out" | grep -q '^a: 4 validation points, last at step 6' &&
+   printf '%s' "$out" | grep -q '^b: 3 validation points, last at step 6'; then ok compare_two_runs_png
+else bad compare_two_runs_png "exit $rc: $out"; fi
+run compare "$tmp/cmpt.png" --x time a="$tmp/cmpa"
+if [ "$rc" -eq 0 ] && [ -s "$tmp/cmpt.png" ]; then ok compare_by_time; else bad compare_by_time "exit $rc: $out"; fi
+expect_fail compare_run_without_validation_refused "has no validation rows" compare "$tmp/x.png" a="$base"
+expect_fail compare_missing_run_refused "metrics.csv" compare "$tmp/x.png" a="$tmp/nowhere"
+expect_fail compare_bad_run_argument_refused "a run is LABEL=RUN_DIR" compare "$tmp/x.png" "$tmp/cmpa"
+expect_fail compare_bad_axis_refused "expected step or time" compare "$tmp/x.png" --x epoch a="$tmp/cmpa"
 
 echo "RESULT passed=$passed failed=$failed"
 [ "$failed" -eq 0 ]

@@ -7,5 +7,6 @@ int cmd_eval(int argc, char **argv);     /* trainer/commands.c */
 int cmd_sample(int argc, char **argv);
 int cmd_export(int argc, char **argv);
 int cmd_bench(int argc, char **argv);    /* trainer/bench.c: argv[0] is "bench" */
+int cmd_compare(int argc, char **argv);  /* trainer/compare.c: runs' validation curves in one PNG */
 
 #endif

@@ -112,3 +112,48 @@ void metrics_close(Metrics *mt) {
     free(mt->tr_step); free(mt->tr_loss); free(mt->va_step); free(mt->va_loss);
     memset(mt, 0, sizeof *mt);
 }
+
+int metrics_read_val(const char *dir, double **step, double **elapsed, double **bpc, int *n, char *err,
+                     size_t errlen) {
+    char path[2048], line[1024];
+    snprintf(path, sizeof path, "%s/metrics.csv", dir);
+    *step = *elapsed = *bpc = NULL;
+    *n = 0;
+    char why[256];
+    FILE *in = fopen_regular(path, "r", why, sizeof why);
+    if (!in) { snprintf(err, errlen, "%s: %s", path, why); return -1; }
+    size_t cap = 0;
+    int rc = 0, lineno = 1;
+    if (!fgets(line, sizeof line, in) || strncmp(line, "step,tokens,lr,train_loss,val_loss,val_bpc", 42)) {
+        snprintf(err, errlen, "%s: not a flash.c metrics.csv (its header differs)", path);
+        rc = -1;
+    }
+    while (!rc && fgets(line, sizeof line, in)) {
+        double v[9];
+        lineno++;
+        if (parse_row(line, v, 9) < 9 || isnan(v[0])) {
+            snprintf(err, errlen, "%s:%d: not a row of 9 fields", path, lineno);
+            rc = -1;
+            break;
+        }
+        if (isnan(v[5])) continue;   /* no validation at this step */
+        if ((size_t)*n == cap) {
+            cap = cap ? 2 * cap : 64;
+            double *a = realloc(*step, cap * sizeof **step), *b = a ? realloc(*elapsed, cap * sizeof **elapsed) : NULL,
+                   *c = b ? realloc(*bpc, cap * sizeof **bpc) : NULL;
+            if (a) *step = a;
+            if (b) *elapsed = b;
+            if (c) *bpc = c;
+            if (!a || !b || !c) { snprintf(err, errlen, "out of memory reading %s", path); rc = -1; break; }
+        }
+        (*step)[*n] = v[0];
+        (*elapsed)[*n] = isnan(v[8]) ? 0 : v[8];
+        (*bpc)[*n] = v[5];
+        (*n)++;
+    }
+    fclose(in);
+    if (!rc && *n == 0) { snprintf(err, errlen, "%s has no validation rows", path); rc = -1; }
+    if (rc) { free(*step); free(*elapsed); free(*bpc); *step = *elapsed = *bpc = NULL; *n = 0; }
+    return rc;
+}
+

@@ -25,4 +25,10 @@ int metrics_row(Metrics *mt, uint64_t step, uint64_t tokens, double lr, double t
 int metrics_plot(const Metrics *mt, const char *title, char *err, size_t errlen);
 void metrics_close(Metrics *mt);
 
+/* The validation rows of DIR/metrics.csv (a regular file): n of them, each its step, the
+   run's elapsed seconds and the validation loss in bits per byte, in malloc'd arrays the
+   caller frees. 0, or -1 with a message (no file, a row that is not one, no validation). */
+int metrics_read_val(const char *dir, double **step, double **elapsed, double **bpc, int *n, char *err,
+                     size_t errlen);
+
 #endif

@@ -227,7 +227,7 @@ static const struct {
      "left it (FILE: if the data moved).\n\n"
      "Data: the first 90,000,000 bytes train, the next 5,000,000 validate, the last 5,000,000\n"
      "test; a file shorter than 10^8 bytes is split 90/5/5 in proportion.\n\n"
-     "Subcommands: ./train eval | sample | export | bench ... (each has its own --help).\n\n"
+     "Subcommands: ./train eval | sample | export | bench | compare ... (each has its own --help).\n\n"
      "  --preset NAME        sets the model, the optimizer and schedule, --steps, --batch,\n"
      "                       --accum, --seq-len, --eval-every and --sample-every/-len/-prime:\n"
      "                       paper (default): AdamW, linear warmup then linear decay, weight\n"
