@@ -187,8 +187,9 @@ static int upload_tables(Model *m, const float *host_params, char *err, size_t e
     const int d = c->dim, r = config_rotary(c), half = d / 2, rh = r / 2, Tp = cm->capTp;
     const ParamInfo *pi = params_find(&m->table, "abs_pos_emb.inv_freq");
     const ParamInfo *pr = params_find(&m->table, "layers.0.rotary_pos_emb.freqs");
-    if (!pi || !pr) { snprintf(err, errlen, "internal error: position buffers missing"); return -1; }
-    const float *inv_freq = host_params + pi->offset, *freqs = host_params + pr->offset;
+    /* GAU has no rotary (r = 0): no rotary frequencies in its table */
+    if (!pi || (rh > 0 && !pr)) { snprintf(err, errlen, "internal error: position buffers missing"); return -1; }
+    const float *inv_freq = host_params + pi->offset, *freqs = pr ? host_params + pr->offset : NULL;
     for (int t = 0; t < Tp; t++) {
         for (int i = 0; i < half; i++) {
             double a = (double)t * (double)inv_freq[i];
