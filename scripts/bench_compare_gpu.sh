@@ -2,7 +2,12 @@
 # scripts/bench_compare_gpu.sh [--rounds N] [--seq-len T] [--tokens N] [--modes LIST]
 #                              [--splits LIST|auto] [--steps N] [--ref DIR | --no-ref]
 #                              [--no-flash-c] [--log DIR] [--device cuda|cpu]
+#                              [--model flash|gau] [--dim D] [--depth L]
 #
+# --dim/--depth (default 512, 8: train.py's) size all three sides alike. --model gau compares
+# FLASH-Quad: flash.c's `--model gau` against FLASH-pytorch's GAU layers in the same frame
+# (scripts/flash_pytorch_ref_bench.py --model gau); the spec in PyTorch is FLASH only and
+# sits that comparison out.
 # flash.c's CUDA training step against PyTorch on the same GPU, side by side (issue 12):
 #  * flash.c: `./train bench --device cuda --precision fp32` and `--precision bf16`, the
 #    train.py recipe (--preset flash-pytorch: Adam, global clipping 0.5) with the step's
@@ -27,6 +32,7 @@ cd "$(dirname "$0")/.."
 
 rounds=3 seq_len=1024 tokens=16384 modes=eager-fp32,eager-bf16,compiled-bf16 splits=auto
 steps=20 use_ref=auto ref_dir="" flash_c=1 log="" dev=cuda train=${TRAIN:-./train}
+model=flash dim=512 depth=8
 usage() { awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"; }
 need() { [ $# -ge 2 ] || { echo "error: $1 needs a value" >&2; exit 2; }; }
 while [ $# -gt 0 ]; do
@@ -42,11 +48,15 @@ while [ $# -gt 0 ]; do
         --no-flash-c) flash_c=0; shift ;;
         --log) need "$@"; log=$2; shift 2 ;;
         --device) need "$@"; dev=$2; shift 2 ;;
+        --model) need "$@"; model=$2; shift 2 ;;
+        --dim) need "$@"; dim=$2; shift 2 ;;
+        --depth) need "$@"; depth=$2; shift 2 ;;
         -h|--help) usage; exit 0 ;;
         *) echo "error: unknown option $1" >&2; usage >&2; exit 2 ;;
     esac
 done
-for v in rounds seq_len tokens steps; do
+[ "$model" = flash ] || [ "$model" = gau ] || { echo "error: --model must be flash or gau (got '$model')" >&2; exit 2; }
+for v in rounds seq_len tokens steps dim depth; do
     [[ ${!v} =~ ^[1-9][0-9]*$ ]] || { echo "error: --${v//_/-} must be a positive integer (got '${!v}')" >&2; exit 2; }
 done
 [ $((tokens % seq_len)) -eq 0 ] || { echo "error: --tokens $tokens is not a multiple of --seq-len $seq_len" >&2; exit 2; }
@@ -75,7 +85,7 @@ else:
     print(torch.cuda.get_device_name())
 EOF
 ) || { echo "compare-gpu: error: $gpu" >&2; exit 1; }
-echo "compare-gpu: gpu=\"$gpu\" rounds=$rounds T=$seq_len tokens_per_step=$tokens modes=$modes splits=$splits"
+echo "compare-gpu: gpu=\"$gpu\" model=$model d=$dim L=$depth rounds=$rounds T=$seq_len tokens_per_step=$tokens modes=$modes splits=$splits"
 
 # flash.c: present, and with the CUDA backend?
 why_no_c=""
@@ -113,11 +123,19 @@ fi
 jobs=()
 add_c() { [ -n "$why_no_c" ] || jobs+=("c:$1"); }
 add_c fp32
-for m in "${mode_list[@]}"; do [[ $m == *fp32 ]] && jobs+=("spec:$m") && { [ -n "$why_no_ref" ] || jobs+=("ref:$m"); }; done
+add_torch() {  # precision: the PyTorch jobs of its modes (the spec only for FLASH)
+    local m
+    for m in "${mode_list[@]}"; do
+        [[ $m == *$1 ]] || continue
+        [ "$model" = gau ] || jobs+=("spec:$m")
+        [ -n "$why_no_ref" ] || jobs+=("ref:$m")
+    done
+}
+add_torch fp32
 add_c bf16
-for m in "${mode_list[@]}"; do [[ $m == *bf16 ]] && jobs+=("spec:$m") && { [ -n "$why_no_ref" ] || jobs+=("ref:$m"); }; done
+add_torch bf16
 
-declare -A tok=() extra=() fails=()
+declare -A tok=() extra=() fails=() best=()
 field() { sed -n "s/.*[ :]$1=\\([^ ]*\\).*/\\1/p" | tail -1; }
 median() { sort -g | awk '{v[NR]=$1} END {if (NR) print (NR%2 ? v[(NR+1)/2] : (v[NR/2]+v[NR/2+1])/2)}'; }
 
@@ -125,13 +143,15 @@ run_job() {  # $1 = job, $2 = round
     local job=$1 r=$2 kind=${1%%:*} what=${1#*:} cmd out rc=0 last t
     case $kind in
         c) cmd=("$train" bench --device "$dev" --precision "$what" --preset flash-pytorch
-                --batch "$seqs" --accum 1 --seq-len "$seq_len")
+                --batch "$seqs" --accum 1 --seq-len "$seq_len" --dim "$dim" --depth "$depth")
+           [ "$model" = flash ] || cmd+=(--model "$model")
            # shellcheck disable=SC2206
            [ -z "${TRAIN_BENCH_ARGS:-}" ] || cmd+=($TRAIN_BENCH_ARGS) ;;
         spec) cmd=(python3 scripts/flash_torch.py bench --device "$dev" --mode "$what" --batch "$seqs"
-                   --accum 1 --seq-len "$seq_len" --steps "$steps" --splits "$splits") ;;
+                   --accum 1 --seq-len "$seq_len" --steps "$steps" --splits "$splits" --dim "$dim" --depth "$depth") ;;
         ref) cmd=(python3 scripts/flash_pytorch_ref_bench.py "${ref_args[@]}" --device "$dev" --mode "$what"
-                  --batch "$seqs" --accum 1 --seq-len "$seq_len" --steps "$steps" --splits "$splits") ;;
+                  --batch "$seqs" --accum 1 --seq-len "$seq_len" --steps "$steps" --splits "$splits"
+                  --model "$model" --dim "$dim" --depth "$depth") ;;
     esac
     out=$(PYTHONUNBUFFERED=1 "${cmd[@]}" 2>&1) || rc=$?
     [ -z "$log" ] || { echo "\$ ${cmd[*]}"; echo "$out"; echo "(exit $rc)"; } >"$log/round$r-${job/:/-}.txt"
@@ -149,6 +169,7 @@ run_job() {  # $1 = job, $2 = round
         extra[$job]+="$(field ratio <<<"$last") "
     else
         extra[$job]+="$(field B <<<"$last")x$(field A <<<"$last") "
+        best[$job]+="$(field best_step_tok_per_s <<<"$last") "
     fi
 }
 
@@ -165,7 +186,11 @@ for j in "${jobs[@]}"; do
     [ -n "${tok[$j]:-}" ] || continue
     med[$j]=$(tr ' ' '\n' <<<"${tok[$j]}" | grep . | median)
     n=$(wc -w <<<"${tok[$j]}")
-    if [[ $j == c:* ]]; then note="cuBLAS ratios: ${extra[$j]% }"; else note="fastest splits: ${extra[$j]% }"; fi
+    if [[ $j == c:* ]]; then note="cuBLAS ratios: ${extra[$j]% }"
+    else
+        b=$(tr ' ' '\n' <<<"${best[$j]:-}" | grep . | sort -g | tail -1 || true)
+        note="fastest splits: ${extra[$j]% }${b:+; best single step $b tok/s}"
+    fi
     echo "compare-gpu: median $j tok_per_s=${med[$j]} runs=$n ($note)${fails[$j]:+ failed=${fails[$j]}}"
 done
 for j in "${jobs[@]}"; do
@@ -197,7 +222,14 @@ goal() {  # precision, flash.c job, mode, goal
     echo "compare-gpu: goal $1 flash.c/fastest-pytorch-$3 = $(ratio "${med[$2]}" "$best")x (PyTorch: $who, $best tok/s; goal >= $4x)"
 }
 goal bf16 c:bf16 compiled-bf16 1.5
-goal fp32 c:fp32 eager-fp32 2
+if [ "$model" = gau ]; then goal fp32 c:fp32 eager-fp32 1.5; else goal fp32 c:fp32 eager-fp32 2; fi
+# and against PyTorch's best single step of all its runs (issue 21's measure)
+for m in "${mode_list[@]}"; do
+    p=${m##*-}
+    bs=$(for w in spec ref; do tr ' ' '\n' <<<"${best[$w:$m]:-}"; done | grep . | sort -g | tail -1 || true)
+    [ -n "$bs" ] && [ -n "${med[c:$p]:-}" ] &&
+        echo "compare-gpu: $p flash.c/best-step-pytorch-$m = $(ratio "${med[c:$p]}" "$bs")x (PyTorch's best single step $bs tok/s)"
+done
 if [ -n "${extra[c:fp32]:-}" ]; then
     cr=$(tr ' ' '\n' <<<"${extra[c:fp32]}" | grep . | median || true)
     [ -z "$cr" ] || echo "compare-gpu: fp32 flash.c ratio to the same run's cuBLAS fp32 rate = $cr (median; goal >= 0.6)"

@@ -5,6 +5,13 @@ AutoregressiveWrapper, as train.py builds it:
     FLASHTransformer(num_tokens=256, dim=512, depth=8, causal=True, group_size=256,
                      shift_tokens=True, laplace_attn_fn=True)
 
+--dim and --depth change the size (as ./train bench --dim/--depth do). --model gau benches
+FLASH-Quad instead: the same frame with FLASH-pytorch's own GAU layers
+(GAU(dim, query_key_dim=128, expansion_factor=2, causal=True, laplace_attn_fn=True,
+norm_klass=ScaleNorm)), built by tests/fixtures/reference/make_fixtures.py's
+make_gau_transformer, the frame the gau fixtures come from; ./train bench --model gau
+--preset flash-pytorch is its twin.
+
 The package is not part of this repository. Give the folder that holds `flash_pytorch/` and
 `rotary_embedding_torch/` with --ref DIR or FLASH_PYTORCH_REF=DIR (default: ref/ at the
 repository root, where scripts/get_flash_pytorch_ref.sh puts them; git-ignored), or have both
@@ -24,8 +31,14 @@ def main():
     p.add_argument("--ref", default=os.environ.get("FLASH_PYTORCH_REF"),
                    help="folder holding flash_pytorch/ and rotary_embedding_torch/ "
                         "(default: $FLASH_PYTORCH_REF, else ref/ if present, else installed packages)")
+    p.add_argument("--model", choices=("flash", "gau"), default="flash",
+                   help="flash: FLASHTransformer; gau: the same frame with GAU layers (FLASH-Quad)")
+    p.add_argument("--dim", type=int, default=512)
+    p.add_argument("--depth", type=int, default=8)
     flash_torch.add_bench_args(p)
     a = p.parse_args()
+    if a.dim < 2 or a.dim % 2 or a.depth < 1:
+        sys.exit(f"error: --dim must be even and >= 2, --depth >= 1 (got {a.dim}, {a.depth})")
     ref = a.ref
     if ref is None and os.path.isdir(os.path.join(HERE, "..", "ref", "flash_pytorch")):
         ref = os.path.join(HERE, "..", "ref")
@@ -48,12 +61,23 @@ def main():
     else:
         print(f"reference: flash_pytorch from {where}", flush=True)
 
-    def make_model():
-        return AutoregressiveWrapper(FLASHTransformer(num_tokens=256, dim=512, depth=8, causal=True,
-                                                      group_size=256, shift_tokens=True,
-                                                      laplace_attn_fn=True))
+    if a.model == "gau":
+        sys.path.insert(0, os.path.join(HERE, "..", "tests", "fixtures", "reference"))
+        from make_fixtures import make_gau_transformer
+        import flash_pytorch.flash_pytorch as fp
 
-    flash_torch.run_bench(make_model, a, "flash-pytorch-0.1.9")
+        def make_model():
+            return AutoregressiveWrapper(make_gau_transformer(fp, 256, a.dim, a.depth, 128, 2.0, "scalenorm", True))
+    else:
+        def make_model():
+            return AutoregressiveWrapper(FLASHTransformer(num_tokens=256, dim=a.dim, depth=a.depth, causal=True,
+                                                          group_size=256, shift_tokens=True,
+                                                          laplace_attn_fn=True))
+
+    impl = "flash-pytorch-0.1.9" + ("-gau" if a.model == "gau" else "")
+    if (a.dim, a.depth) != (512, 8):
+        impl += f"-d{a.dim}-L{a.depth}"
+    flash_torch.run_bench(make_model, a, impl)
 
 
 if __name__ == "__main__":

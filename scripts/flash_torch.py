@@ -359,12 +359,16 @@ def run_bench(make_model, a, impl):
     tried = ",".join(f"{r['B']}x{r['A']}" for r in results)
     print(f"torch-bench: impl={impl} mode={a.mode} device={a.device} B={best['B']} A={best['A']} "
           f"T={a.seq_len} tok_per_s={best['tok_per_s']:.1f} step_s={best['step_s']:.5f}{extra} "
+          f"best_step_tok_per_s={best['B'] * best['A'] * a.seq_len / best['min_s']:.1f} "
           f"optim={a.optim} steps={a.steps} splits={tried} torch={torch.__version__} {key}=\"{name}\"",
           flush=True)
 
 
 def cmd_bench(a):
-    run_bench(lambda: LossOf(FLASHTransformer()), a, "spec")
+    if a.dim < 2 or a.dim % 2 or a.depth < 1:
+        sys.exit(f"error: --dim must be even and >= 2, --depth >= 1 (got {a.dim}, {a.depth})")
+    impl = "spec" if (a.dim, a.depth) == (512, 8) else f"spec-d{a.dim}-L{a.depth}"
+    run_bench(lambda: LossOf(FLASHTransformer(dim=a.dim, depth=a.depth)), a, impl)
 
 
 def cmd_check_export(a):
@@ -410,6 +414,8 @@ def main():
     sub = p.add_subparsers(dest="cmd", required=True)
     b = sub.add_parser("bench", help="time training steps of the train.py model (CPU or CUDA)")
     add_bench_args(b)
+    b.add_argument("--dim", type=int, default=512, help="model width (default 512, train.py's)")
+    b.add_argument("--depth", type=int, default=8, help="layers (default 8)")
     c = sub.add_parser("check-export")
     c.add_argument("file")
     f = sub.add_parser("fixture")

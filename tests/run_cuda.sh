@@ -7,7 +7,8 @@
 #  3. the command line on the GPU: two runs give the same metrics.csv; a run killed with
 #     SIGKILL and resumed gives the uninterrupted run's train_loss sequence bit for bit; a
 #     GPU checkpoint evaluates on the CPU to the GPU's bpc; a CPU checkpoint resumes on
-#     the GPU and says that the run is no longer bit-identical.
+#     the GPU and says that the run is no longer bit-identical; the resume, the CPU
+#     evaluation and ./train sample on the GPU for gau and taylor.
 # Prints "ok"/"FAIL"/"skip" lines and ends with "N passed, N failed, N skipped".
 set -u
 fixtures=$1; data=$2
@@ -37,7 +38,7 @@ out=$(build/f32/test_cuda 2>&1); tally test_cuda "$out" $?
 if grep -q '^skip test_model_matches_cpu' <<<"$out"; then
     # no GPU (or no CUDA in this build): the command-line checks cannot run either
     echo "skip parity on the GPU and the command-line checks (no GPU)"
-    skipped=$((skipped + 11))   # parity on the GPU (3 sets), 5 command-line checks, 3 under mpirun
+    skipped=$((skipped + 17))   # parity on the GPU (3 sets), 11 command-line checks, 3 under mpirun
     echo "$passed passed, $failed failed, $skipped skipped"
     [ "$failed" -eq 0 ]; exit
 fi
@@ -65,6 +66,34 @@ kill -9 "$pid" 2>/dev/null; wait "$pid" 2>/dev/null
 "$train" --resume "$work/c" "$data" >"$work/c2.log" 2>&1
 cmp -s <(losses "$work/a/metrics.csv") <(losses "$work/c/metrics.csv")
 check cli_sigkill_resume_bit_exact $? "train_loss after SIGKILL and --resume differs (log: $(tail -2 "$work/c2.log"))"
+
+# the variants: SIGKILL and --resume bit-exact on the GPU too (gau with no groups, taylor
+# at a small qk-dim), and the GPU checkpoint evaluates on the CPU to the GPU's bpc
+variant_resume() {  # name, extra flags...
+    local name=$1; shift
+    local v=(--dim 64 --depth 2 --batch 4 --accum 2 --seq-len 96 --warmup 10 --steps 200 --eval-every 100
+             --sample-every 0 --log-every 100 --device cuda --precision fp32 "$@")
+    "$train" "${v[@]}" --ckpt-every 0 --out "$work/$name-a" "$data" >"$work/$name-a.log" 2>&1
+    "$train" "${v[@]}" --ckpt-every 25 --out "$work/$name-c" "$data" >"$work/$name-c.log" 2>&1 &
+    local pid=$!
+    for _ in $(seq 1 600); do [ -e "$work/$name-c/ckpt-00000100.bin" ] && break; sleep 0.02; done
+    kill -9 "$pid" 2>/dev/null; wait "$pid" 2>/dev/null
+    "$train" --resume "$work/$name-c" "$data" >"$work/$name-c2.log" 2>&1
+    cmp -s <(losses "$work/$name-a/metrics.csv") <(losses "$work/$name-c/metrics.csv") &&
+        [ "$(losses "$work/$name-a/metrics.csv" | wc -l)" -gt 100 ]
+    check "cli_${name}_sigkill_resume_bit_exact" $? "train_loss after SIGKILL and --resume differs (log: $(tail -2 "$work/$name-c2.log"))"
+    local g c
+    g=$("$train" eval "$work/$name-a" "$data" --split val --device cuda 2>/dev/null | grep '^eval:' | sed 's/.*bpc=\([0-9.]*\).*/\1/')
+    c=$("$train" eval "$work/$name-a" "$data" --split val --device cpu --threads 2 2>/dev/null | grep '^eval:' | sed 's/.*bpc=\([0-9.]*\).*/\1/')
+    awk -v g="$g" -v c="$c" 'BEGIN { exit !(g != "" && c != "" && (g - c) < 1e-4 * c && (c - g) < 1e-4 * c) }'
+    check "cli_${name}_gpu_checkpoint_on_cpu" $? "bpc on the GPU $g, on the CPU $c"
+    "$train" sample "$work/$name-a" --device cuda --len 300 --num-samples 2 >"$work/$name-s.log" 2>&1
+    local r=$?
+    [ $r -eq 0 ] && [ "$(wc -c <"$work/$name-s.log")" -ge 600 ]
+    check "cli_${name}_sample_on_gpu" $? "rc $r; $(tail -2 "$work/$name-s.log")"
+}
+variant_resume gau --model gau --qk-dim 32
+variant_resume taylor --group-size 32 --qk-dim 16 --linear-attn taylor
 
 g=$("$train" eval "$work/a" "$data" --split val --device cuda 2>/dev/null | grep '^eval:' | sed 's/.*bpc=\([0-9.]*\).*/\1/')
 c=$("$train" eval "$work/a" "$data" --split val --device cpu --threads 2 2>/dev/null | grep '^eval:' | sed 's/.*bpc=\([0-9.]*\).*/\1/')

@@ -1,13 +1,16 @@
 #!/usr/bin/env bash
-# tests/run_cuda_sanitize.sh DATA [TOOLS]: compute-sanitizer over the CUDA code (make
+# tests/run_cuda_sanitize.sh DATA [TOOLS [PARTS]]: compute-sanitizer over the CUDA code (make
 # test-cuda-sanitize, on a machine with a GPU). TOOLS (default: memcheck racecheck initcheck
-# synccheck) each run over build/f32/test_cuda, a short training run in fp32 and in bf16 (a
-# small model: validation, a sample and a checkpoint inside), and ./train sample on the bf16
-# run. Each line "ok TOOL WHAT" needs the tool's "0 errors" and the program's exit 0.
+# synccheck) each run over PARTS (default: all of them, "unit flash gau taylor"): unit is
+# build/f32/test_cuda; flash, gau and taylor are a short training run of that model in fp32
+# and in bf16 (a small model: validation, a sample and a checkpoint inside) and ./train
+# sample on the bf16 run. Each line "ok TOOL WHAT" needs the tool's "0 errors" and the
+# program's exit 0.
 # Ends with "N passed, N failed, N skipped".
 set -u
 data=$1
 tools=${2:-memcheck racecheck initcheck synccheck}
+parts=${3:-unit flash gau taylor}
 train=${FLASH_TRAIN_BIN:-./train}
 passed=0; failed=0; skipped=0
 work=$(mktemp -d /tmp/flash-cuda-san.XXXXXX)
@@ -17,7 +20,7 @@ if [ -z "$cs" ] || ! nvidia-smi >/dev/null 2>&1; then
     echo "skip compute-sanitizer: $([ -z "$cs" ] && echo 'no compute-sanitizer' || echo 'no GPU')"
     echo "0 passed, 0 failed, 1 skipped"; exit 0
 fi
-S="--dim 64 --depth 2 --group-size 32 --qk-dim 32 --seq-len 96 --batch 2 --accum 2 --steps 3 --warmup 1
+S="--dim 64 --depth 2 --seq-len 96 --batch 2 --accum 2 --steps 3 --warmup 1
    --eval-every 3 --eval-windows 2 --sample-every 3 --sample-len 16 --sample-prime 8 --ckpt-every 3"
 one() {  # tool, name, command...
     local tool=$1 name=$2; shift 2
@@ -33,15 +36,21 @@ one() {  # tool, name, command...
         failed=$((failed + 1))
     fi
 }
+S_flash=(--group-size 32 --qk-dim 32); S_gau=(--model gau --qk-dim 32); S_taylor=(--group-size 32 --qk-dim 16 --linear-attn taylor)
 for t in $tools; do
-    one "$t" test_cuda build/f32/test_cuda
-    # shellcheck disable=SC2086
-    one "$t" train_fp32 "$train" $S --device cuda --precision fp32 --out "$work/$t-fp32" "$data"
-    # shellcheck disable=SC2086
-    one "$t" train_bf16 "$train" $S --device cuda --precision bf16 --out "$work/$t-bf16" "$data"
-    if [ -d "$work/$t-bf16" ]; then
-        one "$t" sample "$train" sample "$work/$t-bf16" --device cuda --len 40 --num-samples 3
-    fi
+    for part in $parts; do
+        if [ "$part" = unit ]; then one "$t" test_cuda build/f32/test_cuda; continue; fi
+        declare -n extra="S_$part"
+        for prec in fp32 bf16; do
+            # shellcheck disable=SC2086
+            one "$t" "${part}_train_$prec" "$train" $S "${extra[@]}" --device cuda --precision $prec \
+                --out "$work/$t-$part-$prec" "$data"
+        done
+        if [ -d "$work/$t-$part-bf16" ]; then
+            one "$t" "${part}_sample" "$train" sample "$work/$t-$part-bf16" --device cuda --len 40 --num-samples 3
+        fi
+        unset -n extra
+    done
 done
 echo "$passed passed, $failed failed, $skipped skipped"
 [ "$failed" -eq 0 ]

@@ -6,7 +6,13 @@
  * prefix sum S of the finished groups and the gate, and one product for to_out. The
  * position lives in device memory and every launch reads it from there, so one step is
  * the same sequence of launches at every position: it is captured once as a CUDA graph
- * and replayed per byte (launching ~50 kernels one by one would cost more than they run). */
+ * and replayed per byte (launching ~50 kernels one by one would cost more than they run).
+ *
+ * --linear-attn taylor keeps, per layer and sequence, St = sum phi(lin_k)^T [v | 1] over the
+ * finished groups (F x (e+1)) in place of S; the attention kernel then leaves the linear
+ * part and the gate to dec_taylor_read_kernel, and dec_taylor_fold_kernel adds a group to
+ * St when it completes. A taylor prompt is fed byte by byte (no hand-over from the parallel
+ * forward). --model gau samples through gau_decode.cu instead. */
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -18,6 +24,7 @@ typedef struct CudaDecoder {
     int nseq, max_prompt;
     float *arena;
     float *kv, *gq, *gk, *gv, *prev;        /* state per layer and sequence */
+    float *tst, *qlin;                      /* taylor: St per layer and sequence; this step's lin_q */
     float *h, *xs, *stat, *hid_u, *hid, *gated, *lnf, *logits;
     int *d_tok, *d_pos;
     int *h_tok;                             /* pinned: the step's tokens */
@@ -90,7 +97,7 @@ __global__ void dec_attend_kernel(float *gated, float *kv, float *gq, float *gk,
                                   const float *hid, const int *pos, const float *gamma,
                                   const float *beta, const float *freqs, const float *rel_bias,
                                   int e, int s, int r, int C, int H, int laplace, const float *xn,
-                                  float *prev, int d) {
+                                  float *prev, int d, float *qlin) {
     extern __shared__ float sh[];
     float *q4 = sh, *a = sh + 4 * s, *part = a + C;   /* part: DEC_WARPS x DEC_F */
     const int i = blockIdx.x, tid = threadIdx.x, nt = blockDim.x;
@@ -124,7 +131,11 @@ __global__ void dec_attend_kernel(float *gated, float *kv, float *gq, float *gk,
     float *Gq = gq + (size_t)i * C * s, *Gk = gk + (size_t)i * C * s, *Gv = gv + (size_t)i * C * e;
     float *S = kv + (size_t)i * s * e;
     if (blockIdx.y == 0)
-        for (int f = tid; f < s; f += nt) { Gq[(size_t)j * s + f] = kq[f]; Gk[(size_t)j * s + f] = kl[f]; }
+        for (int f = tid; f < s; f += nt) {
+            Gq[(size_t)j * s + f] = kq[f];
+            Gk[(size_t)j * s + f] = kl[f];
+            if (qlin) qlin[(size_t)i * s + f] = ql[f];   /* taylor: its read-out takes lin_q */
+        }
     const float inv_C = 1.0f / C, bias_scale = sqrtf((float)s);
     /* four lanes per key, eight keys per warp at once (a warp per key left the block 32
        keys deep in a serial chain at the group's end): each lane a quarter of the s
@@ -153,17 +164,19 @@ __global__ void dec_attend_kernel(float *gated, float *kv, float *gq, float *gk,
 #pragma unroll 8
         for (int k = warp; k < j; k += DEC_WARPS) acc += a[k] * Gv[(size_t)k * e + f];
         if (warp == j % DEC_WARPS) acc += a[j] * v;
+        if (!qlin)
 #pragma unroll 8
-        for (int q = warp; q < s; q += DEC_WARPS) acc += ql[q] * S[(size_t)q * e + f];
+            for (int q = warp; q < s; q += DEC_WARPS) acc += ql[q] * S[(size_t)q * e + f];
     }
     part[warp * DEC_F + lane] = acc;
     __syncthreads();
     if (warp == 0 && live) {
         float sum = 0;
         for (int w = 0; w < DEC_WARPS; w++) sum += part[w * DEC_F + lane];
-        gated[(size_t)i * e + f] = hrow[e + f] * sum;
+        /* taylor: the quadratic part only; dec_taylor_read_kernel adds the linear one and gates */
+        gated[(size_t)i * e + f] = qlin ? sum : hrow[e + f] * sum;
     }
-    if (j == C - 1 && live) {
+    if (j == C - 1 && live && !qlin) {
         /* every warp has read S above (barrier): each now updates its own rows q */
         for (int q = warp; q < s; q += DEC_WARPS) {
             float sum = 0;
@@ -176,6 +189,68 @@ __global__ void dec_attend_kernel(float *gated, float *kv, float *gq, float *gk,
 }
 
 __global__ void dec_advance_kernel(int *pos) { pos[0] += 1; }
+
+/* phi(x) feature k of x (width s), alpha already applied: [1, x, vec(x x^T) / sqrt 2] */
+__device__ __forceinline__ float dec_taylor_feature(const float *x, int k, int s) {
+    if (k == 0) return 1.0f;
+    if (k <= s) return x[k - 1];
+    const int q = k - 1 - s;
+    return x[q / s] * x[q % s] * 0.70710678118654752f;
+}
+
+/* Taylor read-out, one sequence (blockIdx.x) and DEC_F value features (blockIdx.y):
+   [num | den] = phi(lin_q / sqrt s) St, gated = gate * (att + num / max(den, 1e-5)), att
+   being the quadratic part dec_attend_kernel left in gated. Shared: phi (F), the warps'
+   partial sums and the den partials. */
+__global__ void dec_taylor_read_kernel(float *gated, const float *hid, const float *qlin, const float *tst,
+                                       int e, int s, int H) {
+    extern __shared__ float sh[];
+    const int F = 1 + s + s * s, E1 = e + 1;
+    float *fq = sh, *part = sh + F, *dpart = part + DEC_WARPS * DEC_F;
+    const int i = blockIdx.x, tid = threadIdx.x, nt = blockDim.x, lane = tid % 32, warp = tid / 32;
+    const float *S = tst + (size_t)i * F * E1;
+    if (tid < s) dpart[DEC_WARPS + tid] = qlin[(size_t)i * s + tid] * rsqrtf((float)s);
+    __syncthreads();
+    const float *y = dpart + DEC_WARPS;
+    float den = 0;
+    for (int k = tid; k < F; k += nt) {
+        const float v = dec_taylor_feature(y, k, s);
+        fq[k] = v;
+        den += v * S[(size_t)k * E1 + e];
+    }
+    den = warp_sum(den);
+    if (lane == 0) dpart[warp] = den;
+    __syncthreads();
+    const int f = blockIdx.y * DEC_F + lane;
+    float acc = 0;
+    if (f < e)
+        for (int k = warp; k < F; k += DEC_WARPS) acc += fq[k] * S[(size_t)k * E1 + f];
+    part[warp * DEC_F + lane] = acc;
+    __syncthreads();
+    if (warp == 0 && f < e) {
+        float num = 0, dn = 0;
+        for (int w = 0; w < DEC_WARPS; w++) { num += part[w * DEC_F + lane]; dn += dpart[w]; }
+        dn = dn > 1e-5f ? dn : 1e-5f;
+        const float *hrow = hid + (size_t)i * H;
+        gated[(size_t)i * e + f] = hrow[e + f] * (gated[(size_t)i * e + f] + num / dn);
+    }
+}
+
+/* When the position closes its group (t mod C = C - 1): St += phi(lin_k)^T [v | 1] over the
+   group's cached rows. One thread per entry of St: sequence blockIdx.x, column blockIdx.y *
+   32 + lane (column e is the normaliser's), feature blockIdx.z * DEC_WARPS + warp. */
+__global__ void dec_taylor_fold_kernel(float *tst, const float *gk, const float *gv, const int *pos, int C,
+                                       int e, int s) {
+    if ((int)(pos[0] % C) != C - 1) return;
+    const int F = 1 + s + s * s, E1 = e + 1;
+    const int i = blockIdx.x, c = blockIdx.y * 32 + threadIdx.x % 32, k = blockIdx.z * DEC_WARPS + threadIdx.x / 32;
+    if (c > e || k >= F) return;
+    const float *Gk = gk + (size_t)i * C * s, *Gv = gv + (size_t)i * C * e;
+    float sum = 0;
+    for (int r = 0; r < C; r++)
+        sum += dec_taylor_feature(Gk + (size_t)r * s, k, s) * (c < e ? Gv[(size_t)r * e + c] : 1.0f);
+    tst[(size_t)i * F * E1 + (size_t)k * E1 + c] += sum;
+}
 
 /* ---- the fused step for a few sequences (n <= DEC_FUSED_SEQ) ----------------------------
    A byte costs as many graph nodes as it has launches, each a few microseconds with little
@@ -409,7 +484,7 @@ static void dec_launch_step(Model *m) {
     dec_embed_kernel<<<(n * d + 255) / 256, 256, 0, st>>>(dc->h, dc->d_tok, dc->d_pos, p->tok_emb,
                                                           p->pos_scale, p->inv_freq, n, d);
     const size_t shmem = sizeof(float) * (4 * (size_t)s + C + DEC_WARPS * DEC_F);
-    const int fused = dc->fused;
+    const int fused = dc->fused, F = config_taylor_width(c), taylor = F > 0;
     /* bf16 precision: the fused products read the weights' bf16 twin, as the forward does */
     const __nv_bfloat16 *wb = cm->use_bf16 && cm->params_h ? (const __nv_bfloat16 *)cm->params_h : NULL;
     for (int l = 0; l < L; l++) {
@@ -431,7 +506,15 @@ static void dec_launch_step(Model *m) {
             dc->gated, dc->kv + (size_t)l * n * s * e, dc->gq + (size_t)l * n * C * s,
             dc->gk + (size_t)l * n * C * s, dc->gv + (size_t)l * n * C * e, dc->hid, dc->d_pos, P->gamma,
             P->beta, P->rot_freqs, P->rel_bias, e, s, r, C, H, (c->attn_fn == ATTN_LAPLACE),
-            fused && c->shift_tokens ? dc->xs : NULL, prev, d);
+            fused && c->shift_tokens ? dc->xs : NULL, prev, d, taylor ? dc->qlin : NULL);
+        if (taylor) {
+            float *St = dc->tst + (size_t)l * n * F * (e + 1);
+            dec_taylor_read_kernel<<<grid, 32 * DEC_WARPS, sizeof(float) * (F + DEC_WARPS * DEC_F + DEC_WARPS + s), st>>>(
+                dc->gated, dc->hid, dc->qlin, St, e, s, H);
+            dim3 fg(n, (e + 1 + 31) / 32, (F + DEC_WARPS - 1) / DEC_WARPS);
+            dec_taylor_fold_kernel<<<fg, 32 * DEC_WARPS, 0, st>>>(St, dc->gk + (size_t)l * n * C * s,
+                                                                   dc->gv + (size_t)l * n * C * e, dc->d_pos, C, e, s);
+        }
         /* h += gated Wo^T + bo */
         if (fused && wb) {
             dec_fused_out(dc, wb + (P->wo - cm->params), P->bo, n, d, e, st);
@@ -457,6 +540,7 @@ static void dec_launch_step(Model *m) {
 
 void cuda_decoder_close(Model *m) {
     CudaModel *cm = (CudaModel *)m->impl;
+    if (cm && cm->gau_dec) gau_cuda_decoder_close(m);
     if (!cm || !cm->dec) return;
     CudaDecoder *dc = cm->dec;
     if (dc->graph_ready) cudaGraphExecDestroy(dc->graph);
@@ -476,16 +560,7 @@ int cuda_decoder_open(Model *m, int nseq, int max_prompt, char *err, size_t errl
     const size_t C = c->group_size, V = c->num_tokens, H = 2 * e + s, n = nseq;
     cuda_decoder_close(m);
     if (nseq < 1) { snprintf(err, errlen, "the decoder needs at least one sequence"); return -1; }
-    if (c->model == MODEL_GAU) {
-        snprintf(err, errlen, "the CUDA decoder has no FLASH-Quad (gau) layer yet: sample a --model gau model with "
-                 "--device cpu");
-        return -1;
-    }
-    if (c->linear_attn == LINEAR_TAYLOR) {
-        snprintf(err, errlen, "the CUDA decoder has no Taylor linear attention yet: sample a --linear-attn taylor "
-                 "model with --device cpu");
-        return -1;
-    }
+    if (c->model == MODEL_GAU) return gau_cuda_decoder_open(m, nseq, max_prompt, err, errlen);
     if (4 * s + C + DEC_WARPS * DEC_F > CUDA_MAX_GROUP) {   /* dec_attend_kernel's shared memory */
         snprintf(err, errlen, "the CUDA decoder holds 4 query_key_dim + group_size + %d floats in shared memory, "
                  "at most %d (here %zu); sample this model on the CPU", DEC_WARPS * DEC_F, CUDA_MAX_GROUP,
@@ -506,10 +581,11 @@ int cuda_decoder_open(Model *m, int nseq, int max_prompt, char *err, size_t errl
     /* FLASH_CUDA_DECODE_FUSED=0 takes the cuBLAS path for any count (A/B runs, tests) */
     const char *fz = getenv("FLASH_CUDA_DECODE_FUSED");
     dc->fused = dec_fused_ok(nseq, (int)d, (int)e) && !(fz && strcmp(fz, "0") == 0);
+    const size_t F = config_taylor_width(c);
     const size_t counts[] = {L * n * s * e, L * n * C * s, L * n * C * s, L * n * C * e, L * n * d,
-                             n * d, n * d, n * 2, n * H, n * H, n * e, n * d, n * V};
+                             n * d, n * d, n * 2, n * H, n * H, n * e, n * d, n * V, L * n * F * (e + 1), n * s};
     float **ptrs[] = {&dc->kv, &dc->gq, &dc->gk, &dc->gv, &dc->prev, &dc->h, &dc->xs, &dc->stat,
-                      &dc->hid_u, &dc->hid, &dc->gated, &dc->lnf, &dc->logits};
+                      &dc->hid_u, &dc->hid, &dc->gated, &dc->lnf, &dc->logits, &dc->tst, &dc->qlin};
     size_t total = 0;
     for (size_t k = 0; k < sizeof counts / sizeof counts[0]; k++) total += (counts[k] + 63) / 64 * 64;
     if (cuda_fail(cudaMalloc((void **)&dc->arena, total * sizeof(float)), "memory for the decoder", err, errlen) ||
@@ -561,21 +637,26 @@ static int dec_step(Model *m, const int *tokens, float *logits) {
 
 int cuda_decoder_step(Model *m, const int *tokens, float *logits) {
     CudaModel *cm = (CudaModel *)m->impl;
+    if (cm->gau_dec) return gau_cuda_decoder_step(m, tokens, logits);
     if (!cm->dec) return -1;
     return dec_step(m, tokens, logits);
 }
 
 int cuda_decoder_prefill(Model *m, const int *prompt, int P, float *logits) {
     CudaModel *cm = (CudaModel *)m->impl;
+    if (cm->gau_dec) return gau_cuda_decoder_prefill(m, prompt, P, logits);
     CudaDecoder *dc = cm->dec;
     if (!dc || P < 1 || P > dc->max_prompt) return -1;
     const FlashConfig *c = &m->cfg;
     const int n = dc->nseq, d = c->dim, e = config_hidden(c), s = c->query_key_dim;
     const int C = c->group_size, V = c->num_tokens, L = c->depth, H = 2 * e + s;
-    const int P0 = P / C * C;
+    const size_t F = config_taylor_width(c);
+    /* taylor: the whole prompt byte by byte (the parallel forward hands over no St) */
+    const int P0 = F ? 0 : P / C * C;
     cudaStream_t st = cm->st;
-    /* reset: S = 0, prev = 0, position 0 */
+    /* reset: S = 0 (St = 0), prev = 0, position 0 */
     cudaMemsetAsync(dc->kv, 0, sizeof(float) * (size_t)L * n * s * e, st);
+    if (F) cudaMemsetAsync(dc->tst, 0, sizeof(float) * (size_t)L * n * F * (e + 1), st);
     cudaMemsetAsync(dc->prev, 0, sizeof(float) * (size_t)L * n * d, st);
     int zero = 0;
     cudaMemcpyAsync(dc->d_pos, &zero, sizeof(int), cudaMemcpyHostToDevice, st);

@@ -529,6 +529,25 @@ static double cu_forward(Model *m, const int *tokens, int B, int T, float *losse
     return loss;
 }
 
+int cuda_forward_last(Model *m, const int *tokens, int B, int T, float *logits) {
+    CudaModel *cm = CM(m);
+    const int V = m->cfg.num_tokens, Tp = round_up(T, cuda_pad_unit(&m->cfg));
+    const size_t ntok = (size_t)B * (T + 1);
+    if (T < 1 || Tp > cm->capTp || B > cm->capB || ntok > cm->stage_ints) {
+        fprintf(stderr, "internal error: a forward of %d x %d exceeds the CUDA model's capacity\n", B, T);
+        return -1;
+    }
+    cudaStream_t st = cm->st;
+    memcpy(cm->h_stage, tokens, ntok * sizeof(int));
+    cudaMemcpyAsync(cm->d_stage, cm->h_stage, ntok * sizeof(int), cudaMemcpyHostToDevice, st);
+    cuda_forward_pass(m, cm->d_stage, T + 1, B, T, Tp, 1.0, cm->scalars + 1, 1);
+    cudaMemcpy2DAsync(logits, sizeof(float) * V, ACT(cm, A_LOGITS) + (size_t)(T - 1) * V,
+                      sizeof(float) * (size_t)Tp * V, sizeof(float) * V, B, cudaMemcpyDeviceToHost, st);
+    cudaError_t e = cudaStreamSynchronize(st);
+    if (e != cudaSuccess) { fprintf(stderr, "CUDA error in the forward: %s\n", cudaGetErrorString(e)); return -1; }
+    return 0;
+}
+
 /* cuBLAS's rate at C = A B^T (M x N x K) in the model's precision: bf16 operands and fp32
    output as the step's products, or fp32 without TF32; best of three trials >= 0.2 s */
 static double cu_gemm_rate(Model *m, int M, int N, int K) {

@@ -80,8 +80,10 @@ typedef struct {
     int prof;
     cudaEvent_t ev[64];
     double prof_s[32];               /* seconds per profile phase */
-    /* the recurrent decoder's state (cuda_decode.cu), NULL until opened */
+    /* the recurrent decoder's state (cuda_decode.cu), NULL until opened; gau's sampler
+       (gau_decode.cu) instead for --model gau */
     struct CudaDecoder *dec;
+    struct CudaGauDecoder *gau_dec;
 } CudaModel;
 
 /* The Taylor part's widths: F features stored Fp wide (zero features after F), a state row
@@ -149,6 +151,14 @@ void cuda_forward_pass(Model *m, const int *d_tok, int tstride, int B, int T, in
 
 /* decoder (cuda_decode.cu) */
 int cuda_decoder_open(Model *m, int nseq, int max_prompt, char *err, size_t errlen);
+/* the forward over B sequences of T tokens (rows of T + 1 as accumulate takes them; the last
+   column unused) and the logits of each one's last row (B x V, host) (cuda_model.cu) */
+int cuda_forward_last(Model *m, const int *tokens, int B, int T, float *logits);
+/* --model gau's sampler (gau_decode.cu), behind cuda_decoder_*: a forward per byte */
+int gau_cuda_decoder_open(Model *m, int nseq, int max_prompt, char *err, size_t errlen);
+int gau_cuda_decoder_prefill(Model *m, const int *prompt, int P, float *logits);
+int gau_cuda_decoder_step(Model *m, const int *tokens, float *logits);
+void gau_cuda_decoder_close(Model *m);
 int cuda_decoder_prefill(Model *m, const int *prompt, int P, float *logits);
 int cuda_decoder_step(Model *m, const int *tokens, float *logits);
 void cuda_decoder_close(Model *m);
