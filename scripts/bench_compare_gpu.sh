@@ -137,7 +137,7 @@ add_torch bf16
 
 declare -A tok=() extra=() fails=() best=()
 field() { sed -n "s/.*[ :]$1=\\([^ ]*\\).*/\\1/p" | tail -1; }
-median() { sort -g | awk '{v[NR]=$1} END {if (NR) print (NR%2 ? v[(NR+1)/2] : (v[NR/2]+v[NR/2+1])/2)}'; }
+median() { sort -g | awk '{v[NR]=$1} END {if (NR) { m = NR%2 ? v[(NR+1)/2] : (v[NR/2]+v[NR/2+1])/2; printf (m >= 1000 ? "%.1f\n" : "%.4f\n"), m } }'; }
 
 run_job() {  # $1 = job, $2 = round
     local job=$1 r=$2 kind=${1%%:*} what=${1#*:} cmd out rc=0 last t

@@ -98,6 +98,13 @@ int cmd_bench(int argc, char **argv) {
     double gemm = model_gemm_rate(m, M, N, K);
     printf("gemm: %d x %d x %d (A B^T), %s, %s: %.1f GFLOP/s\n", M, N, K,
            info.blas, info.precision, gemm);
+    /* the device's peak as this call measures it: a large square product in the model's
+       precision (bf16 operands on the GPU in bf16), the denominator of the MFU below */
+    const int PK = info.device_bytes > 0 ? 8192 : 1024;
+    double peak = model_gemm_rate(m, PK, PK, PK);
+    if (peak < gemm) peak = gemm;   /* the step's own product may run faster still */
+    printf("peak: %d x %d x %d (A B^T), %s, %s: %.1f GFLOP/s (the MFU's denominator)\n", PK, PK, PK,
+           info.blas, info.precision, peak);
 
     /* the same B sequences in each of the A micro-batches */
     int *tok = malloc(sizeof(int) * (size_t)A * B * (T + 1));
@@ -151,7 +158,15 @@ int cmd_bench(int argc, char **argv) {
            steps, t_run, t_run / steps, median, step_s[0], step_s[steps - 1], loss);
     printf("throughput (median step): %.0f tokens/s; %.1f GFLOP/s by the FLOP model (%.1f MFLOP per token, fwd+bwd = 3x fwd)\n",
            tps, step_gflops, 3 * flops_per_token_forward(c, T) / 1e6);
-    printf("ratio to the GEMM rate measured above: %.3f\n", step_gflops / gemm);
+    printf("ratio to the GEMM rate measured above: %.3f; model FLOP utilisation (MFU) against the peak "
+           "measured above: %.3f\n", step_gflops / gemm, step_gflops / peak);
+    long p_steps = 0, p_tokens = 0;
+    if (options_given(&o, "--preset") && !options_preset_budget(o.preset, &p_steps, &p_tokens)) {
+        const double total = (double)p_steps * p_tokens, hours = total / (tps * R) / 3600;
+        printf("projected: --preset %s's %ld steps of %ld tokens (%.2fG tokens) at this rate (%.0f tokens/s%s): "
+               "%.1f hours (%.1f days)\n", o.preset, p_steps, p_tokens, total / 1e9, tps * R,
+               R > 1 ? ", all ranks" : "", hours, hours / 24);
+    }
     printf("where a step's time goes (ms per step, forward / backward):\n");
     const char *names[64];
     double secs[64];
@@ -183,8 +198,9 @@ int cmd_bench(int argc, char **argv) {
                info.device_bytes / 1048576.0, info.state_bytes / 1048576.0, info.activation_bytes / 1048576.0,
                info.micro_batch);
     }
-    printf("bench: tok_per_s=%.1f step_gflops=%.1f gemm_gflops=%.1f ratio=%.3f threads=%d core=%s\n",
-           tps, step_gflops, gemm, step_gflops / gemm, info.threads, info.kernels[0] ? info.kernels : "none");
+    printf("bench: tok_per_s=%.1f step_gflops=%.1f gemm_gflops=%.1f ratio=%.3f peak_gflops=%.1f mfu=%.3f "
+           "threads=%d core=%s\n", tps, step_gflops, gemm, step_gflops / gemm, peak, step_gflops / peak,
+           info.threads, info.kernels[0] ? info.kernels : "none");
     free(tok); free(step_s);
     model_close(m);
     return 0;

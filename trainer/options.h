@@ -67,6 +67,9 @@ int options_parse(Options *o, Command cmd, int argc, char **argv, char *err, siz
 void options_print_help(FILE *f, Command cmd);
 /* 1 when FLAG (e.g. "--steps") was on the command line. */
 int options_given(const Options *o, const char *flag);
+/* A preset's training budget: its steps and tokens per step (one rank). 0, or -1 for an
+   unknown name. */
+int options_preset_budget(const char *name, long *steps, long *tokens_per_step);
 /* The first flag on the command line that is not in the NULL-terminated list, or NULL. */
 const char *options_given_other(const Options *o, const char *const *allowed);
 /* 0, or -1 with a message for values that cannot run. */

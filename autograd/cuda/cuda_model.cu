@@ -606,7 +606,14 @@ static const ModelBackend CUDA_BACKEND = {
     cu_update, cu_forward, cuda_decoder_open, cuda_decoder_prefill, cuda_decoder_step,
     cuda_decoder_close, cu_profile, cu_profile_read, cu_gemm_rate};
 
+int gau_chunk_cfg = 0;
+
 extern "C" int cuda_model_open(Model *m, char *err, size_t errlen) {
+    if (!gau_chunk_cfg) {   /* once per process: every model's arena and attention agree */
+        const char *gc = getenv("FLASH_GAU_CHUNK_ROWS");
+        const int v = gc ? atoi(gc) : 0;
+        gau_chunk_cfg = v >= 64 && v <= 1024 && v % 64 == 0 ? v : GAU_CHUNK_ROWS;
+    }
     const FlashConfig *c = &m->cfg;
     const ModelOptions *o = &m->opt;
     CudaModel *cm = (CudaModel *)calloc(1, sizeof *cm);

@@ -104,10 +104,13 @@ static inline TaylorDims taylor_dims(const FlashConfig *c) {
    that its scratch grows linearly with T */
 #define GAU_PAD_ROWS 64
 #define GAU_CHUNK_ROWS 256
+/* the chunk's rows in use: GAU_CHUNK_ROWS, or FLASH_GAU_CHUNK_ROWS (a multiple of 64 up to
+   1,024, for A/B runs) as the first model opened found it (cuda_model.cu) */
+extern int gau_chunk_cfg;
 static inline int cuda_pad_unit(const FlashConfig *c) {
     return c->model == MODEL_GAU ? GAU_PAD_ROWS : c->group_size;
 }
-static inline int gau_chunk_rows(int Tp) { return Tp < GAU_CHUNK_ROWS ? Tp : GAU_CHUNK_ROWS; }
+static inline int gau_chunk_rows(int Tp) { return Tp < gau_chunk_cfg ? Tp : gau_chunk_cfg; }
 
 #define CM(m) ((CudaModel *)(m)->impl)
 #define ACT(cm, k) ((float *)((char *)(cm)->arena + (cm)->off[k]))
