@@ -114,9 +114,13 @@ int cmd_bench(int argc, char **argv) {
     rng_seed(&rng, o.seed);
     for (int i = 0; i < B * (T + 1); i++) tok[i] = (int)rng_below(&rng, (uint64_t)c->num_tokens);
     for (int a = 1; a < A; a++) memcpy(tok + (size_t)a * B * (T + 1), tok, sizeof(int) * (size_t)B * (T + 1));
-    printf("model: %zu trained parameters, d %d, L %d, e %d, s %d, C %d; batch %d x %d x %d tokens; "
+    char shape[96];
+    if (c->model == MODEL_GAU) snprintf(shape, sizeof shape, "gau (attention over the whole sequence)");
+    else snprintf(shape, sizeof shape, "C %d%s", c->group_size,
+                  c->linear_attn == LINEAR_TAYLOR ? ", taylor linear attention" : "");
+    printf("model: %zu trained parameters, d %d, L %d, e %d, s %d, %s; batch %d x %d x %d tokens; "
            "activations %.0f MiB\n", model_table(m)->n_trained, c->dim, c->depth, config_hidden(c),
-           c->query_key_dim, c->group_size, A, B, T, info.activation_bytes / 1048576.0);
+           c->query_key_dim, shape, A, B, T, info.activation_bytes / 1048576.0);
     double t_run = 0, loss = 0, t_opt = 0;
     /* On the GPU the timed steps run unprofiled (profiling events would break the step's
        graph apart), and the breakdown comes from as many profiled steps after them; on the

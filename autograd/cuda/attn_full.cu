@@ -1,6 +1,6 @@
 /* autograd/cuda/attn_full.cu: FLASH-Quad's attention over the whole sequence (layer.h):
  * out_i = sum_{j <= i} phi((q_i . k_j + sqrt(d) bias[bucket(i - j)]) / T) v_j, with T the
- * sequence's length, and its backward. It runs GAU_CHUNK_ROWS query rows at a time (all
+ * sequence's length, and its backward. It runs a chunk of query rows at a time (all
  * sequences of the micro-batch together) against the keys up to the chunk's last row, so the
  * scores of one chunk exist at a time: memory linear in T, the products cuBLAS's tensor-core
  * GEMMs. The backward recomputes each chunk's scores and takes the chunks last to first, so
@@ -9,7 +9,7 @@
 #include "layer.h"
 
 void attn_full_forward(CudaModel *cm, const LayerActs *a, const CudaShape *sh, float out_beta, cudaStream_t st) {
-    const int B = sh->B, Tp = sh->Tp, s = sh->s, e = sh->e, H = sh->H, tcmax = gau_chunk_rows(Tp);
+    const int B = sh->B, Tp = sh->Tp, s = sh->s, e = sh->e, H = sh->H, tcmax = gau_chunk_rows(Tp, cm->use_bf16);
     const long long sQ = (long long)Tp * s, sV = (long long)Tp * H, sO = (long long)Tp * e;
     const size_t bstride = (size_t)tcmax * Tp;
     const float *q = a->qk4, *k = a->qk4 + sh->Ns;
@@ -34,7 +34,7 @@ void attn_full_forward(CudaModel *cm, const LayerActs *a, const CudaShape *sh, f
 
 void attn_full_backward(CudaModel *cm, const LayerActs *a, const LayerGrads *g, const CudaShape *sh, float dv_beta,
                         cudaStream_t st) {
-    const int B = sh->B, Tp = sh->Tp, s = sh->s, e = sh->e, H = sh->H, tcmax = gau_chunk_rows(Tp);
+    const int B = sh->B, Tp = sh->Tp, s = sh->s, e = sh->e, H = sh->H, tcmax = gau_chunk_rows(Tp, cm->use_bf16);
     const int nchunks = (Tp + tcmax - 1) / tcmax;
     const long long sQ = (long long)Tp * s, sV = (long long)Tp * H, sO = (long long)Tp * e;
     const size_t bstride = (size_t)tcmax * Tp;

@@ -15,9 +15,12 @@ static void features(CudaModel *cm, const LayerActs *a, const CudaShape *sh, con
     const int s = sh->s;
     const float *Ql = a->qk4 + Ns, *Kl = a->qk4 + 3 * Ns;
     const bf16 *Ql_h = a->qk4_h ? a->qk4_h + Ns : NULL, *Kl_h = a->qk4_h ? a->qk4_h + 3 * Ns : NULL;
-    taylor_features_cuda(ACT(cm, A_TFQ), TW(TWIN(cm, H_TFQ)), Ql, TW(Ql_h), sh->N, s, t->F, t->Fp,
+    /* bf16: the products read the features' twins only, so the fp32 rows are not written */
+    const int bf = cm->use_bf16;
+    taylor_features_cuda(bf ? NULL : ACT(cm, A_TFQ), TW(TWIN(cm, H_TFQ)), Ql, TW(Ql_h), sh->N, s, t->F, t->Fp,
                          1.0f / sqrtf((float)s), st);
-    taylor_features_cuda(ACT(cm, A_TFK), TW(TWIN(cm, H_TFK)), Kl, TW(Kl_h), sh->N, s, t->F, t->Fp, 1.0f, st);
+    taylor_features_cuda(bf ? NULL : ACT(cm, A_TFK), TW(TWIN(cm, H_TFK)), Kl, TW(Kl_h), sh->N, s, t->F, t->Fp, 1.0f,
+                         st);
 }
 
 void attn_taylor_forward(CudaModel *cm, const LayerActs *a, const CudaShape *sh, float out_beta, cudaStream_t st) {
@@ -31,8 +34,9 @@ void attn_taylor_forward(CudaModel *cm, const LayerActs *a, const CudaShape *sh,
     /* each group's KV = fk^T v (columns 0..e-1 of its state rows) and Z = fk^T 1 (column e) */
     cuda_gemm(cm, 1, 0, F, e, C, 1, fk, fk_h, F, CF, a->hid, a->hid_h, H, CH, 0, a->tkv, E1p, SE, BG);
     cuda_gemm(cm, 1, 0, F, 1, C, 1, fk, fk_h, F, CF, ones, ones_h, 1, 0, 0, a->tkv + e, E1p, SE, BG);
-    /* S_g = the sum over groups before g (the padding columns stay 0) */
-    group_scan_cuda(a->tkv, sh->B, sh->G, t.SE, 0, TW(a->tkv_h), 0, st);
+    /* S_g = the sum over groups before g (the padding columns stay 0); bf16: into the twin
+       only, which is all that the products after it read */
+    group_scan_cuda(a->tkv, sh->B, sh->G, t.SE, 0, TW(a->tkv_h), a->tkv_h != NULL, st);
     /* [num | den] = fq S_g, then lin_out = num / max(den, eps) into out */
     cuda_gemm(cm, 0, 0, C, E1p, F, 1, fq, fq_h, F, CF, a->tkv, a->tkv_h, E1p, SE, 0, nd, E1p, CE, BG);
     taylor_norm_forward_cuda(a->ty, a->tden, a->att_h ? NULL : a->att, TW(a->att_h), nd, E1p, sh->N, e, TAYLOR_EPS,

@@ -263,7 +263,7 @@ static size_t layout(const FlashConfig *c, int capB, int capTp, int bf16, size_t
         n[A_SIM] = n[A_ATTN] = n[A_KV] = n[A_D_KV] = n[A_DSIM] = n[A_DIST_SCRATCH] = n[A_BIAS_DIST] = 0;
         n[H_ATTN] = n[H_KV] = n[H_D_KV] = n[H_DSIM] = n[H_D_QK4] = 0;
         n[A_QK4] = L * 2 * Nm * s;    n[H_QK4] = bf16 ? n[A_QK4] : 0;  n[A_D_QK4] = 2 * Nm * s;
-        const size_t tc = (size_t)gau_chunk_rows(capTp), chunks = (capTp + tc - 1) / tc;
+        const size_t tc = (size_t)gau_chunk_rows(capTp, bf16), chunks = (capTp + tc - 1) / tc;
         const size_t sc = (size_t)capB * tc * capTp;   /* one chunk's scores, all sequences */
         n[A_GS] = sc;                 n[A_GA] = bf16 ? 0 : sc;       n[H_GA] = bf16 ? sc : 0;
         n[A_GDZ] = sc;                n[H_GDZ] = bf16 ? sc : 0;      n[A_GZ] = Nm * s;
@@ -606,13 +606,13 @@ static const ModelBackend CUDA_BACKEND = {
     cu_update, cu_forward, cuda_decoder_open, cuda_decoder_prefill, cuda_decoder_step,
     cuda_decoder_close, cu_profile, cu_profile_read, cu_gemm_rate};
 
-int gau_chunk_cfg = 0;
+int gau_chunk_env = -1;
 
 extern "C" int cuda_model_open(Model *m, char *err, size_t errlen) {
-    if (!gau_chunk_cfg) {   /* once per process: every model's arena and attention agree */
+    if (gau_chunk_env < 0) {   /* once per process: every model's arena and attention agree */
         const char *gc = getenv("FLASH_GAU_CHUNK_ROWS");
         const int v = gc ? atoi(gc) : 0;
-        gau_chunk_cfg = v >= 64 && v <= 1024 && v % 64 == 0 ? v : GAU_CHUNK_ROWS;
+        gau_chunk_env = v >= 64 && v <= 1024 && v % 64 == 0 ? v : 0;
     }
     const FlashConfig *c = &m->cfg;
     const ModelOptions *o = &m->opt;

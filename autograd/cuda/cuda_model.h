@@ -86,13 +86,16 @@ typedef struct {
     struct CudaGauDecoder *gau_dec;
 } CudaModel;
 
-/* The Taylor part's widths: F features stored Fp wide (zero features after F), a state row
+/* The Taylor part's widths: F features (the symmetric form, below) stored Fp wide (zero features after F), a state row
    of E1p >= e + 1 columns ([KV | Z | 0..]), SE entries per group's state. Fp and E1p are
    multiples of 8: bf16 products with leading dimensions off 8 leave the tensor cores */
 typedef struct { int F, Fp, E1p; size_t SE; } TaylorDims;
 static inline TaylorDims taylor_dims(const FlashConfig *c) {
     TaylorDims t;
-    t.F = config_taylor_width(c);
+    /* the GPU keeps each unordered pair of x x^T once (kernels_taylor.cu): 1 + s + s(s+1)/2
+       features with the same phi(q) . phi(k) as the reference's 1 + s + s^2 */
+    const int s = c->query_key_dim;
+    t.F = config_taylor_width(c) ? 1 + s + s * (s + 1) / 2 : 0;
     t.Fp = (t.F + 7) / 8 * 8;
     t.E1p = (config_hidden(c) + 1 + 7) / 8 * 8;
     t.SE = (size_t)t.Fp * t.E1p;
@@ -100,17 +103,19 @@ static inline TaylorDims taylor_dims(const FlashConfig *c) {
 }
 
 /* FLASH-Quad: a sequence is padded to a multiple of GAU_PAD_ROWS (FLASH: of the group
-   size); its attention runs GAU_CHUNK_ROWS query rows at a time against all earlier keys, so
-   that its scratch grows linearly with T */
+   size); its attention runs a chunk of query rows at a time against all earlier keys, so
+   that its scratch grows linearly with T. The chunk's rows: 512 in bf16, 256 in fp32, the
+   fastest of 64 to 512 at T = 1,024 on the H200 (docs/cuda-notes.md); FLASH_GAU_CHUNK_ROWS
+   (a multiple of 64 up to 1,024) sets them for A/B runs, read at the first model's open */
 #define GAU_PAD_ROWS 64
-#define GAU_CHUNK_ROWS 256
-/* the chunk's rows in use: GAU_CHUNK_ROWS, or FLASH_GAU_CHUNK_ROWS (a multiple of 64 up to
-   1,024, for A/B runs) as the first model opened found it (cuda_model.cu) */
-extern int gau_chunk_cfg;
+extern int gau_chunk_env;   /* FLASH_GAU_CHUNK_ROWS, or 0 (cuda_model.cu) */
 static inline int cuda_pad_unit(const FlashConfig *c) {
     return c->model == MODEL_GAU ? GAU_PAD_ROWS : c->group_size;
 }
-static inline int gau_chunk_rows(int Tp) { return Tp < gau_chunk_cfg ? Tp : gau_chunk_cfg; }
+static inline int gau_chunk_rows(int Tp, int bf16) {
+    const int rows = gau_chunk_env > 0 ? gau_chunk_env : bf16 ? 512 : 256;
+    return Tp < rows ? Tp : rows;
+}
 
 #define CM(m) ((CudaModel *)(m)->impl)
 #define ACT(cm, k) ((float *)((char *)(cm)->arena + (cm)->off[k]))
