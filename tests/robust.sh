@@ -283,6 +283,17 @@ run bench --preset flash-pytorch --dim 32 --depth 1 --group-size 16 --qk-dim 16 
 if printf '%s' "$r1" | grep -q 'lr 0.0002' && printf '%s' "$r2" | grep -q 'lr 0.001' &&
    printf '%s' "$out" | grep -q '^steps: 20 timed'; then ok preset_order_as_help_says
 else bad preset_order_as_help_says "$r1 / $r2 / $(printf '%s' "$out" | grep '^steps')"; fi
+# bench under a preset projects the preset's budget at the measured rate, and prints the
+# MFU against the peak GEMM it measured; without --preset it projects nothing
+run bench --preset enwik8-12l --dim 32 --depth 1 --group-size 16 --qk-dim 16 --seq-len 32 --batch 2 --steps 2 --threads 2
+tps=$(printf '%s' "$out" | sed -n 's/^bench: tok_per_s=\([0-9.]*\) .*/\1/p')
+hrs=$(printf '%s' "$out" | sed -n "s/^projected: --preset enwik8-12l's 275000 steps of 16384 tokens (4.51G tokens) at this rate .*: \([0-9.]*\) hours.*/\1/p")
+mfu=$(printf '%s' "$out" | sed -n 's/^bench: .* peak_gflops=[0-9.]* mfu=\([0-9.]*\) .*/\1/p')
+run bench --dim 32 --depth 1 --group-size 16 --qk-dim 16 --seq-len 32 --batch 2 --steps 2 --threads 2
+if [ -n "$tps" ] && [ -n "$hrs" ] && [ -n "$mfu" ] && ! printf '%s' "$out" | grep -q '^projected:' &&
+   awk -v t="$tps" -v h="$hrs" 'BEGIN { p = 275000 * 16384 / t / 3600; exit !(h > 0.99 * p - 0.1 && h < 1.01 * p + 0.1) }'; then
+    ok bench_projects_preset_budget
+else bad bench_projects_preset_budget "tok/s '$tps', projected '$hrs' h, mfu '$mfu'"; fi
 
 # ---- issue 23, 3. every saved setting passes its flag's checks when read: "ranks" (once read
 # leniently: 0, -1, 2.5, 1e9 or a string became 1) must be an integer in [1, 10^6], and any

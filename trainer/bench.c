@@ -165,7 +165,7 @@ int cmd_bench(int argc, char **argv) {
     printf("ratio to the GEMM rate measured above: %.3f; model FLOP utilisation (MFU) against the peak "
            "measured above: %.3f\n", step_gflops / gemm, step_gflops / peak);
     long p_steps = 0, p_tokens = 0;
-    if (options_given(&o, "--preset") && !options_preset_budget(o.preset, &p_steps, &p_tokens)) {
+    if (o.preset_given && !options_preset_budget(o.preset, &p_steps, &p_tokens)) {
         const double total = (double)p_steps * p_tokens, hours = total / (tps * R) / 3600;
         printf("projected: --preset %s's %ld steps of %ld tokens (%.2fG tokens) at this rate (%.0f tokens/s%s): "
                "%.1f hours (%.1f days)\n", o.preset, p_steps, p_tokens, total / 1e9, tps * R,

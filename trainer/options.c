@@ -490,7 +490,7 @@ int options_parse(Options *o, Command cmd, int argc, char **argv, char *err, siz
             v = argv[++i];
         }
         if (v && options_preset(o, v, err, errlen)) return -1;
-        if (v) command_defaults(o, cmd);
+        if (v) { command_defaults(o, cmd); o->preset_given = 1; }
     }
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];

@@ -24,6 +24,7 @@ typedef struct {
     char resume_dir[OPT_PATH_MAX];
     char init_from[OPT_PATH_MAX];
     char preset[32];
+    int preset_given;                  /* --preset on this command line (not saved) */
     char trained_on[32];               /* "cpu fp32", "cuda bf16": the last device that trained
                                           the run (saved; resuming elsewhere is not bit-exact) */
     uint64_t seed;

@@ -190,12 +190,17 @@ __global__ void dec_attend_kernel(float *gated, float *kv, float *gq, float *gk,
 
 __global__ void dec_advance_kernel(int *pos) { pos[0] += 1; }
 
-/* phi(x) feature k of x (width s), alpha already applied: [1, x, vec(x x^T) / sqrt 2] */
+/* Feature k of x (width s, alpha already applied) in the symmetric form of
+   kernels_taylor.cu: [1, x, x_i x_j for i <= j (1/sqrt 2 where i = j)], 1 + s + s(s+1)/2
+   features with the reference's phi(q) . phi(k) */
+static inline int dec_taylor_width(int s) { return 1 + s + s * (s + 1) / 2; }
 __device__ __forceinline__ float dec_taylor_feature(const float *x, int k, int s) {
     if (k == 0) return 1.0f;
     if (k <= s) return x[k - 1];
-    const int q = k - 1 - s;
-    return x[q / s] * x[q % s] * 0.70710678118654752f;
+    int q = k - 1 - s, i = 0;
+    while (q >= s - i) { q -= s - i; i++; }
+    const float v = x[i] * x[i + q];
+    return q == 0 ? v * 0.70710678118654752f : v;
 }
 
 /* Taylor read-out, one sequence (blockIdx.x) and DEC_F value features (blockIdx.y):
@@ -205,7 +210,7 @@ __device__ __forceinline__ float dec_taylor_feature(const float *x, int k, int s
 __global__ void dec_taylor_read_kernel(float *gated, const float *hid, const float *qlin, const float *tst,
                                        int e, int s, int H) {
     extern __shared__ float sh[];
-    const int F = 1 + s + s * s, E1 = e + 1;
+    const int F = 1 + s + s * (s + 1) / 2, E1 = e + 1;
     float *fq = sh, *part = sh + F, *dpart = part + DEC_WARPS * DEC_F;
     const int i = blockIdx.x, tid = threadIdx.x, nt = blockDim.x, lane = tid % 32, warp = tid / 32;
     const float *S = tst + (size_t)i * F * E1;
@@ -242,7 +247,7 @@ __global__ void dec_taylor_read_kernel(float *gated, const float *hid, const flo
 __global__ void dec_taylor_fold_kernel(float *tst, const float *gk, const float *gv, const int *pos, int C,
                                        int e, int s) {
     if ((int)(pos[0] % C) != C - 1) return;
-    const int F = 1 + s + s * s, E1 = e + 1;
+    const int F = 1 + s + s * (s + 1) / 2, E1 = e + 1;
     const int i = blockIdx.x, c = blockIdx.y * 32 + threadIdx.x % 32, k = blockIdx.z * DEC_WARPS + threadIdx.x / 32;
     if (c > e || k >= F) return;
     const float *Gk = gk + (size_t)i * C * s, *Gv = gv + (size_t)i * C * e;
@@ -484,7 +489,7 @@ static void dec_launch_step(Model *m) {
     dec_embed_kernel<<<(n * d + 255) / 256, 256, 0, st>>>(dc->h, dc->d_tok, dc->d_pos, p->tok_emb,
                                                           p->pos_scale, p->inv_freq, n, d);
     const size_t shmem = sizeof(float) * (4 * (size_t)s + C + DEC_WARPS * DEC_F);
-    const int fused = dc->fused, F = config_taylor_width(c), taylor = F > 0;
+    const int fused = dc->fused, taylor = config_taylor_width(c) > 0, F = taylor ? dec_taylor_width(s) : 0;
     /* bf16 precision: the fused products read the weights' bf16 twin, as the forward does */
     const __nv_bfloat16 *wb = cm->use_bf16 && cm->params_h ? (const __nv_bfloat16 *)cm->params_h : NULL;
     for (int l = 0; l < L; l++) {
@@ -581,7 +586,7 @@ int cuda_decoder_open(Model *m, int nseq, int max_prompt, char *err, size_t errl
     /* FLASH_CUDA_DECODE_FUSED=0 takes the cuBLAS path for any count (A/B runs, tests) */
     const char *fz = getenv("FLASH_CUDA_DECODE_FUSED");
     dc->fused = dec_fused_ok(nseq, (int)d, (int)e) && !(fz && strcmp(fz, "0") == 0);
-    const size_t F = config_taylor_width(c);
+    const size_t F = config_taylor_width(c) ? dec_taylor_width((int)s) : 0;
     const size_t counts[] = {L * n * s * e, L * n * C * s, L * n * C * s, L * n * C * e, L * n * d,
                              n * d, n * d, n * 2, n * H, n * H, n * e, n * d, n * V, L * n * F * (e + 1), n * s};
     float **ptrs[] = {&dc->kv, &dc->gq, &dc->gk, &dc->gv, &dc->prev, &dc->h, &dc->xs, &dc->stat,
@@ -650,7 +655,7 @@ int cuda_decoder_prefill(Model *m, const int *prompt, int P, float *logits) {
     const FlashConfig *c = &m->cfg;
     const int n = dc->nseq, d = c->dim, e = config_hidden(c), s = c->query_key_dim;
     const int C = c->group_size, V = c->num_tokens, L = c->depth, H = 2 * e + s;
-    const size_t F = config_taylor_width(c);
+    const size_t F = config_taylor_width(c) ? dec_taylor_width((int)s) : 0;
     /* taylor: the whole prompt byte by byte (the parallel forward hands over no St) */
     const int P0 = F ? 0 : P / C * C;
     cudaStream_t st = cm->st;
