@@ -24,7 +24,7 @@ int config_rotary(const FlashConfig *c) {
 }
 int config_taylor_width(const FlashConfig *c) {
     const int s = c->query_key_dim;
-    return c->model == MODEL_FLASH && c->linear_attn == LINEAR_TAYLOR ? 1 + s + s * s : 0;
+    return c->model == MODEL_FLASH && c->linear_attn == LINEAR_TAYLOR ? 1 + s + s * (s + 1) / 2 : 0;
 }
 const char *config_model_name(ModelKind k) { return k == MODEL_GAU ? "gau" : "flash"; }
 const char *config_linear_name(LinearAttn k) { return k == LINEAR_TAYLOR ? "taylor" : "plain"; }
@@ -58,10 +58,10 @@ int config_validate(const FlashConfig *c, char *err, size_t errlen) {
     if (c->model == MODEL_GAU && c->linear_attn != LINEAR_PLAIN)
         BAD("linear_attn applies to the flash model only (gau has no linear attention)");
     if (c->linear_attn == LINEAR_TAYLOR && c->query_key_dim > TAYLOR_MAX_QK_DIM)
-        BAD("linear_attn taylor needs query_key_dim <= %d: its feature map is 1 + s + s^2 wide "
+        BAD("linear_attn taylor needs query_key_dim <= %d: its feature map is 1 + s + s(s+1)/2 wide "
             "(s = %d would give %d features per key, and as many rows of state per layer and group); "
-            "--qk-dim 16 gives 273", TAYLOR_MAX_QK_DIM, c->query_key_dim,
-            1 + c->query_key_dim + c->query_key_dim * c->query_key_dim);
+            "--qk-dim 16 gives 153", TAYLOR_MAX_QK_DIM, c->query_key_dim,
+            1 + c->query_key_dim + c->query_key_dim * (c->query_key_dim + 1) / 2);
     return 0;
 #undef BAD
 }

@@ -12,7 +12,8 @@ typedef enum { MODEL_FLASH = 0, MODEL_GAU = 1 } ModelKind;
 /* FLASH's linear part across groups: plain (lin_q S_g) or the second-order Taylor feature
    map, normalised (docs/model.md, "The Taylor linear attention"). JSON "linear_attn". */
 typedef enum { LINEAR_PLAIN = 0, LINEAR_TAYLOR = 1 } LinearAttn;
-/* taylor's feature width is 1 + s + s^2: at most s = 32 (1,057 features) */
+/* taylor's feature map has 1 + s + s(s+1)/2 distinct features (the reference's
+   1 + s + s^2 holds each pair of x x^T twice): at most s = 32 (561 features) */
 #define TAYLOR_MAX_QK_DIM 32
 
 typedef struct {
@@ -34,7 +35,8 @@ FlashConfig config_default(void);
 
 int config_hidden(const FlashConfig *c);  /* e */
 int config_rotary(const FlashConfig *c);  /* r = min(32, s); 0 for gau */
-int config_taylor_width(const FlashConfig *c);  /* F = 1 + s + s^2 with taylor, else 0 */
+/* F = 1 + s + s(s+1)/2 with taylor (the symmetric form, docs/model.md), else 0 */
+int config_taylor_width(const FlashConfig *c);
 const char *config_model_name(ModelKind k);      /* "flash", "gau" */
 const char *config_linear_name(LinearAttn k);    /* "plain", "taylor" */
 

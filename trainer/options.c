@@ -186,7 +186,7 @@ static const Flag FLAGS[] = {
     {"--no-shift-tokens", NULL, K_OFF, OFF(model.shift_tokens), 0, 0, G_MODEL, NULL, "token shift off", CMD_TRAIN | CMD_BENCH},
     {"--attn-fn", NULL, K_ATTN, OFF(model.attn_fn), 0, 0, G_MODEL, "laplace|relu2", "attention function", CMD_TRAIN | CMD_BENCH},
     {"--model", NULL, K_MODEL, OFF(model.model), 0, 0, G_MODEL, "flash|gau", "the layer: flash (FLASH: grouped quadratic + linear attention) or gau (FLASH-Quad: FLASH-pytorch's GAU, quadratic attention over the whole sequence; --group-size and token shift do not apply)", CMD_TRAIN | CMD_BENCH},
-    {"--linear-attn", NULL, K_LINEAR, OFF(model.linear_attn), 0, 0, G_MODEL, "plain|taylor", "FLASH's linear attention across groups: plain, or the second-order Taylor feature map [1, q, q q^T / sqrt 2], normalised (needs --qk-dim <= 32; 16 gives 273 features)", CMD_TRAIN | CMD_BENCH},
+    {"--linear-attn", NULL, K_LINEAR, OFF(model.linear_attn), 0, 0, G_MODEL, "plain|taylor", "FLASH's linear attention across groups: plain, or the second-order Taylor feature map [1, q, q q^T / sqrt 2], normalised (needs --qk-dim <= 32; 16 gives 153 features)", CMD_TRAIN | CMD_BENCH},
     /* options_parse applies a preset before the other flags, and the command's text
        explains it; the row saves the name and checks it on read */
     {"--preset", "preset", K_PRESET, OFF(preset), 0, SIZE(preset), G_RECIPE, "NAME", NULL, CMD_TRAIN | CMD_BENCH},

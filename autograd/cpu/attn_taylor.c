@@ -3,11 +3,17 @@
  * decoder's query, fold and hand-over from the parallel forward (attn.h). docs/model.md,
  * "The Taylor linear attention", gives the computation:
  *
- *   phi(x) = [1, x, vec(x x^T) / sqrt 2]            (F = 1 + s + s^2; x_i x_j at 1 + s + i*s + j)
+ *   phi(x) = [1, x, x_i x_j for i <= j, / sqrt 2 where i = j]   (F = 1 + s + s(s+1)/2)
  *   fq = phi(lin_q / sqrt s), fk = phi(lin_k)
  *   St_g = sum_{g' < g} fk_g'^T [v_g' | 1]          (F x (e+1): [KV | Z], exclusive prefix)
  *   [num | den]_i = fq_i St_g                       (one product gives both)
  *   lin_out_i = num_i / max(den_i, 1e-5)            (no 1/C: the plain part's is not there)
+ *
+ * phi is the reference's [1, x, vec(x x^T) / sqrt 2] with each unordered pair of x x^T kept
+ * once: the reference's pair (i, j) and (j, i) give (1/2) q_i q_j k_i k_j each, here one
+ * feature x_i x_j gives the sum, and the diagonal x_i^2 / sqrt 2 is unchanged; phi(q) . phi(k)
+ * is the same 1 + q.k + (q.k)^2 / 2 with 153 features at s = 16 for 273. Pair (i, j), i <= j,
+ * is feature 1 + s + i (2s - i + 1) / 2 + (j - i), row by row.
  *
  * The [KV | Z] block keeps the value and normaliser sums in one matrix so that the read-out
  * is one GEMM per group, and so is its backward. A short last group's padding rows would be
@@ -22,6 +28,9 @@
 
 #define TAYLOR_EPS ((real)1e-5)   /* taylor-series-linear-attention's clamp of den */
 
+/* the index of pair (i, j), i <= j, among the quadratic features */
+static inline int pair_at(int i, int j, int s) { return i * (2 * s - i + 1) / 2 + (j - i); }
+
 /* out (F) = phi(alpha x), x of width s */
 static void taylor_phi(real *out, const real *x, real alpha, int s) {
     const real r2 = (real)sqrt(0.5);
@@ -29,19 +38,25 @@ static void taylor_phi(real *out, const real *x, real alpha, int s) {
     out[0] = 1;
     for (int i = 0; i < s; i++) out[1 + i] = y[i] = x[i] * alpha;
     real *o2 = out + 1 + s;
-    for (int i = 0; i < s; i++)
-        for (int j = 0; j < s; j++) o2[i * s + j] = y[i] * y[j] * r2;
+    for (int i = 0; i < s; i++) {
+        *o2++ = y[i] * y[i] * r2;
+        for (int j = i + 1; j < s; j++) *o2++ = y[i] * y[j];
+    }
 }
 
-/* phi's backward at y = alpha x: dy_i = d1_i + (1/sqrt 2) sum_j (d2_ij + d2_ji) y_j (the
-   product rule on y_i y_j, whose y_i appears in row i and column i); dx = alpha dy. WRITES dx. */
+/* phi's backward at y = alpha x: dy_m = d1_m + sum_j c_mj y_j d2_pair(m, j), c = sqrt 2 on
+   the diagonal (d (y_m^2 / sqrt 2) / d y_m = sqrt 2 y_m) and 1 off it (d (y_m y_j) / d y_m =
+   y_j); dx = alpha dy. WRITES dx. */
 static void taylor_phi_backward(real *dx, const real *dphi, const real *x, real alpha, int s) {
-    const real r2 = (real)sqrt(0.5);
+    const real sq2 = (real)sqrt(2.0);
     const real *d1 = dphi + 1, *d2 = dphi + 1 + s;
-    for (int i = 0; i < s; i++) {
+    for (int m = 0; m < s; m++) {
         real acc = 0;
-        for (int j = 0; j < s; j++) acc += (d2[i * s + j] + d2[j * s + i]) * (x[j] * alpha);
-        dx[i] = (d1[i] + r2 * acc) * alpha;
+        for (int j = 0; j < s; j++) {
+            const real d = d2[m <= j ? pair_at(m, j, s) : pair_at(j, m, s)];
+            acc += (j == m ? sq2 * d : d) * (x[j] * alpha);
+        }
+        dx[m] = (d1[m] + acc) * alpha;
     }
 }
 
@@ -58,7 +73,7 @@ static void taylor_sum(real *St, real beta, const real *fk, const real *v, int v
 
 void attn_taylor_forward(real *out, const TaylorBufs *t, const real *qk4, const real *v, int v_stride,
                          const AttnShape *a) {
-    const int s = a->s, e = a->e, E1 = e + 1, F = 1 + s + s * s, ntask = a->B * a->G;
+    const int s = a->s, e = a->e, E1 = e + 1, F = taylor_width(s), ntask = a->B * a->G;
     const size_t N = (size_t)a->B * a->T, SE = (size_t)F * E1;
     const real *Ql = qk4 + N * s, *Kl = qk4 + 3 * N * s;
     const real qscale = (real)(1.0 / sqrt((double)s));
@@ -106,7 +121,7 @@ void attn_taylor_forward(real *out, const TaylorBufs *t, const real *qk4, const 
 
 void attn_taylor_backward(real *dv, int v_stride, real *d_qk4, const real *d_out, const TaylorBufs *t,
                           const real *qk4, const real *v, const TaylorBufs *dt, const AttnShape *a) {
-    const int s = a->s, e = a->e, E1 = e + 1, F = 1 + s + s * s, ntask = a->B * a->G;
+    const int s = a->s, e = a->e, E1 = e + 1, F = taylor_width(s), ntask = a->B * a->G;
     const size_t N = (size_t)a->B * a->T, SE = (size_t)F * E1;
     const real *Ql = qk4 + N * s, *Kl = qk4 + 3 * N * s;
     real *dQl = d_qk4 + N * s, *dKl = d_qk4 + 3 * N * s;
@@ -171,7 +186,7 @@ void attn_taylor_backward(real *dv, int v_stride, real *d_qk4, const real *d_out
 /* lin_out = num / max(den, eps), [num | den] = phi(lin_q / sqrt s) St */
 void attn_taylor_query(real *out, const real *St, const real *lin_q, real *scratch, const AttnShape *a,
                        int blocks) {
-    const int s = a->s, e = a->e, F = 1 + s + s * s;
+    const int s = a->s, e = a->e, F = taylor_width(s);
     real *fq = scratch, *nd = scratch + F;
     taylor_phi(fq, lin_q, (real)(1.0 / sqrt((double)s)), s);
     gemv_split(blocks, 1, F, e + 1, 1, St, e + 1, fq, 0, nd);
@@ -182,7 +197,7 @@ void attn_taylor_query(real *out, const real *St, const real *lin_q, real *scrat
 /* the group's phi(lin_k)^T [v | 1] joins St */
 void attn_taylor_fold(real *St, const real *Gk, const real *Gv, real *scratch, const AttnShape *a,
                       int blocks) {
-    const int s = a->s, e = a->e, C = a->C, F = 1 + s + s * s;
+    const int s = a->s, e = a->e, C = a->C, F = taylor_width(s);
     real *fk = scratch;
     for (int r = 0; r < C; r++) taylor_phi(fk + (size_t)r * F, Gk + (size_t)r * s, 1, s);
     gemm_tn_split(blocks, F, e, C, 1, fk, F, Gv, e, St, e + 1);
@@ -196,7 +211,7 @@ void attn_taylor_fold(real *St, const real *Gk, const real *Gv, real *scratch, c
 /* St after all G groups = St_{G-1} (stored, exclusive) + the last group's fk^T [v | 1] */
 void attn_taylor_state_after(real *St, const real *st_last, const real *fk_last, const real *v,
                              int v_stride, const AttnShape *a) {
-    const int s = a->s, e = a->e, F = 1 + s + s * s;
+    const int s = a->s, e = a->e, F = taylor_width(s);
     memcpy(St, st_last, sizeof(real) * F * (e + 1));
     taylor_sum(St, 1, fk_last, v, v_stride, a->C, F, e);
 }

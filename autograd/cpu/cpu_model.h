@@ -17,7 +17,7 @@
    cpu_alloc_acts: nothing is allocated during a step.
    Symbols: N = B*T rows, BG = B*G groups, H = 2e+s (v | gate | z per row), r rotary width,
    SK the split-K partial sums (0 unless the weight gradients split K at this thread count),
-   TF taylor's feature width F = 1 + s + s^2 and TE = e + 1 (both 0 for the plain linear part);
+   TF taylor's feature width F = 1 + s + s(s+1)/2 and TE = e + 1 (both 0 for the plain linear part);
    Q the query/key blocks per row (4; gau 2: q, k), LIN 1 with a linear part (gau 0). For gau
    C = T and G = 1 (one group: sim and attn are B x T x T per layer) and r = 0. */
 #define ACT_BUFFERS(X)                                                                      \

@@ -173,8 +173,9 @@ void gau_bias_grad_cuda(float *d_rel_bias, float *total, const float *part, int 
 void gau_to_twin_cuda(bf16_t *twin, const float *x, int N, int M, int ld, cudaStream_t st);
 
 /* ---- the Taylor linear attention (kernels_taylor.cu) ----------------------------------- */
-/* out (N x Fp, + twin) = phi(scale x) per row of x (N x s, or its twin x16), zero after F:
-   phi(x) = [1, x, vec(x x^T) / sqrt 2], F = 1 + s + s^2 */
+/* out (N x Fp; out and/or its twin, either may be NULL) = phi(scale x) per row of x (N x s,
+   or its twin x16), zero after F: the symmetric map of kernels_taylor.cu's header,
+   F = 1 + s + s(s+1)/2 */
 void taylor_features_cuda(float *out, bf16_t *twin, const float *x, const bf16_t *x16, int N, int s, int F,
                           int Fp, float scale, cudaStream_t st);
 /* per row of nd (ld columns, num in 0..e-1, den in column e): y = num / max(den, eps), saved
