@@ -293,11 +293,13 @@ static const struct {
      "config JSON in the metadata; FLASHTransformer(**config).load_state_dict(\n"
      "safetensors.torch.load_file(OUT), strict=True) loads it.\n"},
     {CMD_BENCH, "bench", "./train bench [model and batch options]",
-     "Measures, in one process: the GEMM rate of the step's largest product (B*T x 2e x d); then\n"
-     "2 warm-up and --steps (default 20) timed training steps (forward, backward, clipping,\n"
-     "AdamW) of the configuration (default: the train.py model, 4 x 1024 tokens, --accum 1).\n"
+     "Measures, in one process: the GEMM rate of the step's largest product (B*T x 2e x d) and\n"
+     "of a large square one (8192^3 on a GPU, 1024^3 on the CPU: the peak); then 2 warm-up and\n"
+     "--steps (default 20) timed training steps (forward, backward, clipping, AdamW) of the\n"
+     "configuration (default: the train.py model, 4 x 1024 tokens, --accum 1).\n"
      "Prints tokens per second, the step's GFLOP/s by the FLOP model, its ratio to the GEMM rate\n"
-     "(OpenBLAS's own threading), where the step's time goes, peak resident memory, the device\n"
+     "and to the peak (the model FLOP utilisation, MFU), under a --preset that preset's whole\n"
+     "run projected at this rate, where the step's time goes, peak resident memory, the device\n"
      "and how the Linear GEMMs use the threads (from 8 threads up: tiles, and the weight\n"
      "gradients split along the rows). \"activations\" includes that split's partial sums.\n"
      "The profile's silu line is the backward's: the forward's silu runs inside to_hidden.\n"
