@@ -23,8 +23,7 @@ int config_rotary(const FlashConfig *c) {
     return c->query_key_dim < 32 ? c->query_key_dim : 32;
 }
 int config_taylor_width(const FlashConfig *c) {
-    const int s = c->query_key_dim;
-    return c->model == MODEL_FLASH && c->linear_attn == LINEAR_TAYLOR ? 1 + s + s * (s + 1) / 2 : 0;
+    return c->model == MODEL_FLASH && c->linear_attn == LINEAR_TAYLOR ? taylor_feature_count(c->query_key_dim) : 0;
 }
 const char *config_model_name(ModelKind k) { return k == MODEL_GAU ? "gau" : "flash"; }
 const char *config_linear_name(LinearAttn k) { return k == LINEAR_TAYLOR ? "taylor" : "plain"; }
@@ -60,8 +59,8 @@ int config_validate(const FlashConfig *c, char *err, size_t errlen) {
     if (c->linear_attn == LINEAR_TAYLOR && c->query_key_dim > TAYLOR_MAX_QK_DIM)
         BAD("linear_attn taylor needs query_key_dim <= %d: its feature map is 1 + s + s(s+1)/2 wide "
             "(s = %d would give %d features per key, and as many rows of state per layer and group); "
-            "--qk-dim 16 gives 153", TAYLOR_MAX_QK_DIM, c->query_key_dim,
-            1 + c->query_key_dim + c->query_key_dim * (c->query_key_dim + 1) / 2);
+            "--qk-dim 16 gives %d", TAYLOR_MAX_QK_DIM, c->query_key_dim, taylor_feature_count(c->query_key_dim),
+            taylor_feature_count(16));
     return 0;
 #undef BAD
 }

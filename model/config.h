@@ -15,6 +15,9 @@ typedef enum { LINEAR_PLAIN = 0, LINEAR_TAYLOR = 1 } LinearAttn;
 /* taylor's feature map has 1 + s + s(s+1)/2 distinct features (the reference's
    1 + s + s^2 holds each pair of x x^T twice): at most s = 32 (561 features) */
 #define TAYLOR_MAX_QK_DIM 32
+/* that count at qk-dim s: the one formula (config_taylor_width, the CPU's attention and its
+   messages take it from here) */
+static inline int taylor_feature_count(int s) { return 1 + s + s * (s + 1) / 2; }
 
 typedef struct {
     int num_tokens;          /* V: vocabulary, 256 for bytes */

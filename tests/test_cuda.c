@@ -773,8 +773,7 @@ static void test_attention_pieces(void) {
 typedef struct { const char *name; FlashConfig cfg; int B, T; } Case;
 
 static Case cases[8];
-static int ncases;        /* the FLASH cases every test takes */
-static int nmodel_cases;  /* and after them the variants (taylor, gau) */
+static int nmodel_cases;  /* the FLASH cases (0-3), then the variants (taylor, gau) */
 static void make_cases(void) {
     FlashConfig a = config_default();
     a.num_tokens = 256; a.dim = 32; a.depth = 2; a.group_size = 16; a.query_key_dim = 32;
@@ -790,7 +789,6 @@ static void make_cases(void) {
     FlashConfig d = a;
     d.norm_type = NORM_LAYERNORM; d.shift_tokens = 1; d.attn_fn = ATTN_RELU2;
     cases[3] = (Case){"layernorm+shift, relu^2, T 16 = one group", d, 4, 16};
-    ncases = 4;
     FlashConfig e = a;   /* the taylor fixtures' shapes */
     e.linear_attn = LINEAR_TAYLOR; e.query_key_dim = 8;
     cases[4] = (Case){"taylor: scalenorm+shift+laplace, s 8 (F 73), C 16, T 45", e, 3, 45};
@@ -967,7 +965,6 @@ static void test_decoder_matches_forward(void) {
         double worst = 0;
         /* the reference row of position t: the forward over all T tokens; for gau, whose
            layers divide by the length, the forward over the t + 1 tokens so far */
-        const float *ref = full;
         if (gau) model_forward(m, tok, 1, P, NULL, full);
         model_decoder_prefill(m, tok, P, lg);
         for (int q = 0; q < nseq; q++) {
@@ -980,7 +977,7 @@ static void test_decoder_matches_forward(void) {
             model_decoder_step(m, col, lg);
             if (gau) model_forward(m, tok, 1, t + 1, NULL, full);
             for (int q = 0; q < nseq; q++) {
-                double e = rel_err(lg + (size_t)q * V, ref + (size_t)t * V, V);
+                double e = rel_err(lg + (size_t)q * V, full + (size_t)t * V, V);
                 if (!(e <= worst)) worst = e;
             }
         }

@@ -499,7 +499,7 @@ static double taylor_loss(void *p) {
 }
 
 static void taylor_case(int B, int T, int C, int s, int e) {
-    const int G = (T + C - 1) / C, F = taylor_width(s);
+    const int G = (T + C - 1) / C, F = taylor_feature_count(s);
     const size_t N = (size_t)B * T, n4 = 4 * N * s, nh = N * 2 * e, BG = (size_t)B * G;
     const size_t nf = 2 * N * F, nst = BG * F * (e + 1), nnd = N * (e + 1);
     real *tf = alloc_n(nf), *dtf = rand_n(nf, 0, 100);

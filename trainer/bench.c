@@ -100,7 +100,8 @@ int cmd_bench(int argc, char **argv) {
            info.blas, info.precision, gemm);
     /* the device's peak as this call measures it: a large square product in the model's
        precision (bf16 operands on the GPU in bf16), the denominator of the MFU below */
-    const int PK = info.device_bytes > 0 ? 8192 : 1024;
+    const int gpu = info.device_bytes > 0;
+    const int PK = gpu ? 8192 : 1024;
     double peak = model_gemm_rate(m, PK, PK, PK);
     if (peak < gemm) peak = gemm;   /* the step's own product may run faster still */
     printf("peak: %d x %d x %d (A B^T), %s, %s: %.1f GFLOP/s (the MFU's denominator)\n", PK, PK, PK,
@@ -125,7 +126,6 @@ int cmd_bench(int argc, char **argv) {
     /* On the GPU the timed steps run unprofiled (profiling events would break the step's
        graph apart), and the breakdown comes from as many profiled steps after them; on the
        CPU profiling costs nothing measurable and the timed steps are profiled. */
-    const int gpu = info.device_bytes > 0;
     for (int s = -2; s < steps; s++) {     /* two warm-up steps, then the timed ones */
         if (s == 0 && !gpu) model_profile(m, 1);
         double t0 = now_s();

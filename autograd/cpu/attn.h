@@ -86,13 +86,12 @@ void attn_linear_state_after(real *S, const real *kv_last, const real *lin_k, co
 
 /* ---- the Taylor linear part (attn_taylor.c): across groups, causal; --linear-attn taylor ----
    fq = phi(lin_q / sqrt s), fk = phi(lin_k), phi(x) = [1, x, x_i x_j for i <= j (/ sqrt 2
-   where i = j)] (F = taylor_width(s) = config_taylor_width: the symmetric form of the
+   where i = j)] (F = taylor_feature_count(s), config.h: the symmetric form of the
    reference's [1, x, vec(x x^T) / sqrt 2], the same phi(q) . phi(k)); St_g = sum_{g' < g} fk^T [v | 1] (F x (e+1): [KV | Z]);
    [num | den] = fq St_g; lin_out = num / max(den, 1e-5). */
 /* What it keeps (cpu_model.h, tay_*), and the same shapes for their gradients in the
    backward: fq, fk N x F; st B*G x F x (e+1); nd N x (e+1) ([num | den]). */
 typedef struct { real *fq, *fk, *st, *nd; } TaylorBufs;
-static inline int taylor_width(int s) { return 1 + s + s * (s + 1) / 2; }
 /* ADDS lin_out into out (N x e), as attn_linear_forward; saves t's four buffers. */
 void attn_taylor_forward(real *out, const TaylorBufs *t, const real *qk4, const real *v, int v_stride,
                          const AttnShape *a);

@@ -73,7 +73,7 @@ static void taylor_sum(real *St, real beta, const real *fk, const real *v, int v
 
 void attn_taylor_forward(real *out, const TaylorBufs *t, const real *qk4, const real *v, int v_stride,
                          const AttnShape *a) {
-    const int s = a->s, e = a->e, E1 = e + 1, F = taylor_width(s), ntask = a->B * a->G;
+    const int s = a->s, e = a->e, E1 = e + 1, F = taylor_feature_count(s), ntask = a->B * a->G;
     const size_t N = (size_t)a->B * a->T, SE = (size_t)F * E1;
     const real *Ql = qk4 + N * s, *Kl = qk4 + 3 * N * s;
     const real qscale = (real)(1.0 / sqrt((double)s));
@@ -121,7 +121,7 @@ void attn_taylor_forward(real *out, const TaylorBufs *t, const real *qk4, const 
 
 void attn_taylor_backward(real *dv, int v_stride, real *d_qk4, const real *d_out, const TaylorBufs *t,
                           const real *qk4, const real *v, const TaylorBufs *dt, const AttnShape *a) {
-    const int s = a->s, e = a->e, E1 = e + 1, F = taylor_width(s), ntask = a->B * a->G;
+    const int s = a->s, e = a->e, E1 = e + 1, F = taylor_feature_count(s), ntask = a->B * a->G;
     const size_t N = (size_t)a->B * a->T, SE = (size_t)F * E1;
     const real *Ql = qk4 + N * s, *Kl = qk4 + 3 * N * s;
     real *dQl = d_qk4 + N * s, *dKl = d_qk4 + 3 * N * s;
@@ -186,7 +186,7 @@ void attn_taylor_backward(real *dv, int v_stride, real *d_qk4, const real *d_out
 /* lin_out = num / max(den, eps), [num | den] = phi(lin_q / sqrt s) St */
 void attn_taylor_query(real *out, const real *St, const real *lin_q, real *scratch, const AttnShape *a,
                        int blocks) {
-    const int s = a->s, e = a->e, F = taylor_width(s);
+    const int s = a->s, e = a->e, F = taylor_feature_count(s);
     real *fq = scratch, *nd = scratch + F;
     taylor_phi(fq, lin_q, (real)(1.0 / sqrt((double)s)), s);
     gemv_split(blocks, 1, F, e + 1, 1, St, e + 1, fq, 0, nd);
@@ -197,7 +197,7 @@ void attn_taylor_query(real *out, const real *St, const real *lin_q, real *scrat
 /* the group's phi(lin_k)^T [v | 1] joins St */
 void attn_taylor_fold(real *St, const real *Gk, const real *Gv, real *scratch, const AttnShape *a,
                       int blocks) {
-    const int s = a->s, e = a->e, C = a->C, F = taylor_width(s);
+    const int s = a->s, e = a->e, C = a->C, F = taylor_feature_count(s);
     real *fk = scratch;
     for (int r = 0; r < C; r++) taylor_phi(fk + (size_t)r * F, Gk + (size_t)r * s, 1, s);
     gemm_tn_split(blocks, F, e, C, 1, fk, F, Gv, e, St, e + 1);
@@ -211,7 +211,7 @@ void attn_taylor_fold(real *St, const real *Gk, const real *Gv, real *scratch, c
 /* St after all G groups = St_{G-1} (stored, exclusive) + the last group's fk^T [v | 1] */
 void attn_taylor_state_after(real *St, const real *st_last, const real *fk_last, const real *v,
                              int v_stride, const AttnShape *a) {
-    const int s = a->s, e = a->e, F = taylor_width(s);
+    const int s = a->s, e = a->e, F = taylor_feature_count(s);
     memcpy(St, st_last, sizeof(real) * F * (e + 1));
     taylor_sum(St, 1, fk_last, v, v_stride, a->C, F, e);
 }
