@@ -939,18 +939,24 @@ static void test_micro_batch_split(void) {
     model_close(split);
 }
 
-/* The recurrent decoder's logits equal the full forward's at every position: both paths of
-   the GPU decoder, the fused kernels (a few sequences) and cuBLAS, on every case (taylor's
+/* The recurrent decoder's logits equal the full forward's at every position: the three
+   paths of the GPU decoder, the persistent kernel (where it applies: FLASH without taylor,
+   widths a multiple of 4; asserted to be the one taken there), the fused kernels (a few
+   sequences) and cuBLAS, on every case (taylor's
    St folded at each group's end; gau's sampler, a forward per byte, past its first window of
    64 positions, so that it grows once) */
 static void test_decoder_matches_forward(void) {
-    for (int run = 0; run < 2 * nmodel_cases; run++) {
-        const int ci = run % nmodel_cases, cublas_path = run >= nmodel_cases;
+    for (int run = 0; run < 3 * nmodel_cases; run++) {
+        const int ci = run % nmodel_cases, path = run / nmodel_cases;
         const Case *k = &cases[ci];
-        if (cublas_path) setenv("FLASH_CUDA_DECODE_FUSED", "0", 1);
-        else unsetenv("FLASH_CUDA_DECODE_FUSED");
+        unsetenv("FLASH_CUDA_DECODE_FUSED");
+        unsetenv("FLASH_CUDA_DECODE_PERSISTENT");
+        if (path == 1) setenv("FLASH_CUDA_DECODE_PERSISTENT", "0", 1);
+        if (path == 2) setenv("FLASH_CUDA_DECODE_FUSED", "0", 1);
         const int V = k->cfg.num_tokens, C = k->cfg.group_size, nseq = 2, gau = k->cfg.model == MODEL_GAU;
-        if (gau && cublas_path) continue;   /* one path: the forward's */
+        const int persistent = path == 0 && k->cfg.model == MODEL_FLASH && k->cfg.linear_attn != LINEAR_TAYLOR &&
+                               k->cfg.dim % 4 == 0 && config_hidden(&k->cfg) % 4 == 0;
+        if (gau && path > 0) continue;   /* one path: the forward's */
         const int P = gau ? 40 : C + 3, steps = gau ? 40 : 2 * C + 5, T = P + steps;
         char err[256];
         Model *m = open_on(&k->cfg, DEVICE_CUDA, PRECISION_FP32, 1, T, 1);
@@ -962,6 +968,12 @@ static void test_decoder_matches_forward(void) {
         float *full = malloc(sizeof(float) * T * V), *lg = malloc(sizeof(float) * nseq * V);
         model_forward(m, tok, 1, T, NULL, full);
         CHECK(model_decoder_open(m, nseq, P, err, sizeof err) == 0, "decoder_open: %s", err);
+        ModelInfo di;
+        model_info(m, &di);
+        const char *kind = path == 2 ? "cuBLAS" : path == 1 ? "fused" : di.decoder;
+        if (persistent)
+            CHECK(strncmp(di.decoder, "one persistent", 14) == 0, "%s: the persistent path was not taken (%s)",
+                  k->name, di.decoder);
         double worst = 0;
         /* the reference row of position t: the forward over all T tokens; for gau, whose
            layers divide by the length, the forward over the t + 1 tokens so far */
@@ -981,13 +993,56 @@ static void test_decoder_matches_forward(void) {
                 if (!(e <= worst)) worst = e;
             }
         }
-        CHECK(worst < 1e-4, "%s (%s): decoder against forward rel %g", k->name, cublas_path ? "cuBLAS" : "fused",
-              worst);
+        CHECK(worst < 1e-4, "%s (%s): decoder against forward rel %g", k->name, kind, worst);
+        if (path == 0) printf("  %s: %s, rel %.3g\n", k->name, di.decoder, worst);
         model_decoder_close(m);
         free(tok); free(full); free(lg);
         model_close(m);
     }
     unsetenv("FLASH_CUDA_DECODE_FUSED");
+    unsetenv("FLASH_CUDA_DECODE_PERSISTENT");
+}
+
+/* The persistent decoder at the widths where its work is spread over the grid: eight
+   sequences (several tiles of value columns a block), d 256, s 64 (8 z-blocks), partial
+   rotary, layernorm + shift, two groups and a bit; the sequences share the prompt and then
+   part, each against its own row of a batched forward. */
+static void test_decoder_persistent_wide(void) {
+    FlashConfig c = cases[1].cfg;
+    c.dim = 256; c.query_key_dim = 64; c.group_size = 32; c.depth = 2; c.shift_tokens = 1;
+    const int n = 8, V = c.num_tokens, C = c.group_size, P = C + 5, T = 3 * C + 3;
+    char err[256];
+    Model *m = open_on(&c, DEVICE_CUDA, PRECISION_FP32, n, T, n);
+    if (!m) { CHECK(0, "open"); return; }
+    model_init_params(m, 11, err, sizeof err);
+    perturb(m);
+    int *tok = malloc(sizeof(int) * n * (T + 1));
+    random_tokens(tok, (size_t)n * (T + 1), V);
+    for (int q = 1; q < n; q++) memcpy(tok + (size_t)q * (T + 1), tok, sizeof(int) * P);
+    float *full = malloc(sizeof(float) * n * T * V), *lg = malloc(sizeof(float) * n * V);
+    model_forward(m, tok, n, T, NULL, full);
+    CHECK(model_decoder_open(m, n, P, err, sizeof err) == 0, "decoder_open: %s", err);
+    ModelInfo di;
+    model_info(m, &di);
+    CHECK(strncmp(di.decoder, "one persistent", 14) == 0, "path: %s", di.decoder);
+    model_decoder_prefill(m, tok, P, lg);
+    double worst = 0;
+    int col[8];
+    for (int t = P - 1; t < T; t++) {
+        if (t >= P) {
+            for (int q = 0; q < n; q++) col[q] = tok[(size_t)q * (T + 1) + t];
+            model_decoder_step(m, col, lg);
+        }
+        for (int q = 0; q < n; q++) {
+            double e = rel_err(lg + (size_t)q * V, full + ((size_t)q * T + t) * V, V);
+            if (!(e <= worst)) worst = e;
+        }
+    }
+    CHECK(worst < 1e-4, "persistent decoder, 8 sequences, d 256: rel %g", worst);
+    printf("  persistent decoder, 8 sequences, d 256 s 64: rel %.3g\n", worst);
+    model_decoder_close(m);
+    free(tok); free(full); free(lg);
+    model_close(m);
 }
 
 #ifdef FLASH_CUDA
@@ -1086,6 +1141,9 @@ static void test_bf16(void) {
             model_init_params(hd, 9, err, sizeof err);
             model_forward(hd, seq, 1, Td, NULL, full);
             CHECK(model_decoder_open(hd, 1, P, err, sizeof err) == 0, "decoder: %s", err);
+            ModelInfo di;
+            model_info(hd, &di);
+            CHECK(strncmp(di.decoder, "one persistent", 14) == 0, "bf16 decoder path: %s", di.decoder);
             model_decoder_prefill(hd, seq, P, lg);
             double w = rel_err(lg, full + (size_t)(P - 1) * V, V);
             for (int t = P; t < Td; t++) {
@@ -1146,6 +1204,7 @@ int main(void) {
     RUN_GPU(test_model_matches_cpu);
     RUN_GPU(test_micro_batch_split);
     RUN_GPU(test_decoder_matches_forward);
+    RUN_GPU(test_decoder_persistent_wide);
     RUN_GPU(test_deterministic);
     RUN_GPU(test_bf16);
     printf("RESULT passed=%d failed=%d skipped=%d\n", test_passed_, test_failed_, test_skipped_);

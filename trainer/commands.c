@@ -94,7 +94,9 @@ static void sample_bench(Model *m, double temp, uint64_t seed) {
         }
     }
     double lo = 1e30, hi = 0;
-    printf("decoder, one sequence:\n");
+    ModelInfo dinfo;
+    model_info(m, &dinfo);
+    printf("decoder, one sequence%s%s:\n", dinfo.decoder[0] ? ", " : "", dinfo.decoder);
     for (int b = 1; b < 5; b++) {
         printf("  positions %d-%d: %.0f bytes/s\n", b * block, (b + 1) * block, rate[b]);
         if (rate[b] < lo) lo = rate[b];

@@ -17,8 +17,12 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <cooperative_groups.h>
+
 #include "cuda_model.h"
 #include "kernels.cuh"
+
+namespace cg = cooperative_groups;
 
 typedef struct CudaDecoder {
     int nseq, max_prompt;
@@ -34,6 +38,12 @@ typedef struct CudaDecoder {
     cudaGraphExec_t graph;
     int graph_ready, graph_failed;
     int fused;                              /* the three-kernel layer (few sequences) */
+    int persistent;                         /* one cooperative kernel a byte (below) */
+    int pk_blocks;                          /* its grid: one block an SM */
+    size_t pk_smem;                         /* its dynamic shared memory, bytes */
+    void *pk_layer;                         /* device: its PkLayer per layer */
+    float *zpart;                           /* its partial dots: n x z-blocks x C */
+    float *logits_mapped;                   /* h_logits as the device addresses it */
 } CudaDecoder;
 
 /* h = tok_emb[token] + scale * [sin(t w) | cos(t w)] at the current position */
@@ -476,6 +486,355 @@ static int dec_fused_ok(int n, int d, int e) {
     return n <= DEC_FUSED_SEQ && (size_t)n * (d > e ? d : e) * sizeof(float) <= 48 * 1024;
 }
 
+/* ---- the persistent step (issue 21): one cooperative kernel a byte ----------------------
+   For a few sequences of the plain FLASH model (no taylor) the whole byte is one launch:
+   the kernel boundaries of the fused path become grid-wide barriers (cg grid.sync, about
+   1 us on 132 blocks where a graph node costs about 7), three a layer:
+     A  every block: the norm + shift of the n rows into shared memory (layer 0: the
+        embedding, computed by every block; each writes the rows of h it owns in C).
+        Blocks 0 .. nzb - 1 (the z-blocks) own PK_ZF features of z each, rotary pairs
+        never split: one to_qk row a warp, offset-scale and rotary of their features, the
+        current row's keys into the group cache, and the partial dots of the query with
+        the group's keys over their features (zpart). The other blocks: the value and
+        gate rows of to_hidden, one warp a row.
+     B  tiles of PK_COLS value columns of a sequence: a_k = phi(sum_b zpart_b[k] / C +
+        sqrt(s) bias[bucket(j - k)]) (the z-blocks' partials added in a fixed order),
+        att = sum_k a_k v_k + lin_q S, gated = gate att; at the group's end S += lin_k^T v / C
+        (each thread updates the entries of S it read). Block 0 moves this position's norm
+        output into prev (every block has read the old one before barrier A-B).
+     C  to_out: h = bo + (h + gated Wo^T), one warp a row of h.
+   then the final layernorm and the logits, written to mapped host memory (no copy).
+   Each block owns the same rows and columns at every layer and byte, so a value a block
+   reads back (h's rows in C, S's entries in B) is one it wrote itself. Buffers written
+   inside the kernel are read with plain loads (never __ldg): grid.sync orders them. */
+#define PK_WARPS 8
+#define PK_THREADS (32 * PK_WARPS)
+#define PK_ZF PK_WARPS                    /* z features of a z-block: one row a warp */
+#define PK_COLS 8                         /* value columns of a tile in phase B */
+#define PK_SLICES (PK_THREADS / PK_COLS)  /* key slices a column's sums are split into */
+
+typedef struct {
+    const float *norm_g, *norm_w, *norm_b, *bh, *gamma, *beta, *rot_freqs, *rel_bias, *bo;
+    const void *wh, *wo;                  /* fp32 weights or their bf16 twins */
+    float *S, *gq, *gk, *gv, *prev;       /* this layer's state, n sequences */
+} PkLayer;
+
+typedef struct {
+    const PkLayer *layer;
+    float *h, *hid, *gated, *xn, *zpart, *qlin, *logits;
+    int *pos;
+    const float *tok_emb, *pos_scale, *inv_freq, *lnf_w, *lnf_b, *b_logits;
+    const void *w_logits;
+    int L, n, d, e, s, r, C, V, layernorm, shift, laplace, nzb;
+} PkArgs;
+
+typedef struct { int tok[DEC_FUSED_SEQ]; } PkTokens;
+
+/* floats of dynamic shared memory: the n rows (of d or e) and the phases' scratch */
+static size_t pk_shared_floats(int n, int d, int e, int C) {
+    const size_t rows = (size_t)n * (d > e ? d : e);
+    const size_t zb = (size_t)n * 5 * PK_ZF, att = (size_t)C + PK_SLICES * PK_COLS;
+    return rows + (zb > att ? zb : att);
+}
+
+template <typename WT>
+__global__ void __launch_bounds__(PK_THREADS) dec_persistent_kernel(PkArgs a, PkTokens tk) {
+    cg::grid_group grid = cg::this_grid();
+    extern __shared__ float sm[];
+    const int n = a.n, d = a.d, e = a.e, s = a.s, C = a.C, H = 2 * e + s, V = a.V;
+    const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32;
+    const int nb = gridDim.x, gw = blockIdx.x * PK_WARPS + warp, W = nb * PK_WARPS;
+    const int zblock = blockIdx.x < a.nzb;
+    const long t = a.pos[0];   /* read by all before barrier A-B; block 0 writes t + 1 last */
+    const int j = (int)(t % C), pairs = a.r / 2;
+    const float inv_C = 1.0f / C, bias_scale = sqrtf((float)s);
+    float *rows = sm, *scr = sm + (size_t)n * (d > e ? d : e);
+    typename W4<WT>::raw pre[DEC_PRE];
+    float acc[DEC_FUSED_SEQ];
+    /* the row of to_hidden this warp takes first in phase A: a z row or a value/gate row */
+    const int zf = blockIdx.x * PK_ZF + warp;
+    const int vg0 = (blockIdx.x - a.nzb) * PK_WARPS + warp, vg_step = (nb - a.nzb) * PK_WARPS;
+    const int row_a = zblock ? (zf < s ? 2 * e + zf : -1) : (vg0 < 2 * e ? vg0 : -1);
+    for (int l = 0; l < a.L; l++) {
+        const PkLayer *P = a.layer + l;
+        const WT *Wh = (const WT *)P->wh, *Wo = (const WT *)P->wo;
+        dec_prefetch<WT>(pre, Wh + (size_t)(row_a >= 0 ? row_a : 0) * d, d, row_a >= 0);
+        if (l > 0) grid.sync();   /* C-A: h complete */
+        /* ---- A ---- */
+        const float *src = a.h;
+        if (l == 0) {
+            const double tt = (double)t;
+            const int half = d / 2;
+            for (int k = tid; k < n * d; k += PK_THREADS) {
+                const int i = k / d, f = k % d;
+                float pe = 0;
+                if (f < half) pe = (float)sin(tt * (double)a.inv_freq[f]);
+                else if (f < 2 * half) pe = (float)cos(tt * (double)a.inv_freq[f - half]);
+                rows[k] = a.tok_emb[(size_t)tk.tok[i] * d + f] + a.pos_scale[0] * pe;
+            }
+            __syncthreads();
+            if (lane < n)
+                for (int rr = gw; rr < d; rr += W) a.h[(size_t)lane * d + rr] = rows[(size_t)lane * d + rr];
+            __syncthreads();
+            src = rows;   /* the norm in place: each lane reads its features before writing them */
+        }
+        dec_norm_rows(rows, a.shift ? a.xn : NULL, src, P->prev, P->norm_g, P->norm_w, P->norm_b, a.layernorm,
+                      a.shift, n, d);
+        __syncthreads();
+        if (zblock) {
+            float *zs = scr, *q4 = scr + n * PK_ZF;   /* zs: n x PK_ZF; q4: n x 4 x PK_ZF */
+            if (row_a >= 0) {
+                dec_row_dots<4, WT>(acc, Wh + (size_t)row_a * d, rows, n, d, pre);
+                if (lane == 0)
+#pragma unroll
+                    for (int q = 0; q < DEC_FUSED_SEQ; q++)
+                        if (q < n) zs[q * PK_ZF + warp] = silu_f(acc[q] + P->bh[row_a]);
+            }
+            __syncthreads();
+            const int f0 = blockIdx.x * PK_ZF;
+            for (int idx = tid; idx < n * PK_ZF; idx += PK_THREADS) {
+                const int q = idx / PK_ZF, w = idx % PK_ZF, f = f0 + w;
+                if (f >= s) continue;
+                const float z = zs[q * PK_ZF + w];
+                float c = 1, sn = 0, zp = 0;
+                const int rot = f < 2 * pairs, fp = f ^ 1;
+                if (rot) {
+                    const double ang = (double)t * (double)P->rot_freqs[f / 2];
+                    c = (float)cos(ang);
+                    sn = (float)sin(ang);
+                    zp = zs[q * PK_ZF + (w ^ 1)];
+                }
+                for (int k = 0; k < 4; k++) {
+                    const float o = z * P->gamma[k * s + f] + P->beta[k * s + f];
+                    float v = o;
+                    if (rot) {
+                        const float op = zp * P->gamma[k * s + fp] + P->beta[k * s + fp];
+                        v = (f & 1) ? o * c + op * sn : o * c - op * sn;
+                    }
+                    q4[(q * 4 + k) * PK_ZF + w] = v;
+                }
+                P->gq[((size_t)q * C + j) * s + f] = q4[(q * 4 + 2) * PK_ZF + w];
+                P->gk[((size_t)q * C + j) * s + f] = q4[(q * 4 + 3) * PK_ZF + w];
+                a.qlin[(size_t)q * s + f] = q4[(q * 4 + 1) * PK_ZF + w];
+            }
+            __syncthreads();
+            /* the query's dots with the group's keys k <= j over this block's features */
+            const int nf = s - f0 < PK_ZF ? s - f0 : PK_ZF;
+            for (int idx = tid; idx < n * (j + 1); idx += PK_THREADS) {
+                const int q = idx / (j + 1), k = idx % (j + 1);
+                const float *qq = q4 + (q * 4 + 0) * PK_ZF;
+                float dot = 0;
+                if (k == j) {
+                    const float *kq = q4 + (q * 4 + 2) * PK_ZF;
+                    for (int w = 0; w < nf; w++) dot += qq[w] * kq[w];
+                } else {
+                    const float *key = P->gq + ((size_t)q * C + k) * s + f0;
+                    for (int w = 0; w < nf; w++) dot += qq[w] * key[w];
+                }
+                a.zpart[((size_t)q * a.nzb + blockIdx.x) * C + k] = dot;
+            }
+        } else {
+            for (int rr = vg0; rr < 2 * e; rr += vg_step) {
+                if (rr != row_a) dec_prefetch<WT>(pre, Wh + (size_t)rr * d, d, true);
+                dec_row_dots<4, WT>(acc, Wh + (size_t)rr * d, rows, n, d, pre);
+                if (lane == 0)
+#pragma unroll
+                    for (int q = 0; q < DEC_FUSED_SEQ; q++)
+                        if (q < n) a.hid[(size_t)q * H + rr] = silu_f(acc[q] + P->bh[rr]);
+            }
+        }
+        /* the first row of to_out this warp takes in C, loaded across the barriers */
+        dec_prefetch<WT>(pre, Wo + (size_t)(gw < d ? gw : 0) * e, e, gw < d);
+        grid.sync();   /* A-B */
+        /* ---- B ---- */
+        if (a.shift && blockIdx.x == 0)
+            for (int k = tid; k < n * d; k += PK_THREADS) P->prev[k] = a.xn[k];
+        const int tiles_per_seq = (e + PK_COLS - 1) / PK_COLS;
+        float *wa = scr, *part = scr + C;
+        for (int tile = blockIdx.x; tile < n * tiles_per_seq; tile += nb) {
+            const int q = tile / tiles_per_seq, f = (tile % tiles_per_seq) * PK_COLS + tid % PK_COLS;
+            const int sl = tid / PK_COLS, live = f < e;
+            for (int k = tid; k <= j; k += PK_THREADS) {
+                float dot = 0;
+                for (int b = 0; b < a.nzb; b++) dot += a.zpart[((size_t)q * a.nzb + b) * C + k];
+                wa[k] = phi_f(dot * inv_C + bias_scale * P->rel_bias[rel_pos_bucket(j - k)], a.laplace);
+            }
+            __syncthreads();
+            const float *Gk = P->gk + (size_t)q * C * s, *ql = a.qlin + (size_t)q * s;
+            float *Gv = P->gv + (size_t)q * C * e, *S = P->S + (size_t)q * s * e;
+            float v = 0, sum = 0;
+            if (live) {
+                v = a.hid[(size_t)q * H + f];
+                for (int k = sl; k < j; k += PK_SLICES) sum += wa[k] * Gv[(size_t)k * e + f];
+                if (sl == j % PK_SLICES) sum += wa[j] * v;
+                for (int u = sl; u < s; u += PK_SLICES) sum += ql[u] * S[(size_t)u * e + f];
+            }
+            part[sl * PK_COLS + tid % PK_COLS] = sum;
+            __syncthreads();
+            if (sl == 0 && live) {
+                float att = 0;
+                for (int b = 0; b < PK_SLICES; b++) att += part[b * PK_COLS + tid % PK_COLS];
+                a.gated[(size_t)q * e + f] = a.hid[(size_t)q * H + e + f] * att;
+                Gv[(size_t)j * e + f] = v;
+            }
+            if (j == C - 1 && live)
+                for (int u = sl; u < s; u += PK_SLICES) {   /* the entries of S this thread read */
+                    float g = 0;
+                    for (int k = 0; k < j; k++) g += Gk[(size_t)k * s + u] * Gv[(size_t)k * e + f];
+                    g += Gk[(size_t)j * s + u] * v;
+                    S[(size_t)u * e + f] += inv_C * g;
+                }
+            __syncthreads();   /* wa and part are the next tile's */
+        }
+        grid.sync();   /* B-C */
+        /* ---- C ---- */
+        for (int k = tid; k < n * e; k += PK_THREADS) rows[k] = a.gated[k];
+        __syncthreads();
+        for (int rr = gw; rr < d; rr += W) {
+            if (rr != gw) dec_prefetch<WT>(pre, Wo + (size_t)rr * e, e, true);
+            dec_row_dots<4, WT>(acc, Wo + (size_t)rr * e, rows, n, e, pre);
+            if (lane == 0)
+#pragma unroll
+                for (int q = 0; q < DEC_FUSED_SEQ; q++)
+                    if (q < n) a.h[(size_t)q * d + rr] = P->bo[rr] + (a.h[(size_t)q * d + rr] + acc[q]);
+        }
+    }
+    /* ---- the head ---- */
+    const WT *Wl = (const WT *)a.w_logits;
+    dec_prefetch<WT>(pre, Wl + (size_t)(gw < V ? gw : 0) * d, d, gw < V);
+    grid.sync();   /* h complete */
+    dec_norm_rows(rows, NULL, a.h, NULL, NULL, a.lnf_w, a.lnf_b, 1, 0, n, d);
+    __syncthreads();
+    for (int rr = gw; rr < V; rr += W) {
+        if (rr != gw) dec_prefetch<WT>(pre, Wl + (size_t)rr * d, d, true);
+        dec_row_dots<4, WT>(acc, Wl + (size_t)rr * d, rows, n, d, pre);
+        if (lane == 0)
+#pragma unroll
+            for (int q = 0; q < DEC_FUSED_SEQ; q++)
+                if (q < n) a.logits[(size_t)q * V + rr] = acc[q] + a.b_logits[rr];
+    }
+    if (blockIdx.x == 0 && tid == 0) a.pos[0] = (int)(t + 1);
+}
+
+template <typename WT>
+static PkArgs pk_args(Model *m, const WT *wbase) {
+    CudaModel *cm = (CudaModel *)m->impl;
+    CudaDecoder *dc = cm->dec;
+    const FlashConfig *c = &m->cfg;
+    const ModelParams *p = &cm->p;
+    PkArgs a;
+    memset(&a, 0, sizeof a);
+    a.layer = (const PkLayer *)dc->pk_layer;
+    a.h = dc->h; a.hid = dc->hid; a.gated = dc->gated; a.xn = dc->xs; a.zpart = dc->zpart;
+    a.qlin = dc->qlin; a.logits = dc->logits_mapped; a.pos = dc->d_pos;
+    a.tok_emb = p->tok_emb; a.pos_scale = p->pos_scale; a.inv_freq = p->inv_freq;
+    a.lnf_w = p->lnf_w; a.lnf_b = p->lnf_b; a.b_logits = p->b_logits;
+    a.w_logits = wbase ? (const void *)(wbase + (p->w_logits - cm->params)) : (const void *)p->w_logits;
+    a.L = c->depth; a.n = dc->nseq; a.d = c->dim; a.e = config_hidden(c); a.s = c->query_key_dim;
+    a.r = config_rotary(c); a.C = c->group_size; a.V = c->num_tokens;
+    a.layernorm = c->norm_type == NORM_LAYERNORM; a.shift = c->shift_tokens; a.laplace = c->attn_fn == ATTN_LAPLACE;
+    a.nzb = (a.s + PK_ZF - 1) / PK_ZF;
+    return a;
+}
+
+/* The persistent step is taken where it applies: the plain FLASH model (taylor keeps the
+   fused path), at most DEC_FUSED_SEQ sequences, widths d and e that are multiples of 4
+   (16-byte weight loads), a device with cooperative launch and more SMs than z-blocks,
+   and pinned logits the device can address. FLASH_CUDA_DECODE_PERSISTENT=0 turns it off
+   (A/B runs, tests). Returns 1 when set up. */
+static int dec_persistent_open(Model *m, CudaDecoder *dc) {
+    CudaModel *cm = (CudaModel *)m->impl;
+    const FlashConfig *c = &m->cfg;
+    const int n = dc->nseq, d = c->dim, e = config_hidden(c), s = c->query_key_dim, C = c->group_size;
+    const char *env = getenv("FLASH_CUDA_DECODE_PERSISTENT"), *fz = getenv("FLASH_CUDA_DECODE_FUSED");
+    if ((env && strcmp(env, "0") == 0) || (fz && strcmp(fz, "0") == 0)) return 0;
+    if (n > DEC_FUSED_SEQ || c->model != MODEL_FLASH || config_taylor_width(c) || d % 4 || e % 4) return 0;
+    int coop = 0, sms = 0;
+    cudaDeviceGetAttribute(&coop, cudaDevAttrCooperativeLaunch, cm->dev);
+    cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, cm->dev);
+    const int nzb = (s + PK_ZF - 1) / PK_ZF;
+    if (!coop || sms <= nzb) return 0;
+    const __nv_bfloat16 *wb = cm->use_bf16 && cm->params_h ? (const __nv_bfloat16 *)cm->params_h : NULL;
+    const void *fn = wb ? (const void *)dec_persistent_kernel<__nv_bfloat16> : (const void *)dec_persistent_kernel<float>;
+    const size_t smem = sizeof(float) * pk_shared_floats(n, d, e, C);
+    if (smem > 48 * 1024 &&
+        cudaFuncSetAttribute(fn, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem) != cudaSuccess) {
+        cudaGetLastError();
+        return 0;
+    }
+    int per_sm = 0;
+    if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, fn, PK_THREADS, smem) != cudaSuccess || per_sm < 1) {
+        cudaGetLastError();
+        return 0;
+    }
+    void *mapped = NULL;
+    if (cudaHostGetDevicePointer(&mapped, dc->h_logits, 0) != cudaSuccess) { cudaGetLastError(); return 0; }
+    PkLayer *hl = (PkLayer *)calloc((size_t)c->depth, sizeof *hl);
+    if (!hl) return 0;
+    const ModelParams *p = &cm->p;
+    /* the weights' addresses, fp32 or in the bf16 twin */
+#define PK_W(x) (wb ? (const void *)(wb + ((x) - cm->params)) : (const void *)(x))
+    int aligned = (uintptr_t)PK_W(p->w_logits) % 16 == 0;
+    for (int l = 0; l < c->depth; l++) {
+        const LayerParams *P = &p->layer[l];
+        PkLayer *q = &hl[l];
+        q->norm_g = P->norm_g; q->norm_w = P->norm_w; q->norm_b = P->norm_b; q->bh = P->bh;
+        q->gamma = P->gamma; q->beta = P->beta; q->rot_freqs = P->rot_freqs; q->rel_bias = P->rel_bias; q->bo = P->bo;
+        q->wh = PK_W(P->wh);
+        q->wo = PK_W(P->wo);
+        aligned &= (uintptr_t)q->wh % 16 == 0 && (uintptr_t)q->wo % 16 == 0;
+        q->S = dc->kv + (size_t)l * n * s * e;
+        q->gq = dc->gq + (size_t)l * n * C * s;
+        q->gk = dc->gk + (size_t)l * n * C * s;
+        q->gv = dc->gv + (size_t)l * n * C * e;
+        q->prev = dc->prev + (size_t)l * n * d;
+    }
+#undef PK_W
+    int ok = aligned && cudaMalloc(&dc->pk_layer, sizeof *hl * c->depth) == cudaSuccess &&
+             cudaMemcpy(dc->pk_layer, hl, sizeof *hl * c->depth, cudaMemcpyHostToDevice) == cudaSuccess;
+    free(hl);
+    if (!ok) {
+        cudaGetLastError();
+        if (dc->pk_layer) cudaFree(dc->pk_layer);
+        dc->pk_layer = NULL;
+        return 0;
+    }
+    dc->logits_mapped = (float *)mapped;
+    dc->pk_blocks = sms;
+    dc->pk_smem = smem;
+    return 1;
+}
+
+/* one byte through the persistent kernel: the tokens travel as its argument, the logits
+   come back in h_logits */
+static cudaError_t dec_persistent_launch(Model *m, const int *tokens) {
+    CudaModel *cm = (CudaModel *)m->impl;
+    CudaDecoder *dc = cm->dec;
+    PkTokens tk;
+    memset(&tk, 0, sizeof tk);
+    for (int i = 0; i < dc->nseq; i++) tk.tok[i] = tokens[i];
+    const __nv_bfloat16 *wb = cm->use_bf16 && cm->params_h ? (const __nv_bfloat16 *)cm->params_h : NULL;
+    if (wb) {
+        PkArgs a = pk_args<__nv_bfloat16>(m, wb);
+        void *args[] = {&a, &tk};
+        return cudaLaunchCooperativeKernel((const void *)dec_persistent_kernel<__nv_bfloat16>, dc->pk_blocks,
+                                           PK_THREADS, args, dc->pk_smem, cm->st);
+    }
+    PkArgs a = pk_args<float>(m, (const float *)NULL);
+    void *args[] = {&a, &tk};
+    return cudaLaunchCooperativeKernel((const void *)dec_persistent_kernel<float>, dc->pk_blocks, PK_THREADS, args,
+                                       dc->pk_smem, cm->st);
+}
+
+const char *cuda_decoder_kind(const Model *m) {
+    const CudaModel *cm = (const CudaModel *)m->impl;
+    if (cm->gau_dec) return "gau: a forward per byte";
+    if (!cm->dec) return "";
+    if (cm->dec->persistent) return "one persistent kernel a byte (grid barriers, 3 a layer)";
+    if (cm->dec->fused) return "fused kernels, 3 a layer, as a CUDA graph";
+    return "cuBLAS products and kernels, as a CUDA graph";
+}
+
 
 /* the launches of one step (captured once into a graph) */
 static void dec_launch_step(Model *m) {
@@ -549,6 +908,7 @@ void cuda_decoder_close(Model *m) {
     if (!cm || !cm->dec) return;
     CudaDecoder *dc = cm->dec;
     if (dc->graph_ready) cudaGraphExecDestroy(dc->graph);
+    if (dc->pk_layer) cudaFree(dc->pk_layer);
     cudaFree(dc->arena);
     cudaFree(dc->d_tok);
     cudaFreeHost(dc->h_tok);
@@ -587,10 +947,13 @@ int cuda_decoder_open(Model *m, int nseq, int max_prompt, char *err, size_t errl
     const char *fz = getenv("FLASH_CUDA_DECODE_FUSED");
     dc->fused = dec_fused_ok(nseq, (int)d, (int)e) && !(fz && strcmp(fz, "0") == 0);
     const size_t F = config_taylor_width(c) ? dec_taylor_width((int)s) : 0;
+    const size_t nzb = (s + PK_ZF - 1) / PK_ZF;
     const size_t counts[] = {L * n * s * e, L * n * C * s, L * n * C * s, L * n * C * e, L * n * d,
-                             n * d, n * d, n * 2, n * H, n * H, n * e, n * d, n * V, L * n * F * (e + 1), n * s};
+                             n * d, n * d, n * 2, n * H, n * H, n * e, n * d, n * V, L * n * F * (e + 1), n * s,
+                             n * nzb * C};
     float **ptrs[] = {&dc->kv, &dc->gq, &dc->gk, &dc->gv, &dc->prev, &dc->h, &dc->xs, &dc->stat,
-                      &dc->hid_u, &dc->hid, &dc->gated, &dc->lnf, &dc->logits, &dc->tst, &dc->qlin};
+                      &dc->hid_u, &dc->hid, &dc->gated, &dc->lnf, &dc->logits, &dc->tst, &dc->qlin,
+                      &dc->zpart};
     size_t total = 0;
     for (size_t k = 0; k < sizeof counts / sizeof counts[0]; k++) total += (counts[k] + 63) / 64 * 64;
     if (cuda_fail(cudaMalloc((void **)&dc->arena, total * sizeof(float)), "memory for the decoder", err, errlen) ||
@@ -609,6 +972,7 @@ int cuda_decoder_open(Model *m, int nseq, int max_prompt, char *err, size_t errl
     dc->d_pos = dc->d_tok + n;
     dc->prompt_buf = (int *)malloc(sizeof(int) * ((size_t)(max_prompt > nseq ? max_prompt : nseq) + 2));
     if (!dc->prompt_buf) { snprintf(err, errlen, "out of memory"); cuda_decoder_close(m); return -1; }
+    dc->persistent = dec_persistent_open(m, dc);
     return 0;
 }
 
@@ -618,6 +982,14 @@ static int dec_step(Model *m, const int *tokens, float *logits) {
     CudaDecoder *dc = cm->dec;
     cudaStream_t st = cm->st;
     const int n = dc->nseq, V = m->cfg.num_tokens;
+    if (dc->persistent) {
+        cudaError_t e = dec_persistent_launch(m, tokens);
+        if (e == cudaSuccess) e = cudaStreamSynchronize(st);
+        if (e != cudaSuccess) { fprintf(stderr, "CUDA error in the decoder: %s\n", cudaGetErrorString(e)); return -1; }
+        memcpy(logits, dc->h_logits, sizeof(float) * (size_t)n * V);
+        dc->pos++;
+        return 0;
+    }
     memcpy(dc->h_tok, tokens, sizeof(int) * n);
     cudaMemcpyAsync(dc->d_tok, dc->h_tok, sizeof(int) * n, cudaMemcpyHostToDevice, st);
     if (!dc->graph_ready && !dc->graph_failed) {

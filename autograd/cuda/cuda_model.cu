@@ -322,7 +322,7 @@ static void cu_info(const Model *m, ModelInfo *info) {
     size_t free_b = 0, total_b = 0;
     if (cudaMemGetInfo(&free_b, &total_b) == cudaSuccess) info->device_bytes = total_b - free_b;
     snprintf(info->detail, sizeof info->detail, "a step of up to %d sequences runs as micro-batches of %d%s",
-             cm->cap_seqs, cm->capB, cm->graph_off ? "" : ", replayed as a CUDA graph");
+             cm->cap_seqs, cm->capB, cm->graph_off ? "" : ", replayed as a CUDA graph");    snprintf(info->decoder, sizeof info->decoder, "%s", cuda_decoder_kind(m));
 }
 
 static void refresh_twin(CudaModel *cm) {

@@ -170,5 +170,7 @@ void gau_cuda_decoder_close(Model *m);
 int cuda_decoder_prefill(Model *m, const int *prompt, int P, float *logits);
 int cuda_decoder_step(Model *m, const int *tokens, float *logits);
 void cuda_decoder_close(Model *m);
+/* which of the decoder's paths an open decoder takes, for bench lines and tests ("" when none is open) */
+const char *cuda_decoder_kind(const Model *m);
 
 #endif
