@@ -1004,7 +1004,7 @@ static void test_decoder_matches_forward(void) {
 }
 
 /* The persistent decoder at the widths where its work is spread over the grid: eight
-   sequences (several tiles of value columns a block), d 256, s 64 (8 z-blocks), partial
+   sequences (FLASH_CUDA_DECODE_PERSISTENT=1; several tiles of value columns a block), d 256, s 64 (8 z-blocks), partial
    rotary, layernorm + shift, two groups and a bit; the sequences share the prompt and then
    part, each against its own row of a batched forward. */
 static void test_decoder_persistent_wide(void) {
@@ -1014,6 +1014,7 @@ static void test_decoder_persistent_wide(void) {
     char err[256];
     Model *m = open_on(&c, DEVICE_CUDA, PRECISION_FP32, n, T, n);
     if (!m) { CHECK(0, "open"); return; }
+    setenv("FLASH_CUDA_DECODE_PERSISTENT", "1", 1);   /* past the sequences it takes by default */
     model_init_params(m, 11, err, sizeof err);
     perturb(m);
     int *tok = malloc(sizeof(int) * n * (T + 1));
@@ -1024,6 +1025,7 @@ static void test_decoder_persistent_wide(void) {
     CHECK(model_decoder_open(m, n, P, err, sizeof err) == 0, "decoder_open: %s", err);
     ModelInfo di;
     model_info(m, &di);
+    unsetenv("FLASH_CUDA_DECODE_PERSISTENT");
     CHECK(strncmp(di.decoder, "one persistent", 14) == 0, "path: %s", di.decoder);
     model_decoder_prefill(m, tok, P, lg);
     double worst = 0;

@@ -950,17 +950,21 @@ static PkArgs pk_args(Model *m, const WT *wbase) {
 }
 
 /* The persistent step is taken where it applies: the plain FLASH model (taylor keeps the
-   fused path), at most DEC_FUSED_SEQ sequences, widths d and e that are multiples of 4
-   (16-byte weight loads), a device with cooperative launch and more SMs than z-blocks,
-   and pinned logits the device can address. FLASH_CUDA_DECODE_PERSISTENT=0 turns it off
-   (A/B runs, tests). Returns 1 when set up. */
+   fused path), at most PK_AUTO_SEQ sequences (past them the fused kernels were as fast or
+   faster on the H200: docs/cuda-notes.md), widths d and e that are multiples of 4 (16-byte
+   weight loads), a device with cooperative launch and more SMs than z-blocks, and pinned
+   logits the device can address. FLASH_CUDA_DECODE_PERSISTENT=0 turns it off, =1 takes it
+   up to DEC_FUSED_SEQ sequences (A/B runs, tests). Returns 1 when set up. */
+#define PK_AUTO_SEQ 2
 static int dec_persistent_open(Model *m, CudaDecoder *dc) {
     CudaModel *cm = (CudaModel *)m->impl;
     const FlashConfig *c = &m->cfg;
     const int n = dc->nseq, d = c->dim, e = config_hidden(c), s = c->query_key_dim, C = c->group_size;
     const char *env = getenv("FLASH_CUDA_DECODE_PERSISTENT"), *fz = getenv("FLASH_CUDA_DECODE_FUSED");
     if ((env && strcmp(env, "0") == 0) || (fz && strcmp(fz, "0") == 0)) return 0;
-    if (n > DEC_FUSED_SEQ || c->model != MODEL_FLASH || config_taylor_width(c) || d % 4 || e % 4) return 0;
+    const int force = env && strcmp(env, "1") == 0;
+    if (n > (force ? DEC_FUSED_SEQ : PK_AUTO_SEQ) || c->model != MODEL_FLASH || config_taylor_width(c) || d % 4 || e % 4)
+        return 0;
     int coop = 0, sms = 0;
     cudaDeviceGetAttribute(&coop, cudaDevAttrCooperativeLaunch, cm->dev);
     cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, cm->dev);
