@@ -63,7 +63,7 @@ typedef struct {
     size_t device_bytes;       /* GPU: device memory in use by this process (0 on the CPU) */
     char backend[16];          /* the registry's name of the backend: "cpu", "cuda" */
     char blas[16];             /* the library of its products, for bench lines: "OpenBLAS", "cuBLAS" */
-    char decoder[96];          /* CUDA: the path of the open decoder (sample --bench prints it); "" elsewhere */
+    char decoder[96];          /* the open decoder's path (sample --bench prints it); "" when none is open */
 } ModelInfo;
 
 /* Call first in main, before any thread or BLAS call: the backends' process setup (the

@@ -766,6 +766,14 @@ static void test_interface_cpu(void) {
     CHECK(!strncmp(info.device, "cpu", 3) && !strcmp(info.precision, sizeof(real) == 4 ? "fp32" : "fp64") &&
           info.threads == 2 && info.activation_bytes > 0, "info: %s, %s, %d threads", info.device, info.precision,
           info.threads);
+    /* the decoder's path is named while one is open, and only then */
+    CHECK(info.decoder[0] == 0, "decoder named before one is open: %s", info.decoder);
+    CHECK(!model_decoder_open(m, 1, 1, err, sizeof err), "decoder_open: %s", err);
+    model_info(m, &info);
+    CHECK(!strncmp(info.decoder, "recurrent", 9), "open decoder: '%s'", info.decoder);
+    model_decoder_close(m);
+    model_info(m, &info);
+    CHECK(info.decoder[0] == 0, "decoder named after close: %s", info.decoder);
     const size_t n = model_table(m)->total;
     float *a = malloc(sizeof(float) * n), *b = malloc(sizeof(float) * n);
     const StateKind kinds[4] = {STATE_PARAMS, STATE_GRADS, STATE_ADAM_M, STATE_ADAM_V};

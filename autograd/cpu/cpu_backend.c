@@ -97,6 +97,9 @@ static void cpu_info(const Model *m, ModelInfo *info) {
     info->activation_bytes = c->cm.acts.bytes;
     info->micro_batch = 0;
     info->threads = t;
+    if (c->dec_open)
+        snprintf(info->decoder, sizeof info->decoder, "recurrent, products in %d fixed blocks of outputs",
+                 c->dec.blocks);
 }
 
 static int cpu_init(Model *m, uint64_t seed, char *err, size_t errlen) {
