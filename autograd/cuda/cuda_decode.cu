@@ -491,8 +491,8 @@ static int dec_fused_ok(int n, int d, int e) {
 
 /* ---- the persistent step (issue 21): one cooperative kernel a byte ----------------------
    For a few sequences of the plain FLASH model (no taylor) the whole byte is one launch:
-   the kernel boundaries of the fused path become grid-wide barriers (cg grid.sync, about
-   1 us on 132 blocks where a graph node costs about 7), three a layer:
+   the kernel boundaries of the fused path become grid-wide barriers (cg grid.sync, far
+   cheaper than a graph node: docs/cuda-notes.md), three a layer:
      A  every block: the norm + shift of the n rows into shared memory (layer 0: the
         embedding, computed by every block; each writes the rows of h it owns in C).
         Blocks 0 .. nzb - 1 (the z-blocks) own PK_ZF features of z each, rotary pairs
@@ -589,8 +589,8 @@ __device__ __forceinline__ void pk_stage(float *dst, const float *src, int count
 }
 
 /* rows (n x d, shared, in place) = norm(rows), shifted against prev_sh (shared) as
-   dec_norm_rows does; the whole block takes each sum (one warp a row left a single warp
-   in a serial chain of shared loads, 2 us at d 512); xn_out (NULL: none) gets the
+   dec_norm_rows does; the whole block takes each sum (one warp a row leaves a single warp
+   in a serial chain of shared loads); xn_out (NULL: none) gets the
    unshifted output from block 0 */
 template <int NQ>
 __device__ void pk_norm_rows(float *rows, float *xn_out, const float *prev_sh, const float *g, const float *w,
@@ -912,7 +912,7 @@ __global__ void __launch_bounds__(PK_THREADS, 1) dec_persistent_kernel(PkArgs a,
 
 /* the kernel for n sequences: instantiated for at most 1, 2, 4 and 8 of them, so that
    the code a byte runs through stays small (with the loops over 8 sequences unrolled it
-   was 400 KB, far past the instruction cache, and a byte waited on instruction fetches) */
+   outgrew the instruction cache, and the byte slowed: docs/cuda-notes.md) */
 static int pk_nq(int n) { return n <= 1 ? 1 : n <= 2 ? 2 : n <= 4 ? 4 : 8; }
 static const void *pk_kernel(int bf16, int n) {
     switch (pk_nq(n) * 2 + (bf16 ? 1 : 0)) {
