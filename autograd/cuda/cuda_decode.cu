@@ -499,7 +499,8 @@ static int dec_fused_ok(int n, int d, int e) {
         never split: one to_qk row a warp, offset-scale and rotary of their features, the
         current row's keys into the group cache, and the partial dots of the query with
         the group's keys over their features (zpart). The other blocks: the value and
-        gate rows of to_hidden, one warp a row.
+        gate rows of to_hidden, two a warp loaded before the barrier, any further ones
+        after it.
      B  tiles of PK_COLS value columns of a sequence: a_k = phi(sum_b zpart_b[k] / C +
         sqrt(s) bias[bucket(j - k)]) (the z-blocks' partials added in a fixed order),
         att = sum_k a_k v_k + lin_q S, gated = gate att; at the group's end S += lin_k^T v / C
@@ -1031,10 +1032,7 @@ static int dec_persistent_open(Model *m, CudaDecoder *dc) {
             dc->prof_dev = NULL;
         }
     }
-    /* FLASH_CUDA_DECODE_BLOCKS=N: another grid (for measurements), up to what fits at once */
     dc->pk_blocks = sms;
-    const char *bv = getenv("FLASH_CUDA_DECODE_BLOCKS");
-    if (bv && atoi(bv) > nzb) dc->pk_blocks = atoi(bv) < sms * per_sm ? atoi(bv) : sms * per_sm;
     dc->pk_smem = smem;
     return 1;
 }
