@@ -406,6 +406,12 @@ if [ "$rc" -eq 0 ] && printf '%s' "$out" | grep -q '^eval: split=test loss_nats=
 else bad taylor_eval "exit $rc: $(printf '%s' "$out" | tail -2)"; fi
 run sample "$tmp/tay" --len 40 --seed 3 --prompt "The quick brown fox jumps" --threads 2
 if [ "$rc" -eq 0 ]; then ok taylor_sample; else bad taylor_sample "exit $rc: $(printf '%s' "$out" | tail -2)"; fi
+# the decoder's bench over several sequences decoded together: its line names their count and
+# the rate counts every sequence's bytes
+run sample "$tmp/tay" --bench --num-samples 3 --seed 3 --threads 2
+if [ "$rc" -eq 0 ] && printf '%s' "$out" | grep -q '^decoder, 3 sequences together' &&
+   printf '%s' "$out" | grep -q '^sample-bench: decoder_bytes_per_s=[0-9]* .* sequences=3$'; then ok sample_bench_sequences
+else bad sample_bench_sequences "exit $rc: $(printf '%s' "$out" | tail -3)"; fi
 run export "$tmp/tay" "$tmp/tay.safetensors" --threads 2
 if [ "$rc" -eq 0 ] && head -c 4096 "$tmp/tay.safetensors" | grep -q 'linear_attn[^,]*taylor'; then ok taylor_export
 else bad taylor_export "exit $rc: $(printf '%s' "$out" | tail -2)"; fi

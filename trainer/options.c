@@ -285,9 +285,10 @@ static const struct {
      "state per layer), and --num-samples sequences share each pass over the weights.\n"
      "One sequence on the CPU keeps trying all of --threads and half of them, and uses the\n"
      "faster (half is faster when another busy process shares the cores); the text is the same.\n"
-     "--bench: instead of printing text, times one sequence's bytes per second at positions\n"
-     "1,000 to 5,000 and, side by side, recomputing the full forward per byte at a 1,024-byte\n"
-     "context (FLASH-pytorch's way).\n"},
+     "--bench: instead of printing text, times the decoder's bytes per second at positions\n"
+     "1,000 to 5,000 for --num-samples sequences decoded together (default one) and, side by\n"
+     "side, one sequence recomputing the full forward per byte at a 1,024-byte context\n"
+     "(FLASH-pytorch's way).\n"},
     {CMD_EXPORT, "export", "./train export CHECKPOINT OUT.safetensors",
      "Writes the model's state_dict (FLASH-pytorch names, buffers included, F32) with its\n"
      "config JSON in the metadata; FLASHTransformer(**config).load_state_dict(\n"
