@@ -212,19 +212,22 @@ static void test_embed(void) {
     cudaFree(d_dscale); cudaFree(d_dh); cudaFree(row); cudaFree(d_order); cudaFree(d_start);
 }
 
-/* one norm (scalenorm or layernorm), shift on or off, forward and backward */
-static void norm_case(int layernorm, int shift) {
-    const int B = 2, T = 19, d = 45, N = B * T;
+/* one norm (scalenorm or layernorm), shift on or off, forward and backward, at width d (45:
+   the general kernels; a multiple of 128: scalenorm's register kernels, whose bf16 twins are
+   checked too, the forward's written without the fp32 output as bf16 precision runs it) */
+#define NORM_DMAX 256
+static void norm_case(int layernorm, int shift, int d) {
+    const int B = 2, T = 19, N = B * T;
     float *x = malloc(sizeof(float) * N * d), *dy = malloc(sizeof(float) * N * d);
     fill(x, (size_t)N * d, -2, 2); fill(dy, (size_t)N * d, -1, 1);
     for (int i = 0; i < d; i++) x[5 * d + i] = 1e-7f * (i % 3);   /* a clamped scalenorm row */
-    float g = 1.3f, w[45], b[45];
+    float g = 1.3f, w[NORM_DMAX], b[NORM_DMAX];
     fill(w, d, 0.5, 1.5); fill(b, d, -0.5, 0.5);
     float *y_ref = malloc(sizeof(float) * N * d), *st_ref = malloc(sizeof(float) * N * 2);
     if (layernorm) layernorm_forward(y_ref, st_ref, x, w, b, N, d);
     else scalenorm_forward(y_ref, st_ref, x, &g, N, d);
     if (shift) token_shift_forward(y_ref, B, T, d);
-    float *dx_ref = malloc(sizeof(float) * N * d), dg_ref = 0, dw_ref[45] = {0}, db_ref[45] = {0};
+    float *dx_ref = malloc(sizeof(float) * N * d), dg_ref = 0, dw_ref[NORM_DMAX] = {0}, db_ref[NORM_DMAX] = {0};
     fill(dx_ref, (size_t)N * d, -1, 1);
     float *dx0 = malloc(sizeof(float) * N * d);
     memcpy(dx0, dx_ref, sizeof(float) * N * d);
@@ -245,17 +248,35 @@ static void norm_case(int layernorm, int shift) {
     CHECK(rel_err(y, y_ref, (size_t)N * d) < KTOL, "%s%s forward rel %g", layernorm ? "layernorm" : "scalenorm",
           shift ? "+shift" : "", rel_err(y, y_ref, (size_t)N * d));
     CHECK(memcmp(res, res_ref, sizeof(float) * N * d) == 0, "the residual's start x + b differs");
+    if (!layernorm && d % 128 == 0) {
+        /* bf16's call: the twin alone, no fp32 output */
+        bf16_t *d_tw = dev_bf16(NULL, (size_t)N * d);
+        scalenorm_forward_cuda(NULL, d_st, d_x, d_g, N, d, shift ? T : 0, d_tw, d_res, d_b, 0);
+        float *tw = host_bf16(d_tw, (size_t)N * d);
+        CHECK(rel_err(tw, y_ref, (size_t)N * d) < 8e-3, "scalenorm twin-only forward rel %g", rel_err(tw, y_ref, (size_t)N * d));
+        free(tw); cudaFree(d_tw);
+    }
     free(res); free(res_ref); cudaFree(d_res);
     float *d_dx = dev_from(dx0, (size_t)N * d), *d_dy = dev_from(dy, (size_t)N * d);
-    float zero = 0, zeros[45] = {0};
+    float zero = 0, zeros[NORM_DMAX] = {0};
     float *d_dg = dev_from(&zero, 1), *d_dw = dev_from(zeros, d), *d_db = dev_from(zeros, d);
     float *row = dev_nan(N), *xh = dev_nan((size_t)2 * N * d), *col = dev_nan(64 * d);
     if (layernorm) layernorm_backward_cuda(d_dx, d_dw, d_db, d_dy, d_x, d_st, d_w, N, d, shift ? T : 0, xh, col, NULL, 0);
     else scalenorm_backward_cuda(d_dx, d_dg, d_dy, d_x, d_st, d_g, N, d, shift ? T : 0, row, NULL, 0);
     float *dx = host_copy(d_dx, (size_t)N * d);
     CHECK(rel_err(dx, dx_ref, (size_t)N * d) < KTOL, "backward dx rel %g", rel_err(dx, dx_ref, (size_t)N * d));
+    if (!layernorm && d % 128 == 0) {
+        /* the twin of dx beside it */
+        bf16_t *d_tw = dev_bf16(NULL, (size_t)N * d);
+        cudaMemcpy(d_dx, dx0, sizeof(float) * N * d, cudaMemcpyHostToDevice);
+        cudaMemcpy(d_dg, &zero, sizeof(float), cudaMemcpyHostToDevice);
+        scalenorm_backward_cuda(d_dx, d_dg, d_dy, d_x, d_st, d_g, N, d, shift ? T : 0, row, d_tw, 0);
+        float *tw = host_bf16(d_tw, (size_t)N * d);
+        CHECK(rel_err(tw, dx_ref, (size_t)N * d) < 8e-3, "scalenorm backward twin rel %g", rel_err(tw, dx_ref, (size_t)N * d));
+        free(tw); cudaFree(d_tw);
+    }
     if (layernorm) {
-        float dw[45], db[45];
+        float dw[NORM_DMAX], db[NORM_DMAX];
         to_host(dw, d_dw, d); to_host(db, d_db, d);
         CHECK(rel_err(dw, dw_ref, d) < KTOL && rel_err(db, db_ref, d) < KTOL, "dw %g db %g",
               rel_err(dw, dw_ref, d), rel_err(db, db_ref, d));
@@ -269,8 +290,8 @@ static void norm_case(int layernorm, int shift) {
     cudaFree(d_dx); cudaFree(d_dy); cudaFree(d_dg); cudaFree(d_dw); cudaFree(d_db); cudaFree(row);
     cudaFree(xh); cudaFree(col);
 }
-static void test_scalenorm(void) { norm_case(0, 0); norm_case(0, 1); }
-static void test_layernorm(void) { norm_case(1, 0); norm_case(1, 1); }
+static void test_scalenorm(void) { norm_case(0, 0, 45); norm_case(0, 1, 45); norm_case(0, 0, 256); norm_case(0, 1, 256); }
+static void test_layernorm(void) { norm_case(1, 0, 45); norm_case(1, 1, 45); }
 
 static void test_silu_gate(void) {
     const int N = 33, M = 71, e = 29, stride = 71;

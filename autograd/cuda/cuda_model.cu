@@ -249,10 +249,10 @@ static size_t layout(const FlashConfig *c, int capB, int capTp, int bf16, size_t
         n[H_DSIM] = n[A_DSIM];        n[H_D_HID] = n[A_D_HID];      n[H_ATT] = n[A_ATT];
         n[H_D_GATED] = n[A_D_GATED];  n[H_D_QK4] = n[A_D_QK4];
         for (int k = H_XS; k < A_COUNT; k++) el[k] = 2;
-        /* kept as twins only: u, v | gate | z, the four of q and k, the attention
-           weights, gated, att, and the gradients d_gated, d_qk4, dsim (their fp32 buffers
+        /* kept as twins only: the norm's output xs, u, v | gate | z, the four of q and k,
+           the attention weights, gated, att, and the gradients d_gated, d_qk4, dsim (their fp32 buffers
            are never read) */
-        n[A_HID_U] = 0;         n[A_HID] = 0;             n[A_GATED] = 0;
+        n[A_HID_U] = 0;         n[A_HID] = 0;             n[A_GATED] = 0;         n[A_XS] = 0;
         n[A_ATT] = 0;           n[A_D_GATED] = 0;         n[A_QK4] = 0;
         n[A_ATTN] = 0;          n[A_D_QK4] = 0;           n[A_DSIM] = 0;
     }

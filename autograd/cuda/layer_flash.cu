@@ -17,7 +17,7 @@ void layer_acts(CudaModel *cm, const CudaShape *sh, int l, LayerActs *a) {
     a->Wo_h = cm->params_h ? cm->params_h + (P->wo - cm->params) : NULL;
     a->h = res + (size_t)l * Nm * d;
     a->h_out = res + (size_t)(l + 1) * Nm * d;
-    a->xs = ACT(cm, A_XS) + (size_t)l * Nm * d;
+    a->xs = cm->use_bf16 ? NULL : ACT(cm, A_XS) + (size_t)l * Nm * d;   /* bf16: the twin only */
     a->stat = ACT(cm, A_NSTAT) + (size_t)l * Nm * 2;
     a->hid_u = ACT(cm, A_HID_U) + (size_t)l * Nm * H;
     a->hid = ACT(cm, A_HID) + (size_t)l * Nm * H;
