@@ -328,9 +328,10 @@ static void test_silu_gate(void) {
         cudaFree(d_u2); cudaFree(d_u16); cudaFree(d_t16);
     }
     /* bf16, v's and z's columns of [v | gate | z] in one launch, u left as it was: e and s
-       even (two columns per thread), then odd (one) */
-    for (int par = 0; par < 2; par++) {
-        const int ev = par ? 9 : 10, sz = par ? 5 : 6, ld = 2 * ev + sz + (par ? 1 : 2);
+       even (two columns per thread), odd (one), multiples of 8 (eight) */
+    for (int par = 0; par < 3; par++) {
+        const int ev = par == 2 ? 16 : par ? 9 : 10, sz = par == 2 ? 8 : par ? 5 : 6;
+        const int ld = 2 * ev + sz + (par == 2 ? 8 : par ? 1 : 2);
         float *uu = malloc(sizeof(float) * N * ld), *ref3 = malloc(sizeof(float) * N * ld);
         fill(uu, (size_t)N * ld, -6, 6);
         bf16_t *d_uu = dev_bf16(uu, (size_t)N * ld), *d_tw = dev_bf16(NULL, (size_t)N * ld);
@@ -495,8 +496,9 @@ static void test_crossentropy(void) {
 
 /* The gate's kernels given pre_bias (the gate's columns are the raw product u, the kernels
    take silu(u + b)), all operands bf16, against the CPU ops on the same bf16 values; v's
-   silu backward in place on the bf16 gradient. Even widths take the two-column kernels,
-   odd ones the one-column kernels. The outputs are bf16: 1e-2 relative. */
+   silu backward in place on the bf16 gradient. Widths of multiples of 8 take the eight-column
+   kernels (the gate's backward the two-column one), even widths the two-column kernels, odd
+   ones the one-column kernels. The outputs are bf16: 1e-2 relative. */
 static void bf16_gate_case(int e, int off, int stride) {
     const int N = 37;
     float *u = malloc(sizeof(float) * N * stride), *b = malloc(sizeof(float) * e);
@@ -569,6 +571,7 @@ static void bf16_gate_case(int e, int off, int stride) {
     cudaFree(d_da); cudaFree(d_dv);
 }
 static void test_bf16_gate_kernels(void) {
+    bf16_gate_case(72, 8, 88);   /* multiples of 8, 16-byte aligned: eight columns per thread */
     bf16_gate_case(70, 4, 78);   /* even: two columns per thread */
     bf16_gate_case(33, 3, 41);   /* odd: one column per thread */
 }

@@ -4,6 +4,31 @@
  * fixed order (no atomics), so a run repeats bit for bit on the same GPU. */
 #include "kernels.cuh"
 
+/* eight bf16 as one 16-byte access (the widest a thread loads): the element kernels below
+   take 8 columns a thread where the widths and pointers allow it, 2 or 1 otherwise */
+__device__ __forceinline__ void load8(const bf16 *p, float *v) {
+    const uint4 q = *reinterpret_cast<const uint4 *>(p);
+    const unsigned w[4] = {q.x, q.y, q.z, q.w};
+#pragma unroll
+    for (int k = 0; k < 4; k++) {
+        const float2 f = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162 *>(&w[k]));
+        v[2 * k] = f.x;
+        v[2 * k + 1] = f.y;
+    }
+}
+__device__ __forceinline__ void store8(bf16 *p, const float *v) {
+    unsigned w[4];
+#pragma unroll
+    for (int k = 0; k < 4; k++) {
+        const __nv_bfloat162 h = __floats2bfloat162_rn(v[2 * k], v[2 * k + 1]);
+        w[k] = *reinterpret_cast<const unsigned *>(&h);
+    }
+    *reinterpret_cast<uint4 *>(p) = make_uint4(w[0], w[1], w[2], w[3]);
+}
+static inline int aligned16(const void *a, const void *b, const void *c) {
+    return (((uintptr_t)a | (uintptr_t)b | (uintptr_t)c) % 16) == 0;
+}
+
 __global__ void bias_silu_kernel(float *u, bf16_t *u16, float *y, const float *b, int N, int M, int ld,
                                  bf16_t *twin) {
     const int j = blockIdx.x * blockDim.x + threadIdx.x;
@@ -47,7 +72,13 @@ __global__ void bias_silu_vz_kernel(const bf16_t *u16, const float *b, int N, in
     bf16 *t = reinterpret_cast<bf16 *>(twin);
     FOR_ROWS(n, N) {
         const size_t at = (size_t)n * ld + j;
-        if (W == 2) {
+        if (W == 8) {
+            float v[8];
+            load8(u + at, v);
+#pragma unroll
+            for (int w = 0; w < 8; w++) v[w] = silu_f(v[w] + bj[w]);
+            store8(t + at, v);
+        } else if (W == 2) {
             const float2 uv = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162 *>(u + at));
             *reinterpret_cast<__nv_bfloat162 *>(t + at) = __floats2bfloat162_rn(silu_f(uv.x + bj[0]), silu_f(uv.y + bj[W - 1]));
         } else {
@@ -57,7 +88,9 @@ __global__ void bias_silu_vz_kernel(const bf16_t *u16, const float *b, int N, in
 }
 void bias_silu_vz_cuda(const bf16_t *u16, const float *b, int N, int e, int s, int ld, bf16_t *twin,
                        cudaStream_t st) {
-    if (e % 2 == 0 && s % 2 == 0 && ld % 2 == 0 && (uintptr_t)u16 % 4 == 0 && (uintptr_t)twin % 4 == 0)
+    if (e % 8 == 0 && s % 8 == 0 && ld % 8 == 0 && aligned16(u16, twin, NULL))
+        bias_silu_vz_kernel<8><<<grid_rows(N, (e + s) / 8), 256, 0, st>>>(u16, b, N, e, s, ld, twin);
+    else if (e % 2 == 0 && s % 2 == 0 && ld % 2 == 0 && (uintptr_t)u16 % 4 == 0 && (uintptr_t)twin % 4 == 0)
         bias_silu_vz_kernel<2><<<grid_rows(N, (e + s) / 2), 256, 0, st>>>(u16, b, N, e, s, ld, twin);
     else
         bias_silu_vz_kernel<1><<<grid_rows(N, e + s), 256, 0, st>>>(u16, b, N, e, s, ld, twin);
@@ -113,8 +146,35 @@ __global__ void silu_backward16x2_kernel(const bf16_t *u16, int N, int M2, int l
         d2[at] = __floats2bfloat162_rn(dv.x * s0 * silu_grad_factor(u.x, s0), dv.y * s1 * silu_grad_factor(u.y, s1));
     }
 }
+/* the same, eight columns per thread (M, ld multiples of 8; 16-byte aligned) */
+__global__ void silu_backward16x8_kernel(const bf16_t *u16, int N, int M8, int ld, bf16_t *twin,
+                                         const float *pre_bias) {
+    const int j8 = blockIdx.x * blockDim.x + threadIdx.x;
+    if (j8 >= M8) return;
+    float b[8];
+#pragma unroll
+    for (int w = 0; w < 8; w++) b[w] = pre_bias ? pre_bias[8 * j8 + w] : 0.0f;
+    const bf16 *u = reinterpret_cast<const bf16 *>(u16);
+    bf16 *dd = reinterpret_cast<bf16 *>(twin);
+    FOR_ROWS(n, N) {
+        const size_t at = (size_t)n * ld + 8 * (size_t)j8;
+        float uv[8], dv[8];
+        load8(u + at, uv);
+        load8(dd + at, dv);
+#pragma unroll
+        for (int w = 0; w < 8; w++) {
+            const float p = uv[w] + b[w], sg = sigmoid_fast(p);
+            dv[w] = dv[w] * sg * silu_grad_factor(p, sg);
+        }
+        store8(dd + at, dv);
+    }
+}
 void silu_backward_cuda(float *d, const float *u, const bf16_t *u16, int N, int M, int ld,
                         bf16_t *twin, const float *pre_bias, cudaStream_t st) {
+    if (!d && u16 && twin && M % 8 == 0 && ld % 8 == 0 && aligned16(u16, twin, NULL)) {
+        silu_backward16x8_kernel<<<grid_rows(N, M / 8), 256, 0, st>>>(u16, N, M / 8, ld, twin, pre_bias);
+        return;
+    }
     if (!d && u16 && twin && M % 2 == 0 && ld % 2 == 0 && (uintptr_t)u16 % 4 == 0 && (uintptr_t)twin % 4 == 0) {
         silu_backward16x2_kernel<<<grid_rows(N, M / 2), 256, 0, st>>>(u16, N, M / 2, ld, twin, pre_bias);
         return;
@@ -150,9 +210,37 @@ __global__ void gate_forward16x2_kernel(const bf16_t *u16, int gate_stride, cons
         o2[k] = __floats2bfloat162_rn(p0 * sigmoid_fast(p0) * a.x, p1 * sigmoid_fast(p1) * a.y);
     }
 }
+/* the same, eight columns per thread (e, gate_stride multiples of 8; 16-byte aligned) */
+__global__ void gate_forward16x8_kernel(const bf16_t *u16, int gate_stride, const bf16_t *att16, int N, int e8,
+                                        bf16_t *twin, const float *pre_bias) {
+    const int j8 = blockIdx.x * blockDim.x + threadIdx.x;
+    if (j8 >= e8) return;
+    float b[8];
+#pragma unroll
+    for (int w = 0; w < 8; w++) b[w] = pre_bias[8 * j8 + w];
+    const bf16 *u = reinterpret_cast<const bf16 *>(u16), *a = reinterpret_cast<const bf16 *>(att16);
+    bf16 *o = reinterpret_cast<bf16 *>(twin);
+    FOR_ROWS(n, N) {
+        const size_t k = (size_t)n * 8 * e8 + 8 * (size_t)j8;
+        float uv[8], av[8];
+        load8(u + (size_t)n * gate_stride + 8 * (size_t)j8, uv);
+        load8(a + k, av);
+#pragma unroll
+        for (int w = 0; w < 8; w++) {
+            const float p = uv[w] + b[w];
+            uv[w] = p * sigmoid_fast(p) * av[w];
+        }
+        store8(o + k, uv);
+    }
+}
 void gate_forward_cuda(float *out, const float *gate, const bf16_t *gate16, int gate_stride,
                        const float *att, const bf16_t *att16, int N, int e, bf16_t *twin, const float *pre_bias,
                        cudaStream_t st) {
+    if (pre_bias && !out && att16 && twin && e % 8 == 0 && gate_stride % 8 == 0 && aligned16(gate16, att16, twin)) {
+        gate_forward16x8_kernel<<<grid_rows(N, e / 8), 256, 0, st>>>(gate16, gate_stride, att16, N, e / 8, twin,
+                                                                     pre_bias);
+        return;
+    }
     if (pre_bias && !out && att16 && twin && e % 2 == 0 && gate_stride % 2 == 0 && (uintptr_t)gate16 % 4 == 0 &&
         (uintptr_t)att16 % 4 == 0 && (uintptr_t)twin % 4 == 0) {
         gate_forward16x2_kernel<<<grid_rows(N, e / 2), 256, 0, st>>>(gate16, gate_stride, att16, N, e / 2, twin,
