@@ -1,6 +1,6 @@
 /* autograd/cuda/cuda_model.h: the CUDA backend's own state, shared by its files (cuda_model.cu:
- * the model, the step and the update; layer.h: the layer's rooms; cuda_decode.cu: the
- * recurrent decoder). */
+ * the model, the step and the update; layer.h: the layer's rooms; cuda_decode.cu and
+ * decode_persistent.cu: the recurrent decoder, over decode.h). */
 #ifndef FLASH_CUDA_MODEL_H
 #define FLASH_CUDA_MODEL_H
 #include <cublas_v2.h>
@@ -80,7 +80,7 @@ typedef struct {
     int prof;
     cudaEvent_t ev[64];
     double prof_s[32];               /* seconds per profile phase */
-    /* the recurrent decoder's state (cuda_decode.cu), NULL until opened; gau's sampler
+    /* the recurrent decoder's state (decode.h), NULL until opened; gau's sampler
        (gau_decode.cu) instead for --model gau */
     struct CudaDecoder *dec;
     struct CudaGauDecoder *gau_dec;

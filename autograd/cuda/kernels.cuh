@@ -1,7 +1,8 @@
 /* autograd/cuda/kernels.cuh: what every kernel file of the CUDA backend shares (the
- * kernels_*.cu and the decoder, cuda_decode.cu): the constants of the ops, the launch grids,
- * warp and block reductions, bf16 loads and stores, and the element functions (SiLU, the
- * attention's phi and its derivative, the relative-position bucket), each written once. */
+ * kernels_*.cu and the decoder, cuda_decode.cu and decode_persistent.cu): the constants of
+ * the ops, the launch grids, warp and block reductions, bf16 loads and stores, and the
+ * element functions (SiLU, the attention's phi and its derivative, the relative-position
+ * bucket), each written once. */
 #ifndef FLASH_CUDA_KERNELS_CUH
 #define FLASH_CUDA_KERNELS_CUH
 #include "cuda_ops.h"
