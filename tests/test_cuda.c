@@ -1155,8 +1155,11 @@ static void test_bf16(void) {
     double e = rel_err(l2, l1, (size_t)B * T * V);
     CHECK(e < 2e-2 && e > 0, "bf16 logits rel %g (0 would mean bf16 is not in use)", e);
     printf("  bf16 logits rel err %.3g\n", e);
-    /* the decoder of a bf16 model (fp32 steps after a bf16 prefill) against its forward */
-    {
+    /* the decoder of a bf16 model against its forward (the parallel forward's prefill, then
+       the steps): the persistent kernel (one sequence's default), then the cuBLAS path (many
+       sequences' path, forced here), whose products take the bf16 twins */
+    for (int path = 0; path < 2; path++) {
+        if (path == 1) { setenv("FLASH_CUDA_DECODE_FUSED", "0", 1); setenv("FLASH_CUDA_DECODE_PERSISTENT", "0", 1); }
         const int C = k->cfg.group_size, P = C + 2, Td = 2 * C + 3;
         float *full = malloc(sizeof(float) * Td * V), *lg = malloc(sizeof(float) * V);
         int *seq = malloc(sizeof(int) * (Td + 1));
@@ -1169,7 +1172,8 @@ static void test_bf16(void) {
             CHECK(model_decoder_open(hd, 1, P, err, sizeof err) == 0, "decoder: %s", err);
             ModelInfo di;
             model_info(hd, &di);
-            CHECK(strncmp(di.decoder, "one persistent", 14) == 0, "bf16 decoder path: %s", di.decoder);
+            const char *want = path ? "cuBLAS" : "one persistent";
+            CHECK(strncmp(di.decoder, want, strlen(want)) == 0, "bf16 decoder path: %s", di.decoder);
             model_decoder_prefill(hd, seq, P, lg);
             double w = rel_err(lg, full + (size_t)(P - 1) * V, V);
             for (int t = P; t < Td; t++) {
@@ -1177,11 +1181,13 @@ static void test_bf16(void) {
                 double e2 = rel_err(lg, full + (size_t)t * V, V);
                 if (!(e2 <= w)) w = e2;
             }
-            CHECK(w < 3e-2, "bf16 decoder against the bf16 forward rel %g", w);
-            printf("  bf16 decoder against the bf16 forward: rel err %.3g\n", w);
+            CHECK(w < 3e-2, "bf16 decoder (%s) against the bf16 forward rel %g", want, w);
+            printf("  bf16 decoder (%s) against the bf16 forward: rel err %.3g\n", want, w);
             model_close(hd);
         }
         free(full); free(lg); free(seq);
+        unsetenv("FLASH_CUDA_DECODE_FUSED");
+        unsetenv("FLASH_CUDA_DECODE_PERSISTENT");
     }
     double lf[30], lh[30];
     run_steps(f, 30, 1, B, T, V, 5, lf, NULL);

@@ -56,10 +56,11 @@ __device__ __forceinline__ void dec_warp_norm_stats(const float *x, int lane, in
 }
 
 /* xn = norm(h); xs = xn with its first ceil(d/2) features from prev (the previous
-   position's xn, zeros at t = 0); prev = xn. One warp per sequence. */
+   position's xn, zeros at t = 0), and its bf16 twin xs_h when given; prev = xn. One warp
+   per sequence. */
 __global__ void dec_norm_shift_kernel(float *xs, float *prev, const float *h, const float *g,
                                       const float *w, const float *b, int layernorm, int shift,
-                                      int n, int d) {
+                                      int n, int d, bf16_t *xs_h) {
     const int i = blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32, lane = threadIdx.x % 32;
     if (i >= n) return;
     const float *x = h + (size_t)i * d;
@@ -71,34 +72,24 @@ __global__ void dec_norm_shift_kernel(float *xs, float *prev, const float *h, co
         const float xn = dec_norm_out(x[k], bb, a, g, w, b, k, layernorm);
         if (shift && k < half) { xo[k] = pv[k]; pv[k] = xn; }
         else { xo[k] = xn; if (shift) pv[k] = xn; }
+        put_twin(xs_h, (size_t)i * d + k, xo[k]);
     }
 }
 
-/* One sequence (blockIdx.x) and DEC_F of the e value features (blockIdx.y) at position t,
-   group index j = t mod C: offset-scale and rotary of z, the current row's keys and
-   values into the group cache, a_k = phi(q . k_k / C + sqrt(s) bias[bucket(j - k)]) for
-   k <= j, att = sum_k a_k v_k + lin_q S, gated = gate * att; when the group is complete,
-   S += lin_k^T v / C. The 8 warps of a block share the keys (and S's rows) of its
-   features and add their sums in a fixed order. Shared: the four rotated rows (4 s), the
-   weights a (C) and the warps' partial sums. */
 #define DEC_F 32
 #define DEC_WARPS 8
-__global__ void dec_attend_kernel(float *gated, float *kv, float *gq, float *gk, float *gv,
-                                  const float *hid, const int *pos, const float *gamma,
-                                  const float *beta, const float *freqs, const float *rel_bias,
-                                  int e, int s, int r, int C, int H, int laplace, const float *xn,
-                                  float *prev, int d, float *qlin) {
-    extern __shared__ float sh[];
-    float *q4 = sh, *a = sh + 4 * s, *part = a + C;   /* part: DEC_WARPS x DEC_F */
-    const int i = blockIdx.x, tid = threadIdx.x, nt = blockDim.x;
-    const int lane = tid % 32, warp = tid / 32;
-    const long t = pos[0];
+/* Block-wide, for sequence i at position t (group index j = t mod C): q4 = the four
+   offset-scaled and rotated rows of z (4 s), the current row's keys into the group cache
+   (and lin_q for taylor's read-out), and the weights a_k = phi(q . k_k / C + sqrt(s)
+   bias[bucket(j - k)]) for k <= j. q4 and a are the caller's (shared memory); the caller
+   synchronises after. */
+__device__ void dec_rotate_and_score(float *q4, float *a, int i, long t, const float *hid, float *gq, float *gk,
+                                     const float *gamma, const float *beta, const float *freqs,
+                                     const float *rel_bias, int e, int s, int r, int C, int H, int laplace,
+                                     float *qlin, int write_cache) {
+    const int tid = threadIdx.x, nt = blockDim.x, lane = tid % 32, warp = tid / 32;
     const int j = (int)(t % C), pairs = r / 2, units = pairs + (s - 2 * pairs);
-    const float *hrow = hid + (size_t)i * H, *z = hrow + 2 * e;
-    /* the fused path: this position's norm output becomes prev (every reader of the old
-       prev, the kernel before, has finished) */
-    if (xn && blockIdx.y == 0)
-        for (int k = tid; k < d; k += nt) prev[(size_t)i * d + k] = xn[(size_t)i * d + k];
+    const float *z = hid + (size_t)i * H + 2 * e;
     for (int u = tid; u < units; u += nt) {
         int f0, f1 = -1;
         if (u < pairs) { f0 = 2 * u; f1 = 2 * u + 1; } else f0 = 2 * pairs + (u - pairs);
@@ -114,9 +105,8 @@ __global__ void dec_attend_kernel(float *gated, float *kv, float *gq, float *gk,
     }
     __syncthreads();
     const float *qq = q4, *ql = q4 + s, *kq = q4 + 2 * s, *kl = q4 + 3 * s;
-    float *Gq = gq + (size_t)i * C * s, *Gk = gk + (size_t)i * C * s, *Gv = gv + (size_t)i * C * e;
-    float *S = kv + (size_t)i * s * e;
-    if (blockIdx.y == 0)
+    float *Gq = gq + (size_t)i * C * s, *Gk = gk + (size_t)i * C * s;
+    if (write_cache)
         for (int f = tid; f < s; f += nt) {
             Gq[(size_t)j * s + f] = kq[f];
             Gk[(size_t)j * s + f] = kl[f];
@@ -139,7 +129,57 @@ __global__ void dec_attend_kernel(float *gated, float *kv, float *gq, float *gk,
         dot += __shfl_xor_sync(0xffffffffu, dot, 2);
         if (ok && quarter == 0) a[k] = phi_f(dot * inv_C + bias_scale * rel_bias[rel_pos_bucket(j - k)], laplace);
     }
+}
+
+/* Many sequences: the rows q4 and the weights a once per sequence (blockIdx.x) into scores
+   (n x (4 s + C)), which the attention's DEC_F-feature blocks then read instead of each
+   computing them again */
+__global__ void dec_scores_kernel(float *scores, float *gq, float *gk, const float *hid, const int *pos,
+                                  const float *gamma, const float *beta, const float *freqs, const float *rel_bias,
+                                  int e, int s, int r, int C, int H, int laplace, float *qlin) {
+    extern __shared__ float sh[];
+    const int i = blockIdx.x;
+    const long t = pos[0];
+    dec_rotate_and_score(sh, sh + 4 * s, i, t, hid, gq, gk, gamma, beta, freqs, rel_bias, e, s, r, C, H, laplace,
+                         qlin, 1);
     __syncthreads();
+    const int used = 4 * s + (int)(t % C) + 1;
+    for (int k = threadIdx.x; k < used; k += blockDim.x) scores[(size_t)i * (4 * s + C) + k] = sh[k];
+}
+
+/* One sequence (blockIdx.x) and DEC_F of the e value features (blockIdx.y) at position t,
+   group index j = t mod C: q4 and a (dec_rotate_and_score, or read from scores when the
+   scores kernel ran before), the current row's values into the group cache, att = sum_k
+   a_k v_k + lin_q S, gated = gate * att (and its bf16 twin gated_h when given); when the
+   group is complete, S += lin_k^T v / C. The 8 warps of a block share the keys (and S's
+   rows) of its features and add their sums in a fixed order. Shared: the four rotated rows
+   (4 s), the weights a (C) and the warps' partial sums. */
+__global__ void dec_attend_kernel(float *gated, float *kv, float *gq, float *gk, float *gv,
+                                  const float *hid, const int *pos, const float *gamma,
+                                  const float *beta, const float *freqs, const float *rel_bias,
+                                  int e, int s, int r, int C, int H, int laplace, const float *xn,
+                                  float *prev, int d, float *qlin, const float *scores, bf16_t *gated_h) {
+    extern __shared__ float sh[];
+    float *q4 = sh, *a = sh + 4 * s, *part = a + C;   /* part: DEC_WARPS x DEC_F */
+    const int i = blockIdx.x, tid = threadIdx.x, nt = blockDim.x;
+    const int lane = tid % 32, warp = tid / 32;
+    const long t = pos[0];
+    const int j = (int)(t % C);
+    const float *hrow = hid + (size_t)i * H;
+    /* the fused path: this position's norm output becomes prev (every reader of the old
+       prev, the kernel before, has finished) */
+    if (xn && blockIdx.y == 0)
+        for (int k = tid; k < d; k += nt) prev[(size_t)i * d + k] = xn[(size_t)i * d + k];
+    if (scores)
+        for (int k = tid; k < 4 * s + j + 1; k += nt) sh[k] = scores[(size_t)i * (4 * s + C) + k];
+    else
+        dec_rotate_and_score(q4, a, i, t, hid, gq, gk, gamma, beta, freqs, rel_bias, e, s, r, C, H, laplace, qlin,
+                             blockIdx.y == 0);
+    __syncthreads();
+    const float *ql = q4 + s, *kl = q4 + 3 * s;
+    float *Gk = gk + (size_t)i * C * s, *Gv = gv + (size_t)i * C * e;
+    float *S = kv + (size_t)i * s * e;
+    const float inv_C = 1.0f / C;
     const int f = blockIdx.y * DEC_F + lane;
     const int live = f < e;
     const float v = live ? hrow[f] : 0.0f;
@@ -160,7 +200,9 @@ __global__ void dec_attend_kernel(float *gated, float *kv, float *gq, float *gk,
         float sum = 0;
         for (int w = 0; w < DEC_WARPS; w++) sum += part[w * DEC_F + lane];
         /* taylor: the quadratic part only; dec_taylor_read_kernel adds the linear one and gates */
-        gated[(size_t)i * e + f] = qlin ? sum : hrow[e + f] * sum;
+        const float o = qlin ? sum : hrow[e + f] * sum;
+        gated[(size_t)i * e + f] = o;
+        if (!qlin) put_twin(gated_h, (size_t)i * e + f, o);
     }
     if (j == C - 1 && live && !qlin) {
         /* every warp has read S above (barrier): each now updates its own rows q */
@@ -190,11 +232,12 @@ __device__ __forceinline__ float dec_taylor_feature(const float *x, int k, int s
 }
 
 /* Taylor read-out, one sequence (blockIdx.x) and DEC_F value features (blockIdx.y):
-   [num | den] = phi(lin_q / sqrt s) St, gated = gate * (att + num / max(den, 1e-5)), att
-   being the quadratic part dec_attend_kernel left in gated. Shared: phi (F), the warps'
+   [num | den] = phi(lin_q / sqrt s) St, gated = gate * (att + num / max(den, 1e-5)) (and
+   its twin gated_h when given), att being the quadratic part dec_attend_kernel left in
+   gated. Shared: phi (F), the warps'
    partial sums and the den partials. */
 __global__ void dec_taylor_read_kernel(float *gated, const float *hid, const float *qlin, const float *tst,
-                                       int e, int s, int H) {
+                                       int e, int s, int H, bf16_t *gated_h) {
     extern __shared__ float sh[];
     const int F = 1 + s + s * (s + 1) / 2, E1 = e + 1;
     float *fq = sh, *part = sh + F, *dpart = part + DEC_WARPS * DEC_F;
@@ -223,7 +266,9 @@ __global__ void dec_taylor_read_kernel(float *gated, const float *hid, const flo
         for (int w = 0; w < DEC_WARPS; w++) { num += part[w * DEC_F + lane]; dn += dpart[w]; }
         dn = dn > 1e-5f ? dn : 1e-5f;
         const float *hrow = hid + (size_t)i * H;
-        gated[(size_t)i * e + f] = hrow[e + f] * (gated[(size_t)i * e + f] + num / dn);
+        const float o = hrow[e + f] * (gated[(size_t)i * e + f] + num / dn);
+        gated[(size_t)i * e + f] = o;
+        put_twin(gated_h, (size_t)i * e + f, o);
     }
 }
 
@@ -401,21 +446,28 @@ static void dec_launch_step(Model *m) {
         } else if (fused) {
             dec_fused_hidden(dc, P->wh, P, prev, layernorm, c->shift_tokens, n, d, H, st);
         } else {
+            /* bf16: the products on the twins of their inputs and weights, as the forward's */
             dec_norm_shift_kernel<<<(n + 3) / 4, 128, 0, st>>>(dc->xs, prev, dc->h, P->norm_g, P->norm_w, P->norm_b,
-                                                               layernorm, c->shift_tokens, n, d);
-            cuda_gemm(cm, 0, 1, n, H, d, 1, dc->xs, NULL, d, 0, P->wh, NULL, d, 0, 0, dc->hid_u, H, 0, 1);
+                                                               layernorm, c->shift_tokens, n, d, TW(dc->xs_h));
+            cuda_gemm(cm, 0, 1, n, H, d, 1, dc->xs, dc->xs_h, d, 0, P->wh, wb ? wb + (P->wh - cm->params) : NULL, d, 0,
+                      0, dc->hid_u, H, 0, 1);
             bias_silu_cuda(dc->hid_u, NULL, dc->hid, P->bh, n, H, H, NULL, st);
+            dec_scores_kernel<<<n, 32 * DEC_WARPS, sizeof(float) * (4 * (size_t)s + C), st>>>(
+                dc->scores, dc->gq + (size_t)l * n * C * s, dc->gk + (size_t)l * n * C * s, dc->hid, dc->d_pos,
+                P->gamma, P->beta, P->rot_freqs, P->rel_bias, e, s, r, C, H, (c->attn_fn == ATTN_LAPLACE),
+                taylor ? dc->qlin : NULL);
         }
         dim3 grid(n, (e + DEC_F - 1) / DEC_F);
         dec_attend_kernel<<<grid, 32 * DEC_WARPS, shmem, st>>>(
             dc->gated, dc->kv + (size_t)l * n * s * e, dc->gq + (size_t)l * n * C * s,
             dc->gk + (size_t)l * n * C * s, dc->gv + (size_t)l * n * C * e, dc->hid, dc->d_pos, P->gamma,
             P->beta, P->rot_freqs, P->rel_bias, e, s, r, C, H, (c->attn_fn == ATTN_LAPLACE),
-            fused && c->shift_tokens ? dc->xs : NULL, prev, d, taylor ? dc->qlin : NULL);
+            fused && c->shift_tokens ? dc->xs : NULL, prev, d, taylor ? dc->qlin : NULL, fused ? NULL : dc->scores,
+            fused ? NULL : TW(dc->gated_h));
         if (taylor) {
             float *St = dc->tst + (size_t)l * n * F * (e + 1);
             dec_taylor_read_kernel<<<grid, 32 * DEC_WARPS, sizeof(float) * (F + DEC_WARPS * DEC_F + DEC_WARPS + s), st>>>(
-                dc->gated, dc->hid, dc->qlin, St, e, s, H);
+                dc->gated, dc->hid, dc->qlin, St, e, s, H, fused ? NULL : TW(dc->gated_h));
             dim3 fg(n, (e + 1 + 31) / 32, (F + DEC_WARPS - 1) / DEC_WARPS);
             dec_taylor_fold_kernel<<<fg, 32 * DEC_WARPS, 0, st>>>(St, dc->gk + (size_t)l * n * C * s,
                                                                    dc->gv + (size_t)l * n * C * e, dc->d_pos, C, e, s);
@@ -426,7 +478,8 @@ static void dec_launch_step(Model *m) {
         } else if (fused) {
             dec_fused_out(dc, P->wo, P->bo, n, d, e, st);
         } else {
-            cuda_gemm(cm, 0, 1, n, d, e, 1, dc->gated, NULL, e, 0, P->wo, NULL, e, 0, 1, dc->h, d, 0, 1);
+            cuda_gemm(cm, 0, 1, n, d, e, 1, dc->gated, dc->gated_h, e, 0, P->wo, wb ? wb + (P->wo - cm->params) : NULL, e,
+                      0, 1, dc->h, d, 0, 1);
             bias_add_cuda(dc->h, P->bo, dc->h, n, d, st);
         }
     }
@@ -435,9 +488,10 @@ static void dec_launch_step(Model *m) {
     } else if (fused) {
         dec_fused_logits(dc, p->w_logits, p, n, d, V, st);
     } else {
-        layernorm_forward_cuda(dc->lnf, dc->stat, dc->h, p->lnf_w, p->lnf_b, n, d, 0, NULL, NULL, NULL, st);
+        layernorm_forward_cuda(dc->lnf, dc->stat, dc->h, p->lnf_w, p->lnf_b, n, d, 0, TW(dc->lnf_h), NULL, NULL, st);
         bias_add_cuda(dc->logits, p->b_logits, NULL, n, V, st);
-        cuda_gemm(cm, 0, 1, n, V, d, 1, dc->lnf, NULL, d, 0, p->w_logits, NULL, d, 0, 1, dc->logits, V, 0, 1);
+        cuda_gemm(cm, 0, 1, n, V, d, 1, dc->lnf, dc->lnf_h, d, 0, p->w_logits,
+                  wb ? wb + (p->w_logits - cm->params) : NULL, d, 0, 1, dc->logits, V, 0, 1);
         dec_advance_kernel<<<1, 1, 0, st>>>(dc->d_pos);
     }
     cudaMemcpyAsync(dc->h_logits, dc->logits, sizeof(float) * (size_t)n * V, cudaMemcpyDeviceToHost, st);
@@ -451,6 +505,7 @@ void cuda_decoder_close(Model *m) {
     if (dc->graph_ready) cudaGraphExecDestroy(dc->graph);
     dec_persistent_close(dc, m->cfg.depth);
     cudaFree(dc->arena);
+    cudaFree(dc->xs_h);
     cudaFree(dc->d_tok);
     cudaFreeHost(dc->h_tok);
     cudaFreeHost(dc->h_logits);
@@ -490,10 +545,10 @@ int cuda_decoder_open(Model *m, int nseq, int max_prompt, char *err, size_t errl
     const size_t F = config_taylor_width(c) ? dec_taylor_width((int)s) : 0;
     const size_t counts[] = {L * n * s * e, L * n * C * s, L * n * C * s, L * n * C * e, L * n * d,
                              n * d, n * d, n * 2, n * H, n * H, n * e, n * d, n * V, L * n * F * (e + 1), n * s,
-                             dec_persistent_zpart_floats(n, s, C)};
+                             dec_persistent_zpart_floats(n, s, C), n * (4 * s + C)};
     float **ptrs[] = {&dc->kv, &dc->gq, &dc->gk, &dc->gv, &dc->prev, &dc->h, &dc->xs, &dc->stat,
                       &dc->hid_u, &dc->hid, &dc->gated, &dc->lnf, &dc->logits, &dc->tst, &dc->qlin,
-                      &dc->zpart};
+                      &dc->zpart, &dc->scores};
     size_t total = 0;
     for (size_t k = 0; k < sizeof counts / sizeof counts[0]; k++) total += (counts[k] + 63) / 64 * 64;
     if (cuda_fail(cudaMalloc((void **)&dc->arena, total * sizeof(float)), "memory for the decoder", err, errlen) ||
@@ -510,6 +565,15 @@ int cuda_decoder_open(Model *m, int nseq, int max_prompt, char *err, size_t errl
         at += (counts[k] + 63) / 64 * 64;
     }
     dc->d_pos = dc->d_tok + n;
+    if (cm->use_bf16 && cm->params_h) {
+        /* the cuBLAS path's bf16 products read these twins of their inputs */
+        bf16 *tw = NULL;
+        if (cuda_fail(cudaMalloc((void **)&tw, sizeof(bf16) * n * (2 * d + e)), "memory for the decoder", err, errlen)) {
+            cuda_decoder_close(m);
+            return -1;
+        }
+        dc->xs_h = tw; dc->lnf_h = tw + n * d; dc->gated_h = tw + 2 * n * d;
+    }
     dc->prompt_buf = (int *)malloc(sizeof(int) * ((size_t)(max_prompt > nseq ? max_prompt : nseq) + 2));
     if (!dc->prompt_buf) { snprintf(err, errlen, "out of memory"); cuda_decoder_close(m); return -1; }
     dc->persistent = dec_persistent_open(m, dc);

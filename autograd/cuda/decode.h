@@ -21,6 +21,8 @@ typedef struct CudaDecoder {
     float *kv, *gq, *gk, *gv, *prev;        /* state per layer and sequence */
     float *tst, *qlin;                      /* taylor: St per layer and sequence; this step's lin_q */
     float *h, *xs, *stat, *hid_u, *hid, *gated, *lnf, *logits;
+    float *scores;                          /* the cuBLAS path: q4 and a per sequence (dec_scores_kernel) */
+    bf16 *xs_h, *lnf_h, *gated_h;           /* the cuBLAS path in bf16: its products' inputs (one allocation) */
     int *d_tok, *d_pos;
     int *h_tok;                             /* pinned: the step's tokens */
     float *h_logits;                        /* pinned: the step's logits */
