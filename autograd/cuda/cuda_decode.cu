@@ -154,13 +154,27 @@ __global__ void dec_scores_kernel(float *scores, float *gq, float *gk, const flo
    group is complete, S += lin_k^T v / C. The 8 warps of a block share the keys (and S's
    rows) of its features and add their sums in a fixed order. Shared: the four rotated rows
    (4 s), the weights a (C) and the warps' partial sums. */
+/* dec_attend_kernel's shared floats: q4, a and the warps' partial sums */
+static inline size_t dec_attend_shared(size_t s, size_t C, int VF) { return 4 * s + C + (size_t)DEC_WARPS * DEC_F * VF; }
+/* VF adjacent floats (VF 4: one 16-byte load; the address is then 16-byte aligned) */
+template <int VF>
+__device__ __forceinline__ void dec_load_vf(float *g, const float *p) {
+    if (VF == 4) {
+        const float4 q = *reinterpret_cast<const float4 *>(p);
+        g[0] = q.x; g[VF > 1 ? 1 : 0] = q.y; g[VF > 2 ? 2 : 0] = q.z; g[VF > 3 ? 3 : 0] = q.w;
+    } else {
+#pragma unroll
+        for (int u = 0; u < VF; u++) g[u] = p[u];
+    }
+}
+template <int VF>
 __global__ void dec_attend_kernel(float *gated, float *kv, float *gq, float *gk, float *gv,
                                   const float *hid, const int *pos, const float *gamma,
                                   const float *beta, const float *freqs, const float *rel_bias,
                                   int e, int s, int r, int C, int H, int laplace, const float *xn,
                                   float *prev, int d, float *qlin, const float *scores, bf16_t *gated_h) {
     extern __shared__ float sh[];
-    float *q4 = sh, *a = sh + 4 * s, *part = a + C;   /* part: DEC_WARPS x DEC_F */
+    float *q4 = sh, *a = sh + 4 * s, *part = a + C;   /* part: DEC_WARPS x DEC_F VF */
     const int i = blockIdx.x, tid = threadIdx.x, nt = blockDim.x;
     const int lane = tid % 32, warp = tid / 32;
     const long t = pos[0];
@@ -180,38 +194,69 @@ __global__ void dec_attend_kernel(float *gated, float *kv, float *gq, float *gk,
     float *Gk = gk + (size_t)i * C * s, *Gv = gv + (size_t)i * C * e;
     float *S = kv + (size_t)i * s * e;
     const float inv_C = 1.0f / C;
-    const int f = blockIdx.y * DEC_F + lane;
-    const int live = f < e;
-    const float v = live ? hrow[f] : 0.0f;
-    if (live && warp == 0) Gv[(size_t)j * e + f] = v;
+    /* lane's VF adjacent features f0 .. f0 + VF - 1 (VF 4: 16-byte loads); each feature's
+       sums take the same terms in the same order whatever VF */
+    const int f0 = (blockIdx.y * DEC_F + lane) * VF;
+    const int live = f0 < e;
+    float v[VF], acc[VF];
+#pragma unroll
+    for (int u = 0; u < VF; u++) { v[u] = live ? hrow[f0 + u] : 0.0f; acc[u] = 0; }
+    if (live && warp == 0)
+#pragma unroll
+        for (int u = 0; u < VF; u++) Gv[(size_t)j * e + f0 + u] = v[u];
     /* this warp's share: keys k = warp, warp + 8, ... and rows q of S likewise */
-    float acc = 0;
     if (live) {
 #pragma unroll 8
-        for (int k = warp; k < j; k += DEC_WARPS) acc += a[k] * Gv[(size_t)k * e + f];
-        if (warp == j % DEC_WARPS) acc += a[j] * v;
+        for (int k = warp; k < j; k += DEC_WARPS) {
+            float g[VF];
+            dec_load_vf<VF>(g, Gv + (size_t)k * e + f0);
+#pragma unroll
+            for (int u = 0; u < VF; u++) acc[u] += a[k] * g[u];
+        }
+        if (warp == j % DEC_WARPS)
+#pragma unroll
+            for (int u = 0; u < VF; u++) acc[u] += a[j] * v[u];
         if (!qlin)
 #pragma unroll 8
-            for (int q = warp; q < s; q += DEC_WARPS) acc += ql[q] * S[(size_t)q * e + f];
+            for (int q = warp; q < s; q += DEC_WARPS) {
+                float g[VF];
+                dec_load_vf<VF>(g, S + (size_t)q * e + f0);
+#pragma unroll
+                for (int u = 0; u < VF; u++) acc[u] += ql[q] * g[u];
+            }
     }
-    part[warp * DEC_F + lane] = acc;
+#pragma unroll
+    for (int u = 0; u < VF; u++) part[(warp * DEC_F + lane) * VF + u] = acc[u];
     __syncthreads();
-    if (warp == 0 && live) {
-        float sum = 0;
-        for (int w = 0; w < DEC_WARPS; w++) sum += part[w * DEC_F + lane];
-        /* taylor: the quadratic part only; dec_taylor_read_kernel adds the linear one and gates */
-        const float o = qlin ? sum : hrow[e + f] * sum;
-        gated[(size_t)i * e + f] = o;
-        if (!qlin) put_twin(gated_h, (size_t)i * e + f, o);
-    }
+    if (warp == 0 && live)
+#pragma unroll
+        for (int u = 0; u < VF; u++) {
+            float sum = 0;
+            for (int w = 0; w < DEC_WARPS; w++) sum += part[(w * DEC_F + lane) * VF + u];
+            /* taylor: the quadratic part only; dec_taylor_read_kernel adds the linear one and gates */
+            const float o = qlin ? sum : hrow[e + f0 + u] * sum;
+            gated[(size_t)i * e + f0 + u] = o;
+            if (!qlin) put_twin(gated_h, (size_t)i * e + f0 + u, o);
+        }
     if (j == C - 1 && live && !qlin) {
         /* every warp has read S above (barrier): each now updates its own rows q */
         for (int q = warp; q < s; q += DEC_WARPS) {
-            float sum = 0;
+            float sum[VF];
+#pragma unroll
+            for (int u = 0; u < VF; u++) sum[u] = 0;
 #pragma unroll 8
-            for (int k = 0; k < j; k++) sum += Gk[(size_t)k * s + q] * Gv[(size_t)k * e + f];
-            sum += kl[q] * v;   /* k = j: this row, not yet read back from the cache */
-            S[(size_t)q * e + f] += inv_C * sum;
+            for (int k = 0; k < j; k++) {
+                float g[VF];
+                dec_load_vf<VF>(g, Gv + (size_t)k * e + f0);
+                const float gk = Gk[(size_t)k * s + q];
+#pragma unroll
+                for (int u = 0; u < VF; u++) sum[u] += gk * g[u];
+            }
+#pragma unroll
+            for (int u = 0; u < VF; u++) {
+                sum[u] += kl[q] * v[u];   /* k = j: this row, not yet read back from the cache */
+                S[(size_t)q * e + f0 + u] += inv_C * sum[u];
+            }
         }
     }
 }
@@ -433,7 +478,6 @@ static void dec_launch_step(Model *m) {
     const ModelParams *p = &cm->p;
     dec_embed_kernel<<<(n * d + 255) / 256, 256, 0, st>>>(dc->h, dc->d_tok, dc->d_pos, p->tok_emb,
                                                           p->pos_scale, p->inv_freq, n, d);
-    const size_t shmem = sizeof(float) * (4 * (size_t)s + C + DEC_WARPS * DEC_F);
     const int fused = dc->fused, taylor = config_taylor_width(c) > 0, F = taylor ? dec_taylor_width(s) : 0;
     /* bf16 precision: the fused products read the weights' bf16 twin, as the forward does */
     const __nv_bfloat16 *wb = cm->use_bf16 && cm->params_h ? (const __nv_bfloat16 *)cm->params_h : NULL;
@@ -458,7 +502,12 @@ static void dec_launch_step(Model *m) {
                 taylor ? dc->qlin : NULL);
         }
         dim3 grid(n, (e + DEC_F - 1) / DEC_F);
-        dec_attend_kernel<<<grid, 32 * DEC_WARPS, shmem, st>>>(
+        /* many sequences: four adjacent features a lane (a quarter of the blocks, 16-byte
+           loads of the cached values and of S) */
+        const int vf4 = !fused && e % 4 == 0 && H % 4 == 0 && dec_attend_shared(s, C, 4) <= CUDA_MAX_GROUP;
+        auto attend = vf4 ? dec_attend_kernel<4> : dec_attend_kernel<1>;
+        dim3 agrid(n, vf4 ? (e + 4 * DEC_F - 1) / (4 * DEC_F) : grid.y);
+        attend<<<agrid, 32 * DEC_WARPS, sizeof(float) * dec_attend_shared(s, C, vf4 ? 4 : 1), st>>>(
             dc->gated, dc->kv + (size_t)l * n * s * e, dc->gq + (size_t)l * n * C * s,
             dc->gk + (size_t)l * n * C * s, dc->gv + (size_t)l * n * C * e, dc->hid, dc->d_pos, P->gamma,
             P->beta, P->rot_freqs, P->rel_bias, e, s, r, C, H, (c->attn_fn == ATTN_LAPLACE),
@@ -522,7 +571,7 @@ int cuda_decoder_open(Model *m, int nseq, int max_prompt, char *err, size_t errl
     cuda_decoder_close(m);
     if (nseq < 1) { snprintf(err, errlen, "the decoder needs at least one sequence"); return -1; }
     if (c->model == MODEL_GAU) return gau_cuda_decoder_open(m, nseq, max_prompt, err, errlen);
-    if (4 * s + C + DEC_WARPS * DEC_F > CUDA_MAX_GROUP) {   /* dec_attend_kernel's shared memory */
+    if (dec_attend_shared(s, C, 1) > CUDA_MAX_GROUP) {   /* dec_attend_kernel's shared memory */
         snprintf(err, errlen, "the CUDA decoder holds 4 query_key_dim + group_size + %d floats in shared memory, "
                  "at most %d (here %zu); sample this model on the CPU", DEC_WARPS * DEC_F, CUDA_MAX_GROUP,
                  4 * s + C + DEC_WARPS * DEC_F);
