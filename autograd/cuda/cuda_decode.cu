@@ -3,7 +3,9 @@
  * Per new byte and layer: the norm with the token shift against the previous position's
  * row, one product for to_hidden and to_qk, one kernel for offset-scale, rotary, the
  * quadratic attention over the current group's keys, the linear attention against the
- * prefix sum S of the finished groups and the gate, and one product for to_out. The
+ * prefix sum S of the finished groups and the gate, and one product for to_out (the cuBLAS
+ * path, for many sequences, computes the rotary and the scores in a kernel of their own,
+ * once per sequence, and in bf16 runs its products on bf16 twins of their inputs). The
  * position lives in device memory and every launch reads it from there, so one step is
  * the same sequence of launches at every position: it is captured once as a CUDA graph
  * and replayed per byte (launching ~50 kernels one by one would cost more than they run).
