@@ -99,8 +99,9 @@ static void sample_bench(Model *m, int nseq, double temp, uint64_t seed) {
     double lo = 1e30, hi = 0;
     ModelInfo dinfo;
     model_info(m, &dinfo);
-    if (nseq == 1) printf("decoder, one sequence%s%s:\n", dinfo.decoder[0] ? ", " : "", dinfo.decoder);
-    else printf("decoder, %d sequences together%s%s:\n", nseq, dinfo.decoder[0] ? ", " : "", dinfo.decoder);
+    char count[48] = "one sequence";
+    if (nseq > 1) snprintf(count, sizeof count, "%d sequences together", nseq);
+    printf("decoder, %s%s%s:\n", count, dinfo.decoder[0] ? ", " : "", dinfo.decoder);
     for (int b = 1; b < 5; b++) {
         printf("  positions %d-%d: %.0f bytes/s\n", b * block, (b + 1) * block, rate[b]);
         if (rate[b] < lo) lo = rate[b];

@@ -149,13 +149,6 @@ __global__ void dec_scores_kernel(float *scores, float *gq, float *gk, const flo
     for (int k = threadIdx.x; k < used; k += blockDim.x) scores[(size_t)i * (4 * s + C) + k] = sh[k];
 }
 
-/* One sequence (blockIdx.x) and DEC_F of the e value features (blockIdx.y) at position t,
-   group index j = t mod C: q4 and a (dec_rotate_and_score, or read from scores when the
-   scores kernel ran before), the current row's values into the group cache, att = sum_k
-   a_k v_k + lin_q S, gated = gate * att (and its bf16 twin gated_h when given); when the
-   group is complete, S += lin_k^T v / C. The 8 warps of a block share the keys (and S's
-   rows) of its features and add their sums in a fixed order. Shared: the four rotated rows
-   (4 s), the weights a (C) and the warps' partial sums. */
 /* dec_attend_kernel's shared floats: q4, a and the warps' partial sums */
 static inline size_t dec_attend_shared(size_t s, size_t C, int VF) { return 4 * s + C + (size_t)DEC_WARPS * DEC_F * VF; }
 /* VF adjacent floats (VF 4: one 16-byte load; the address is then 16-byte aligned) */
@@ -169,6 +162,13 @@ __device__ __forceinline__ void dec_load_vf(float *g, const float *p) {
         for (int u = 0; u < VF; u++) g[u] = p[u];
     }
 }
+/* One sequence (blockIdx.x) and DEC_F of the e value features (blockIdx.y) at position t,
+   group index j = t mod C: q4 and a (dec_rotate_and_score, or read from scores when the
+   scores kernel ran before), the current row's values into the group cache, att = sum_k
+   a_k v_k + lin_q S, gated = gate * att (and its bf16 twin gated_h when given); when the
+   group is complete, S += lin_k^T v / C. The 8 warps of a block share the keys (and S's
+   rows) of its features and add their sums in a fixed order. Shared: the four rotated rows
+   (4 s), the weights a (C) and the warps' partial sums. */
 template <int VF>
 __global__ void dec_attend_kernel(float *gated, float *kv, float *gq, float *gk, float *gv,
                                   const float *hid, const int *pos, const float *gamma,
@@ -481,21 +481,21 @@ static void dec_launch_step(Model *m) {
     dec_embed_kernel<<<(n * d + 255) / 256, 256, 0, st>>>(dc->h, dc->d_tok, dc->d_pos, p->tok_emb,
                                                           p->pos_scale, p->inv_freq, n, d);
     const int fused = dc->fused, taylor = config_taylor_width(c) > 0, F = taylor ? dec_taylor_width(s) : 0;
-    /* bf16 precision: the fused products read the weights' bf16 twin, as the forward does */
-    const __nv_bfloat16 *wb = cm->use_bf16 && cm->params_h ? (const __nv_bfloat16 *)cm->params_h : NULL;
+    /* bf16 precision: the products read the weights' bf16 twins (param_twin), as the forward's do */
+    const int wb = cm->params_h != NULL;
     for (int l = 0; l < L; l++) {
         const LayerParams *P = &p->layer[l];
         float *prev = dc->prev + (size_t)l * n * d;
         const int layernorm = c->norm_type == NORM_LAYERNORM;
         if (fused && wb) {
-            dec_fused_hidden(dc, wb + (P->wh - cm->params), P, prev, layernorm, c->shift_tokens, n, d, H, st);
+            dec_fused_hidden(dc, param_twin(cm, P->wh), P, prev, layernorm, c->shift_tokens, n, d, H, st);
         } else if (fused) {
             dec_fused_hidden(dc, P->wh, P, prev, layernorm, c->shift_tokens, n, d, H, st);
         } else {
             /* bf16: the products on the twins of their inputs and weights, as the forward's */
             dec_norm_shift_kernel<<<(n + 3) / 4, 128, 0, st>>>(dc->xs, prev, dc->h, P->norm_g, P->norm_w, P->norm_b,
                                                                layernorm, c->shift_tokens, n, d, TW(dc->xs_h));
-            cuda_gemm(cm, 0, 1, n, H, d, 1, dc->xs, dc->xs_h, d, 0, P->wh, wb ? wb + (P->wh - cm->params) : NULL, d, 0,
+            cuda_gemm(cm, 0, 1, n, H, d, 1, dc->xs, dc->xs_h, d, 0, P->wh, param_twin(cm, P->wh), d, 0,
                       0, dc->hid_u, H, 0, 1);
             bias_silu_cuda(dc->hid_u, NULL, dc->hid, P->bh, n, H, H, NULL, st);
             dec_scores_kernel<<<n, 32 * DEC_WARPS, sizeof(float) * (4 * (size_t)s + C), st>>>(
@@ -525,24 +525,24 @@ static void dec_launch_step(Model *m) {
         }
         /* h += gated Wo^T + bo */
         if (fused && wb) {
-            dec_fused_out(dc, wb + (P->wo - cm->params), P->bo, n, d, e, st);
+            dec_fused_out(dc, param_twin(cm, P->wo), P->bo, n, d, e, st);
         } else if (fused) {
             dec_fused_out(dc, P->wo, P->bo, n, d, e, st);
         } else {
-            cuda_gemm(cm, 0, 1, n, d, e, 1, dc->gated, dc->gated_h, e, 0, P->wo, wb ? wb + (P->wo - cm->params) : NULL, e,
+            cuda_gemm(cm, 0, 1, n, d, e, 1, dc->gated, dc->gated_h, e, 0, P->wo, param_twin(cm, P->wo), e,
                       0, 1, dc->h, d, 0, 1);
             bias_add_cuda(dc->h, P->bo, dc->h, n, d, st);
         }
     }
     if (fused && wb) {
-        dec_fused_logits(dc, wb + (p->w_logits - cm->params), p, n, d, V, st);
+        dec_fused_logits(dc, param_twin(cm, p->w_logits), p, n, d, V, st);
     } else if (fused) {
         dec_fused_logits(dc, p->w_logits, p, n, d, V, st);
     } else {
         layernorm_forward_cuda(dc->lnf, dc->stat, dc->h, p->lnf_w, p->lnf_b, n, d, 0, TW(dc->lnf_h), NULL, NULL, st);
         bias_add_cuda(dc->logits, p->b_logits, NULL, n, V, st);
         cuda_gemm(cm, 0, 1, n, V, d, 1, dc->lnf, dc->lnf_h, d, 0, p->w_logits,
-                  wb ? wb + (p->w_logits - cm->params) : NULL, d, 0, 1, dc->logits, V, 0, 1);
+                  param_twin(cm, p->w_logits), d, 0, 1, dc->logits, V, 0, 1);
         dec_advance_kernel<<<1, 1, 0, st>>>(dc->d_pos);
     }
     cudaMemcpyAsync(dc->h_logits, dc->logits, sizeof(float) * (size_t)n * V, cudaMemcpyDeviceToHost, st);

@@ -124,7 +124,7 @@ void cuda_forward_pass(Model *m, const int *d_tok, int tstride, int B, int T, in
     const float *hL = res + (size_t)L * Nm * d;
     float *lnf_out = ACT(cm, A_LNF_OUT), *logits = ACT(cm, A_LOGITS);
     bf16 *lnf_h = TWIN(cm, H_LNF_OUT);
-    const bf16 *Wl_h = cm->params_h ? cm->params_h + (cm->p.w_logits - cm->params) : NULL;
+    const bf16 *Wl_h = param_twin(cm, cm->p.w_logits);
     layernorm_forward_cuda(lnf_out, ACT(cm, A_LNF_STAT), hL, cm->p.lnf_w, cm->p.lnf_b, N, d, 0,
                            TW(lnf_h), NULL, NULL, st);
     bias_add_cuda(logits, cm->p.b_logits, NULL, N, V, st);
@@ -154,7 +154,7 @@ static void backward_pass(Model *m, const int *d_tok, int tstride, int B, int T,
     MARK(-1);
 
     const float *logits = ACT(cm, A_LOGITS), *lnf_out = ACT(cm, A_LNF_OUT);
-    const bf16 *Wl_h = cm->params_h ? cm->params_h + (cm->p.w_logits - cm->params) : NULL;
+    const bf16 *Wl_h = param_twin(cm, cm->p.w_logits);
     crossentropy_backward_cuda(d_logits, logits, d_tok, tstride, B, T, Tp, V, dloss, TW(d_logits_h), st);
     /* logits = x W^T + b:  dx = dl W;  dW += dl^T x;  db += colsum(dl) */
     cuda_gemm(cm, 0, 0, N, d, V, 1, d_logits, d_logits_h, V, 0, cm->p.w_logits, Wl_h, d, 0, 0, d_lnf, d, 0, 1);
@@ -322,7 +322,8 @@ static void cu_info(const Model *m, ModelInfo *info) {
     size_t free_b = 0, total_b = 0;
     if (cudaMemGetInfo(&free_b, &total_b) == cudaSuccess) info->device_bytes = total_b - free_b;
     snprintf(info->detail, sizeof info->detail, "a step of up to %d sequences runs as micro-batches of %d%s",
-             cm->cap_seqs, cm->capB, cm->graph_off ? "" : ", replayed as a CUDA graph");    snprintf(info->decoder, sizeof info->decoder, "%s", cuda_decoder_kind(m));
+             cm->cap_seqs, cm->capB, cm->graph_off ? "" : ", replayed as a CUDA graph");
+    snprintf(info->decoder, sizeof info->decoder, "%s", cuda_decoder_kind(m));
 }
 
 static void refresh_twin(CudaModel *cm) {

@@ -121,6 +121,10 @@ static inline int gau_chunk_rows(int Tp, int bf16) {
 #define ACT(cm, k) ((float *)((char *)(cm)->arena + (cm)->off[k]))
 #define TWIN(cm, k) ((cm)->use_bf16 ? (bf16 *)((char *)(cm)->arena + (cm)->off[k]) : (bf16 *)NULL)
 #define TW(p) ((bf16_t *)(p))
+/* the bf16 twin of parameter x (a pointer into cm->params), NULL in fp32 */
+static inline const bf16 *param_twin(const CudaModel *cm, const float *x) {
+    return cm->params_h ? cm->params_h + (x - cm->params) : NULL;
+}
 
 static inline int cuda_fail(cudaError_t e, const char *what, char *err, size_t errlen) {
     if (e == cudaSuccess) return 0;

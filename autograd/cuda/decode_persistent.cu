@@ -82,6 +82,10 @@ __device__ __forceinline__ unsigned long long pk_now() {
         if (tid == 0) atomicMax(a.prof + 2 * (p), pk_now()); \
     }
 
+/* the profile's slots: start and end of the 3 L + 1 phases, block 0's clocks and its end,
+   the 32 sub-step marks */
+static size_t pk_prof_slots(int L) { return 2 * (3 * (size_t)L + 1) + 3 + 32; }
+
 typedef struct { int tok[DEC_FUSED_SEQ]; } PkTokens;
 
 /* floats of dynamic shared memory: the n rows (of d or e), the n rows of prev, the phases'
@@ -456,7 +460,7 @@ static PkArgs pk_args(Model *m, const WT *wbase) {
     a.qlin = dc->qlin; a.logits = dc->logits_mapped; a.pos = dc->d_pos;
     a.tok_emb = p->tok_emb; a.pos_scale = p->pos_scale; a.inv_freq = p->inv_freq;
     a.lnf_w = p->lnf_w; a.lnf_b = p->lnf_b; a.b_logits = p->b_logits;
-    a.w_logits = wbase ? (const void *)(wbase + (p->w_logits - cm->params)) : (const void *)p->w_logits;
+    a.w_logits = wbase ? (const void *)param_twin(cm, p->w_logits) : (const void *)p->w_logits;
     a.L = c->depth; a.n = dc->nseq; a.d = c->dim; a.e = config_hidden(c); a.s = c->query_key_dim;
     a.r = config_rotary(c); a.C = c->group_size; a.V = c->num_tokens;
     a.layernorm = c->norm_type == NORM_LAYERNORM; a.shift = c->shift_tokens; a.laplace = c->attn_fn == ATTN_LAPLACE;
@@ -505,7 +509,7 @@ int dec_persistent_open(Model *m, CudaDecoder *dc) {
     if (!hl) return 0;
     const ModelParams *p = &cm->p;
     /* the weights' addresses, fp32 or in the bf16 twin */
-#define PK_W(x) (wb ? (const void *)(wb + ((x) - cm->params)) : (const void *)(x))
+#define PK_W(x) (wb ? (const void *)param_twin(cm, (x)) : (const void *)(x))
     int aligned = (uintptr_t)PK_W(p->w_logits) % 16 == 0;
     for (int l = 0; l < c->depth; l++) {
         const LayerParams *P = &p->layer[l];
@@ -534,7 +538,7 @@ int dec_persistent_open(Model *m, CudaDecoder *dc) {
     dc->logits_mapped = (float *)mapped;
     const char *pf = getenv("FLASH_CUDA_DECODE_PROFILE");
     if (pf && strcmp(pf, "1") == 0) {
-        const size_t slots = 2 * (3 * (size_t)c->depth + 1) + 3 + 32;   /* + block 0's clocks, its end, the marks */
+        const size_t slots = pk_prof_slots(c->depth);
         /* in device memory: atomics on mapped host memory cross the bus (milliseconds a byte) */
         if (cudaMallocHost((void **)&dc->prof, sizeof *dc->prof * slots) == cudaSuccess &&
             cudaMalloc((void **)&dc->prof_dev, sizeof *dc->prof * slots) == cudaSuccess &&
@@ -559,7 +563,7 @@ static cudaError_t dec_persistent_launch(Model *m, const int *tokens) {
     CudaDecoder *dc = cm->dec;
     PkTokens tk;
     memset(&tk, 0, sizeof tk);
-    if (dc->prof_dev) cudaMemsetAsync(dc->prof_dev, 0, sizeof *dc->prof * (2 * (3 * (size_t)m->cfg.depth + 1) + 3 + 32), cm->st);
+    if (dc->prof_dev) cudaMemsetAsync(dc->prof_dev, 0, sizeof *dc->prof * pk_prof_slots(m->cfg.depth), cm->st);
     for (int i = 0; i < dc->nseq; i++) tk.tok[i] = tokens[i];
     const __nv_bfloat16 *wb = cm->use_bf16 && cm->params_h ? (const __nv_bfloat16 *)cm->params_h : NULL;
     PkArgs a = wb ? pk_args<__nv_bfloat16>(m, wb) : pk_args<float>(m, (const float *)NULL);
@@ -609,7 +613,7 @@ int dec_persistent_step(Model *m, const int *tokens, float *logits) {
     memcpy(logits, dc->h_logits, sizeof(float) * (size_t)n * V);
     if (dc->prof_dev) {
         const int np = 3 * m->cfg.depth + 1;
-        cudaMemcpy(dc->prof, dc->prof_dev, sizeof *dc->prof * (2 * np + 3 + 32), cudaMemcpyDeviceToHost);
+        cudaMemcpy(dc->prof, dc->prof_dev, sizeof *dc->prof * pk_prof_slots(m->cfg.depth), cudaMemcpyDeviceToHost);
         for (int b = 0; b < 2; b++)
             for (int i = 1; i < 10; i++) {
                 const unsigned long long *mk = dc->prof + 2 * np + 3 + 16 * b;

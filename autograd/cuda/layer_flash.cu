@@ -13,8 +13,8 @@ void layer_acts(CudaModel *cm, const CudaShape *sh, int l, LayerActs *a) {
     a->l = l;
     a->P = P;
     a->D = &cm->g.layer[l];
-    a->Wh_h = cm->params_h ? cm->params_h + (P->wh - cm->params) : NULL;
-    a->Wo_h = cm->params_h ? cm->params_h + (P->wo - cm->params) : NULL;
+    a->Wh_h = param_twin(cm, P->wh);
+    a->Wo_h = param_twin(cm, P->wo);
     a->h = res + (size_t)l * Nm * d;
     a->h_out = res + (size_t)(l + 1) * Nm * d;
     a->xs = cm->use_bf16 ? NULL : ACT(cm, A_XS) + (size_t)l * Nm * d;   /* bf16: the twin only */
