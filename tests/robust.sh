@@ -406,11 +406,17 @@ if [ "$rc" -eq 0 ] && printf '%s' "$out" | grep -q '^eval: split=test loss_nats=
 else bad taylor_eval "exit $rc: $(printf '%s' "$out" | tail -2)"; fi
 run sample "$tmp/tay" --len 40 --seed 3 --prompt "The quick brown fox jumps" --threads 2
 if [ "$rc" -eq 0 ]; then ok taylor_sample; else bad taylor_sample "exit $rc: $(printf '%s' "$out" | tail -2)"; fi
-# the decoder's bench over several sequences decoded together: its line names their count and
-# the rate counts every sequence's bytes
+# the decoder's bench over several sequences decoded together: its line names their count, the
+# rate counts every sequence's bytes and the speedup is one sequence's share of it over the full
+# forward's rate
 run sample "$tmp/tay" --bench --num-samples 3 --seed 3 --threads 2
+sb=$(printf '%s' "$out" | grep '^sample-bench:')
+sp_ok=$(printf '%s' "$sb" | awk '{for (i = 2; i <= NF; i++) { split($i, kv, "="); v[kv[1]] = kv[2] }
+    want = v["decoder_bytes_per_s"] / 3 / v["full_forward_bytes_per_s"]; d = v["speedup"] - want
+    print (d < 1 && d > -1) ? 1 : 0}')
 if [ "$rc" -eq 0 ] && printf '%s' "$out" | grep -q '^decoder, 3 sequences together' &&
-   printf '%s' "$out" | grep -q '^sample-bench: decoder_bytes_per_s=[0-9]* .* sequences=3$'; then ok sample_bench_sequences
+   printf '%s' "$sb" | grep -q '^sample-bench: decoder_bytes_per_s=[0-9]* .* sequences=3$' && [ "$sp_ok" = 1 ]; then
+    ok sample_bench_sequences
 else bad sample_bench_sequences "exit $rc: $(printf '%s' "$out" | tail -3)"; fi
 run export "$tmp/tay" "$tmp/tay.safetensors" --threads 2
 if [ "$rc" -eq 0 ] && head -c 4096 "$tmp/tay.safetensors" | grep -q 'linear_attn[^,]*taylor'; then ok taylor_export

@@ -288,7 +288,7 @@ static const struct {
      "--bench: instead of printing text, times the decoder's bytes per second at positions\n"
      "1,000 to 5,000 for --num-samples sequences decoded together (default one) and, side by\n"
      "side, one sequence recomputing the full forward per byte at a 1,024-byte context\n"
-     "(FLASH-pytorch's way).\n"},
+     "(FLASH-pytorch's way); speedup is one sequence's share of the decoder's rate over it.\n"},
     {CMD_EXPORT, "export", "./train export CHECKPOINT OUT.safetensors",
      "Writes the model's state_dict (FLASH-pytorch names, buffers included, F32) with its\n"
      "config JSON in the metadata; FLASHTransformer(**config).load_state_dict(\n"
