@@ -1174,6 +1174,8 @@ static void test_bf16(void) {
             model_info(hd, &di);
             const char *want = path ? "cuBLAS" : "one persistent";
             CHECK(strncmp(di.decoder, want, strlen(want)) == 0, "bf16 decoder path: %s", di.decoder);
+            /* the cuBLAS path of bf16 holds the value cache and reads S in bf16 */
+            if (path == 1) CHECK(strstr(di.decoder, "bf16 value cache") != NULL, "bf16 cache: %s", di.decoder);
             model_decoder_prefill(hd, seq, P, lg);
             double w = rel_err(lg, full + (size_t)(P - 1) * V, V);
             for (int t = P; t < Td; t++) {

@@ -57,24 +57,78 @@ __device__ __forceinline__ void dec_warp_norm_stats(const float *x, int lane, in
     }
 }
 
-/* xn = norm(h); xs = xn with its first ceil(d/2) features from prev (the previous
-   position's xn, zeros at t = 0), and its bf16 twin xs_h when given; prev = xn. One warp
-   per sequence. */
-__global__ void dec_norm_shift_kernel(float *xs, float *prev, const float *h, const float *g,
-                                      const float *w, const float *b, int layernorm, int shift,
-                                      int n, int d, bf16_t *xs_h) {
+/* The cuBLAS path's norm: xn = norm(h + res_bias); xs = xn with its first ceil(d/2) features
+   from prev (the previous position's xn, zeros at t = 0), and its bf16 twin xs_h when given;
+   prev = xn. One warp per sequence. res_bias (NULL at layer 0) is the previous layer's bo:
+   h + bo is written back into h (the residual stream), the pass the previous to_out's bias
+   kernel made before (h + bo and bo + h are the same float). A lane's loads go out
+   DEC_NORM_NB at a time: one at a time, each waited on an L2 trip (the stores to xs and prev
+   might have aliased the next load). The sums take the terms of dec_warp_norm_stats in its
+   order, so the results are the same to the bit. */
+#define DEC_NORM_NB 8
+__device__ __forceinline__ void dec_norm_load(float v[DEC_NORM_NB], const float *x, const float *res_bias, int k0,
+                                              int lane, int d) {
+#pragma unroll
+    for (int u = 0; u < DEC_NORM_NB; u++) {
+        const int k = k0 + lane + 32 * u;
+        v[u] = k < d ? (res_bias ? x[k] + res_bias[k] : x[k]) : 0.0f;
+    }
+}
+__global__ void dec_norm_shift_kernel(float *__restrict__ xs, float *__restrict__ prev, float *__restrict__ h,
+                                      const float *__restrict__ res_bias, const float *g, const float *w,
+                                      const float *b, int layernorm, int shift, int n, int d,
+                                      bf16_t *__restrict__ xs_h) {
     const int i = blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32, lane = threadIdx.x % 32;
     if (i >= n) return;
-    const float *x = h + (size_t)i * d;
+    float *x = h + (size_t)i * d;
     float *xo = xs + (size_t)i * d, *pv = prev + (size_t)i * d;
-    const int half = (d + 1) / 2;
-    float a = 0, bb = 0;
-    dec_warp_norm_stats(x, lane, layernorm, d, &a, &bb);
-    for (int k = lane; k < d; k += 32) {
-        const float xn = dec_norm_out(x[k], bb, a, g, w, b, k, layernorm);
-        if (shift && k < half) { xo[k] = pv[k]; pv[k] = xn; }
-        else { xo[k] = xn; if (shift) pv[k] = xn; }
-        put_twin(xs_h, (size_t)i * d + k, xo[k]);
+    const int half = (d + 1) / 2, chunk = 32 * DEC_NORM_NB;
+    float a = 0, bb = 0, sum = 0;
+    for (int k0 = 0; k0 < d; k0 += chunk) {
+        float v[DEC_NORM_NB];
+        dec_norm_load(v, x, res_bias, k0, lane, d);
+#pragma unroll
+        for (int u = 0; u < DEC_NORM_NB; u++)
+            if (k0 + lane + 32 * u < d) {
+                if (layernorm) sum += v[u];
+                else sum += v[u] * v[u];
+            }
+    }
+    sum = warp_sum(sum);
+    if (!layernorm) a = dec_rms_scale(sum, d);
+    else {
+        const float mean = sum / d;
+        float var = 0;
+        for (int k0 = 0; k0 < d; k0 += chunk) {
+            float v[DEC_NORM_NB];
+            dec_norm_load(v, x, res_bias, k0, lane, d);
+#pragma unroll
+            for (int u = 0; u < DEC_NORM_NB; u++)
+                if (k0 + lane + 32 * u < d) { const float c = v[u] - mean; var += c * c; }
+        }
+        var = warp_sum(var);
+        a = dec_ln_scale(var, d);
+        bb = mean;
+    }
+    for (int k0 = 0; k0 < d; k0 += chunk) {
+        float v[DEC_NORM_NB], p[DEC_NORM_NB];
+        dec_norm_load(v, x, res_bias, k0, lane, d);
+#pragma unroll
+        for (int u = 0; u < DEC_NORM_NB; u++) {
+            const int k = k0 + lane + 32 * u;
+            p[u] = shift && k < half ? pv[k] : 0.0f;
+        }
+#pragma unroll
+        for (int u = 0; u < DEC_NORM_NB; u++) {
+            const int k = k0 + lane + 32 * u;
+            if (k >= d) continue;
+            if (res_bias) x[k] = v[u];
+            const float xn = dec_norm_out(v[u], bb, a, g, w, b, k, layernorm);
+            const float o = shift && k < half ? p[u] : xn;
+            xo[k] = o;
+            if (shift) pv[k] = xn;
+            put_twin(xs_h, (size_t)i * d + k, o);
+        }
     }
 }
 
@@ -83,24 +137,28 @@ __global__ void dec_norm_shift_kernel(float *xs, float *prev, const float *h, co
 /* Block-wide, for sequence i at position t (group index j = t mod C): q4 = the four
    offset-scaled and rotated rows of z (4 s), the current row's keys into the group cache
    (and lin_q for taylor's read-out), and the weights a_k = phi(q . k_k / C + sqrt(s)
-   bias[bucket(j - k)]) for k <= j. q4 and a are the caller's (shared memory); the caller
-   synchronises after. */
-__device__ void dec_rotate_and_score(float *q4, float *a, int i, long t, const float *hid, float *gq, float *gk,
-                                     const float *gamma, const float *beta, const float *freqs,
-                                     const float *rel_bias, int e, int s, int r, int C, int H, int laplace,
-                                     float *qlin, int write_cache) {
+   bias[bucket(j - k)]) for k <= j. q4 is the caller's shared memory, a shared or global; the
+   caller synchronises after. zbias (NULL: hid holds silu already): z = silu(hid + zbias),
+   bias_silu_kernel's formula. Keys in rounds of 8 a warp; the block takes rounds kpart,
+   kpart + nkpart, ... (several blocks share a sequence's keys: dec_scores_kernel). */
+__device__ void dec_rotate_and_score(float *q4, float *a, int i, long t, const float *hid, const float *zbias,
+                                     float *gq, float *gk, const float *gamma, const float *beta,
+                                     const float *freqs, const float *rel_bias, int e, int s, int r, int C, int H,
+                                     int laplace, float *qlin, int write_cache, int kpart, int nkpart) {
     const int tid = threadIdx.x, nt = blockDim.x, lane = tid % 32, warp = tid / 32;
     const int j = (int)(t % C), pairs = r / 2, units = pairs + (s - 2 * pairs);
-    const float *z = hid + (size_t)i * H + 2 * e;
+    const float *z = hid + (size_t)i * H + 2 * e, *zb = zbias ? zbias + 2 * e : NULL;
     for (int u = tid; u < units; u += nt) {
         int f0, f1 = -1;
         if (u < pairs) { f0 = 2 * u; f1 = 2 * u + 1; } else f0 = 2 * pairs + (u - pairs);
         float c = 1, sn = 0;
         if (f1 >= 0) dec_rotary_cs(t, freqs[u], &c, &sn);
+        const float z0 = zb ? silu_f(z[f0] + zb[f0]) : z[f0];
+        const float z1 = f1 < 0 ? 0.0f : zb ? silu_f(z[f1] + zb[f1]) : z[f1];
         for (int k = 0; k < 4; k++) {
-            const float o0 = dec_z_offset(z[f0], gamma[k * s + f0], beta[k * s + f0]);
+            const float o0 = dec_z_offset(z0, gamma[k * s + f0], beta[k * s + f0]);
             if (f1 < 0) { q4[k * s + f0] = o0; continue; }
-            const float o1 = dec_z_offset(z[f1], gamma[k * s + f1], beta[k * s + f1]);
+            const float o1 = dec_z_offset(z1, gamma[k * s + f1], beta[k * s + f1]);
             q4[k * s + f0] = dec_z_rotate(o0, o1, c, sn, 0);
             q4[k * s + f1] = dec_z_rotate(o1, o0, c, sn, 1);
         }
@@ -119,7 +177,7 @@ __device__ void dec_rotate_and_score(float *q4, float *a, int i, long t, const f
        keys deep in a serial chain at the group's end): each lane a quarter of the s
        features, then two shuffles */
     const int sub = lane / 4, quarter = lane % 4;
-    for (int k0 = warp * 8; k0 <= j; k0 += (nt / 32) * 8) {
+    for (int k0 = (kpart * (nt / 32) + warp) * 8; k0 <= j; k0 += nkpart * (nt / 32) * 8) {
         const int k = k0 + sub;
         const bool ok = k <= j;
         const float *key = k == j ? kq : Gq + (size_t)(ok ? k : 0) * s;
@@ -135,23 +193,27 @@ __device__ void dec_rotate_and_score(float *q4, float *a, int i, long t, const f
 
 /* Many sequences: the rows q4 and the weights a once per sequence (blockIdx.x) into scores
    (n x (4 s + C)), which the attention's DEC_F-feature blocks then read instead of each
-   computing them again */
-__global__ void dec_scores_kernel(float *scores, float *gq, float *gk, const float *hid, const int *pos,
-                                  const float *gamma, const float *beta, const float *freqs, const float *rel_bias,
-                                  int e, int s, int r, int C, int H, int laplace, float *qlin) {
+   computing them again. DEC_SCORE_PARTS blocks share a sequence's keys (one block a
+   sequence was a chain of rounds of 64 keys at the group's end); each writes the weights of
+   its keys straight into scores, block 0 the rows q4 and the cache. */
+#define DEC_SCORE_PARTS 4
+__global__ void dec_scores_kernel(float *scores, float *gq, float *gk, const float *hid, const float *zbias,
+                                  const int *pos, const float *gamma, const float *beta, const float *freqs,
+                                  const float *rel_bias, int e, int s, int r, int C, int H, int laplace, float *qlin) {
     extern __shared__ float sh[];
     const int i = blockIdx.x;
     const long t = pos[0];
-    dec_rotate_and_score(sh, sh + 4 * s, i, t, hid, gq, gk, gamma, beta, freqs, rel_bias, e, s, r, C, H, laplace,
-                         qlin, 1);
-    __syncthreads();
-    const int used = 4 * s + (int)(t % C) + 1;
-    for (int k = threadIdx.x; k < used; k += blockDim.x) scores[(size_t)i * (4 * s + C) + k] = sh[k];
+    float *row = scores + (size_t)i * (4 * s + C);
+    dec_rotate_and_score(sh, row + 4 * s, i, t, hid, zbias, gq, gk, gamma, beta, freqs, rel_bias, e, s, r, C, H,
+                         laplace, qlin, blockIdx.y == 0, blockIdx.y, gridDim.y);
+    if (blockIdx.y == 0)
+        for (int k = threadIdx.x; k < 4 * s; k += blockDim.x) row[k] = sh[k];
 }
 
 /* dec_attend_kernel's shared floats: q4, a and the warps' partial sums */
 static inline size_t dec_attend_shared(size_t s, size_t C, int VF) { return 4 * s + C + (size_t)DEC_WARPS * DEC_F * VF; }
-/* VF adjacent floats (VF 4: one 16-byte load; the address is then 16-byte aligned) */
+/* VF adjacent values of the cache (fp32, or bf16 in the many-sequence path of bf16 precision)
+   as floats: VF 4 one 16-byte (fp32) or 8-byte (bf16) load, the address then aligned */
 template <int VF>
 __device__ __forceinline__ void dec_load_vf(float *g, const float *p) {
     if (VF == 4) {
@@ -162,16 +224,36 @@ __device__ __forceinline__ void dec_load_vf(float *g, const float *p) {
         for (int u = 0; u < VF; u++) g[u] = p[u];
     }
 }
+template <int VF>
+__device__ __forceinline__ void dec_load_vf(float *g, const bf16 *p) {
+    if (VF == 4) {
+        const float4 q = W4<bf16>::cvt(*reinterpret_cast<const uint2 *>(p));
+        g[0] = q.x; g[VF > 1 ? 1 : 0] = q.y; g[VF > 2 ? 2 : 0] = q.z; g[VF > 3 ? 3 : 0] = q.w;
+    } else {
+#pragma unroll
+        for (int u = 0; u < VF; u++) g[u] = __bfloat162float(p[u]);
+    }
+}
+/* a value as the cache of type CT holds it */
+__device__ __forceinline__ float dec_cached(float v, float *) { return v; }
+__device__ __forceinline__ float dec_cached(float v, bf16 *) { return __bfloat162float(__float2bfloat16(v)); }
+__device__ __forceinline__ void dec_store(float *p, float v) { *p = v; }
+__device__ __forceinline__ void dec_store(bf16 *p, float v) { *p = __float2bfloat16(v); }
 /* One sequence (blockIdx.x) and DEC_F of the e value features (blockIdx.y) at position t,
    group index j = t mod C: q4 and a (dec_rotate_and_score, or read from scores when the
    scores kernel ran before), the current row's values into the group cache, att = sum_k
    a_k v_k + lin_q S, gated = gate * att (and its bf16 twin gated_h when given); when the
    group is complete, S += lin_k^T v / C. The 8 warps of a block share the keys (and S's
    rows) of its features and add their sums in a fixed order. Shared: the four rotated rows
-   (4 s), the weights a (C) and the warps' partial sums. */
-template <int VF>
-__global__ void dec_attend_kernel(float *gated, float *kv, float *gq, float *gk, float *gv,
-                                  const float *hid, const int *pos, const float *gamma,
+   (4 s), the weights a (C) and the warps' partial sums.
+   hbias (NULL: hid holds silu already): v and the gate are silu(hid + hbias), the bias pass
+   folded in. CT bf16 (the many-sequence path in bf16 precision): the value cache holds bf16
+   and S is read from its bf16 twin S_h (the forward's products read v and S as bf16 too);
+   the current row's v enters the sums as the cache holds it, and S stays fp32, its twin
+   written where S is. */
+template <int VF, typename CT>
+__global__ void dec_attend_kernel(float *gated, float *kv, const CT *S_read, bf16 *S_h, float *gq, float *gk, CT *gv,
+                                  const float *hid, const float *hbias, const int *pos, const float *gamma,
                                   const float *beta, const float *freqs, const float *rel_bias,
                                   int e, int s, int r, int C, int H, int laplace, const float *xn,
                                   float *prev, int d, float *qlin, const float *scores, bf16_t *gated_h) {
@@ -189,12 +271,15 @@ __global__ void dec_attend_kernel(float *gated, float *kv, float *gq, float *gk,
     if (scores)
         for (int k = tid; k < 4 * s + j + 1; k += nt) sh[k] = scores[(size_t)i * (4 * s + C) + k];
     else
-        dec_rotate_and_score(q4, a, i, t, hid, gq, gk, gamma, beta, freqs, rel_bias, e, s, r, C, H, laplace, qlin,
-                             blockIdx.y == 0);
+        dec_rotate_and_score(q4, a, i, t, hid, hbias, gq, gk, gamma, beta, freqs, rel_bias, e, s, r, C, H, laplace,
+                             qlin, blockIdx.y == 0, 0, 1);
     __syncthreads();
     const float *ql = q4 + s, *kl = q4 + 3 * s;
-    float *Gk = gk + (size_t)i * C * s, *Gv = gv + (size_t)i * C * e;
+    float *Gk = gk + (size_t)i * C * s;
+    CT *Gv = gv + (size_t)i * C * e;
     float *S = kv + (size_t)i * s * e;
+    const CT *Sr = S_read + (size_t)i * s * e;
+    bf16 *Sh = S_h ? S_h + (size_t)i * s * e : NULL;
     const float inv_C = 1.0f / C;
     /* lane's VF adjacent features f0 .. f0 + VF - 1 (VF 4: 16-byte loads); each feature's
        sums take the same terms in the same order whatever VF */
@@ -202,10 +287,14 @@ __global__ void dec_attend_kernel(float *gated, float *kv, float *gq, float *gk,
     const int live = f0 < e;
     float v[VF], acc[VF];
 #pragma unroll
-    for (int u = 0; u < VF; u++) { v[u] = live ? hrow[f0 + u] : 0.0f; acc[u] = 0; }
+    for (int u = 0; u < VF; u++) {
+        const float raw = live ? hrow[f0 + u] : 0.0f;
+        v[u] = dec_cached(live && hbias ? silu_f(raw + hbias[f0 + u]) : raw, gv);
+        acc[u] = 0;
+    }
     if (live && warp == 0)
 #pragma unroll
-        for (int u = 0; u < VF; u++) Gv[(size_t)j * e + f0 + u] = v[u];
+        for (int u = 0; u < VF; u++) dec_store(Gv + (size_t)j * e + f0 + u, v[u]);
     /* this warp's share: keys k = warp, warp + 8, ... and rows q of S likewise */
     if (live) {
 #pragma unroll 8
@@ -222,7 +311,7 @@ __global__ void dec_attend_kernel(float *gated, float *kv, float *gq, float *gk,
 #pragma unroll 8
             for (int q = warp; q < s; q += DEC_WARPS) {
                 float g[VF];
-                dec_load_vf<VF>(g, S + (size_t)q * e + f0);
+                dec_load_vf<VF>(g, Sr + (size_t)q * e + f0);
 #pragma unroll
                 for (int u = 0; u < VF; u++) acc[u] += ql[q] * g[u];
             }
@@ -236,7 +325,9 @@ __global__ void dec_attend_kernel(float *gated, float *kv, float *gq, float *gk,
             float sum = 0;
             for (int w = 0; w < DEC_WARPS; w++) sum += part[(w * DEC_F + lane) * VF + u];
             /* taylor: the quadratic part only; dec_taylor_read_kernel adds the linear one and gates */
-            const float o = qlin ? sum : hrow[e + f0 + u] * sum;
+            const float graw = hrow[e + f0 + u];
+            const float gate = hbias ? silu_f(graw + hbias[e + f0 + u]) : graw;
+            const float o = qlin ? sum : gate * sum;
             gated[(size_t)i * e + f0 + u] = o;
             if (!qlin) put_twin(gated_h, (size_t)i * e + f0 + u, o);
         }
@@ -257,7 +348,9 @@ __global__ void dec_attend_kernel(float *gated, float *kv, float *gq, float *gk,
 #pragma unroll
             for (int u = 0; u < VF; u++) {
                 sum[u] += kl[q] * v[u];   /* k = j: this row, not yet read back from the cache */
-                S[(size_t)q * e + f0 + u] += inv_C * sum[u];
+                const size_t at = (size_t)q * e + f0 + u;
+                S[at] += inv_C * sum[u];
+                if (Sh) Sh[at] = __float2bfloat16(S[at]);
             }
         }
     }
@@ -466,6 +559,7 @@ const char *cuda_decoder_kind(const Model *m) {
     if (!cm->dec) return "";
     if (cm->dec->persistent) return "one persistent kernel a byte (grid barriers, 3 a layer)";
     if (cm->dec->fused) return "fused kernels, 3 a layer, as a CUDA graph";
+    if (cm->dec->gv_h) return "cuBLAS products and kernels, bf16 value cache, as a CUDA graph";
     return "cuBLAS products and kernels, as a CUDA graph";
 }
 
@@ -492,29 +586,46 @@ static void dec_launch_step(Model *m) {
         } else if (fused) {
             dec_fused_hidden(dc, P->wh, P, prev, layernorm, c->shift_tokens, n, d, H, st);
         } else {
-            /* bf16: the products on the twins of their inputs and weights, as the forward's */
-            dec_norm_shift_kernel<<<(n + 3) / 4, 128, 0, st>>>(dc->xs, prev, dc->h, P->norm_g, P->norm_w, P->norm_b,
-                                                               layernorm, c->shift_tokens, n, d, TW(dc->xs_h));
+            /* bf16: the products on the twins of their inputs and weights, as the forward's.
+               The previous layer's output bias is added by this norm, and (no taylor) the
+               bias + silu of to_hidden by the kernels that read its columns: two passes
+               fewer a layer */
+            dec_norm_shift_kernel<<<(n + 3) / 4, 128, 0, st>>>(dc->xs, prev, dc->h, l ? p->layer[l - 1].bo : NULL,
+                                                               P->norm_g, P->norm_w, P->norm_b, layernorm,
+                                                               c->shift_tokens, n, d, TW(dc->xs_h));
             cuda_gemm(cm, 0, 1, n, H, d, 1, dc->xs, dc->xs_h, d, 0, P->wh, param_twin(cm, P->wh), d, 0,
                       0, dc->hid_u, H, 0, 1);
-            bias_silu_cuda(dc->hid_u, NULL, dc->hid, P->bh, n, H, H, NULL, st);
-            dec_scores_kernel<<<n, 32 * DEC_WARPS, sizeof(float) * (4 * (size_t)s + C), st>>>(
-                dc->scores, dc->gq + (size_t)l * n * C * s, dc->gk + (size_t)l * n * C * s, dc->hid, dc->d_pos,
-                P->gamma, P->beta, P->rot_freqs, P->rel_bias, e, s, r, C, H, (c->attn_fn == ATTN_LAPLACE),
-                taylor ? dc->qlin : NULL);
+            if (taylor) bias_silu_cuda(dc->hid_u, NULL, dc->hid, P->bh, n, H, H, NULL, st);
+            dec_scores_kernel<<<dim3(n, DEC_SCORE_PARTS), 32 * DEC_WARPS, sizeof(float) * 4 * (size_t)s, st>>>(
+                dc->scores, dc->gq + (size_t)l * n * C * s, dc->gk + (size_t)l * n * C * s,
+                taylor ? dc->hid : dc->hid_u, taylor ? NULL : P->bh, dc->d_pos, P->gamma, P->beta, P->rot_freqs,
+                P->rel_bias, e, s, r, C, H, (c->attn_fn == ATTN_LAPLACE), taylor ? dc->qlin : NULL);
         }
         dim3 grid(n, (e + DEC_F - 1) / DEC_F);
         /* many sequences: four adjacent features a lane (a quarter of the blocks, 16-byte
            loads of the cached values and of S) */
         const int vf4 = !fused && e % 4 == 0 && H % 4 == 0 && dec_attend_shared(s, C, 4) <= CUDA_MAX_GROUP;
-        auto attend = vf4 ? dec_attend_kernel<4> : dec_attend_kernel<1>;
         dim3 agrid(n, vf4 ? (e + 4 * DEC_F - 1) / (4 * DEC_F) : grid.y);
-        attend<<<agrid, 32 * DEC_WARPS, sizeof(float) * dec_attend_shared(s, C, vf4 ? 4 : 1), st>>>(
-            dc->gated, dc->kv + (size_t)l * n * s * e, dc->gq + (size_t)l * n * C * s,
-            dc->gk + (size_t)l * n * C * s, dc->gv + (size_t)l * n * C * e, dc->hid, dc->d_pos, P->gamma,
-            P->beta, P->rot_freqs, P->rel_bias, e, s, r, C, H, (c->attn_fn == ATTN_LAPLACE),
-            fused && c->shift_tokens ? dc->xs : NULL, prev, d, taylor ? dc->qlin : NULL, fused ? NULL : dc->scores,
-            fused ? NULL : TW(dc->gated_h));
+        const size_t ash = sizeof(float) * dec_attend_shared(s, C, vf4 ? 4 : 1);
+        float *S = dc->kv + (size_t)l * n * s * e, *Gq = dc->gq + (size_t)l * n * C * s;
+        float *Gk = dc->gk + (size_t)l * n * C * s;
+        const float *hid = fused || taylor ? dc->hid : dc->hid_u, *hb = fused || taylor ? NULL : P->bh;
+        const float *xn = fused && c->shift_tokens ? dc->xs : NULL, *scores = fused ? NULL : dc->scores;
+        const int lap = c->attn_fn == ATTN_LAPLACE;
+        if (dc->gv_h) {
+            /* the many-sequence path in bf16: the value cache and S read as bf16 (decode.h) */
+            bf16 *Sh = dc->kv_h + (size_t)l * n * s * e;
+            dec_attend_kernel<4, bf16><<<agrid, 32 * DEC_WARPS, ash, st>>>(
+                dc->gated, S, Sh, Sh, Gq, Gk, dc->gv_h + (size_t)l * n * C * e, hid, hb, dc->d_pos, P->gamma, P->beta,
+                P->rot_freqs, P->rel_bias, e, s, r, C, H, lap, xn, prev, d, NULL, scores, TW(dc->gated_h));
+        } else {
+            auto attend = vf4 ? dec_attend_kernel<4, float> : dec_attend_kernel<1, float>;
+            attend<<<agrid, 32 * DEC_WARPS, ash, st>>>(dc->gated, S, S, NULL, Gq, Gk, dc->gv + (size_t)l * n * C * e,
+                                                     hid, hb, dc->d_pos, P->gamma, P->beta, P->rot_freqs,
+                                                     P->rel_bias, e, s, r, C, H, lap, xn, prev, d,
+                                                     taylor ? dc->qlin : NULL, scores,
+                                                     fused ? NULL : TW(dc->gated_h));
+        }
         if (taylor) {
             float *St = dc->tst + (size_t)l * n * F * (e + 1);
             dec_taylor_read_kernel<<<grid, 32 * DEC_WARPS, sizeof(float) * (F + DEC_WARPS * DEC_F + DEC_WARPS + s), st>>>(
@@ -531,7 +642,7 @@ static void dec_launch_step(Model *m) {
         } else {
             cuda_gemm(cm, 0, 1, n, d, e, 1, dc->gated, dc->gated_h, e, 0, P->wo, param_twin(cm, P->wo), e,
                       0, 1, dc->h, d, 0, 1);
-            bias_add_cuda(dc->h, P->bo, dc->h, n, d, st);
+            if (l == L - 1) bias_add_cuda(dc->h, P->bo, dc->h, n, d, st);   /* else the next norm adds it */
         }
     }
     if (fused && wb) {
@@ -557,6 +668,7 @@ void cuda_decoder_close(Model *m) {
     dec_persistent_close(dc, m->cfg.depth);
     cudaFree(dc->arena);
     cudaFree(dc->xs_h);
+    cudaFree(dc->gv_h);
     cudaFree(dc->d_tok);
     cudaFreeHost(dc->h_tok);
     cudaFreeHost(dc->h_logits);
@@ -594,7 +706,11 @@ int cuda_decoder_open(Model *m, int nseq, int max_prompt, char *err, size_t errl
     const char *fz = getenv("FLASH_CUDA_DECODE_FUSED");
     dc->fused = dec_fused_ok(nseq, (int)d, (int)e) && !(fz && strcmp(fz, "0") == 0);
     const size_t F = config_taylor_width(c) ? dec_taylor_width((int)s) : 0;
-    const size_t counts[] = {L * n * s * e, L * n * C * s, L * n * C * s, L * n * C * e, L * n * d,
+    /* the cuBLAS path in bf16 (the attention kernel's 4-feature form): a bf16 value cache in
+       place of gv, and S's twin */
+    const int bf16_cache = cm->use_bf16 && cm->params_h && !dc->fused && !F && !dec_persistent_wanted(m, nseq) &&
+                           e % 4 == 0 && H % 4 == 0 && dec_attend_shared(s, C, 4) <= CUDA_MAX_GROUP;
+    const size_t counts[] = {L * n * s * e, L * n * C * s, L * n * C * s, bf16_cache ? 0 : L * n * C * e, L * n * d,
                              n * d, n * d, n * 2, n * H, n * H, n * e, n * d, n * V, L * n * F * (e + 1), n * s,
                              dec_persistent_zpart_floats(n, s, C), n * (4 * s + C)};
     float **ptrs[] = {&dc->kv, &dc->gq, &dc->gk, &dc->gv, &dc->prev, &dc->h, &dc->xs, &dc->stat,
@@ -616,6 +732,7 @@ int cuda_decoder_open(Model *m, int nseq, int max_prompt, char *err, size_t errl
         at += (counts[k] + 63) / 64 * 64;
     }
     dc->d_pos = dc->d_tok + n;
+    if (bf16_cache) dc->gv = NULL;   /* its count was 0: the pointer aliases the next buffer */
     if (cm->use_bf16 && cm->params_h) {
         /* the cuBLAS path's bf16 products read these twins of their inputs */
         bf16 *tw = NULL;
@@ -624,6 +741,15 @@ int cuda_decoder_open(Model *m, int nseq, int max_prompt, char *err, size_t errl
             return -1;
         }
         dc->xs_h = tw; dc->lnf_h = tw + n * d; dc->gated_h = tw + 2 * n * d;
+    }
+    if (bf16_cache) {
+        if (cuda_fail(cudaMalloc((void **)&dc->gv_h, sizeof(bf16) * L * n * (C + s) * e), "memory for the decoder",
+                      err, errlen)) {
+            cuda_decoder_close(m);
+            return -1;
+        }
+        dc->kv_h = dc->gv_h + L * n * C * e;
+        cudaMemset(dc->gv_h, 0, sizeof(bf16) * L * n * (C + s) * e);
     }
     dc->prompt_buf = (int *)malloc(sizeof(int) * ((size_t)(max_prompt > nseq ? max_prompt : nseq) + 2));
     if (!dc->prompt_buf) { snprintf(err, errlen, "out of memory"); cuda_decoder_close(m); return -1; }
@@ -683,6 +809,7 @@ int cuda_decoder_prefill(Model *m, const int *prompt, int P, float *logits) {
     cudaMemsetAsync(dc->kv, 0, sizeof(float) * (size_t)L * n * s * e, st);
     if (F) cudaMemsetAsync(dc->tst, 0, sizeof(float) * (size_t)L * n * F * (e + 1), st);
     cudaMemsetAsync(dc->prev, 0, sizeof(float) * (size_t)L * n * d, st);
+    if (dc->kv_h) cudaMemsetAsync(dc->kv_h, 0, sizeof(bf16) * (size_t)L * n * s * e, st);
     int zero = 0;
     cudaMemcpyAsync(dc->d_pos, &zero, sizeof(int), cudaMemcpyHostToDevice, st);
     cudaStreamSynchronize(st);
@@ -718,6 +845,7 @@ int cuda_decoder_prefill(Model *m, const int *prompt, int P, float *logits) {
                 cudaMemcpyAsync(prev + (size_t)i * d, prev, sizeof(float) * d, cudaMemcpyDeviceToDevice, st);
             }
         }
+        if (dc->kv_h) to_bf16_cuda(TW(dc->kv_h), dc->kv, (size_t)L * n * s * e, st);   /* S's twin */
         if (P0 == P)
             for (int i = 0; i < n; i++)
                 cudaMemcpyAsync(logits + (size_t)i * V, ACT(cm, A_LOGITS) + (size_t)(P0 - 1) * V,

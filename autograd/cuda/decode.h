@@ -23,6 +23,9 @@ typedef struct CudaDecoder {
     float *h, *xs, *stat, *hid_u, *hid, *gated, *lnf, *logits;
     float *scores;                          /* the cuBLAS path: q4 and a per sequence (dec_scores_kernel) */
     bf16 *xs_h, *lnf_h, *gated_h;           /* the cuBLAS path in bf16: its products' inputs (one allocation) */
+    bf16 *gv_h, *kv_h;                      /* the cuBLAS path in bf16 (no taylor): the value cache in bf16
+                                               (gv unused) and S's bf16 twin, what the attention reads
+                                               (one allocation; NULL elsewhere) */
     int *d_tok, *d_pos;
     int *h_tok;                             /* pinned: the step's tokens */
     float *h_logits;                        /* pinned: the step's logits */
@@ -167,6 +170,9 @@ __device__ __forceinline__ void dec_row_dots(float acc[DEC_FUSED_SEQ], const WT 
 size_t dec_persistent_zpart_floats(size_t n, size_t s, size_t C);
 /* sets it up where it applies (FLASH_CUDA_DECODE_PERSISTENT); 1 when taken */
 int dec_persistent_open(Model *m, CudaDecoder *dc);
+/* whether the persistent path is asked for and the model's shape allows it (the device's
+   own checks come in dec_persistent_open) */
+int dec_persistent_wanted(const Model *m, int n);
 /* one byte: tokens in, logits out; -1 on a CUDA error */
 int dec_persistent_step(Model *m, const int *tokens, float *logits);
 /* frees its device state; FLASH_CUDA_DECODE_PROFILE=1: prints the profile first */

@@ -476,15 +476,20 @@ static PkArgs pk_args(Model *m, const WT *wbase) {
    logits the device can address. FLASH_CUDA_DECODE_PERSISTENT=0 turns it off, =1 takes it
    up to DEC_FUSED_SEQ sequences (A/B runs, tests). Returns 1 when set up. */
 #define PK_AUTO_SEQ 2
+int dec_persistent_wanted(const Model *m, int n) {
+    const FlashConfig *c = &m->cfg;
+    const char *env = getenv("FLASH_CUDA_DECODE_PERSISTENT"), *fz = getenv("FLASH_CUDA_DECODE_FUSED");
+    if ((env && strcmp(env, "0") == 0) || (fz && strcmp(fz, "0") == 0)) return 0;
+    const int force = env && strcmp(env, "1") == 0;
+    return !(n > (force ? DEC_FUSED_SEQ : PK_AUTO_SEQ) || c->model != MODEL_FLASH || config_taylor_width(c) ||
+             c->dim % 4 || config_hidden(c) % 4);
+}
+
 int dec_persistent_open(Model *m, CudaDecoder *dc) {
     CudaModel *cm = (CudaModel *)m->impl;
     const FlashConfig *c = &m->cfg;
     const int n = dc->nseq, d = c->dim, e = config_hidden(c), s = c->query_key_dim, C = c->group_size;
-    const char *env = getenv("FLASH_CUDA_DECODE_PERSISTENT"), *fz = getenv("FLASH_CUDA_DECODE_FUSED");
-    if ((env && strcmp(env, "0") == 0) || (fz && strcmp(fz, "0") == 0)) return 0;
-    const int force = env && strcmp(env, "1") == 0;
-    if (n > (force ? DEC_FUSED_SEQ : PK_AUTO_SEQ) || c->model != MODEL_FLASH || config_taylor_width(c) || d % 4 || e % 4)
-        return 0;
+    if (!dec_persistent_wanted(m, n)) return 0;
     int coop = 0, sms = 0;
     cudaDeviceGetAttribute(&coop, cudaDevAttrCooperativeLaunch, cm->dev);
     cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, cm->dev);
