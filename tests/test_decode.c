@@ -8,6 +8,7 @@
 #include "gemm.h"
 #include "ops.h"
 #include "rng.h"
+#include "sample.h"
 #include "test.h"
 
 #define TOL 1e-5
@@ -276,7 +277,37 @@ static void gau_check(int layernorm, int laplace, int nseq) {
 static void test_decode_gau_scalenorm_relu2(void) { gau_check(0, 0, 1); }
 static void test_decode_gau_layernorm_laplace_several(void) { gau_check(1, 1, 3); }
 
+/* sample_topk_many (several threads past a few sequences) gives the bytes of sample_topk
+   called for each sequence in turn, and leaves the random stream where they leave it: for
+   counts around its thresholds (one thread, a team, more than one chunk of draws), logits
+   with ties and a sharp and a flat temperature */
+static void test_sample_many_matches_sequential(void) {
+    const int V = 256, counts[] = {1, 7, 8, 9, 63, 64, 65, 200};
+    float *logits = malloc(sizeof(float) * V * 200);
+    int *a = malloc(sizeof(int) * 200), *b = malloc(sizeof(int) * 200);
+    Rng g;
+    rng_seed(&g, 11);
+    for (int k = 0; k < V * 200; k++) logits[k] = (float)(rng_below(&g, 12)) * 0.5f;   /* many ties */
+    int differ = 0;
+    for (size_t c = 0; c < sizeof counts / sizeof counts[0]; c++)
+        for (int tq = 0; tq < 2; tq++) {
+            const int n = counts[c];
+            const double temp = tq ? 0.3 : 3.0;
+            Rng r1, r2;
+            rng_seed(&r1, 5 + (uint64_t)c);
+            rng_seed(&r2, 5 + (uint64_t)c);
+            for (int q = 0; q < n; q++) a[q] = sample_topk(logits + (size_t)q * V, V, temp, &r1);
+            sample_topk_many(logits, n, V, temp, &r2, b);
+            CHECK(memcmp(a, b, sizeof(int) * n) == 0, "%d sequences: bytes differ", n);
+            CHECK(rng_u64(&r1) == rng_u64(&r2), "%d sequences: the random stream moved differently", n);
+            for (int q = 1; q < n; q++) differ += a[q] != a[0];
+        }
+    CHECK(differ > 0, "every sequence drew the same byte: the test would not see a mix-up");
+    free(logits); free(a); free(b);
+}
+
 int main(void) {
+    RUN(test_sample_many_matches_sequential);
     RUN(test_decode_gau_scalenorm_relu2);
     RUN(test_decode_gau_layernorm_laplace_several);
     RUN(test_decode_threads_bit_identical);

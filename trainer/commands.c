@@ -87,7 +87,7 @@ static void sample_bench(Model *m, int nseq, double temp, uint64_t seed) {
     if (model_decoder_prefill(m, &nl, 1, logits)) die("error: %s", "decoder prefill failed");
     double t_block = now_s(), rate[5] = {0}, t_timed = 0;
     for (int pos = 1; pos < total; pos++) {
-        for (int q = 0; q < nseq; q++) tok[q] = sample_topk(logits + (size_t)q * V, V, temp, &rng);
+        sample_topk_many(logits, nseq, V, temp, &rng, tok);
         model_decoder_step(m, tok, logits);
         if ((pos + 1) % block == 0) {
             double t = now_s();

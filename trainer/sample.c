@@ -6,7 +6,8 @@
 #include <stdlib.h>
 #include <string.h>
 
-int sample_topk(const float *logits, int V, double temperature, Rng *rng) {
+/* the byte for the uniform u01 in [0, 1) */
+static int sample_topk_u(const float *logits, int V, double temperature, double u01) {
     int k = (int)((1 - SAMPLE_FILTER_THRES) * V);
     if (k < 1) k = 1;
     if (k > 256) k = 256;   /* the byte model; larger vocabularies keep the 256 best */
@@ -28,12 +29,31 @@ int sample_topk(const float *logits, int V, double temperature, Rng *rng) {
     }
     double p[256], sum = 0;
     for (int j = 0; j < n; j++) { p[j] = exp((val[j] - val[0]) / temperature); sum += p[j]; }
-    double u = rng_uniform(rng) * sum;
+    double u = u01 * sum;
     for (int j = 0; j < n; j++) {
         u -= p[j];
         if (u < 0) return idx[j];
     }
     return idx[n - 1];
+}
+
+int sample_topk(const float *logits, int V, double temperature, Rng *rng) {
+    return sample_topk_u(logits, V, temperature, rng_uniform(rng));
+}
+
+/* Below this many sequences one thread samples them all (a thread team costs more than the
+   few microseconds a sequence takes); above it, about this many a thread. */
+#define SAMPLE_SEQ_PER_THREAD 8
+void sample_topk_many(const float *logits, int n, int V, double temperature, Rng *rng, int *tok) {
+    double u[SAMPLE_SEQ_PER_THREAD * 8];
+    for (int q0 = 0; q0 < n; q0 += SAMPLE_SEQ_PER_THREAD * 8) {
+        const int m = n - q0 < SAMPLE_SEQ_PER_THREAD * 8 ? n - q0 : SAMPLE_SEQ_PER_THREAD * 8;
+        for (int q = 0; q < m; q++) u[q] = rng_uniform(rng);
+        const int threads = (m + SAMPLE_SEQ_PER_THREAD - 1) / SAMPLE_SEQ_PER_THREAD;
+#pragma omp parallel for num_threads(threads) schedule(static) if (threads > 1)
+        for (int q = 0; q < m; q++)
+            tok[q0 + q] = sample_topk_u(logits + (size_t)(q0 + q) * V, V, temperature, u[q]);
+    }
 }
 
 int generate_full_forward(Model *m, const uint8_t *prompt, int plen, int n, int ctx,
@@ -83,10 +103,8 @@ int generate(Model *m, int ns, const uint8_t *prompt, int plen, int n, double te
     progress_start(&pr, g_progress, "sample", "bytes", (double)n * ns);
     for (int i = 0; i < n && !rc; i++) {
         progress_tick(&pr, (double)i * ns);
-        for (int q = 0; q < ns; q++) {
-            tok[q] = sample_topk(logits + (size_t)q * V, V, temperature, rng);
-            out[(size_t)q * n + i] = (uint8_t)tok[q];
-        }
+        sample_topk_many(logits, ns, V, temperature, rng, tok);
+        for (int q = 0; q < ns; q++) out[(size_t)q * n + i] = (uint8_t)tok[q];
         if (i + 1 < n && model_decoder_step(m, tok, logits)) {
             snprintf(err, errlen, "decoder step failed");
             rc = -1;

@@ -12,6 +12,11 @@
 
 int sample_topk(const float *logits, int V, double temperature, Rng *rng);
 
+/* One byte for each of n sequences (logits n x V, tokens into tok): the same bytes as
+   sample_topk called for q = 0 .. n - 1 in turn (each draws one uniform: they are drawn in
+   that order first), the sequences then sampled on several threads when n is large. */
+void sample_topk_many(const float *logits, int n, int V, double temperature, Rng *rng, int *tok);
+
 /* Reference generator: one full forward over the last `ctx` bytes for every new byte
    (FLASH-pytorch's way; O(n^2)). The model's activations must hold B=1 x ctx.
    0, or -1 with a message. */
