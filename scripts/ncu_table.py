@@ -16,7 +16,7 @@ def main():
     scale = {"nsecond": 1e-3, "ns": 1e-3, "usecond": 1.0, "us": 1.0, "msecond": 1e3, "ms": 1e3,
              "second": 1e6, "s": 1e6}
     total, calls, grid = defaultdict(float), defaultdict(int), {}
-    with open(sys.argv[1], newline="") as f:
+    with open(sys.argv[1], newline="", errors="replace") as f:
         lines = [l for l in f if l.startswith('"')]   # ncu's own log lines are not CSV
     for row in csv.DictReader(lines):
         if row.get("Metric Name") != "gpu__time_duration.sum":

@@ -23,6 +23,7 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "decode.h"
 
@@ -664,6 +665,17 @@ void cuda_decoder_close(Model *m) {
     if (cm && cm->gau_dec) gau_cuda_decoder_close(m);
     if (!cm || !cm->dec) return;
     CudaDecoder *dc = cm->dec;
+    if (dc->gprof) {
+        if (dc->gprof_steps > 0) {
+            const double k = 1e6 / (double)dc->gprof_steps;
+            fprintf(stderr, "decoder profile, %s, %d sequences, %ld steps: a step's stream (token copy, graph, "
+                    "logits copy) %.1f us, dec_step's wall %.1f us, between steps (the caller: sampling) %.1f us\n",
+                    cuda_decoder_kind(m), dc->nseq, dc->gprof_steps, dc->gprof_gpu * k, dc->gprof_wall * k,
+                    dc->gprof_steps > 1 ? dc->gprof_outside * 1e6 / (double)(dc->gprof_steps - 1) : 0.0);
+        }
+        cudaEventDestroy(dc->gprof_ev[0]);
+        cudaEventDestroy(dc->gprof_ev[1]);
+    }
     if (dc->graph_ready) cudaGraphExecDestroy(dc->graph);
     dec_persistent_close(dc, m->cfg.depth);
     cudaFree(dc->arena);
@@ -754,7 +766,18 @@ int cuda_decoder_open(Model *m, int nseq, int max_prompt, char *err, size_t errl
     dc->prompt_buf = (int *)malloc(sizeof(int) * ((size_t)(max_prompt > nseq ? max_prompt : nseq) + 2));
     if (!dc->prompt_buf) { snprintf(err, errlen, "out of memory"); cuda_decoder_close(m); return -1; }
     dc->persistent = dec_persistent_open(m, dc);
+    const char *pf = getenv("FLASH_CUDA_DECODE_PROFILE");
+    if (!dc->persistent && pf && strcmp(pf, "1") == 0 && cudaEventCreate(&dc->gprof_ev[0]) == cudaSuccess) {
+        if (cudaEventCreate(&dc->gprof_ev[1]) == cudaSuccess) dc->gprof = 1;
+        else cudaEventDestroy(dc->gprof_ev[0]);
+    }
     return 0;
+}
+
+static double cuda_now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
 /* one step: tokens in, logits out; the graph is made at the first step */
@@ -764,6 +787,8 @@ static int dec_step(Model *m, const int *tokens, float *logits) {
     cudaStream_t st = cm->st;
     const int n = dc->nseq, V = m->cfg.num_tokens;
     if (dc->persistent) return dec_persistent_step(m, tokens, logits);
+    const double t_in = dc->gprof ? cuda_now_s() : 0;
+    if (dc->gprof) cudaEventRecord(dc->gprof_ev[0], st);
     memcpy(dc->h_tok, tokens, sizeof(int) * n);
     cudaMemcpyAsync(dc->d_tok, dc->h_tok, sizeof(int) * n, cudaMemcpyHostToDevice, st);
     if (!dc->graph_ready && !dc->graph_failed) {
@@ -779,10 +804,19 @@ static int dec_step(Model *m, const int *tokens, float *logits) {
     }
     if (dc->graph_ready) cudaGraphLaunch(dc->graph, st);
     else dec_launch_step(m);
+    if (dc->gprof) cudaEventRecord(dc->gprof_ev[1], st);
     cudaError_t e = cudaStreamSynchronize(st);
     if (e != cudaSuccess) { fprintf(stderr, "CUDA error in the decoder: %s\n", cudaGetErrorString(e)); return -1; }
     memcpy(logits, dc->h_logits, sizeof(float) * (size_t)n * V);
     dc->pos++;
+    if (dc->gprof && dc->graph_ready) {   /* the first step (the graph's capture) is left out */
+        float ms = 0;
+        cudaEventElapsedTime(&ms, dc->gprof_ev[0], dc->gprof_ev[1]);
+        const double t_out = cuda_now_s();
+        if (dc->gprof_steps > 0) dc->gprof_outside += t_in - dc->gprof_last;
+        if (dc->gprof_last > 0) { dc->gprof_gpu += ms * 1e-3; dc->gprof_wall += t_out - t_in; dc->gprof_steps++; }
+        dc->gprof_last = t_out;
+    }
     return 0;
 }
 

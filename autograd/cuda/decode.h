@@ -43,6 +43,13 @@ typedef struct CudaDecoder {
     unsigned long long *prof, *prof_dev;    /* FLASH_CUDA_DECODE_PROFILE=1: pinned phase times */
     double *prof_sum;                       /* their sums over the bytes: work, barrier per phase */
     long prof_bytes;
+    /* FLASH_CUDA_DECODE_PROFILE=1 on the graph paths: a step's stream time (events around the
+       token copy, the graph and the logits copy), its wall time in dec_step, and the wall time
+       between steps (the caller's: sampling) */
+    cudaEvent_t gprof_ev[2];
+    int gprof;
+    long gprof_steps;
+    double gprof_gpu, gprof_wall, gprof_outside, gprof_last;
 } CudaDecoder;
 
 #define DEC_FUSED_SEQ 8   /* the fused and the persistent path: at most this many sequences */
