@@ -23,6 +23,8 @@ typedef struct ModelBackend {
     void (*profile)(Model *m, int on);
     int (*profile_read)(Model *m, const char **names, double *seconds, int max);
     double (*gemm_rate)(Model *m, int M, int N, int K);
+    /* model_decoder_sample; NULL: the host samples (model.c answers 1) */
+    int (*decoder_sample)(Model *m, int steps, int k, double temperature, const double *u, int *tokens);
 } ModelBackend;
 
 struct Model {

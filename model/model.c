@@ -112,6 +112,9 @@ int model_decoder_prefill(Model *m, const int *prompt, int P, float *logits) {
 int model_decoder_step(Model *m, const int *tokens, float *logits) {
     return m->be->decoder_step(m, tokens, logits);
 }
+int model_decoder_sample(Model *m, int steps, int k, double temperature, const double *u, int *tokens) {
+    return m->be->decoder_sample ? m->be->decoder_sample(m, steps, k, temperature, u, tokens) : 1;
+}
 void model_decoder_close(Model *m) { m->be->decoder_close(m); }
 void model_profile(Model *m, int on) { m->be->profile(m, on); }
 int model_profile_read(Model *m, const char **names, double *seconds, int max) {

@@ -153,6 +153,13 @@ double model_forward(Model *m, const int *tokens, int B, int T, float *losses, f
 int model_decoder_open(Model *m, int nseq, int max_prompt, char *err, size_t errlen);
 int model_decoder_prefill(Model *m, const int *prompt, int P, float *logits);
 int model_decoder_step(Model *m, const int *tokens, float *logits);
+/* `steps` bytes a sequence sampled where the logits are (the GPU), each fed through the
+   decoder before the next: from the logits of the last prefill or step, byte i of sequence
+   q is sample_topk_u (trainer/sample.h) of its logits keeping the k largest, with the
+   uniform u[i nseq + q], into tokens[i nseq + q]. The host's logits are not written. 0;
+   -1 on an error; 1 when this decoder does not sample on its device (the caller samples
+   on the host, from model_decoder_step's logits). */
+int model_decoder_sample(Model *m, int steps, int k, double temperature, const double *u, int *tokens);
 void model_decoder_close(Model *m);
 
 /* Where a step's time goes (bench): profiling on or off; read gives up to max phases as

@@ -17,6 +17,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include "model.h"
+#include "sample.h"
 #include "test.h"
 #ifdef FLASH_CUDA
 #include <cuda_runtime.h>
@@ -792,6 +793,54 @@ static void test_attention_pieces(void) {
 }
 #endif /* FLASH_CUDA */
 
+
+/* The device's top-k sampler against sample_topk_u (trainer/sample.c): logits with many
+   ties (values on a grid of 0.5) and without, V 256 (k 25), 97 (k 9) and 300 (k 30), two
+   temperatures, uniforms at random and at the ends of [0, 1); then the decoder's indexing:
+   pos = (5, 3) takes the uniforms of step 2 and writes its bytes to the history there. */
+static void test_sample_kernel(void) {
+    const int n = 37, Vs[3] = {256, 97, 300};
+    for (int vi = 0; vi < 3; vi++)
+        for (int ties = 0; ties < 2; ties++)
+            for (int ti = 0; ti < 2; ti++) {
+                const int V = Vs[vi], k = sample_keep(V);
+                const double temp = ti ? 0.7 : 1.0;
+                float *lg = malloc(sizeof(float) * n * V);
+                double u[3 * 37];
+                for (int i = 0; i < n * V; i++)
+                    lg[i] = ties ? (float)(0.5 * (int)(urand() * 12) - 3) : (float)(6 * urand() - 3);
+                for (int i = 0; i < 3 * n; i++) u[i] = i % 11 == 0 ? 0.0 : i % 13 == 0 ? 1 - 1e-12 : urand();
+                float *dl = dev_from(lg, (size_t)n * V);
+                double *du = NULL;
+                int *dt = NULL, *dh = NULL, pos[2] = {5, 3};
+                cudaMalloc((void **)&du, sizeof u);
+                cudaMemcpy(du, u, sizeof u, cudaMemcpyHostToDevice);
+                cudaMalloc((void **)&dt, sizeof(int) * n);
+                cudaMalloc((void **)&dh, sizeof(int) * 3 * n);
+                cudaMemset(dh, 0xff, sizeof(int) * 3 * n);
+                int *dp = dev_ints(pos, 2), got[37], hist[3 * 37], bad = 0, badh = 0;
+                CHECK(sample_topk_cuda(dt, NULL, dl, du, NULL, n, V, k, temp, 0) == 0, "sample_topk_cuda refused");
+                cudaDeviceSynchronize();
+                cudaMemcpy(got, dt, sizeof got, cudaMemcpyDeviceToHost);
+                for (int q = 0; q < n; q++) bad += got[q] != sample_topk_u(lg + (size_t)q * V, V, temp, u[q]);
+                sample_topk_cuda(dt, dh, dl, du, dp, n, V, k, temp, 0);
+                cudaDeviceSynchronize();
+                cudaMemcpy(got, dt, sizeof got, cudaMemcpyDeviceToHost);
+                cudaMemcpy(hist, dh, sizeof hist, cudaMemcpyDeviceToHost);
+                for (int q = 0; q < n; q++) {
+                    const int want = sample_topk_u(lg + (size_t)q * V, V, temp, u[2 * n + q]);
+                    bad += got[q] != want;
+                    badh += hist[2 * n + q] != want || hist[q] != -1 || hist[n + q] != -1;
+                }
+                CHECK(bad == 0 && badh == 0, "V %d, %s, temperature %.1f: %d bytes differ from the host's, %d in "
+                      "the history", V, ties ? "ties" : "no ties", temp, bad, badh);
+                cudaFree(dl); cudaFree(du); cudaFree(dt); cudaFree(dh); cudaFree(dp);
+                free(lg);
+            }
+    CHECK(sample_topk_cuda(NULL, NULL, NULL, NULL, NULL, 1, SAMPLE_MAX_V + 1, 25, 1.0, 0) == -1,
+          "a vocabulary past SAMPLE_MAX_V accepted");
+}
+
 /* ---- 2. the model through model.h: CUDA against the CPU ----------------------------------- */
 
 typedef struct { const char *name; FlashConfig cfg; int B, T; } Case;
@@ -1116,6 +1165,52 @@ static void run_steps(Model *m, int steps, int A, int B, int T, int V, uint64_t 
     free(tok);
 }
 
+/* Sampling on the device (model_decoder_sample, through sample_decode) gives the bytes of
+   sampling on the host (FLASH_CUDA_DECODE_SAMPLE=0) from the same decoder: the fused path
+   (3 sequences) and the cuBLAS path (12, in fp32 and bf16), a prompt of whole groups (its
+   logits from the parallel forward) and one that is not, 300 steps (two of the device's
+   batches of steps), the temperature changed half-way (the graph captured again). */
+static void test_decoder_sample_matches_host(void) {
+    const int runs[4][3] = {{3, 0, 0}, {12, 0, 1}, {12, 1, 0}, {3, 1, 1}};   /* nseq, bf16, whole groups */
+    for (int r = 0; r < 4; r++) {
+        const Case *k = &cases[r % 2];
+        const int ns = runs[r][0], V = k->cfg.num_tokens, C = k->cfg.group_size, steps = 150;
+        const int P = runs[r][2] ? C : C + 3;
+        char err[256];
+        Model *m = open_on(&k->cfg, DEVICE_CUDA, runs[r][1] ? PRECISION_BF16 : PRECISION_FP32, 1, P + 1, 1);
+        if (!m) { CHECK(0, "open"); continue; }
+        model_init_params(m, 11 + r, err, sizeof err);
+        perturb(m);
+        int prompt[32], *tok[2];
+        random_tokens(prompt, (size_t)P, V);
+        float *lg = malloc(sizeof(float) * ns * V);
+        double *u = malloc(sizeof(double) * ns * steps);
+        int where[2][2];
+        for (int dev = 0; dev < 2; dev++) {
+            if (dev) unsetenv("FLASH_CUDA_DECODE_SAMPLE");
+            else setenv("FLASH_CUDA_DECODE_SAMPLE", "0", 1);
+            tok[dev] = malloc(sizeof(int) * ns * 2 * steps);
+            CHECK(model_decoder_open(m, ns, P, err, sizeof err) == 0, "decoder_open: %s", err);
+            model_decoder_prefill(m, prompt, P, lg);
+            Rng rng;
+            rng_seed(&rng, 99);
+            where[dev][0] = sample_decode(m, ns, steps, 1.0, &rng, lg, tok[dev], u);
+            where[dev][1] = sample_decode(m, ns, steps, 0.6, &rng, lg, tok[dev] + (size_t)ns * steps, u);
+            model_decoder_close(m);
+        }
+        unsetenv("FLASH_CUDA_DECODE_SAMPLE");
+        int diff = 0;
+        for (int i = 0; i < ns * 2 * steps; i++) diff += tok[0][i] != tok[1][i];
+        CHECK(where[0][0] == 0 && where[0][1] == 0 && where[1][0] == 1 && where[1][1] == 1,
+              "%d sequences: sampled on the host %d %d, on the device %d %d (want 0 0 1 1)", ns, where[0][0],
+              where[0][1], where[1][0], where[1][1]);
+        CHECK(diff == 0, "%s, %d sequences, %s, prompt %d: %d of %d bytes differ between the device's and the "
+              "host's sampling", k->name, ns, runs[r][1] ? "bf16" : "fp32", P, diff, ns * 2 * steps);
+        free(tok[0]); free(tok[1]); free(lg); free(u);
+        model_close(m);
+    }
+}
+
 static void test_deterministic(void) {
     const Case *k = &cases[0];
     const int steps = 5, A = 2, B = 2, T = k->T;
@@ -1225,11 +1320,12 @@ int main(void) {
     RUN_GPU(test_bf16_gate_kernels);
     RUN_GPU(test_bf16_attention_kernels);
     RUN_GPU(test_group_size_limits);
+    RUN_GPU(test_sample_kernel);
 #else
     const char *kernel_tests[] = {"test_colsum", "test_embed", "test_scalenorm", "test_layernorm",
                                   "test_silu_gate", "test_offset_scale_rotary", "test_crossentropy",
                                   "test_attention_pieces", "test_bf16_gate_kernels",
-                                  "test_bf16_attention_kernels", "test_group_size_limits"};
+                                  "test_bf16_attention_kernels", "test_group_size_limits", "test_sample_kernel"};
     for (size_t i = 0; i < sizeof kernel_tests / sizeof kernel_tests[0]; i++) {
         test_skipped_++;
         printf("skip %s (%s)\n", kernel_tests[i], why);
@@ -1239,6 +1335,7 @@ int main(void) {
     RUN_GPU(test_micro_batch_split);
     RUN_GPU(test_decoder_matches_forward);
     RUN_GPU(test_decoder_persistent_wide);
+    RUN_GPU(test_decoder_sample_matches_host);
     RUN_GPU(test_deterministic);
     RUN_GPU(test_bf16);
     printf("RESULT passed=%d failed=%d skipped=%d\n", test_passed_, test_failed_, test_skipped_);

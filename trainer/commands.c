@@ -81,27 +81,30 @@ static void sample_bench(Model *m, int nseq, double temp, uint64_t seed) {
     rng_seed(&rng, seed);
     const int V = model_config(m)->num_tokens, total = 5000, block = 1000;
     float *logits = malloc(sizeof(float) * V * (size_t)nseq);
-    int *tok = malloc(sizeof(int) * (size_t)nseq);
-    if (!logits || !tok) die("error: %s", "out of memory");
+    int *tok = malloc(sizeof(int) * (size_t)nseq * block);
+    double *u = malloc(sizeof(double) * (size_t)nseq * block);
+    if (!logits || !tok || !u) die("error: %s", "out of memory");
     int nl = '\n';
     if (model_decoder_prefill(m, &nl, 1, logits)) die("error: %s", "decoder prefill failed");
-    double t_block = now_s(), rate[5] = {0}, t_timed = 0;
-    for (int pos = 1; pos < total; pos++) {
-        sample_topk_many(logits, nseq, V, temp, &rng, tok);
-        model_decoder_step(m, tok, logits);
-        if ((pos + 1) % block == 0) {
-            double t = now_s();
-            rate[(pos + 1) / block - 1] = (double)nseq * block / (t - t_block);
-            if (pos + 1 > block) t_timed += t - t_block;
-            t_block = t;
-        }
+    /* blocks of positions [b block, (b + 1) block), the first from position 1 (the prefill's) */
+    double rate[5] = {0}, t_timed = 0;
+    int on_device = 0;
+    for (int b = 0; b < total / block; b++) {
+        const int steps = b == 0 ? block - 1 : block;
+        const double t0 = now_s();
+        on_device = sample_decode(m, nseq, steps, temp, &rng, logits, tok, u);
+        if (on_device < 0) die("error: %s", "decoder step failed");
+        const double t = now_s() - t0;
+        rate[b] = (double)nseq * steps / t;
+        if (b > 0) t_timed += t;
     }
     double lo = 1e30, hi = 0;
     ModelInfo dinfo;
     model_info(m, &dinfo);
     char count[48] = "one sequence";
     if (nseq > 1) snprintf(count, sizeof count, "%d sequences together", nseq);
-    printf("decoder, %s%s%s:\n", count, dinfo.decoder[0] ? ", " : "", dinfo.decoder);
+    printf("decoder, %s%s%s, sampled on the %s:\n", count, dinfo.decoder[0] ? ", " : "", dinfo.decoder,
+           on_device ? "device" : "host");
     for (int b = 1; b < 5; b++) {
         printf("  positions %d-%d: %.0f bytes/s\n", b * block, (b + 1) * block, rate[b]);
         if (rate[b] < lo) lo = rate[b];
@@ -125,7 +128,7 @@ static void sample_bench(Model *m, int nseq, double temp, uint64_t seed) {
     /* speedup: a sequence's bytes per second against one sequence's full forwards (like with like) */
     printf("sample-bench: decoder_bytes_per_s=%.0f flatness=%.3f full_forward_bytes_per_s=%.2f speedup=%.0f threads=%d sequences=%d\n",
            dec_rate, hi / lo - 1, ff_rate, dec_rate / nseq / ff_rate, info.threads, nseq);
-    free(prompt); free(logits); free(tok);
+    free(prompt); free(logits); free(tok); free(u);
 }
 
 #define SAMPLE_MAX_BYTES (1 << 26)   /* 64 MiB of generated text per command */

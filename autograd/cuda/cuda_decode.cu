@@ -564,8 +564,9 @@ const char *cuda_decoder_kind(const Model *m) {
     return "cuBLAS products and kernels, as a CUDA graph";
 }
 
-/* the launches of one step (captured once into a graph) */
-static void dec_launch_step(Model *m) {
+/* the launches of one step (captured once into a graph); copy_logits: the logits to the
+   host's pinned buffer at the end (not when the device samples) */
+static void dec_launch_step(Model *m, int copy_logits) {
     CudaModel *cm = (CudaModel *)m->impl;
     CudaDecoder *dc = cm->dec;
     const FlashConfig *c = &m->cfg;
@@ -657,7 +658,8 @@ static void dec_launch_step(Model *m) {
                   param_twin(cm, p->w_logits), d, 0, 1, dc->logits, V, 0, 1);
         dec_advance_kernel<<<1, 1, 0, st>>>(dc->d_pos);
     }
-    cudaMemcpyAsync(dc->h_logits, dc->logits, sizeof(float) * (size_t)n * V, cudaMemcpyDeviceToHost, st);
+    if (copy_logits)
+        cudaMemcpyAsync(dc->h_logits, dc->logits, sizeof(float) * (size_t)n * V, cudaMemcpyDeviceToHost, st);
 }
 
 void cuda_decoder_close(Model *m) {
@@ -673,10 +675,20 @@ void cuda_decoder_close(Model *m) {
                     cuda_decoder_kind(m), dc->nseq, dc->gprof_steps, dc->gprof_gpu * k, dc->gprof_wall * k,
                     dc->gprof_steps > 1 ? dc->gprof_outside * 1e6 / (double)(dc->gprof_steps - 1) : 0.0);
         }
+        if (dc->gprof_ssteps > 0)
+            fprintf(stderr, "decoder profile, %s, %d sequences, %ld steps sampled on the device: a step's stream "
+                    "(sampler + step) %.1f us, the host's wall %.1f us\n", cuda_decoder_kind(m), dc->nseq,
+                    dc->gprof_ssteps, dc->gprof_sgpu * 1e6 / (double)dc->gprof_ssteps,
+                    dc->gprof_swall * 1e6 / (double)dc->gprof_ssteps);
         cudaEventDestroy(dc->gprof_ev[0]);
         cudaEventDestroy(dc->gprof_ev[1]);
     }
     if (dc->graph_ready) cudaGraphExecDestroy(dc->graph);
+    if (dc->sample_ready) cudaGraphExecDestroy(dc->graph_sample);
+    cudaFree(dc->d_u);
+    cudaFree(dc->d_hist);
+    cudaFreeHost(dc->h_u);
+    cudaFreeHost(dc->h_hist);
     dec_persistent_close(dc, m->cfg.depth);
     cudaFree(dc->arena);
     cudaFree(dc->xs_h);
@@ -731,7 +743,7 @@ int cuda_decoder_open(Model *m, int nseq, int max_prompt, char *err, size_t errl
     size_t total = 0;
     for (size_t k = 0; k < sizeof counts / sizeof counts[0]; k++) total += (counts[k] + 63) / 64 * 64;
     if (cuda_fail(cudaMalloc((void **)&dc->arena, total * sizeof(float)), "memory for the decoder", err, errlen) ||
-        cuda_fail(cudaMalloc((void **)&dc->d_tok, sizeof(int) * (n + 1)), "memory", err, errlen) ||
+        cuda_fail(cudaMalloc((void **)&dc->d_tok, sizeof(int) * (n + 2)), "memory", err, errlen) ||
         cuda_fail(cudaMallocHost((void **)&dc->h_tok, sizeof(int) * n), "pinned memory", err, errlen) ||
         cuda_fail(cudaMallocHost((void **)&dc->h_logits, sizeof(float) * n * V), "pinned memory", err, errlen)) {
         cuda_decoder_close(m);
@@ -766,6 +778,16 @@ int cuda_decoder_open(Model *m, int nseq, int max_prompt, char *err, size_t errl
     dc->prompt_buf = (int *)malloc(sizeof(int) * ((size_t)(max_prompt > nseq ? max_prompt : nseq) + 2));
     if (!dc->prompt_buf) { snprintf(err, errlen, "out of memory"); cuda_decoder_close(m); return -1; }
     dc->persistent = dec_persistent_open(m, dc);
+    if (!dc->persistent &&
+        (cuda_fail(cudaMalloc((void **)&dc->d_u, sizeof(double) * n * DEC_SAMPLE_STEPS), "memory", err, errlen) ||
+         cuda_fail(cudaMalloc((void **)&dc->d_hist, sizeof(int) * n * DEC_SAMPLE_STEPS), "memory", err, errlen) ||
+         cuda_fail(cudaMallocHost((void **)&dc->h_u, sizeof(double) * n * DEC_SAMPLE_STEPS), "pinned memory", err,
+                   errlen) ||
+         cuda_fail(cudaMallocHost((void **)&dc->h_hist, sizeof(int) * n * DEC_SAMPLE_STEPS), "pinned memory", err,
+                   errlen))) {
+        cuda_decoder_close(m);
+        return -1;
+    }
     const char *pf = getenv("FLASH_CUDA_DECODE_PROFILE");
     if (!dc->persistent && pf && strcmp(pf, "1") == 0 && cudaEventCreate(&dc->gprof_ev[0]) == cudaSuccess) {
         if (cudaEventCreate(&dc->gprof_ev[1]) == cudaSuccess) dc->gprof = 1;
@@ -794,7 +816,7 @@ static int dec_step(Model *m, const int *tokens, float *logits) {
     if (!dc->graph_ready && !dc->graph_failed) {
         cudaGraph_t g;
         if (cudaStreamBeginCapture(st, cudaStreamCaptureModeThreadLocal) == cudaSuccess) {
-            dec_launch_step(m);
+            dec_launch_step(m, 1);
             if (cudaStreamEndCapture(st, &g) == cudaSuccess &&
                 cudaGraphInstantiate(&dc->graph, g, 0) == cudaSuccess)
                 dc->graph_ready = 1;
@@ -803,7 +825,7 @@ static int dec_step(Model *m, const int *tokens, float *logits) {
         if (!dc->graph_ready) { dc->graph_failed = 1; cudaGetLastError(); }
     }
     if (dc->graph_ready) cudaGraphLaunch(dc->graph, st);
-    else dec_launch_step(m);
+    else dec_launch_step(m, 1);
     if (dc->gprof) cudaEventRecord(dc->gprof_ev[1], st);
     cudaError_t e = cudaStreamSynchronize(st);
     if (e != cudaSuccess) { fprintf(stderr, "CUDA error in the decoder: %s\n", cudaGetErrorString(e)); return -1; }
@@ -825,6 +847,74 @@ int cuda_decoder_step(Model *m, const int *tokens, float *logits) {
     if (cm->gau_dec) return gau_cuda_decoder_step(m, tokens, logits);
     if (!cm->dec) return -1;
     return dec_step(m, tokens, logits);
+}
+
+/* the sampler then the step, reading the sampler's tokens (captured once into a graph) */
+static int dec_launch_sample_step(Model *m, int k, double temperature) {
+    CudaModel *cm = (CudaModel *)m->impl;
+    CudaDecoder *dc = cm->dec;
+    if (sample_topk_cuda(dc->d_tok, dc->d_hist, dc->logits, dc->d_u, dc->d_pos, dc->nseq, m->cfg.num_tokens, k,
+                         temperature, cm->st))
+        return -1;
+    dec_launch_step(m, 0);
+    return 0;
+}
+
+/* model_decoder_sample on the graph paths: DEC_SAMPLE_STEPS steps at a time, the uniforms
+   up and the bytes back once per batch of steps, the host waiting only at its end. The
+   graph is captured for one k and temperature: another pair captures it again. */
+int cuda_decoder_sample(Model *m, int steps, int k, double temperature, const double *u, int *tokens) {
+    CudaModel *cm = (CudaModel *)m->impl;
+    CudaDecoder *dc = cm->dec;
+    const char *env = getenv("FLASH_CUDA_DECODE_SAMPLE");
+    if (cm->gau_dec || !dc || dc->persistent || (env && strcmp(env, "0") == 0) ||
+        m->cfg.num_tokens > SAMPLE_MAX_V || k < 1 || k > 256)
+        return 1;   /* the host samples */
+    cudaStream_t st = cm->st;
+    const int n = dc->nseq;
+    if (dc->sample_ready && (k != dc->sample_k || temperature != dc->sample_temp)) {
+        cudaGraphExecDestroy(dc->graph_sample);
+        dc->sample_ready = 0;
+    }
+    for (int s0 = 0; s0 < steps; s0 += DEC_SAMPLE_STEPS) {
+        const int ms = steps - s0 < DEC_SAMPLE_STEPS ? steps - s0 : DEC_SAMPLE_STEPS;
+        const double t_in = dc->gprof ? cuda_now_s() : 0;
+        memcpy(dc->h_u, u + (size_t)s0 * n, sizeof(double) * (size_t)ms * n);
+        cudaMemcpyAsync(dc->d_u, dc->h_u, sizeof(double) * (size_t)ms * n, cudaMemcpyHostToDevice, st);
+        cudaMemcpyAsync(dc->d_pos + 1, dc->d_pos, sizeof(int), cudaMemcpyDeviceToDevice, st);
+        if (dc->gprof) cudaEventRecord(dc->gprof_ev[0], st);
+        if (!dc->sample_ready && !dc->sample_failed) {
+            cudaGraph_t g;
+            if (cudaStreamBeginCapture(st, cudaStreamCaptureModeThreadLocal) == cudaSuccess) {
+                const int bad = dec_launch_sample_step(m, k, temperature);
+                if (cudaStreamEndCapture(st, &g) == cudaSuccess && !bad &&
+                    cudaGraphInstantiate(&dc->graph_sample, g, 0) == cudaSuccess) {
+                    dc->sample_ready = 1;
+                    dc->sample_k = k;
+                    dc->sample_temp = temperature;
+                }
+                cudaGraphDestroy(g);
+            }
+            if (!dc->sample_ready) { dc->sample_failed = 1; cudaGetLastError(); }
+        }
+        for (int i = 0; i < ms; i++)
+            if (dc->sample_ready) cudaGraphLaunch(dc->graph_sample, st);
+            else if (dec_launch_sample_step(m, k, temperature)) return -1;
+        if (dc->gprof) cudaEventRecord(dc->gprof_ev[1], st);
+        cudaMemcpyAsync(dc->h_hist, dc->d_hist, sizeof(int) * (size_t)ms * n, cudaMemcpyDeviceToHost, st);
+        cudaError_t e = cudaStreamSynchronize(st);
+        if (e != cudaSuccess) { fprintf(stderr, "CUDA error in the decoder: %s\n", cudaGetErrorString(e)); return -1; }
+        memcpy(tokens + (size_t)s0 * n, dc->h_hist, sizeof(int) * (size_t)ms * n);
+        dc->pos += ms;
+        if (dc->gprof) {
+            float msec = 0;
+            cudaEventElapsedTime(&msec, dc->gprof_ev[0], dc->gprof_ev[1]);
+            dc->gprof_sgpu += msec * 1e-3;
+            dc->gprof_swall += cuda_now_s() - t_in;
+            dc->gprof_ssteps += ms;
+        }
+    }
+    return 0;
 }
 
 int cuda_decoder_prefill(Model *m, const int *prompt, int P, float *logits) {
@@ -881,9 +971,13 @@ int cuda_decoder_prefill(Model *m, const int *prompt, int P, float *logits) {
         }
         if (dc->kv_h) to_bf16_cuda(TW(dc->kv_h), dc->kv, (size_t)L * n * s * e, st);   /* S's twin */
         if (P0 == P)
-            for (int i = 0; i < n; i++)
+            for (int i = 0; i < n; i++) {
                 cudaMemcpyAsync(logits + (size_t)i * V, ACT(cm, A_LOGITS) + (size_t)(P0 - 1) * V,
                                 sizeof(float) * V, cudaMemcpyDeviceToHost, st);
+                /* and where the device's sampler reads them */
+                cudaMemcpyAsync(dc->logits + (size_t)i * V, ACT(cm, A_LOGITS) + (size_t)(P0 - 1) * V,
+                                sizeof(float) * V, cudaMemcpyDeviceToDevice, st);
+            }
         cudaMemcpyAsync(dc->d_pos, &P0, sizeof(int), cudaMemcpyHostToDevice, st);
         cudaError_t err = cudaStreamSynchronize(st);
         if (err != cudaSuccess) { fprintf(stderr, "CUDA error in the prefill: %s\n", cudaGetErrorString(err)); return -1; }

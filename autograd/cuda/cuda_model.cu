@@ -605,7 +605,7 @@ static int cu_profile_read(Model *m, const char **names, double *seconds, int ma
 static const ModelBackend CUDA_BACKEND = {
     "cuda", cu_close, cu_info, cu_init_params, cu_read, cu_write, cu_accumulate, cu_grad_buffer,
     cu_update, cu_forward, cuda_decoder_open, cuda_decoder_prefill, cuda_decoder_step,
-    cuda_decoder_close, cu_profile, cu_profile_read, cu_gemm_rate};
+    cuda_decoder_close, cu_profile, cu_profile_read, cu_gemm_rate, cuda_decoder_sample};
 
 int gau_chunk_env = -1;
 

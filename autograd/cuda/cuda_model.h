@@ -173,6 +173,9 @@ int gau_cuda_decoder_step(Model *m, const int *tokens, float *logits);
 void gau_cuda_decoder_close(Model *m);
 int cuda_decoder_prefill(Model *m, const int *prompt, int P, float *logits);
 int cuda_decoder_step(Model *m, const int *tokens, float *logits);
+/* model_decoder_sample (cuda_decode.cu): 1 (the host samples) for gau, the persistent path
+   and under FLASH_CUDA_DECODE_SAMPLE=0 */
+int cuda_decoder_sample(Model *m, int steps, int k, double temperature, const double *u, int *tokens);
 void cuda_decoder_close(Model *m);
 /* which of the decoder's paths an open decoder takes, for bench lines and tests ("" when none is open) */
 const char *cuda_decoder_kind(const Model *m);

@@ -223,6 +223,16 @@ void opt_adamw_cuda(float *params, const float *grads, float *m, float *v, const
                     bf16_t *twin,
                     cudaStream_t st);
 
+/* ---- sampling (kernels_sample.cu) ------------------------------------------------------ */
+#define SAMPLE_MAX_V 8192   /* the logits a sequence the sampler takes (its shared memory) */
+/* tok[q] = sample_topk_u (trainer/sample.c) of row q of logits (n x V), keeping the k
+   largest (1 <= k <= 256), with the uniform u[s n + q], where s = pos[0] - pos[1] (the
+   decoder's position and its position at the first of these steps; pos NULL: s = 0); hist
+   (NULL: not written) gets the byte at s n + q too. -1 (nothing launched) when V or k is
+   out of range. */
+int sample_topk_cuda(int *tok, int *hist, const float *logits, const double *u, const int *pos, int n,
+                     int V, int k, double temperature, cudaStream_t st);
+
 /* ---- conversion ----------------------------------------------------------------------- */
 void to_bf16_cuda(bf16_t *dst, const float *src, size_t n, cudaStream_t st);
 

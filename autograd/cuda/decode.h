@@ -26,13 +26,23 @@ typedef struct CudaDecoder {
     bf16 *gv_h, *kv_h;                      /* the cuBLAS path in bf16 (no taylor): the value cache in bf16
                                                (gv unused) and S's bf16 twin, what the attention reads
                                                (one allocation; NULL elsewhere) */
-    int *d_tok, *d_pos;
+    int *d_tok, *d_pos;                     /* d_pos[0]: the position; d_pos[1]: the position at the
+                                               first step of a model_decoder_sample call */
     int *h_tok;                             /* pinned: the step's tokens */
     float *h_logits;                        /* pinned: the step's logits */
     int *prompt_buf;                        /* host: a prompt's whole groups + a target */
     long pos;
     cudaGraphExec_t graph;
     int graph_ready, graph_failed;
+    /* sampling on the device (cuda_decoder_sample): a graph of the sampler + the step
+       without the logits' copy, launched once a byte; a call's uniforms and bytes, up to
+       DEC_SAMPLE_STEPS steps at once, through pinned buffers */
+    cudaGraphExec_t graph_sample;
+    int sample_ready, sample_failed;
+    int sample_k;                           /* the captured graph's k and temperature */
+    double sample_temp;
+    double *d_u, *h_u;
+    int *d_hist, *h_hist;
     int fused;                              /* the three-kernel layer (few sequences) */
     int persistent;                         /* one cooperative kernel a byte (decode_persistent.cu) */
     int pk_blocks;                          /* its grid: one block an SM */
@@ -50,7 +60,11 @@ typedef struct CudaDecoder {
     int gprof;
     long gprof_steps;
     double gprof_gpu, gprof_wall, gprof_outside, gprof_last;
+    long gprof_ssteps;                      /* the same for the steps sampled on the device */
+    double gprof_sgpu, gprof_swall;
 } CudaDecoder;
+
+#define DEC_SAMPLE_STEPS 256   /* steps of device sampling between two trips to the host */
 
 #define DEC_FUSED_SEQ 8   /* the fused and the persistent path: at most this many sequences */
 
