@@ -791,8 +791,6 @@ static void test_attention_pieces(void) {
     free(sim0); free(kv); free(pre); free(suf); free(g1); free(g2);
     cudaFree(d_bias); cudaFree(d_bd); cudaFree(d_kv); cudaFree(d_kv2);
 }
-#endif /* FLASH_CUDA */
-
 
 /* The device's top-k sampler against sample_topk_u (trainer/sample.c): logits with many
    ties (values on a grid of 0.5) and without, V 256 (k 25), 97 (k 9) and 300 (k 30), two
@@ -840,6 +838,7 @@ static void test_sample_kernel(void) {
     CHECK(sample_topk_cuda(NULL, NULL, NULL, NULL, NULL, 1, SAMPLE_MAX_V + 1, 25, 1.0, 0) == -1,
           "a vocabulary past SAMPLE_MAX_V accepted");
 }
+#endif /* FLASH_CUDA */
 
 /* ---- 2. the model through model.h: CUDA against the CPU ----------------------------------- */
 
