@@ -1165,13 +1165,15 @@ static void run_steps(Model *m, int steps, int A, int B, int T, int V, uint64_t 
 }
 
 /* Sampling on the device (model_decoder_sample, through sample_decode) gives the bytes of
-   sampling on the host (FLASH_CUDA_DECODE_SAMPLE=0) from the same decoder: the fused path
-   (3 sequences) and the cuBLAS path (12, in fp32 and bf16), a prompt of whole groups (its
+   sampling on the host (FLASH_CUDA_DECODE_SAMPLE=0) from the same decoder: the persistent
+   kernel (1 and 2 sequences: sampled inside it), the fused path (3 sequences) and the cuBLAS
+   path (12), each in fp32 and bf16, a prompt of whole groups (its
    logits from the parallel forward) and one that is not, 300 steps (two of the device's
    batches of steps), the temperature changed half-way (the graph captured again). */
 static void test_decoder_sample_matches_host(void) {
-    const int runs[4][3] = {{3, 0, 0}, {12, 0, 1}, {12, 1, 0}, {3, 1, 1}};   /* nseq, bf16, whole groups */
-    for (int r = 0; r < 4; r++) {
+    const int runs[8][3] = {{3, 0, 0}, {12, 0, 1}, {12, 1, 0}, {3, 1, 1},   /* nseq, bf16, whole groups */
+                            {1, 0, 1}, {1, 1, 0}, {2, 0, 0}, {2, 1, 1}};
+    for (int r = 0; r < 8; r++) {
         const Case *k = &cases[r % 2];
         const int ns = runs[r][0], V = k->cfg.num_tokens, C = k->cfg.group_size, steps = 150;
         const int P = runs[r][2] ? C : C + 3;
@@ -1190,6 +1192,10 @@ static void test_decoder_sample_matches_host(void) {
             else setenv("FLASH_CUDA_DECODE_SAMPLE", "0", 1);
             tok[dev] = malloc(sizeof(int) * ns * 2 * steps);
             CHECK(model_decoder_open(m, ns, P, err, sizeof err) == 0, "decoder_open: %s", err);
+            ModelInfo di;
+            model_info(m, &di);
+            const char *want = ns <= 2 ? "one persistent" : ns <= 8 ? "fused kernels" : "cuBLAS";
+            CHECK(strncmp(di.decoder, want, strlen(want)) == 0, "%d sequences: decoder path %s", ns, di.decoder);
             model_decoder_prefill(m, prompt, P, lg);
             Rng rng;
             rng_seed(&rng, 99);

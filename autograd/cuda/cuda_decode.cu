@@ -778,13 +778,12 @@ int cuda_decoder_open(Model *m, int nseq, int max_prompt, char *err, size_t errl
     dc->prompt_buf = (int *)malloc(sizeof(int) * ((size_t)(max_prompt > nseq ? max_prompt : nseq) + 2));
     if (!dc->prompt_buf) { snprintf(err, errlen, "out of memory"); cuda_decoder_close(m); return -1; }
     dc->persistent = dec_persistent_open(m, dc);
-    if (!dc->persistent &&
-        (cuda_fail(cudaMalloc((void **)&dc->d_u, sizeof(double) * n * DEC_SAMPLE_STEPS), "memory", err, errlen) ||
-         cuda_fail(cudaMalloc((void **)&dc->d_hist, sizeof(int) * n * DEC_SAMPLE_STEPS), "memory", err, errlen) ||
-         cuda_fail(cudaMallocHost((void **)&dc->h_u, sizeof(double) * n * DEC_SAMPLE_STEPS), "pinned memory", err,
-                   errlen) ||
-         cuda_fail(cudaMallocHost((void **)&dc->h_hist, sizeof(int) * n * DEC_SAMPLE_STEPS), "pinned memory", err,
-                   errlen))) {
+    if (cuda_fail(cudaMalloc((void **)&dc->d_u, sizeof(double) * n * DEC_SAMPLE_STEPS), "memory", err, errlen) ||
+        cuda_fail(cudaMalloc((void **)&dc->d_hist, sizeof(int) * n * DEC_SAMPLE_STEPS), "memory", err, errlen) ||
+        cuda_fail(cudaMallocHost((void **)&dc->h_u, sizeof(double) * n * DEC_SAMPLE_STEPS), "pinned memory", err,
+                  errlen) ||
+        cuda_fail(cudaMallocHost((void **)&dc->h_hist, sizeof(int) * n * DEC_SAMPLE_STEPS), "pinned memory", err,
+                  errlen)) {
         cuda_decoder_close(m);
         return -1;
     }
@@ -867,9 +866,10 @@ int cuda_decoder_sample(Model *m, int steps, int k, double temperature, const do
     CudaModel *cm = (CudaModel *)m->impl;
     CudaDecoder *dc = cm->dec;
     const char *env = getenv("FLASH_CUDA_DECODE_SAMPLE");
-    if (cm->gau_dec || !dc || dc->persistent || (env && strcmp(env, "0") == 0) ||
-        m->cfg.num_tokens > SAMPLE_MAX_V || k < 1 || k > 256)
+    if (cm->gau_dec || !dc || (env && strcmp(env, "0") == 0) || m->cfg.num_tokens > SAMPLE_MAX_V || k < 1 ||
+        k > 256)
         return 1;   /* the host samples */
+    if (dc->persistent) return dec_persistent_sample(m, steps, k, temperature, u, tokens);
     cudaStream_t st = cm->st;
     const int n = dc->nseq;
     if (dc->sample_ready && (k != dc->sample_k || temperature != dc->sample_temp)) {

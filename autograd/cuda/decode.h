@@ -196,6 +196,8 @@ int dec_persistent_open(Model *m, CudaDecoder *dc);
 int dec_persistent_wanted(const Model *m, int n);
 /* one byte: tokens in, logits out; -1 on a CUDA error */
 int dec_persistent_step(Model *m, const int *tokens, float *logits);
+/* steps bytes sampled inside the persistent kernel (cuda_decoder_sample's contract) */
+int dec_persistent_sample(Model *m, int steps, int k, double temperature, const double *u, int *tokens);
 /* frees its device state; FLASH_CUDA_DECODE_PROFILE=1: prints the profile first */
 void dec_persistent_close(CudaDecoder *dc, int L);
 

@@ -12,6 +12,7 @@
 #include <cooperative_groups.h>
 
 #include "decode.h"
+#include "sample.cuh"
 
 namespace cg = cooperative_groups;
 
@@ -51,8 +52,17 @@ typedef struct {
 
 typedef struct {
     const PkLayer *layer;
-    float *h, *hid, *gated, *xn, *zpart, *qlin, *logits;
+    float *h, *hid, *gated, *xn, *zpart, *qlin;
+    float *logits;              /* mapped host memory (NULL when the device samples) */
+    float *logits_dev;          /* the same in device memory, what the device's sampler reads */
     int *pos;
+    /* bytes a launch: 1 (the tokens from the kernel's argument), or when the device samples
+       (u not NULL) each byte's tokens sampled from logits_dev first, with the uniforms
+       u[b n + q], into hist[b n + q] */
+    int nbytes, samp_k;
+    double temp;
+    const double *u;
+    int *hist;
     const float *tok_emb, *pos_scale, *inv_freq, *lnf_w, *lnf_b, *b_logits;
     const void *w_logits;
     int L, n, d, e, s, r, C, V, layernorm, shift, laplace, nzb;
@@ -89,11 +99,13 @@ static size_t pk_prof_slots(int L) { return 2 * (3 * (size_t)L + 1) + 3 + 32; }
 typedef struct { int tok[DEC_FUSED_SEQ]; } PkTokens;
 
 /* floats of dynamic shared memory: the n rows (of d or e), the n rows of prev, the phases'
-   scratch */
-static size_t pk_shared_floats(int n, int d, int e, int C) {
+   scratch; or, at a byte's start, the sampler's (which reuses them) */
+static size_t pk_shared_floats(int n, int d, int e, int C, int V) {
     const size_t rows = (size_t)n * (d > e ? d : e), prev = (size_t)n * d;
     const size_t zb = (size_t)n * 5 * PK_ZF, att = (size_t)C + PK_SLICES * PK_COLS;
-    return rows + prev + (zb > att ? zb : att);
+    const size_t layer = rows + prev + (zb > att ? zb : att);
+    const size_t samp = V <= SAMPLE_MAX_V ? SAMPLE_SHARED_BYTES(V, 256) / sizeof(float) + 1 : 0;
+    return layer > samp ? layer : samp;
 }
 
 /* dst = src (count floats) and dst2 = src2 (count2, src2 NULL: none) into shared memory,
@@ -190,8 +202,8 @@ __global__ void __launch_bounds__(PK_THREADS, 1) dec_persistent_kernel(PkArgs a,
     if (a.prof && blockIdx.x == 0 && tid == 0) a.prof[2 * (3 * a.L + 1)] = (unsigned long long)clock64();
     const int nb = gridDim.x, gw = blockIdx.x * PK_WARPS + warp, W = nb * PK_WARPS;
     const int zblock = blockIdx.x < a.nzb;
-    const long t = a.pos[0];   /* read by all before barrier A-B; block 0 writes t + 1 last */
-    const int j = (int)(t % C), pairs = a.r / 2;
+    const long t0 = a.pos[0];   /* read by all before barrier A-B; block 0 writes it last */
+    const int pairs = a.r / 2;
     const float inv_C = 1.0f / C, bias_scale = sqrtf((float)s);
     float *rows = sm, *prev_sh = sm + (size_t)n * (d > e ? d : e), *scr = prev_sh + (size_t)n * d;
     typename W4<WT>::raw pre[DEC_PRE];
@@ -209,221 +221,245 @@ __global__ void __launch_bounds__(PK_THREADS, 1) dec_persistent_kernel(PkArgs a,
     const int zq = tid / PK_ZF, zw = tid % PK_ZF, zfe = blockIdx.x * PK_ZF + zw;
     const int zitem = zblock && zq < n && zfe < s;
     const int nf = zblock ? (s - blockIdx.x * PK_ZF < PK_ZF ? s - blockIdx.x * PK_ZF : PK_ZF) : 0;
-    for (int l = 0; l < a.L; l++) {
-        const PkLayer *P = a.layer + l;
-        const WT *Wh = (const WT *)P->wh, *Wo = (const WT *)P->wo;
-        /* ---- loads that do not depend on this layer's input, issued before the barrier ---- */
-        dec_prefetch<WT>(pre, Wh + (size_t)(row_a >= 0 ? row_a : 0) * d, d, row_a >= 0);
-        dec_prefetch<WT>(pre2, Wh + (size_t)(row_b >= 0 ? row_b : 0) * d, d, row_b >= 0);
-        const float bias_a = row_a >= 0 ? P->bh[row_a] : 0.0f, bias_b = row_b >= 0 ? P->bh[row_b] : 0.0f;
-        float gb[4][4], rc = 1, rs = 0;   /* gamma, beta of f and of its rotary partner; cos, sin */
-        const int zrot = zfe < 2 * pairs;
-        if (zitem) {
-            const int fp = zrot ? zfe ^ 1 : zfe;
-#pragma unroll
-            for (int k = 0; k < 4; k++) {
-                gb[k][0] = P->gamma[k * s + zfe]; gb[k][1] = P->beta[k * s + zfe];
-                gb[k][2] = P->gamma[k * s + fp]; gb[k][3] = P->beta[k * s + fp];
+    __shared__ int samp_tok[DEC_FUSED_SEQ];
+    const int *toks = a.u ? samp_tok : tk.tok;
+    for (int bi = 0; bi < a.nbytes; bi++) {
+        const long t = t0 + bi;
+        const int j = (int)(t % C);
+        if (a.u) {
+            /* every block samples the byte itself from the logits (the same ones, so the same
+               bytes): no barrier after it; the one before orders the last byte's logits */
+            if (bi > 0) grid.sync();
+            for (int q = 0; q < n; q++) {
+                const long at = (long)bi * n + q;
+                const int b = sample_topk_block(a.logits_dev + (size_t)q * V, V, a.samp_k, a.temp, a.u[at],
+                                                reinterpret_cast<double *>(sm));
+                if (tid == 0) {
+                    samp_tok[q] = b;
+                    if (blockIdx.x == 0) a.hist[at] = b;
+                }
             }
-            if (zrot) dec_rotary_cs(t, P->rot_freqs[zfe / 2], &rc, &rs);
-        }
-        /* the group's earlier keys over this z-block's features, first item of the thread */
-        float key0[PK_ZF];
-        const int kq0 = zblock ? tid / (j + 1) : n, kk0 = zblock ? tid % (j + 1) : 0;
-        const int key_pre = zblock && kq0 < n && kk0 < j;
-#pragma unroll
-        for (int w = 0; w < PK_ZF; w++)
-            key0[w] = key_pre && w < nf ? P->gq[((size_t)kq0 * C + kk0) * s + blockIdx.x * PK_ZF + w] : 0.0f;
-        if (l > 0) {
-            PK_END(3 * l - 1);
-            grid.sync();   /* C-A: h complete */
-        }
-        PK_START(3 * l);
-        PK_MARK(0);
-        /* ---- A ---- */
-        if (l == 0) {
-            const double tt = (double)t;
-            for (int k = tid; k < n * d; k += PK_THREADS) {
-                const int i = k / d, f = k % d;
-                rows[k] = dec_embed(a.tok_emb, tk.tok + i, tt, a.pos_scale, a.inv_freq, f, d);
-            }
-            if (a.shift) pk_stage(prev_sh, P->prev, n * d, NULL, NULL, 0);
             __syncthreads();
-            if (lane < n)
-                for (int rr = gw; rr < d; rr += W) a.h[(size_t)lane * d + rr] = rows[(size_t)lane * d + rr];
-        } else {
-            pk_stage(rows, a.h, n * d, prev_sh, a.shift ? P->prev : NULL, n * d);
         }
-        __syncthreads();
-        PK_MARK(1);
-        /* the norm in place: each lane reads its features before writing them */
-        pk_norm_rows<NQ>(rows, a.shift ? a.xn : NULL, prev_sh, P->norm_g, P->norm_w, P->norm_b, a.layernorm, a.shift, n,
-                     d);
-        __syncthreads();
-        PK_MARK(2);
-        float *zs = scr, *q4 = scr + n * PK_ZF;   /* z-blocks: zs n x PK_ZF, q4 n x 4 x PK_ZF */
-        if (row_a >= 0) {
-            dec_row_dots<4, WT, NQ>(acc, Wh + (size_t)row_a * d, rows, n, d, pre);
-            if (lane == 0)
+        for (int l = 0; l < a.L; l++) {
+            const PkLayer *P = a.layer + l;
+            const WT *Wh = (const WT *)P->wh, *Wo = (const WT *)P->wo;
+            /* ---- loads that do not depend on this layer's input, issued before the barrier ---- */
+            dec_prefetch<WT>(pre, Wh + (size_t)(row_a >= 0 ? row_a : 0) * d, d, row_a >= 0);
+            dec_prefetch<WT>(pre2, Wh + (size_t)(row_b >= 0 ? row_b : 0) * d, d, row_b >= 0);
+            const float bias_a = row_a >= 0 ? P->bh[row_a] : 0.0f, bias_b = row_b >= 0 ? P->bh[row_b] : 0.0f;
+            float gb[4][4], rc = 1, rs = 0;   /* gamma, beta of f and of its rotary partner; cos, sin */
+            const int zrot = zfe < 2 * pairs;
+            if (zitem) {
+                const int fp = zrot ? zfe ^ 1 : zfe;
 #pragma unroll
-                for (int q = 0; q < NQ; q++)
-                    if (q < n) {
-                        const float hv = silu_f(acc[q] + bias_a);
-                        if (zwarp) zs[q * PK_ZF + warp] = hv;
-                        else a.hid[(size_t)q * H + row_a] = hv;
-                    }
-        }
-        if (row_b >= 0) {
-            dec_row_dots<4, WT, NQ>(acc, Wh + (size_t)row_b * d, rows, n, d, pre2);
-            if (lane == 0)
+                for (int k = 0; k < 4; k++) {
+                    gb[k][0] = P->gamma[k * s + zfe]; gb[k][1] = P->beta[k * s + zfe];
+                    gb[k][2] = P->gamma[k * s + fp]; gb[k][3] = P->beta[k * s + fp];
+                }
+                if (zrot) dec_rotary_cs(t, P->rot_freqs[zfe / 2], &rc, &rs);
+            }
+            /* the group's earlier keys over this z-block's features, first item of the thread */
+            float key0[PK_ZF];
+            const int kq0 = zblock ? tid / (j + 1) : n, kk0 = zblock ? tid % (j + 1) : 0;
+            const int key_pre = zblock && kq0 < n && kk0 < j;
 #pragma unroll
-                for (int q = 0; q < NQ; q++)
-                    if (q < n) a.hid[(size_t)q * H + row_b] = silu_f(acc[q] + bias_b);
-            for (int rr = row_b + vstep; rr < 2 * e; rr += vstep) {
-                dec_prefetch<WT>(pre, Wh + (size_t)rr * d, d, true);
-                dec_row_dots<4, WT, NQ>(acc, Wh + (size_t)rr * d, rows, n, d, pre);
+            for (int w = 0; w < PK_ZF; w++)
+                key0[w] = key_pre && w < nf ? P->gq[((size_t)kq0 * C + kk0) * s + blockIdx.x * PK_ZF + w] : 0.0f;
+            if (l > 0) {
+                PK_END(3 * l - 1);
+                grid.sync();   /* C-A: h complete */
+            }
+            PK_START(3 * l);
+            PK_MARK(0);
+            /* ---- A ---- */
+            if (l == 0) {
+                const double tt = (double)t;
+                for (int k = tid; k < n * d; k += PK_THREADS) {
+                    const int i = k / d, f = k % d;
+                    rows[k] = dec_embed(a.tok_emb, toks + i, tt, a.pos_scale, a.inv_freq, f, d);
+                }
+                if (a.shift) pk_stage(prev_sh, P->prev, n * d, NULL, NULL, 0);
+                __syncthreads();
+                if (lane < n)
+                    for (int rr = gw; rr < d; rr += W) a.h[(size_t)lane * d + rr] = rows[(size_t)lane * d + rr];
+            } else {
+                pk_stage(rows, a.h, n * d, prev_sh, a.shift ? P->prev : NULL, n * d);
+            }
+            __syncthreads();
+            PK_MARK(1);
+            /* the norm in place: each lane reads its features before writing them */
+            pk_norm_rows<NQ>(rows, a.shift ? a.xn : NULL, prev_sh, P->norm_g, P->norm_w, P->norm_b, a.layernorm, a.shift, n,
+                         d);
+            __syncthreads();
+            PK_MARK(2);
+            float *zs = scr, *q4 = scr + n * PK_ZF;   /* z-blocks: zs n x PK_ZF, q4 n x 4 x PK_ZF */
+            if (row_a >= 0) {
+                dec_row_dots<4, WT, NQ>(acc, Wh + (size_t)row_a * d, rows, n, d, pre);
                 if (lane == 0)
 #pragma unroll
                     for (int q = 0; q < NQ; q++)
-                        if (q < n) a.hid[(size_t)q * H + rr] = silu_f(acc[q] + P->bh[rr]);
+                        if (q < n) {
+                            const float hv = silu_f(acc[q] + bias_a);
+                            if (zwarp) zs[q * PK_ZF + warp] = hv;
+                            else a.hid[(size_t)q * H + row_a] = hv;
+                        }
             }
-        }
-        PK_MARK(3);
-        if (zblock) {
-            __syncthreads();
-            if (zitem) {
-                const float z = zs[zq * PK_ZF + zw], zp = zrot ? zs[zq * PK_ZF + (zw ^ 1)] : 0.0f;
+            if (row_b >= 0) {
+                dec_row_dots<4, WT, NQ>(acc, Wh + (size_t)row_b * d, rows, n, d, pre2);
+                if (lane == 0)
 #pragma unroll
-                for (int k = 0; k < 4; k++) {
-                    const float o = dec_z_offset(z, gb[k][0], gb[k][1]);
-                    float v = o;
-                    if (zrot) v = dec_z_rotate(o, dec_z_offset(zp, gb[k][2], gb[k][3]), rc, rs, zfe & 1);
-                    q4[(zq * 4 + k) * PK_ZF + zw] = v;
+                    for (int q = 0; q < NQ; q++)
+                        if (q < n) a.hid[(size_t)q * H + row_b] = silu_f(acc[q] + bias_b);
+                for (int rr = row_b + vstep; rr < 2 * e; rr += vstep) {
+                    dec_prefetch<WT>(pre, Wh + (size_t)rr * d, d, true);
+                    dec_row_dots<4, WT, NQ>(acc, Wh + (size_t)rr * d, rows, n, d, pre);
+                    if (lane == 0)
+#pragma unroll
+                        for (int q = 0; q < NQ; q++)
+                            if (q < n) a.hid[(size_t)q * H + rr] = silu_f(acc[q] + P->bh[rr]);
                 }
-                P->gq[((size_t)zq * C + j) * s + zfe] = q4[(zq * 4 + 2) * PK_ZF + zw];
-                P->gk[((size_t)zq * C + j) * s + zfe] = q4[(zq * 4 + 3) * PK_ZF + zw];
-                a.qlin[(size_t)zq * s + zfe] = q4[(zq * 4 + 1) * PK_ZF + zw];
             }
-            __syncthreads();
-            if (a.prof && l == 1 && blockIdx.x == 0 && tid == 0) a.prof[2 * (3 * a.L + 1) + 3 + 4] = pk_now();
-            /* the query's dots with the group's keys k <= j over this block's features */
-            const int f0 = blockIdx.x * PK_ZF;
-            for (int idx = tid; idx < n * (j + 1); idx += PK_THREADS) {
-                const int q = idx / (j + 1), k = idx % (j + 1);
-                const float *qq = q4 + (q * 4 + 0) * PK_ZF;
-                float key[PK_ZF];
+            PK_MARK(3);
+            if (zblock) {
+                __syncthreads();
+                if (zitem) {
+                    const float z = zs[zq * PK_ZF + zw], zp = zrot ? zs[zq * PK_ZF + (zw ^ 1)] : 0.0f;
 #pragma unroll
-                for (int w = 0; w < PK_ZF; w++) {
-                    const float *kr = k == j ? q4 + (q * 4 + 2) * PK_ZF : P->gq + ((size_t)q * C + k) * s + f0;
-                    key[w] = w >= nf ? 0.0f : idx == tid && key_pre ? key0[w] : kr[w];
+                    for (int k = 0; k < 4; k++) {
+                        const float o = dec_z_offset(z, gb[k][0], gb[k][1]);
+                        float v = o;
+                        if (zrot) v = dec_z_rotate(o, dec_z_offset(zp, gb[k][2], gb[k][3]), rc, rs, zfe & 1);
+                        q4[(zq * 4 + k) * PK_ZF + zw] = v;
+                    }
+                    P->gq[((size_t)zq * C + j) * s + zfe] = q4[(zq * 4 + 2) * PK_ZF + zw];
+                    P->gk[((size_t)zq * C + j) * s + zfe] = q4[(zq * 4 + 3) * PK_ZF + zw];
+                    a.qlin[(size_t)zq * s + zfe] = q4[(zq * 4 + 1) * PK_ZF + zw];
                 }
-                float dot = 0;
+                __syncthreads();
+                if (a.prof && l == 1 && blockIdx.x == 0 && tid == 0) a.prof[2 * (3 * a.L + 1) + 3 + 4] = pk_now();
+                /* the query's dots with the group's keys k <= j over this block's features */
+                const int f0 = blockIdx.x * PK_ZF;
+                for (int idx = tid; idx < n * (j + 1); idx += PK_THREADS) {
+                    const int q = idx / (j + 1), k = idx % (j + 1);
+                    const float *qq = q4 + (q * 4 + 0) * PK_ZF;
+                    float key[PK_ZF];
 #pragma unroll
-                for (int w = 0; w < PK_ZF; w++)
-                    if (w < nf) dot += qq[w] * key[w];
-                a.zpart[((size_t)q * a.nzb + blockIdx.x) * C + k] = dot;
+                    for (int w = 0; w < PK_ZF; w++) {
+                        const float *kr = k == j ? q4 + (q * 4 + 2) * PK_ZF : P->gq + ((size_t)q * C + k) * s + f0;
+                        key[w] = w >= nf ? 0.0f : idx == tid && key_pre ? key0[w] : kr[w];
+                    }
+                    float dot = 0;
+#pragma unroll
+                    for (int w = 0; w < PK_ZF; w++)
+                        if (w < nf) dot += qq[w] * key[w];
+                    a.zpart[((size_t)q * a.nzb + blockIdx.x) * C + k] = dot;
+                }
             }
-        }
-        PK_MARK(5);
-        /* C's first row of to_out, its bias and h's entries, loaded across the barriers */
-        dec_prefetch<WT>(pre, Wo + (size_t)(gw < d ? gw : 0) * e, e, gw < d);
-        const float bo_c = gw < d ? P->bo[gw] : 0.0f;
-        const float h_c = gw < d && lane < n ? a.h[(size_t)lane * d + gw] : 0.0f;
-        PK_MARK(6);
-        PK_END(3 * l);
-        grid.sync();   /* A-B */
-        PK_START(3 * l + 1);
-        /* ---- B ---- */
-        if (a.shift && blockIdx.x == 0)
-            for (int k = tid; k < n * d; k += PK_THREADS) P->prev[k] = a.xn[k];
-        const int tiles_per_seq = (e + PK_COLS - 1) / PK_COLS;
-        float *wa = scr, *part = scr + C;
-        for (int tile = blockIdx.x; tile < n * tiles_per_seq; tile += nb) {
-            const int q = tile / tiles_per_seq, f = (tile % tiles_per_seq) * PK_COLS + tid % PK_COLS;
-            const int sl = tid / PK_COLS, live = f < e;
-            const float *Gk = P->gk + (size_t)q * C * s, *ql = a.qlin + (size_t)q * s;
-            float *Gv = P->gv + (size_t)q * C * e, *S = P->S + (size_t)q * s * e;
-            /* every load of the tile first: the value and gate, this thread's keys' values,
-               its rows of S and of lin_q, the partial dots of its key */
-            const float v = live ? a.hid[(size_t)q * H + f] : 0.0f, gate = live ? a.hid[(size_t)q * H + e + f] : 0.0f;
-            const int kd = tid <= j ? tid : -1;
-            const float rb = kd >= 0 ? P->rel_bias[rel_pos_bucket(j - kd)] : 0.0f;
-            float dsum = 0;
-            if (kd >= 0)
+            PK_MARK(5);
+            /* C's first row of to_out, its bias and h's entries, loaded across the barriers */
+            dec_prefetch<WT>(pre, Wo + (size_t)(gw < d ? gw : 0) * e, e, gw < d);
+            const float bo_c = gw < d ? P->bo[gw] : 0.0f;
+            const float h_c = gw < d && lane < n ? a.h[(size_t)lane * d + gw] : 0.0f;
+            PK_MARK(6);
+            PK_END(3 * l);
+            grid.sync();   /* A-B */
+            PK_START(3 * l + 1);
+            /* ---- B ---- */
+            if (a.shift && blockIdx.x == 0)
+                for (int k = tid; k < n * d; k += PK_THREADS) P->prev[k] = a.xn[k];
+            const int tiles_per_seq = (e + PK_COLS - 1) / PK_COLS;
+            float *wa = scr, *part = scr + C;
+            for (int tile = blockIdx.x; tile < n * tiles_per_seq; tile += nb) {
+                const int q = tile / tiles_per_seq, f = (tile % tiles_per_seq) * PK_COLS + tid % PK_COLS;
+                const int sl = tid / PK_COLS, live = f < e;
+                const float *Gk = P->gk + (size_t)q * C * s, *ql = a.qlin + (size_t)q * s;
+                float *Gv = P->gv + (size_t)q * C * e, *S = P->S + (size_t)q * s * e;
+                /* every load of the tile first: the value and gate, this thread's keys' values,
+                   its rows of S and of lin_q, the partial dots of its key */
+                const float v = live ? a.hid[(size_t)q * H + f] : 0.0f, gate = live ? a.hid[(size_t)q * H + e + f] : 0.0f;
+                const int kd = tid <= j ? tid : -1;
+                const float rb = kd >= 0 ? P->rel_bias[rel_pos_bucket(j - kd)] : 0.0f;
+                float dsum = 0;
+                if (kd >= 0)
 #pragma unroll 8
-                for (int b = 0; b < a.nzb; b++) dsum += a.zpart[((size_t)q * a.nzb + b) * C + kd];
-            for (int k = tid + PK_THREADS; k <= j; k += PK_THREADS) {   /* groups longer than the block */
-                float dt = 0;
-                for (int b = 0; b < a.nzb; b++) dt += a.zpart[((size_t)q * a.nzb + b) * C + k];
-                wa[k] = phi_f(dt * inv_C + bias_scale * P->rel_bias[rel_pos_bucket(j - k)], a.laplace);
-            }
-            if (kd >= 0) wa[kd] = phi_f(dsum * inv_C + bias_scale * rb, a.laplace);
-            __syncthreads();
-            float att = 0;
-            if (live) {
-#pragma unroll 4
-                for (int k = sl; k < j; k += PK_SLICES) att += wa[k] * Gv[(size_t)k * e + f];
-                if (sl == j % PK_SLICES) att += wa[j] * v;
-#pragma unroll 4
-                for (int u = sl; u < s; u += PK_SLICES) att += ql[u] * S[(size_t)u * e + f];
-            }
-            part[sl * PK_COLS + tid % PK_COLS] = att;
-            __syncthreads();
-            if (sl == 0 && live) {
-                float tot = 0;
-                for (int b = 0; b < PK_SLICES; b++) tot += part[b * PK_COLS + tid % PK_COLS];
-                a.gated[(size_t)q * e + f] = gate * tot;
-                Gv[(size_t)j * e + f] = v;
-            }
-            if (j == C - 1 && live)
-                for (int u = sl; u < s; u += PK_SLICES) {   /* the entries of S this thread read */
-                    float g = 0;
-                    for (int k = 0; k < j; k++) g += Gk[(size_t)k * s + u] * Gv[(size_t)k * e + f];
-                    g += Gk[(size_t)j * s + u] * v;
-                    S[(size_t)u * e + f] += inv_C * g;
+                    for (int b = 0; b < a.nzb; b++) dsum += a.zpart[((size_t)q * a.nzb + b) * C + kd];
+                for (int k = tid + PK_THREADS; k <= j; k += PK_THREADS) {   /* groups longer than the block */
+                    float dt = 0;
+                    for (int b = 0; b < a.nzb; b++) dt += a.zpart[((size_t)q * a.nzb + b) * C + k];
+                    wa[k] = phi_f(dt * inv_C + bias_scale * P->rel_bias[rel_pos_bucket(j - k)], a.laplace);
                 }
-            __syncthreads();   /* wa and part are the next tile's */
+                if (kd >= 0) wa[kd] = phi_f(dsum * inv_C + bias_scale * rb, a.laplace);
+                __syncthreads();
+                float att = 0;
+                if (live) {
+#pragma unroll 4
+                    for (int k = sl; k < j; k += PK_SLICES) att += wa[k] * Gv[(size_t)k * e + f];
+                    if (sl == j % PK_SLICES) att += wa[j] * v;
+#pragma unroll 4
+                    for (int u = sl; u < s; u += PK_SLICES) att += ql[u] * S[(size_t)u * e + f];
+                }
+                part[sl * PK_COLS + tid % PK_COLS] = att;
+                __syncthreads();
+                if (sl == 0 && live) {
+                    float tot = 0;
+                    for (int b = 0; b < PK_SLICES; b++) tot += part[b * PK_COLS + tid % PK_COLS];
+                    a.gated[(size_t)q * e + f] = gate * tot;
+                    Gv[(size_t)j * e + f] = v;
+                }
+                if (j == C - 1 && live)
+                    for (int u = sl; u < s; u += PK_SLICES) {   /* the entries of S this thread read */
+                        float g = 0;
+                        for (int k = 0; k < j; k++) g += Gk[(size_t)k * s + u] * Gv[(size_t)k * e + f];
+                        g += Gk[(size_t)j * s + u] * v;
+                        S[(size_t)u * e + f] += inv_C * g;
+                    }
+                __syncthreads();   /* wa and part are the next tile's */
+            }
+            PK_END(3 * l + 1);
+            grid.sync();   /* B-C */
+            PK_START(3 * l + 2);
+            PK_MARK(7);
+            /* ---- C ---- */
+            pk_stage(rows, a.gated, n * e, NULL, NULL, 0);
+            __syncthreads();
+            PK_MARK(8);
+            for (int rr = gw; rr < d; rr += W) {
+                if (rr != gw) dec_prefetch<WT>(pre, Wo + (size_t)rr * e, e, true);
+                dec_row_dots<4, WT, NQ>(acc, Wo + (size_t)rr * e, rows, n, e, pre);
+                const float hq = rr == gw ? h_c : lane < n ? a.h[(size_t)lane * d + rr] : 0.0f;
+                const float bq = rr == gw ? bo_c : P->bo[rr];
+#pragma unroll
+                for (int q = 0; q < NQ; q++)
+                    if (q < n && lane == q) a.h[(size_t)q * d + rr] = bq + (hq + acc[q]);
+            }
+            PK_MARK(9);
         }
-        PK_END(3 * l + 1);
-        grid.sync();   /* B-C */
-        PK_START(3 * l + 2);
-        PK_MARK(7);
-        /* ---- C ---- */
-        pk_stage(rows, a.gated, n * e, NULL, NULL, 0);
+        /* ---- the head ---- */
+        const WT *Wl = (const WT *)a.w_logits;
+        dec_prefetch<WT>(pre, Wl + (size_t)(gw < V ? gw : 0) * d, d, gw < V);
+        const float bl = gw < V ? a.b_logits[gw] : 0.0f;
+        PK_END(3 * a.L - 1);
+        grid.sync();   /* h complete */
+        PK_START(3 * a.L);
+        pk_stage(rows, a.h, n * d, NULL, NULL, 0);
         __syncthreads();
-        PK_MARK(8);
-        for (int rr = gw; rr < d; rr += W) {
-            if (rr != gw) dec_prefetch<WT>(pre, Wo + (size_t)rr * e, e, true);
-            dec_row_dots<4, WT, NQ>(acc, Wo + (size_t)rr * e, rows, n, e, pre);
-            const float hq = rr == gw ? h_c : lane < n ? a.h[(size_t)lane * d + rr] : 0.0f;
-            const float bq = rr == gw ? bo_c : P->bo[rr];
+        pk_norm_rows<NQ>(rows, NULL, NULL, NULL, a.lnf_w, a.lnf_b, 1, 0, n, d);
+        __syncthreads();
+        for (int rr = gw; rr < V; rr += W) {
+            if (rr != gw) dec_prefetch<WT>(pre, Wl + (size_t)rr * d, d, true);
+            dec_row_dots<4, WT, NQ>(acc, Wl + (size_t)rr * d, rows, n, d, pre);
+            const float bq = rr == gw ? bl : a.b_logits[rr];
 #pragma unroll
             for (int q = 0; q < NQ; q++)
-                if (q < n && lane == q) a.h[(size_t)q * d + rr] = bq + (hq + acc[q]);
+                if (q < n && lane == q) {
+                    if (a.logits) a.logits[(size_t)q * V + rr] = acc[q] + bq;
+                    a.logits_dev[(size_t)q * V + rr] = acc[q] + bq;
+                }
         }
-        PK_MARK(9);
-    }
-    /* ---- the head ---- */
-    const WT *Wl = (const WT *)a.w_logits;
-    dec_prefetch<WT>(pre, Wl + (size_t)(gw < V ? gw : 0) * d, d, gw < V);
-    const float bl = gw < V ? a.b_logits[gw] : 0.0f;
-    PK_END(3 * a.L - 1);
-    grid.sync();   /* h complete */
-    PK_START(3 * a.L);
-    pk_stage(rows, a.h, n * d, NULL, NULL, 0);
-    __syncthreads();
-    pk_norm_rows<NQ>(rows, NULL, NULL, NULL, a.lnf_w, a.lnf_b, 1, 0, n, d);
-    __syncthreads();
-    for (int rr = gw; rr < V; rr += W) {
-        if (rr != gw) dec_prefetch<WT>(pre, Wl + (size_t)rr * d, d, true);
-        dec_row_dots<4, WT, NQ>(acc, Wl + (size_t)rr * d, rows, n, d, pre);
-        const float bq = rr == gw ? bl : a.b_logits[rr];
-#pragma unroll
-        for (int q = 0; q < NQ; q++)
-            if (q < n && lane == q) a.logits[(size_t)q * V + rr] = acc[q] + bq;
-    }
-    if (blockIdx.x == 0 && tid == 0) a.pos[0] = (int)(t + 1);
-    PK_END(3 * a.L);
+        PK_END(3 * a.L);
+    }   /* the bytes */
+    if (blockIdx.x == 0 && tid == 0) a.pos[0] = (int)(t0 + a.nbytes);
     if (a.prof && blockIdx.x == 0 && tid == 0) {   /* block 0's clock against the timer: its SM's MHz */
         a.prof[2 * (3 * a.L + 1) + 1] = (unsigned long long)clock64();
         a.prof[2 * (3 * a.L + 1) + 2] = pk_now();
@@ -457,7 +493,8 @@ static PkArgs pk_args(Model *m, const WT *wbase) {
     memset(&a, 0, sizeof a);
     a.layer = (const PkLayer *)dc->pk_layer;
     a.h = dc->h; a.hid = dc->hid; a.gated = dc->gated; a.xn = dc->xs; a.zpart = dc->zpart;
-    a.qlin = dc->qlin; a.logits = dc->logits_mapped; a.pos = dc->d_pos;
+    a.qlin = dc->qlin; a.logits = dc->logits_mapped; a.logits_dev = dc->logits; a.pos = dc->d_pos;
+    a.nbytes = 1;
     a.tok_emb = p->tok_emb; a.pos_scale = p->pos_scale; a.inv_freq = p->inv_freq;
     a.lnf_w = p->lnf_w; a.lnf_b = p->lnf_b; a.b_logits = p->b_logits;
     a.w_logits = wbase ? (const void *)param_twin(cm, p->w_logits) : (const void *)p->w_logits;
@@ -497,7 +534,7 @@ int dec_persistent_open(Model *m, CudaDecoder *dc) {
     if (!coop || sms <= nzb) return 0;
     const __nv_bfloat16 *wb = cm->use_bf16 && cm->params_h ? (const __nv_bfloat16 *)cm->params_h : NULL;
     const void *fn = pk_kernel(wb != NULL, n);
-    const size_t smem = sizeof(float) * pk_shared_floats(n, d, e, C);
+    const size_t smem = sizeof(float) * pk_shared_floats(n, d, e, C, c->num_tokens);
     if (smem > 48 * 1024 &&
         cudaFuncSetAttribute(fn, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem) != cudaSuccess) {
         cudaGetLastError();
@@ -633,6 +670,42 @@ int dec_persistent_step(Model *m, const int *tokens, float *logits) {
         dc->prof_bytes++;
     }
     dc->pos++;
+    return 0;
+}
+
+/* model_decoder_sample on the persistent path: DEC_SAMPLE_STEPS bytes a launch, each sampled
+   inside the kernel from the last byte's logits (sample_topk_block, every block the same
+   bytes) and fed to the next; the uniforms go up and the bytes come back once a launch */
+int dec_persistent_sample(Model *m, int steps, int k, double temperature, const double *u, int *tokens) {
+    CudaModel *cm = (CudaModel *)m->impl;
+    CudaDecoder *dc = cm->dec;
+    cudaStream_t st = cm->st;
+    const int n = dc->nseq;
+    const __nv_bfloat16 *wb = cm->use_bf16 && cm->params_h ? (const __nv_bfloat16 *)cm->params_h : NULL;
+    PkTokens tk;
+    memset(&tk, 0, sizeof tk);
+    for (int s0 = 0; s0 < steps; s0 += DEC_SAMPLE_STEPS) {
+        const int ms = steps - s0 < DEC_SAMPLE_STEPS ? steps - s0 : DEC_SAMPLE_STEPS;
+        memcpy(dc->h_u, u + (size_t)s0 * n, sizeof(double) * (size_t)ms * n);
+        cudaMemcpyAsync(dc->d_u, dc->h_u, sizeof(double) * (size_t)ms * n, cudaMemcpyHostToDevice, st);
+        PkArgs a = wb ? pk_args<__nv_bfloat16>(m, wb) : pk_args<float>(m, (const float *)NULL);
+        a.logits = NULL;
+        a.prof = NULL;
+        a.nbytes = ms;
+        a.u = dc->d_u;
+        a.hist = dc->d_hist;
+        a.samp_k = k;
+        a.temp = temperature;
+        void *args[] = {&a, &tk};
+        cudaError_t e = cudaLaunchCooperativeKernel(pk_kernel(wb != NULL, n), dc->pk_blocks, PK_THREADS, args,
+                                                    dc->pk_smem, st);
+        if (e == cudaSuccess)
+            e = cudaMemcpyAsync(dc->h_hist, dc->d_hist, sizeof(int) * (size_t)ms * n, cudaMemcpyDeviceToHost, st);
+        if (e == cudaSuccess) e = cudaStreamSynchronize(st);
+        if (e != cudaSuccess) { fprintf(stderr, "CUDA error in the decoder: %s\n", cudaGetErrorString(e)); return -1; }
+        memcpy(tokens + (size_t)s0 * n, dc->h_hist, sizeof(int) * (size_t)ms * n);
+        dc->pos += ms;
+    }
     return 0;
 }
 
